@@ -1,1 +1,32 @@
-//! placeholder
+//! Core of mailgate: settings, the authentication strategy plug-in point, the
+//! strategy registry and resolver, and the SMTP transport behind [`Mailer`].
+//!
+//! Library users normally depend on the `mailgate` facade crate, which links
+//! the strategy crates through cargo features.
+
+pub mod error;
+mod mailer;
+pub mod properties;
+pub mod registry;
+pub mod resolver;
+mod secret;
+pub mod settings;
+pub mod strategy;
+mod transport;
+
+pub use error::{ConfigError, Error, ErrorKind, Origin, Result, Stage};
+pub use mailer::{DEFAULT_MAX_CONNECTIONS, Mailer, MailerBuilder, OutgoingMessage};
+pub use registry::Registry;
+pub use resolver::{AuthFlags, Resolution, Rule, resolve};
+pub use settings::{Settings, TlsMode, keys};
+pub use strategy::{AuthStrategy, Reply, SmtpSession, StrategyDescriptor, TokenSource};
+pub use transport::{ConnectReport, Delivery};
+
+/// Re-exported for strategy implementations.
+pub use async_trait::async_trait;
+/// Re-exported so strategy crates submit descriptors with the same `inventory`.
+pub use inventory;
+/// Re-exported: messages are built with lettre's builder.
+pub use lettre::{self, Message, message::Mailbox};
+/// Re-exported: secrets are `secrecy` types.
+pub use secrecy;

@@ -1,0 +1,389 @@
+//! Errors, with the exit code (sysexits) each one maps to.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where a property value came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// A line of a properties file.
+    File {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number of the key.
+        line: usize,
+    },
+    /// An environment variable overriding the files.
+    Env {
+        /// The variable's name.
+        var: String,
+    },
+    /// Set through [`crate::MailerBuilder::property`].
+    Builder,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::File { path, line } => write!(f, "{}:{line}", path.display()),
+            Origin::Env { var } => write!(f, "environment variable {var}"),
+            Origin::Builder => f.write_str("the MailerBuilder"),
+        }
+    }
+}
+
+/// A class of failure: decides the exit code and whether retrying may help.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The caller used the API or command line wrongly (EX_USAGE, 64).
+    Usage,
+    /// The message is malformed: bad address, header injection (EX_DATAERR, 65).
+    InvalidInput,
+    /// The server could not be reached or cannot do what is configured (EX_UNAVAILABLE, 69).
+    Unavailable,
+    /// Try again later: 4xx replies, timeouts, token endpoint 5xx (EX_TEMPFAIL, 75).
+    Temporary,
+    /// The server or token endpoint refused the credentials (EX_NOPERM, 77).
+    AuthRefused,
+    /// The settings are wrong or incomplete (EX_CONFIG, 78).
+    Config,
+}
+
+impl ErrorKind {
+    /// The sysexits code for this kind.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            ErrorKind::Usage => 64,
+            ErrorKind::InvalidInput => 65,
+            ErrorKind::Unavailable => 69,
+            ErrorKind::Temporary => 75,
+            ErrorKind::AuthRefused => 77,
+            ErrorKind::Config => 78,
+        }
+    }
+}
+
+/// A settings problem. Messages name the file or key and what is expected, never a secret value.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A properties file could not be read.
+    #[error("cannot read {}: {source}; check the path and its permissions (see --config-dir, --is, --security)", path.display())]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A properties file is not valid Java properties syntax.
+    #[error("{}{}: {message}", path.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// Line, where the parser knows it.
+        line: Option<usize>,
+        /// The parser's message.
+        message: String,
+    },
+    /// A key the chosen mode needs is absent.
+    #[error(
+        "missing property `{key}`, required by the {needed_by} strategy; add it to {file} (read: {read})"
+    )]
+    Missing {
+        /// The key.
+        key: String,
+        /// What needs it (a strategy name or "every").
+        needed_by: String,
+        /// The file the key belongs in (`is.properties`, `security.properties`).
+        file: &'static str,
+        /// The files that were read, for orientation.
+        read: String,
+    },
+    /// A key the chosen mode needs is present but blank.
+    #[error("property `{key}` at {origin} is blank, but the {needed_by} strategy requires a value")]
+    Blank {
+        /// The key.
+        key: String,
+        /// Where it was set.
+        origin: Origin,
+        /// What needs it.
+        needed_by: String,
+    },
+    /// A value does not have the expected form.
+    #[error("property `{key}` at {origin} has an invalid value{}; expected {expected}", value.as_ref().map(|v| format!(" `{v}`")).unwrap_or_default())]
+    Invalid {
+        /// The key.
+        key: String,
+        /// Where it was set.
+        origin: Origin,
+        /// The bad value; `None` for secrets, which are never shown.
+        value: Option<String>,
+        /// What would be accepted.
+        expected: String,
+    },
+    /// A CA file named by `mailgate.smtp.ssl.caFile` is unusable.
+    #[error("CA file {} (from `mailgate.smtp.ssl.caFile` at {origin}): {reason}", path.display())]
+    CaFile {
+        /// The CA file.
+        path: PathBuf,
+        /// Where the key was set.
+        origin: Origin,
+        /// Why it cannot be used.
+        reason: String,
+    },
+    /// The chosen strategy is not in this build.
+    #[error("{}", unknown_strategy_message(name, available, feature.as_deref()))]
+    UnknownStrategy {
+        /// The strategy asked for.
+        name: String,
+        /// Why it was chosen (the rule).
+        chosen_by: String,
+        /// Strategies compiled into this build.
+        available: Vec<String>,
+        /// The cargo feature of the `mailgate` crate that adds it, for built-in strategies.
+        feature: Option<String>,
+    },
+    /// Two linked crates register a strategy under the same name.
+    #[error(
+        "two strategies are registered as `{name}`: one in `{first}` and one in `{second}`; link only one of them"
+    )]
+    DuplicateStrategy {
+        /// The shared name.
+        name: String,
+        /// Module path of the first.
+        first: String,
+        /// Module path of the second.
+        second: String,
+    },
+    /// A secret could not be decrypted.
+    #[error("cannot decrypt `{key}` at {origin}: {reason}")]
+    Secret {
+        /// The key.
+        key: String,
+        /// Where it was set.
+        origin: Origin,
+        /// Why (never contains the value).
+        reason: String,
+    },
+}
+
+fn unknown_strategy_message(name: &str, available: &[String], feature: Option<&str>) -> String {
+    let available = if available.is_empty() {
+        "none".to_owned()
+    } else {
+        available.join(", ")
+    };
+    match feature {
+        Some(feature) => format!(
+            "authentication strategy `{name}` is not compiled into this build (available: {available}); enable the cargo feature `{feature}` of the `mailgate` crate (or `mailgate-cli`)"
+        ),
+        None => format!(
+            "no authentication strategy named `{name}` is registered (available: {available}); a third-party strategy crate must be linked into the binary with `use its_crate as _;`"
+        ),
+    }
+}
+
+/// What the SMTP client was doing when something failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// TCP connect, greeting and EHLO.
+    Connect,
+    /// TLS handshake (implicit or after STARTTLS).
+    Tls,
+    /// Authentication.
+    Auth,
+    /// MAIL FROM.
+    Mail,
+    /// RCPT TO.
+    Rcpt,
+    /// DATA and the message body.
+    Data,
+    /// NOOP, RSET, QUIT.
+    Other,
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Stage::Connect => "connect",
+            Stage::Tls => "TLS handshake",
+            Stage::Auth => "AUTH",
+            Stage::Mail => "MAIL FROM",
+            Stage::Rcpt => "RCPT TO",
+            Stage::Data => "DATA",
+            Stage::Other => "SMTP command",
+        })
+    }
+}
+
+/// Everything that can go wrong building a [`crate::Mailer`] or sending mail.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The settings are wrong or incomplete.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The message is malformed (exit 65). Nothing was sent.
+    #[error("invalid {field}: {reason}")]
+    InvalidMessage {
+        /// The field: `subject`, `to`, `from`, ...
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Nothing accepts connections at the configured address.
+    #[error("cannot connect to SMTP server {server}: {reason}")]
+    Connect {
+        /// host:port
+        server: String,
+        /// Why.
+        reason: String,
+    },
+    /// The TLS handshake failed, e.g. the certificate is not trusted. Nothing was sent.
+    #[error(
+        "TLS with {server} failed: {reason}; if the server uses a private CA, list its PEM file in `mailgate.smtp.ssl.caFile`"
+    )]
+    Tls {
+        /// host:port
+        server: String,
+        /// Why.
+        reason: String,
+    },
+    /// TLS is required but the server does not offer STARTTLS. Nothing was sent.
+    #[error(
+        "{server} does not offer STARTTLS but `mksis.smtp.ssl.enabled=true`; refusing to continue without TLS (use port 465 or `mailgate.smtp.ssl.mode=implicit` if the server speaks implicit TLS)"
+    )]
+    StartTlsUnavailable {
+        /// host:port
+        server: String,
+    },
+    /// Credentials would cross an unencrypted connection.
+    #[error(
+        "the {strategy} strategy would send credentials to {server} without TLS; set `mksis.smtp.ssl.enabled=true` (or, on a trusted network only, `mailgate.smtp.allowPlaintextAuth=true`)"
+    )]
+    PlaintextAuth {
+        /// The strategy.
+        strategy: String,
+        /// host:port
+        server: String,
+    },
+    /// The server offers none of the mechanisms the strategy can use.
+    #[error(
+        "{server} offers no AUTH mechanism the {strategy} strategy supports (wanted one of {wanted})"
+    )]
+    NoMechanism {
+        /// The strategy.
+        strategy: String,
+        /// host:port
+        server: String,
+        /// Mechanisms the strategy could use.
+        wanted: String,
+    },
+    /// The server refused the credentials.
+    #[error("{server} refused {strategy} authentication: {reply}")]
+    AuthRefused {
+        /// The strategy.
+        strategy: String,
+        /// host:port
+        server: String,
+        /// The server's reply (decoded where it was base64), never the credentials.
+        reply: String,
+        /// The strategy asks for one more attempt on a new connection (fresh token).
+        retry_on_new_connection: bool,
+    },
+    /// The server answered with an error code.
+    #[error("{server} rejected {stage} with {code}: {reply}")]
+    Smtp {
+        /// host:port
+        server: String,
+        /// The command.
+        stage: Stage,
+        /// The reply code.
+        code: u16,
+        /// The reply text.
+        reply: String,
+    },
+    /// The connection broke or the server spoke nonsense.
+    #[error("connection to {server} failed during {stage}: {reason}")]
+    Protocol {
+        /// host:port
+        server: String,
+        /// The command.
+        stage: Stage,
+        /// Why.
+        reason: String,
+    },
+    /// A reply did not arrive in time.
+    #[error("{server} did not answer {stage} within {}s (`mailgate.smtp.timeoutSeconds`)", after.as_secs_f32())]
+    Timeout {
+        /// host:port
+        server: String,
+        /// The command.
+        stage: Stage,
+        /// The limit.
+        after: Duration,
+    },
+    /// A strategy-specific failure (e.g. the OAuth token endpoint).
+    #[error("{strategy}: {source}")]
+    Strategy {
+        /// The strategy.
+        strategy: String,
+        /// How to treat it.
+        kind: ErrorKind,
+        /// The cause, free of secrets.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The call does not fit the configuration (e.g. a token from a strategy that has none).
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl Error {
+    /// The failure class.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Config(_) | Error::PlaintextAuth { .. } => ErrorKind::Config,
+            Error::InvalidMessage { .. } => ErrorKind::InvalidInput,
+            Error::Connect { .. }
+            | Error::Tls { .. }
+            | Error::StartTlsUnavailable { .. }
+            | Error::NoMechanism { .. } => ErrorKind::Unavailable,
+            Error::AuthRefused { .. } => ErrorKind::AuthRefused,
+            Error::Smtp { code, stage, .. } => match (code / 100, stage) {
+                (4, _) => ErrorKind::Temporary,
+                (_, Stage::Auth) => ErrorKind::AuthRefused,
+                (_, Stage::Rcpt | Stage::Mail) => ErrorKind::InvalidInput,
+                _ => ErrorKind::Unavailable,
+            },
+            Error::Protocol { .. } | Error::Timeout { .. } => ErrorKind::Temporary,
+            Error::Strategy { kind, .. } => *kind,
+            Error::Usage(_) => ErrorKind::Usage,
+        }
+    }
+
+    /// The sysexits exit code.
+    pub fn exit_code(&self) -> u8 {
+        self.kind().exit_code()
+    }
+
+    /// Whether trying again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        self.kind() == ErrorKind::Temporary
+    }
+
+    /// Whether the same call will fail again until something changes.
+    pub fn is_permanent(&self) -> bool {
+        !self.is_transient()
+    }
+
+    pub(crate) fn invalid_message(field: &str, reason: impl Into<String>) -> Self {
+        Error::InvalidMessage {
+            field: field.to_owned(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Result with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,307 @@
+//! Reading Java `.properties` files and layering them with environment overrides.
+//!
+//! Parsing is the `java-properties` crate's; this module adds the encoding
+//! choice (UTF-8 when the bytes are valid UTF-8, else windows-1252, a superset
+//! of the Latin-1 that Java itself writes), line numbers, and an ordered merge
+//! where later sources win. Keys are flat strings: dots are part of the name.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use java_properties::{LineContent, PropertiesIter};
+
+use crate::error::{ConfigError, Origin};
+
+/// One property with its origin.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The decoded value.
+    pub value: String,
+    /// Where it was set.
+    pub origin: Origin,
+}
+
+/// Keys merged from every source; the last source to set a key wins.
+#[derive(Clone, Default)]
+pub struct Properties {
+    entries: BTreeMap<String, Entry>,
+}
+
+impl Properties {
+    /// Reads one file. Fails on unreadable files and syntax errors.
+    pub fn read_file(path: &Path) -> Result<Self, ConfigError> {
+        let bytes = std::fs::read(path).map_err(|source| ConfigError::Unreadable {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&bytes, path)
+    }
+
+    /// Parses file content; `path` is used for origins and errors.
+    pub fn parse(bytes: &[u8], path: &Path) -> Result<Self, ConfigError> {
+        let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+        let encoding = if std::str::from_utf8(bytes).is_ok() {
+            encoding_rs::UTF_8
+        } else {
+            encoding_rs::WINDOWS_1252
+        };
+        let mut props = Properties::default();
+        for line in PropertiesIter::new_with_encoding(bytes, encoding) {
+            let line = line.map_err(|e| ConfigError::Syntax {
+                path: path.to_owned(),
+                line: e.line_number(),
+                message: e.to_string(),
+            })?;
+            let number = line.line_number();
+            if let LineContent::KVPair(key, value) = line.consume_content() {
+                props.set(
+                    key,
+                    value,
+                    Origin::File {
+                        path: path.to_owned(),
+                        line: number,
+                    },
+                );
+            }
+        }
+        Ok(props)
+    }
+
+    /// Reads the environment overrides for `keys`: key `a.bC.d` is variable `A_BC_D`.
+    pub fn from_env<'k>(keys: impl IntoIterator<Item = &'k str>) -> Self {
+        let mut props = Properties::default();
+        for key in keys {
+            let var = env_var_name(key);
+            if let Ok(value) = std::env::var(&var) {
+                props.set(key.to_owned(), value, Origin::Env { var });
+            }
+        }
+        props
+    }
+
+    /// Sets one key.
+    pub fn set(&mut self, key: String, value: String, origin: Origin) {
+        self.entries.insert(key, Entry { value, origin });
+    }
+
+    /// Layers `other` over `self`: its keys win.
+    pub fn merge(&mut self, other: Properties) {
+        self.entries.extend(other.entries);
+    }
+
+    /// The entry for `key`.
+    pub fn get(&self, key: &str) -> Option<&Entry> {
+        self.entries.get(key)
+    }
+
+    /// All keys, sorted.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(String::as_str)
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are no keys.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// The environment variable that overrides `key`: upper case, dots to underscores.
+pub fn env_var_name(key: &str) -> String {
+    key.replace('.', "_").to_ascii_uppercase()
+}
+
+/// Whether a key holds a secret whose value must never be shown.
+pub fn is_secret_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    ["password", "secret", "token"]
+        .iter()
+        .any(|w| k.contains(w) && !k.ends_with("url"))
+}
+
+impl fmt::Debug for Properties {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut map = f.debug_map();
+        for (key, entry) in &self.entries {
+            if is_secret_key(key) {
+                map.entry(key, &"<redacted>");
+            } else {
+                map.entry(key, &entry.value);
+            }
+        }
+        map.finish()
+    }
+}
+
+impl fmt::Debug for Entry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // An entry does not know its key, so it never shows its value.
+        f.debug_struct("Entry")
+            .field("origin", &self.origin)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The files a settings load reads.
+#[derive(Clone, Debug, Default)]
+pub struct ConfigFiles {
+    /// The config folder, for relative paths (CA files, key file).
+    pub dir: Option<PathBuf>,
+    /// `is.properties`.
+    pub is: Option<PathBuf>,
+    /// `security.properties`.
+    pub security: Option<PathBuf>,
+}
+
+impl ConfigFiles {
+    /// `is.properties` and `security.properties` in `dir`.
+    pub fn in_dir(dir: impl Into<PathBuf>) -> Self {
+        let dir = dir.into();
+        Self {
+            is: Some(dir.join("is.properties")),
+            security: Some(dir.join("security.properties")),
+            dir: Some(dir),
+        }
+    }
+
+    /// The files, in read order.
+    pub fn paths(&self) -> impl Iterator<Item = &Path> {
+        self.is
+            .iter()
+            .chain(self.security.iter())
+            .map(PathBuf::as_path)
+    }
+
+    /// The folder relative paths are resolved against: the config folder, else
+    /// the folder of `is.properties`.
+    pub fn base_dir(&self) -> PathBuf {
+        self.dir
+            .clone()
+            .or_else(|| {
+                self.is
+                    .as_ref()
+                    .and_then(|p| p.parent().map(Path::to_owned))
+            })
+            .unwrap_or_else(|| PathBuf::from("."))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &[u8]) -> Properties {
+        Properties::parse(text, Path::new("is.properties")).unwrap()
+    }
+
+    fn value<'a>(p: &'a Properties, key: &str) -> &'a str {
+        &p.get(key).unwrap_or_else(|| panic!("{key} missing")).value
+    }
+
+    #[test]
+    fn separators_comments_and_whitespace() {
+        let p = parse(
+            b"# comment\n! also comment\na=1\nb:2\nc 3\n  d  =  4\ne\t5\nf=\n\ng = with spaces  \n",
+        );
+        assert_eq!(value(&p, "a"), "1");
+        assert_eq!(value(&p, "b"), "2");
+        assert_eq!(value(&p, "c"), "3");
+        assert_eq!(value(&p, "d"), "4");
+        assert_eq!(value(&p, "e"), "5");
+        assert_eq!(value(&p, "f"), "");
+        assert_eq!(value(&p, "g"), "with spaces  ");
+        assert_eq!(p.len(), 7);
+    }
+
+    #[test]
+    fn escapes_and_continuations() {
+        let p = parse(
+            b"key\\ with\\=odd\\:chars = v\\=1\\:2\nuni=caf\\u00e9\nlong = first \\\n    second\\\n  third\ntab=a\\tb\ntrail=x\\ \n",
+        );
+        assert_eq!(value(&p, "key with=odd:chars"), "v=1:2");
+        assert_eq!(value(&p, "uni"), "caf\u{e9}");
+        assert_eq!(value(&p, "long"), "first secondthird");
+        assert_eq!(value(&p, "tab"), "a\tb");
+        assert_eq!(value(&p, "trail"), "x ");
+    }
+
+    #[test]
+    fn line_numbers_point_at_the_key() {
+        let p = parse(b"# c\n\nx = a \\\n  b\ny=2\n");
+        assert_eq!(
+            p.get("y").unwrap().origin,
+            Origin::File {
+                path: "is.properties".into(),
+                line: 5
+            }
+        );
+        assert_eq!(
+            p.get("x").unwrap().origin,
+            Origin::File {
+                path: "is.properties".into(),
+                line: 3
+            }
+        );
+    }
+
+    #[test]
+    fn latin1_and_utf8_files_both_read() {
+        let latin1 = parse(b"from=Ren\xe9 <rene@example.com>\n");
+        assert_eq!(value(&latin1, "from"), "Ren\u{e9} <rene@example.com>");
+        let utf8 = parse("from=Ren\u{e9} <rene@example.com>\n".as_bytes());
+        assert_eq!(value(&utf8, "from"), "Ren\u{e9} <rene@example.com>");
+        let bom = parse(b"\xEF\xBB\xBFa=1\n");
+        assert_eq!(value(&bom, "a"), "1");
+    }
+
+    #[test]
+    fn crlf_line_endings() {
+        let p = parse(b"a=1\r\nb=2 \\\r\n  3\r\n");
+        assert_eq!(value(&p, "a"), "1");
+        assert_eq!(value(&p, "b"), "2 3");
+    }
+
+    #[test]
+    fn later_sources_win() {
+        let mut a = parse(b"k=1\nonly=a\n");
+        let b = Properties::parse(b"k=2\n", Path::new("security.properties")).unwrap();
+        a.merge(b);
+        assert_eq!(value(&a, "k"), "2");
+        assert_eq!(value(&a, "only"), "a");
+    }
+
+    #[test]
+    fn env_names() {
+        assert_eq!(
+            env_var_name("mksis.security.smtp.oauth.clientSecret"),
+            "MKSIS_SECURITY_SMTP_OAUTH_CLIENTSECRET"
+        );
+        assert_eq!(
+            env_var_name("mailgate.smtp.ssl.caFile"),
+            "MAILGATE_SMTP_SSL_CAFILE"
+        );
+    }
+
+    #[test]
+    fn debug_redacts_secrets() {
+        let p = parse(b"mksis.logging.emailfrom.password=hunter2\nmksis.security.smtp.oauth.clientSecret=s3cr3t\nhost=h\n");
+        let dbg = format!("{p:?}");
+        assert!(!dbg.contains("hunter2"), "{dbg}");
+        assert!(!dbg.contains("s3cr3t"), "{dbg}");
+        assert!(dbg.contains("host"));
+        let entry = format!("{:?}", p.get("mksis.logging.emailfrom.password").unwrap());
+        assert!(!entry.contains("hunter2"));
+    }
+
+    #[test]
+    fn url_keys_are_not_secret() {
+        assert!(!is_secret_key("mksis.security.smtp.oauth.tokenEndpointURL"));
+        assert!(is_secret_key("mksis.security.smtp.oauth.clientSecret"));
+        assert!(is_secret_key("mksis.logging.emailfrom.password"));
+    }
+}
