@@ -310,7 +310,9 @@ impl Transport {
                 .timed(Stage::Tls, conn.starttls(tls, &self.hello))
                 .await?;
             if let Err(e) = upgraded {
-                conn.abort().await;
+                // After a failed handshake lettre's stream is gone: writing QUIT
+                // would panic inside lettre, so the connection is only dropped.
+                drop(conn);
                 return Err(match e.status() {
                     Some(code) => Error::Smtp {
                         server: self.address.clone(),
