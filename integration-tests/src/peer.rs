@@ -111,6 +111,9 @@ pub struct PeerConfig {
     /// Refuse the first n otherwise valid AUTH attempts (counted over the
     /// peer's life, all connections).
     pub refuse_first_auth: u32,
+    /// Close connections idle this long (Node peer only; default 60 s).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub socket_timeout_ms: Option<u64>,
     /// Reply code for every MAIL FROM (e.g. 451, 550).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fail_mail: Option<u16>,
@@ -197,6 +200,12 @@ impl PeerConfig {
     /// Scope named in the OAuth error challenge.
     pub fn scope(mut self, scope: &str) -> Self {
         self.scope = Some(scope.to_owned());
+        self
+    }
+
+    /// Close connections that stay idle for `after` (Node peer only).
+    pub fn idle_timeout(mut self, after: std::time::Duration) -> Self {
+        self.socket_timeout_ms = Some(after.as_millis() as u64);
         self
     }
 

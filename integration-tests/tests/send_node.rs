@@ -340,3 +340,27 @@ async fn trigger_api_reports_server_and_port() {
     let err = mailer.oauth_access_token().await.unwrap_err();
     assert!(err.to_string().contains("uses no OAuth tokens"), "{err}");
 }
+
+#[tokio::test]
+async fn a_pooled_connection_the_server_closed_is_replaced() {
+    let peer = SmtpPeer::start(
+        PeerKind::Node,
+        PeerConfig::new().idle_timeout(Duration::from_millis(300)),
+    );
+    let dir = config(server_props(peer.port()));
+    let mailer = mailer(&dir);
+    mailer
+        .sendmail(USER, "dev@example.com", "first", "b")
+        .await
+        .expect("first");
+    // The server drops the idle connection; the next send must not notice.
+    peer.wait_for_closed_connections(1, WAIT);
+    let delivery = mailer
+        .sendmail(USER, "dev@example.com", "second", "b")
+        .await
+        .expect("second goes through on a new connection");
+    assert!(!delivery.reused_connection);
+    let msgs = peer.wait_for_messages(2, WAIT);
+    assert_ne!(msgs[0].conn, msgs[1].conn);
+    assert_eq!(peer.connections(), 2);
+}

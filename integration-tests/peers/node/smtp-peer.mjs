@@ -91,6 +91,8 @@ const options = {
     authOptional: noAuth || !!cfg.authOptional,
     allowInsecureAuth: !!cfg.allowInsecureAuth,
     disableReverseLookup: true,
+    // Idle clients are disconnected after this long (for pool tests).
+    socketTimeout: cfg.socketTimeoutMs || 60 * 1000,
     logger: false,
 
     onConnect(session, callback) {
