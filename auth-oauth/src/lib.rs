@@ -1,1 +1,185 @@
-//! placeholder
+//! OAuth 2.0 token authentication for mailgate: the `oauth` strategy.
+//!
+//! The strategy gets an access token from the token endpoint with the
+//! client-credentials grant (RFC 6749 §4.4) and authenticates each new SMTP
+//! connection with it over SASL `XOAUTH2` (what Microsoft 365 and Gmail
+//! speak) or RFC 7628 `OAUTHBEARER`. It is chosen when
+//! `mksis.smtp.oauth.authentication=true` and `mksis.smtp.authentication=false`
+//! (or with `mailgate.smtp.auth.strategy=oauth`).
+//!
+//! # Pieces
+//!
+//! - [`TokenClient`]: one POST to the token endpoint, built from a
+//!   [`TokenClientConfig`]. Client authentication is `client_secret_post`
+//!   (id and secret in the form, what Microsoft documents) or
+//!   `client_secret_basic` (HTTP Basic with the form-urlencoded id and
+//!   secret, RFC 6749 §2.3.1). Redirects are not followed, so the secret
+//!   only ever goes to the configured URL.
+//! - [`TokenCache`]: shared by every connection of one strategy instance
+//!   (one `Mailer`). It reuses a token until a margin before it expires, lets
+//!   one fetch run at a time however many tasks wait, backs off after a
+//!   failed fetch, and drops a token the SMTP server refused
+//!   ([`TokenCache::invalidate`]).
+//! - [`OAuthStrategy`]: the [`AuthStrategy`](mailgate_core::AuthStrategy),
+//!   built from [`Settings`](mailgate_core::Settings) and registered under
+//!   the name `oauth`. It answers the server's `334` error challenge (empty
+//!   line for XOAUTH2, `AQ==` for OAUTHBEARER), reports the challenge's
+//!   decoded status, and on a `535` invalidates the token and asks core for
+//!   one retry on a new connection, which fetches a new token.
+//! - [`sasl`]: the initial-response encodings.
+//!
+//! Neither the client secret nor a token appears in any `Display`, `Debug`
+//! or log line: they are [`secrecy`] types, the types holding them have a
+//! hand-written `Debug`, and text from the token endpoint is cleaned (tags
+//! stripped, the secret masked, truncated) before it goes into an error.
+//!
+//! # Keys
+//!
+//! Vendor keys, in `security.properties` unless noted:
+//!
+//! | key | default | meaning |
+//! | --- | --- | --- |
+//! | `mksis.security.smtp.oauth.tokenEndpointURL` | required | token endpoint; `https://`, plain `http://` only on loopback (127.0.0.0/8, `::1`, `localhost`) |
+//! | `mksis.security.smtp.oauth.clientID` | required | client id |
+//! | `mksis.security.smtp.oauth.clientSecret` | required | client secret (may be `ENC(...)`) |
+//! | `mksis.security.smtp.oauth.scope` | required | e.g. `https://outlook.office365.com/.default` |
+//! | `mksis.logging.email.from` (is) | | SASL user when `mailgate.oauth.user` is unset (its address part) |
+//!
+//! Extensions, in `is.properties` ([`keys`]):
+//!
+//! | key | default | meaning |
+//! | --- | --- | --- |
+//! | `mailgate.oauth.user` | address of `mksis.logging.email.from` | SASL user (the mailbox) |
+//! | `mailgate.oauth.mechanism` | `xoauth2` | `xoauth2` or `oauthbearer` |
+//! | `mailgate.oauth.clientAuth` | `post` | `post` (client_secret_post) or `basic` (client_secret_basic) |
+//! | `mailgate.oauth.timeoutSeconds` | `mailgate.smtp.timeoutSeconds` (30) | limit for each token request, connect included |
+//! | `mailgate.oauth.refreshMarginSeconds` | 60 | fetch a new token this long before the old one expires |
+//!
+//! # Lifetimes and back-off
+//!
+//! - A token is valid for its `expires_in` from the moment the request was
+//!   sent; without `expires_in` it counts as valid for
+//!   [`DEFAULT_TOKEN_LIFETIME`] (300 s).
+//! - It is replaced [`DEFAULT_REFRESH_MARGIN`] (60 s) before it expires; the
+//!   margin is at most half the token's lifetime
+//!   ([`MAX_MARGIN_FRACTION`]), so a 30 s token is reused for 15 s.
+//! - If the refresh fails while the old token still has
+//!   [`MIN_REMAINING_LIFETIME`] (5 s) left, the old token is used.
+//! - After a failed fetch the endpoint is not asked again for
+//!   [`MIN_BACKOFF`] (1 s), doubling with each further failure up to
+//!   [`MAX_BACKOFF`] (60 s), or for as long as a `Retry-After` asks (at most
+//!   [`MAX_BACKOFF`]); meanwhile callers get the last error.
+//!
+//! # Exit codes of token endpoint failures
+//!
+//! | failure | [`ErrorKind`](mailgate_core::ErrorKind) |
+//! | --- | --- |
+//! | `invalid_client`, `unauthorized_client`, `invalid_grant`, other 401/403 | `AuthRefused` (77) |
+//! | `invalid_scope`, `invalid_request`, `unsupported_grant_type`, other 4xx, HTML instead of JSON | `Config` (78) |
+//! | 5xx, 408, 429, connection errors, timeouts | `Temporary` (75) |
+//! | untrusted certificate, a token that is not `Bearer` | `Unavailable` (69) |
+//!
+//! # Enabling it
+//!
+//! ```properties
+//! # is.properties
+//! mksis.smtp.oauth.authentication=true
+//! mksis.smtp.authentication=false
+//! mksis.smtp.ssl.enabled=true
+//! mksis.logging.email.server.hostname=smtp.office365.com
+//! mksis.logging.email.server.port=587
+//! mksis.logging.email.from=alm@example.com
+//!
+//! # security.properties
+//! mksis.security.smtp.oauth.clientID=00000000-0000-0000-0000-000000000000
+//! mksis.security.smtp.oauth.clientSecret=ENC(...)
+//! mksis.security.smtp.oauth.tokenEndpointURL=https://login.microsoftonline.com/TENANT/oauth2/v2.0/token
+//! mksis.security.smtp.oauth.scope=https://outlook.office365.com/.default
+//! ```
+//!
+//! A binary links the strategy by naming the crate (the `mailgate` facade
+//! does this under its `oauth` feature):
+//!
+//! ```
+//! use mailgate_auth_oauth as _;
+//! ```
+//!
+//! The token client and cache also work on their own:
+//!
+//! ```no_run
+//! use mailgate_auth_oauth::{TokenCache, TokenClient, TokenClientConfig};
+//! use mailgate_core::secrecy::{ExposeSecret, SecretString};
+//!
+//! # async fn run() -> mailgate_core::Result<()> {
+//! let config = TokenClientConfig::new(
+//!     "https://login.microsoftonline.com/TENANT/oauth2/v2.0/token",
+//!     "client-id",
+//!     SecretString::from("client-secret"),
+//!     Some("https://outlook.office365.com/.default".to_owned()),
+//! );
+//! let cache = TokenCache::new(TokenClient::new(config)?);
+//! let token = cache.token().await?; // fetched once, then reused
+//! # let _ = token.expose_secret();
+//! # Ok(())
+//! # }
+//! ```
+
+mod cache;
+mod client;
+mod config;
+pub mod sasl;
+mod strategy;
+
+pub use cache::{
+    CachePolicy, DEFAULT_REFRESH_MARGIN, MAX_BACKOFF, MAX_MARGIN_FRACTION, MIN_BACKOFF,
+    MIN_REMAINING_LIFETIME, TokenCache,
+};
+pub use client::{
+    ClientAuth, DEFAULT_TOKEN_LIFETIME, EXCERPT_LEN, Token, TokenClient, TokenClientConfig,
+    TokenError,
+};
+pub use config::OAuthConfig;
+pub use sasl::Mechanism;
+pub use strategy::OAuthStrategy;
+
+/// The name the strategy is registered under.
+pub const STRATEGY_NAME: &str = "oauth";
+
+/// The `mailgate.oauth.*` keys this crate reads (the vendor's keys are in
+/// [`mailgate_core::keys`]).
+pub mod keys {
+    /// SASL user; default: the address of `mksis.logging.email.from`.
+    pub const USER: &str = "mailgate.oauth.user";
+    /// `xoauth2` (default) or `oauthbearer`.
+    pub const MECHANISM: &str = "mailgate.oauth.mechanism";
+    /// `post` (client_secret_post, default) or `basic` (client_secret_basic).
+    pub const CLIENT_AUTH: &str = "mailgate.oauth.clientAuth";
+    /// Limit for each token request in seconds; default `mailgate.smtp.timeoutSeconds`.
+    pub const TIMEOUT_SECONDS: &str = "mailgate.oauth.timeoutSeconds";
+    /// Seconds before expiry a token is replaced; default 60.
+    pub const REFRESH_MARGIN_SECONDS: &str = "mailgate.oauth.refreshMarginSeconds";
+
+    /// Every key above, as registered with the strategy.
+    pub const ALL: &[&str] = &[
+        USER,
+        MECHANISM,
+        CLIENT_AUTH,
+        TIMEOUT_SECONDS,
+        REFRESH_MARGIN_SECONDS,
+    ];
+}
+
+fn build(
+    settings: &mailgate_core::Settings,
+) -> mailgate_core::Result<std::sync::Arc<dyn mailgate_core::AuthStrategy>> {
+    Ok(std::sync::Arc::new(OAuthStrategy::from_settings(settings)?))
+}
+
+mailgate_core::inventory::submit! {
+    mailgate_core::StrategyDescriptor {
+        name: STRATEGY_NAME,
+        keys: keys::ALL,
+        build,
+        module_path: module_path!(),
+    }
+}
