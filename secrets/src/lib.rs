@@ -1,0 +1,75 @@
+//! Encrypted secret values for mailgate's Java `.properties` files.
+//!
+//! A secret property (the basic-auth password, the OAuth client secret) can
+//! hold `ENC(v1:...)` instead of its plaintext: an XChaCha20-Poly1305
+//! ciphertext bound to the property name, under a 32-byte key kept in a key
+//! file. This crate
+//!
+//! * loads and creates key files ([`SecretKey::load`],
+//!   [`SecretKey::load_or_create`], [`SecretKey::create`]),
+//! * encrypts and decrypts single values ([`encrypt_value`],
+//!   [`decrypt_value`], [`is_encrypted`]),
+//! * edits properties files in place, byte for byte ([`encrypt_file`],
+//!   [`plaintext_secrets`], [`rotate_file`]).
+//!
+//! # ENC value
+//!
+//! `ENC(v1:` base64url-without-padding of `key_id[4] || name_tag[4] ||
+//! nonce[24] || ciphertext || tag[16]` `)`. The associated data is
+//! `"mailgate-secrets/v1\0" || key_id || name_tag || property name`, so a
+//! value copied to another property does not decrypt. `key_id` and
+//! `name_tag` (truncated SHA-256 with domain separation) let errors say
+//! whether the key or the property is wrong, or the value was altered.
+//!
+//! # Key file
+//!
+//! Text: `#` comment lines, blank lines, and one line of 64 hex digits (the
+//! 32 key bytes). It must not be accessible by group or others (mode
+//! `0600`); a file that is is refused.
+//!
+//! No error message or `Debug` output of this crate contains a value, a
+//! plaintext or key bytes.
+//!
+//! # Example
+//!
+//! ```
+//! use mailgate_secrets::{SECRET_KEYS, SecretKey, decrypt_value, encrypt_file, is_encrypted};
+//! use secrecy::ExposeSecret;
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! # let is = dir.path().join("is.properties");
+//! # std::fs::write(&is, "# mail\nmksis.logging.emailfrom.password = hunter2\n")?;
+//! // `mailgate encrypt`: create the key file on first use, encrypt in place.
+//! let (key, _origin) = SecretKey::load_or_create(dir.path().join("mailgate.key"))?;
+//! let report = encrypt_file(&is, &SECRET_KEYS, &key)?;
+//! assert_eq!(report.changed[0].line, 2);
+//!
+//! // Loading: decrypt transparently.
+//! let props = java_properties::read(std::fs::File::open(&is)?)?;
+//! let value = &props["mksis.logging.emailfrom.password"];
+//! assert!(is_encrypted(value));
+//! let password = decrypt_value(&key, "mksis.logging.emailfrom.password", value)?;
+//! assert_eq!(password.expose_secret(), "hunter2");
+//! # Ok(())
+//! # }
+//! ```
+
+mod error;
+mod file;
+mod key;
+mod props;
+mod value;
+
+pub use error::{Error, KeyName, Location, Result};
+pub use file::{Occurrence, Report, encrypt_file, plaintext_secrets, rotate_file};
+pub use key::{KEY_LEN, KeyOrigin, SecretKey};
+pub use props::detect_encoding;
+pub use value::{decrypt_value, encrypt_value, is_encrypted};
+
+/// The vendor's secret properties that may be encrypted: the basic-auth
+/// password (in `is.properties`) and the OAuth client secret (in
+/// `security.properties`).
+pub const SECRET_KEYS: [&str; 2] = [
+    "mksis.logging.emailfrom.password",
+    "mksis.security.smtp.oauth.clientSecret",
+];
