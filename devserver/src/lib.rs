@@ -1,0 +1,47 @@
+//! Development SMTP server and OAuth 2.0 token endpoint for mailgate's demo,
+//! tests and benchmarks. Not part of the library's build.
+//!
+//! - [`DevSmtpServer`]: SMTP on 127.0.0.1 (ephemeral port), plain, STARTTLS
+//!   (optionally required) or implicit TLS with a generated CA ([`DevCa`]);
+//!   AUTH PLAIN, LOGIN, XOAUTH2 and OAUTHBEARER with the error challenges
+//!   real servers send; records messages and AUTH attempts; injects faults
+//!   ([`Fault`]).
+//! - [`DevTokenEndpoint`]: the client-credentials grant (RFC 6749 4.4) over
+//!   HTTP on 127.0.0.1, with client_secret_basic and client_secret_post;
+//!   issued tokens go to a [`TokenRegistry`] the SMTP server can accept.
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! use mailgate_devserver::{DevSmtpServer, DevTokenEndpoint, Fault, Mechanism, Stage};
+//! let endpoint = DevTokenEndpoint::builder()
+//!     .client("client-id", "client-secret")
+//!     .start()
+//!     .await?;
+//! let smtp = DevSmtpServer::builder()
+//!     .starttls_required()
+//!     .mechanisms([Mechanism::XOAuth2, Mechanism::OAuthBearer])
+//!     .token_registry(endpoint.registry())
+//!     .fault(Fault::reply(Stage::Mail, 421, "4.3.2 Try again later").times(1))
+//!     .start()
+//!     .await?;
+//! smtp.ca().write_ca_pem("/tmp/dev-ca.pem")?;
+//! // point the client at endpoint.url() and smtp.port() ...
+//! # Ok(()) }
+//! ```
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod smtp;
+pub mod tls;
+pub mod token;
+
+pub use smtp::{
+    AuthAttempt, AuthInfo, DevSmtpServer, DevSmtpServerBuilder, Fault, FaultAction, Mechanism,
+    ReceivedMessage, Stage, TlsMode, TokenValidator,
+};
+pub use tls::DevCa;
+pub use token::{
+    ClientAuthMethod, DevTokenEndpoint, DevTokenEndpointBuilder, IssuedToken, TokenFault,
+    TokenFaultKind, TokenRegistry, TokenRequest,
+};

@@ -1,0 +1,717 @@
+//! The development SMTP server.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::tls::DevCa;
+use crate::token::TokenRegistry;
+
+mod message;
+pub(crate) mod sasl;
+mod session;
+
+pub use message::{AuthAttempt, AuthInfo, ReceivedMessage};
+
+/// How the server uses TLS.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TlsMode {
+    /// No TLS at all.
+    #[default]
+    None,
+    /// STARTTLS is offered. With `required`, AUTH is advertised only after
+    /// STARTTLS, and AUTH and MAIL before it get `530 5.7.0`.
+    StartTls {
+        /// Refuse AUTH and MAIL before STARTTLS.
+        required: bool,
+    },
+    /// TLS from the first byte (SMTPS, port 465 style).
+    Implicit,
+}
+
+/// A SASL mechanism the server can offer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Mechanism {
+    /// RFC 4616 PLAIN.
+    Plain,
+    /// LOGIN (username and password prompts).
+    Login,
+    /// Google/Microsoft XOAUTH2.
+    XOAuth2,
+    /// RFC 7628 OAUTHBEARER.
+    OAuthBearer,
+}
+
+impl Mechanism {
+    /// Every mechanism, in the order they are advertised.
+    pub const ALL: [Mechanism; 4] = [
+        Mechanism::Plain,
+        Mechanism::Login,
+        Mechanism::XOAuth2,
+        Mechanism::OAuthBearer,
+    ];
+
+    /// The name used in EHLO and AUTH.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mechanism::Plain => "PLAIN",
+            Mechanism::Login => "LOGIN",
+            Mechanism::XOAuth2 => "XOAUTH2",
+            Mechanism::OAuthBearer => "OAUTHBEARER",
+        }
+    }
+
+    /// Parses a mechanism name (case-insensitive).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|m| m.as_str().eq_ignore_ascii_case(name))
+    }
+}
+
+impl fmt::Display for Mechanism {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The points of an SMTP session where a [`Fault`] can strike. A fault acts
+/// where the server would send its reply to that stage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Stage {
+    /// The 220 greeting.
+    Greeting,
+    /// The reply to EHLO or HELO.
+    Ehlo,
+    /// The 220 reply to STARTTLS.
+    StartTls,
+    /// The final reply of an AUTH exchange (after the credentials arrived).
+    Auth,
+    /// The reply to MAIL FROM.
+    Mail,
+    /// The reply to each RCPT TO.
+    Rcpt,
+    /// The 354 reply to DATA.
+    Data,
+    /// The reply after the final `.` of the message data.
+    DataEnd,
+    /// The reply to RSET.
+    Rset,
+    /// The reply to QUIT.
+    Quit,
+}
+
+/// What a fault does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FaultAction {
+    /// Send this reply instead of the normal one. The text may hold several
+    /// lines (`\n`). A 421 reply also closes the connection. At
+    /// [`Stage::DataEnd`] the message is not recorded.
+    Reply {
+        /// Where.
+        stage: Stage,
+        /// Reply code.
+        code: u16,
+        /// Reply text, e.g. `4.3.2 Try again later`.
+        text: String,
+    },
+    /// Wait before sending the reply.
+    Delay {
+        /// Where.
+        stage: Stage,
+        /// How long.
+        delay: Duration,
+    },
+    /// Close the connection instead of replying.
+    Disconnect {
+        /// Where.
+        stage: Stage,
+    },
+    /// Close the connection once this many bytes of message data arrived
+    /// (0: right after the 354 reply). No reply is sent.
+    DisconnectDuringData {
+        /// Bytes of data to read first.
+        after_bytes: usize,
+    },
+    /// Refuse an AUTH attempt as if the credentials were wrong (with the
+    /// mechanism's error challenge where it has one).
+    RefuseAuth,
+}
+
+/// A fault to inject, server-wide, optionally only the first `n` times it
+/// matches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fault {
+    action: FaultAction,
+    times: Option<u64>,
+}
+
+impl Fault {
+    /// Reply with `code` and `text` at `stage` instead of the normal reply.
+    pub fn reply(stage: Stage, code: u16, text: impl Into<String>) -> Self {
+        Self::new(FaultAction::Reply {
+            stage,
+            code,
+            text: text.into(),
+        })
+    }
+
+    /// Wait `delay` before replying at `stage`.
+    pub fn delay(stage: Stage, delay: Duration) -> Self {
+        Self::new(FaultAction::Delay { stage, delay })
+    }
+
+    /// Close the connection instead of replying at `stage`.
+    pub fn disconnect(stage: Stage) -> Self {
+        Self::new(FaultAction::Disconnect { stage })
+    }
+
+    /// Close the connection in the middle of DATA, once `after_bytes` bytes
+    /// of message data were read.
+    pub fn disconnect_during_data(after_bytes: usize) -> Self {
+        Self::new(FaultAction::DisconnectDuringData { after_bytes })
+    }
+
+    /// Refuse the first `n` AUTH attempts (server-wide).
+    pub fn refuse_auth(n: u64) -> Self {
+        Self::new(FaultAction::RefuseAuth).times(n)
+    }
+
+    /// Fire only the first `n` times this fault matches (server-wide).
+    pub fn times(mut self, n: u64) -> Self {
+        self.times = Some(n);
+        self
+    }
+
+    /// What the fault does.
+    pub fn action(&self) -> &FaultAction {
+        &self.action
+    }
+
+    fn new(action: FaultAction) -> Self {
+        Self {
+            action,
+            times: None,
+        }
+    }
+}
+
+/// Decides whether `(user, token)` is accepted.
+pub type TokenValidator = Arc<dyn Fn(&str, &str) -> bool + Send + Sync>;
+
+/// Configures and starts a [`DevSmtpServer`].
+#[must_use]
+pub struct DevSmtpServerBuilder {
+    hostname: String,
+    tls: TlsMode,
+    ca: Option<DevCa>,
+    mechanisms: Option<BTreeSet<Mechanism>>,
+    users: HashMap<String, String>,
+    validators: Vec<TokenValidator>,
+    require_auth: Option<bool>,
+    oauth_scope: String,
+    faults: Vec<Fault>,
+    max_line_length: usize,
+    max_message_size: usize,
+    max_recipients: usize,
+    idle_timeout: Duration,
+}
+
+impl fmt::Debug for DevSmtpServerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DevSmtpServerBuilder")
+            .field("hostname", &self.hostname)
+            .field("tls", &self.tls)
+            .field("mechanisms", &self.mechanisms)
+            .field("users", &self.users.keys().collect::<Vec<_>>())
+            .field("validators", &self.validators.len())
+            .field("require_auth", &self.require_auth)
+            .field("faults", &self.faults)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for DevSmtpServerBuilder {
+    fn default() -> Self {
+        Self {
+            hostname: "localhost".into(),
+            tls: TlsMode::None,
+            ca: None,
+            mechanisms: None,
+            users: HashMap::new(),
+            validators: Vec::new(),
+            require_auth: None,
+            oauth_scope: "https://mail.example.test/.default".into(),
+            faults: Vec::new(),
+            max_line_length: 8 * 1024,
+            max_message_size: 10 * 1024 * 1024,
+            max_recipients: 1000,
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl DevSmtpServerBuilder {
+    /// The name in the greeting and the EHLO reply (default `localhost`).
+    pub fn hostname(mut self, name: impl Into<String>) -> Self {
+        self.hostname = name.into();
+        self
+    }
+
+    /// Sets the TLS mode (default [`TlsMode::None`]).
+    pub fn tls(mut self, mode: TlsMode) -> Self {
+        self.tls = mode;
+        self
+    }
+
+    /// Offers STARTTLS; AUTH and MAIL work without it.
+    pub fn starttls(self) -> Self {
+        self.tls(TlsMode::StartTls { required: false })
+    }
+
+    /// Offers STARTTLS and requires it before AUTH and MAIL.
+    pub fn starttls_required(self) -> Self {
+        self.tls(TlsMode::StartTls { required: true })
+    }
+
+    /// TLS from the first byte.
+    pub fn implicit_tls(self) -> Self {
+        self.tls(TlsMode::Implicit)
+    }
+
+    /// Uses this CA's server certificate instead of generating a new CA.
+    pub fn ca(mut self, ca: DevCa) -> Self {
+        self.ca = Some(ca);
+        self
+    }
+
+    /// The mechanisms offered. Default: all four when a user, token or
+    /// validator is configured, none (no AUTH in EHLO) otherwise.
+    pub fn mechanisms(mut self, mechanisms: impl IntoIterator<Item = Mechanism>) -> Self {
+        self.mechanisms = Some(mechanisms.into_iter().collect());
+        self
+    }
+
+    /// Accepts `user` with `password` for PLAIN and LOGIN.
+    pub fn user(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
+        self.users.insert(user.into(), password.into());
+        self
+    }
+
+    /// Accepts `token` for XOAUTH2 and OAUTHBEARER, for any user.
+    pub fn accept_token(self, token: impl Into<String>) -> Self {
+        let token = token.into();
+        self.token_validator(move |_, t| t == token)
+    }
+
+    /// Accepts a token for XOAUTH2 and OAUTHBEARER when `validator(user,
+    /// token)` is true. Several validators: any one may accept.
+    pub fn token_validator(
+        mut self,
+        validator: impl Fn(&str, &str) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.validators.push(Arc::new(validator));
+        self
+    }
+
+    /// Accepts exactly the unexpired tokens in `registry` (typically those a
+    /// [`crate::DevTokenEndpoint`] issued), for any user.
+    pub fn token_registry(self, registry: TokenRegistry) -> Self {
+        self.token_validator(move |_, token| registry.is_valid(token))
+    }
+
+    /// Whether MAIL needs a successful AUTH first. Default: required when
+    /// any user, token or validator is configured.
+    pub fn require_auth(mut self, required: bool) -> Self {
+        self.require_auth = Some(required);
+        self
+    }
+
+    /// The scope named in the OAuth error challenges.
+    pub fn oauth_scope(mut self, scope: impl Into<String>) -> Self {
+        self.oauth_scope = scope.into();
+        self
+    }
+
+    /// Adds a fault.
+    pub fn fault(mut self, fault: Fault) -> Self {
+        self.faults.push(fault);
+        self
+    }
+
+    /// Longest command or data line accepted, terminator included (default
+    /// 8 KiB). Longer lines get `500 5.5.2`.
+    pub fn max_line_length(mut self, bytes: usize) -> Self {
+        self.max_line_length = bytes.max(64);
+        self
+    }
+
+    /// Largest message accepted (default 10 MiB), advertised as SIZE.
+    /// Larger ones get `552 5.3.4`.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+
+    /// Most recipients per message (default 1000); more get `452 4.5.3`.
+    pub fn max_recipients(mut self, n: usize) -> Self {
+        self.max_recipients = n;
+        self
+    }
+
+    /// How long the server waits for the client (default 60 s).
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// Binds 127.0.0.1 on an ephemeral port and starts serving. Needs a
+    /// tokio runtime.
+    pub async fn start(self) -> io::Result<DevSmtpServer> {
+        let ca = match self.ca {
+            Some(ca) => ca,
+            None => DevCa::generate()?,
+        };
+        let tls_config = match self.tls {
+            TlsMode::None => None,
+            _ => Some(ca.server_config()?),
+        };
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        let addr = listener.local_addr()?;
+        let has_credentials = !self.users.is_empty() || !self.validators.is_empty();
+        let require_auth = self.require_auth.unwrap_or(has_credentials);
+        let mechanisms: Vec<Mechanism> = match self.mechanisms {
+            Some(set) => set.into_iter().collect(),
+            None if has_credentials => Mechanism::ALL.to_vec(),
+            None => Vec::new(),
+        };
+        let state = Arc::new(ServerState {
+            config: Config {
+                hostname: self.hostname,
+                tls: self.tls,
+                tls_config,
+                mechanisms,
+                users: self.users,
+                validators: self.validators,
+                require_auth,
+                oauth_scope: self.oauth_scope,
+                max_line_length: self.max_line_length,
+                max_message_size: self.max_message_size,
+                max_recipients: self.max_recipients,
+                idle_timeout: self.idle_timeout,
+            },
+            faults: Mutex::new(self.faults.into_iter().map(FaultSlot::new).collect()),
+            connections: AtomicU64::new(0),
+            messages: Mutex::new(Vec::new()),
+            auth_attempts: Mutex::new(Vec::new()),
+            message_count: watch::channel(0).0,
+        });
+        let (shutdown_tx, shutdown_rx) = watch::channel(());
+        let task = tokio::spawn(accept_loop(listener, Arc::clone(&state), shutdown_rx));
+        tracing::debug!(%addr, tls = ?state.config.tls, "dev SMTP server listening");
+        Ok(DevSmtpServer {
+            addr,
+            ca,
+            state,
+            shutdown: Some(shutdown_tx),
+            task: Some(task),
+        })
+    }
+}
+
+pub(crate) struct Config {
+    pub hostname: String,
+    pub tls: TlsMode,
+    pub tls_config: Option<Arc<rustls::ServerConfig>>,
+    pub mechanisms: Vec<Mechanism>,
+    pub users: HashMap<String, String>,
+    pub validators: Vec<TokenValidator>,
+    pub require_auth: bool,
+    pub oauth_scope: String,
+    pub max_line_length: usize,
+    pub max_message_size: usize,
+    pub max_recipients: usize,
+    pub idle_timeout: Duration,
+}
+
+struct FaultSlot {
+    fault: Fault,
+    fired: u64,
+}
+
+impl FaultSlot {
+    fn new(fault: Fault) -> Self {
+        Self { fault, fired: 0 }
+    }
+
+    /// Consumes one firing if the fault still has any.
+    fn fire(&mut self) -> bool {
+        match self.fault.times {
+            Some(n) if self.fired >= n => false,
+            _ => {
+                self.fired += 1;
+                true
+            }
+        }
+    }
+}
+
+pub(crate) struct ServerState {
+    pub config: Config,
+    faults: Mutex<Vec<FaultSlot>>,
+    connections: AtomicU64,
+    messages: Mutex<Vec<ReceivedMessage>>,
+    auth_attempts: Mutex<Vec<AuthAttempt>>,
+    message_count: watch::Sender<usize>,
+}
+
+/// What the faults say for one stage.
+#[derive(Debug, Default)]
+pub(crate) struct StageFaults {
+    pub delay: Duration,
+    pub disconnect: bool,
+    pub reply: Option<(u16, String)>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl ServerState {
+    /// Fires the faults for `stage`: delays add up; a disconnect wins over a
+    /// reply; the first matching reply is used.
+    pub(crate) fn stage_faults(&self, stage: Stage) -> StageFaults {
+        let mut out = StageFaults::default();
+        for slot in lock(&self.faults).iter_mut() {
+            match &slot.fault.action {
+                FaultAction::Delay { stage: s, delay } if *s == stage => {
+                    let delay = *delay;
+                    if slot.fire() {
+                        out.delay += delay;
+                    }
+                }
+                FaultAction::Disconnect { stage: s } if *s == stage && !out.disconnect => {
+                    out.disconnect = slot.fire();
+                }
+                FaultAction::Reply {
+                    stage: s,
+                    code,
+                    text,
+                } if *s == stage && out.reply.is_none() => {
+                    let (code, text) = (*code, text.clone());
+                    if slot.fire() {
+                        out.reply = Some((code, text));
+                    }
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// The byte count after which DATA is cut off, if a fault says so.
+    pub(crate) fn data_disconnect(&self) -> Option<usize> {
+        lock(&self.faults).iter_mut().find_map(|slot| {
+            if let FaultAction::DisconnectDuringData { after_bytes } = slot.fault.action {
+                if slot.fire() {
+                    return Some(after_bytes);
+                }
+            }
+            None
+        })
+    }
+
+    /// Whether a RefuseAuth fault takes this attempt.
+    pub(crate) fn refuse_auth(&self) -> bool {
+        lock(&self.faults)
+            .iter_mut()
+            .any(|slot| slot.fault.action == FaultAction::RefuseAuth && slot.fire())
+    }
+
+    pub(crate) fn record_message(&self, message: ReceivedMessage) {
+        let count = {
+            let mut messages = lock(&self.messages);
+            messages.push(message);
+            messages.len()
+        };
+        self.message_count.send_replace(count);
+    }
+
+    pub(crate) fn record_auth(&self, attempt: AuthAttempt) {
+        lock(&self.auth_attempts).push(attempt);
+    }
+
+    pub(crate) fn check_password(&self, user: &str, password: &str) -> bool {
+        self.config.users.get(user).is_some_and(|p| p == password)
+    }
+
+    pub(crate) fn check_token(&self, user: &str, token: &str) -> bool {
+        self.config.validators.iter().any(|v| v(user, token))
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    state: Arc<ServerState>,
+    mut shutdown: watch::Receiver<()>,
+) {
+    let mut sessions = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let id = state.connections.fetch_add(1, Ordering::SeqCst) + 1;
+                    tracing::debug!(id, %peer, "dev SMTP connection");
+                    let state = Arc::clone(&state);
+                    let shutdown = shutdown.clone();
+                    sessions.spawn(session::run(stream, id, state, shutdown));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "dev SMTP accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+    drop(listener);
+    while sessions.join_next().await.is_some() {}
+}
+
+/// A running development SMTP server on 127.0.0.1. Dropping it shuts it
+/// down: idle sessions get `421 4.3.2` and are closed.
+///
+/// ```no_run
+/// # async fn demo() -> std::io::Result<()> {
+/// use mailgate_devserver::{DevSmtpServer, Mechanism};
+/// let server = DevSmtpServer::builder()
+///     .starttls_required()
+///     .mechanisms([Mechanism::Plain, Mechanism::Login])
+///     .user("alice@example.com", "secret")
+///     .start()
+///     .await?;
+/// println!("{} trusts {}", server.addr(), server.ca_cert_pem());
+/// // ... send mail ...
+/// let mail = server.wait_for_messages(1, std::time::Duration::from_secs(5)).await;
+/// assert_eq!(mail[0].subject().as_deref(), Some("Hello"));
+/// # Ok(()) }
+/// ```
+pub struct DevSmtpServer {
+    addr: SocketAddr,
+    ca: DevCa,
+    state: Arc<ServerState>,
+    shutdown: Option<watch::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl fmt::Debug for DevSmtpServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DevSmtpServer")
+            .field("addr", &self.addr)
+            .field("tls", &self.state.config.tls)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DevSmtpServer {
+    /// A builder with defaults: no TLS, all mechanisms, no users, open relay.
+    pub fn builder() -> DevSmtpServerBuilder {
+        DevSmtpServerBuilder::default()
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Always `127.0.0.1`.
+    pub fn host(&self) -> String {
+        self.addr.ip().to_string()
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// The TLS mode.
+    pub fn tls_mode(&self) -> TlsMode {
+        self.state.config.tls
+    }
+
+    /// The CA that signed the server certificate.
+    pub fn ca(&self) -> &DevCa {
+        &self.ca
+    }
+
+    /// The CA certificate, PEM, for the client to trust.
+    pub fn ca_cert_pem(&self) -> &str {
+        self.ca.ca_cert_pem()
+    }
+
+    /// The messages accepted so far, in order.
+    pub fn messages(&self) -> Vec<ReceivedMessage> {
+        lock(&self.state.messages).clone()
+    }
+
+    /// The AUTH exchanges so far, in order.
+    pub fn auth_attempts(&self) -> Vec<AuthAttempt> {
+        lock(&self.state.auth_attempts).clone()
+    }
+
+    /// How many connections were accepted.
+    pub fn connection_count(&self) -> u64 {
+        self.state.connections.load(Ordering::SeqCst)
+    }
+
+    /// Waits until at least `n` messages were accepted, or `timeout` passed;
+    /// returns the messages accepted by then.
+    pub async fn wait_for_messages(&self, n: usize, timeout: Duration) -> Vec<ReceivedMessage> {
+        let mut rx = self.state.message_count.subscribe();
+        let _ = tokio::time::timeout(timeout, rx.wait_for(|count| *count >= n)).await;
+        self.messages()
+    }
+
+    /// Forgets the recorded messages and auth attempts (not the counters of
+    /// connections or faults).
+    pub fn clear(&self) {
+        lock(&self.state.messages).clear();
+        lock(&self.state.auth_attempts).clear();
+        self.state.message_count.send_replace(0);
+    }
+
+    /// Adds a fault while running.
+    pub fn add_fault(&self, fault: Fault) {
+        lock(&self.state.faults).push(FaultSlot::new(fault));
+    }
+
+    /// Removes every fault.
+    pub fn clear_faults(&self) {
+        lock(&self.state.faults).clear();
+    }
+
+    /// Stops accepting, tells idle sessions `421` and waits for every
+    /// session to end.
+    pub async fn shutdown(mut self) {
+        self.shutdown.take();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for DevSmtpServer {
+    fn drop(&mut self) {
+        // Dropping the sender wakes every session and the accept loop.
+        self.shutdown.take();
+    }
+}

@@ -1,0 +1,929 @@
+//! One SMTP session (RFC 5321, RFC 3207 STARTTLS, RFC 4954 AUTH).
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+use super::message::{AuthAttempt, AuthInfo, ReceivedMessage};
+use super::sasl;
+use super::{Mechanism, ServerState, Stage, TlsMode};
+
+/// Replies with a code of 500 or more, after which the session is closed.
+const MAX_ERRORS: u32 = 20;
+
+/// Why a session ended.
+#[derive(Debug)]
+enum End {
+    /// The client sent QUIT.
+    Quit,
+    /// The client closed the connection.
+    Closed,
+    /// The server sent a 421 and closes.
+    Sent421,
+    /// The server is shutting down.
+    Shutdown,
+    /// The client was silent for too long.
+    Timeout,
+    /// A fault closed the connection.
+    FaultDisconnect,
+    /// Reading, writing or the TLS handshake failed.
+    Io(io::Error),
+}
+
+type Result<T> = std::result::Result<T, End>;
+
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+    Gone,
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::Gone => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::Gone => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::Gone => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Stream::Gone => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+enum Line {
+    Text(Vec<u8>),
+    TooLong,
+}
+
+/// A SASL client response.
+enum SaslInput {
+    Data(Vec<u8>),
+    Cancel,
+    Bad,
+}
+
+struct Session {
+    id: u64,
+    state: Arc<ServerState>,
+    stream: Stream,
+    buf: Vec<u8>,
+    pos: usize,
+    shutdown: watch::Receiver<()>,
+    tls: bool,
+    greeted: bool,
+    rejecting: bool,
+    auth: Option<AuthInfo>,
+    mail_from: Option<String>,
+    rcpt_to: Vec<String>,
+    errors: u32,
+    accepted: u64,
+}
+
+pub(crate) async fn run(
+    stream: TcpStream,
+    id: u64,
+    state: Arc<ServerState>,
+    shutdown: watch::Receiver<()>,
+) {
+    let _ = stream.set_nodelay(true);
+    let mut session = Session {
+        id,
+        state,
+        stream: Stream::Plain(stream),
+        buf: Vec::with_capacity(8 * 1024),
+        pos: 0,
+        shutdown,
+        tls: false,
+        greeted: false,
+        rejecting: false,
+        auth: None,
+        mail_from: None,
+        rcpt_to: Vec::new(),
+        errors: 0,
+        accepted: 0,
+    };
+    let end = session.serve().await;
+    match &end {
+        Err(End::Io(e)) => tracing::debug!(id, error = %e, "dev SMTP session failed"),
+        other => tracing::debug!(id, end = ?other, "dev SMTP session ended"),
+    }
+    let farewell = match end {
+        Err(End::Shutdown) => Some("4.3.2 Service shutting down"),
+        Err(End::Timeout) => Some("4.4.2 Error: timeout exceeded"),
+        _ => None,
+    };
+    if let Some(text) = farewell {
+        let _ = tokio::time::timeout(Duration::from_secs(1), session.write_reply(421, text)).await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), session.stream.shutdown()).await;
+}
+
+fn is_cmd(verb: &str, name: &str) -> bool {
+    verb.eq_ignore_ascii_case(name)
+}
+
+impl Session {
+    fn config(&self) -> &super::Config {
+        &self.state.config
+    }
+
+    async fn serve(&mut self) -> Result<()> {
+        if self.config().tls == TlsMode::Implicit {
+            self.start_tls().await?;
+        }
+        let greeting = format!("{} ESMTP mailgate-devserver", self.config().hostname);
+        let code = self.respond(Stage::Greeting, 220, &greeting).await?;
+        self.rejecting = code != 220;
+        loop {
+            let line = match self.read_line().await? {
+                Line::Text(line) => line,
+                Line::TooLong => {
+                    self.error(500, "5.5.2 Error: line too long").await?;
+                    continue;
+                }
+            };
+            let text = String::from_utf8_lossy(&line).into_owned();
+            let (verb, arg) = match text.split_once(' ') {
+                Some((v, a)) => (v, a.trim()),
+                None => (text.as_str(), ""),
+            };
+            tracing::trace!(id = self.id, verb, "dev SMTP command");
+            if is_cmd(verb, "QUIT") {
+                self.respond(Stage::Quit, 221, "2.0.0 Bye").await?;
+                return Err(End::Quit);
+            }
+            if self.rejecting {
+                self.error(503, "5.5.1 Error: bad sequence of commands")
+                    .await?;
+                continue;
+            }
+            match verb.to_ascii_uppercase().as_str() {
+                "EHLO" => self.ehlo(arg, true).await?,
+                "HELO" => self.ehlo(arg, false).await?,
+                "STARTTLS" => self.starttls(arg).await?,
+                "AUTH" => self.auth(arg).await?,
+                "MAIL" => self.mail(arg).await?,
+                "RCPT" => self.rcpt(arg).await?,
+                "DATA" => self.data(arg).await?,
+                "RSET" => {
+                    self.reset_transaction();
+                    self.respond(Stage::Rset, 250, "2.0.0 Ok").await?;
+                }
+                "NOOP" => self.write_reply(250, "2.0.0 Ok").await?,
+                "VRFY" => self.write_reply(252, "2.0.0 Cannot VRFY user").await?,
+                "HELP" => {
+                    self.write_reply(214, "2.0.0 mailgate-devserver: see RFC 5321")
+                        .await?
+                }
+                "" => self.error(500, "5.5.2 Error: bad syntax").await?,
+                _ => {
+                    self.error(500, "5.5.2 Error: command not recognized")
+                        .await?
+                }
+            }
+        }
+    }
+
+    // ----- commands -------------------------------------------------------
+
+    async fn ehlo(&mut self, arg: &str, extended: bool) -> Result<()> {
+        if arg.is_empty() {
+            let verb = if extended { "EHLO" } else { "HELO" };
+            return self
+                .error(501, &format!("5.5.4 Syntax: {verb} hostname"))
+                .await;
+        }
+        self.reset_transaction();
+        let config = self.config();
+        let text = if extended {
+            let mut lines = vec![
+                format!("{} greets {arg}", config.hostname),
+                format!("SIZE {}", config.max_message_size),
+                "8BITMIME".to_owned(),
+                "ENHANCEDSTATUSCODES".to_owned(),
+            ];
+            if matches!(config.tls, TlsMode::StartTls { .. }) && !self.tls {
+                lines.push("STARTTLS".to_owned());
+            }
+            if self.auth_allowed() && !config.mechanisms.is_empty() {
+                let names: Vec<&str> = config.mechanisms.iter().map(|m| m.as_str()).collect();
+                lines.push(format!("AUTH {}", names.join(" ")));
+            }
+            lines.join("\n")
+        } else {
+            config.hostname.clone()
+        };
+        if self.respond(Stage::Ehlo, 250, &text).await? == 250 {
+            self.greeted = true;
+        }
+        Ok(())
+    }
+
+    async fn starttls(&mut self, arg: &str) -> Result<()> {
+        if !matches!(self.config().tls, TlsMode::StartTls { .. }) {
+            return self
+                .error(502, "5.5.1 Error: command not implemented")
+                .await;
+        }
+        if self.tls {
+            return self.error(503, "5.5.1 Error: TLS already active").await;
+        }
+        if !arg.is_empty() {
+            return self.error(501, "5.5.4 Syntax: STARTTLS").await;
+        }
+        if self
+            .respond(Stage::StartTls, 220, "2.0.0 Ready to start TLS")
+            .await?
+            == 220
+        {
+            // RFC 3207: forget everything, including input pipelined after
+            // STARTTLS (the "STARTTLS command injection" defence).
+            self.buf.clear();
+            self.pos = 0;
+            self.start_tls().await?;
+            self.greeted = false;
+            self.auth = None;
+            self.reset_transaction();
+        }
+        Ok(())
+    }
+
+    async fn auth(&mut self, arg: &str) -> Result<()> {
+        if !self.greeted {
+            return self.error(503, "5.5.1 Error: send EHLO first").await;
+        }
+        if !self.auth_allowed() {
+            return self
+                .error(530, "5.7.0 Must issue a STARTTLS command first")
+                .await;
+        }
+        if self.auth.is_some() {
+            return self.error(503, "5.5.1 Error: already authenticated").await;
+        }
+        if self.mail_from.is_some() {
+            return self
+                .error(
+                    503,
+                    "5.5.1 Error: AUTH not permitted during a mail transaction",
+                )
+                .await;
+        }
+        let (name, initial) = match arg.split_once(' ') {
+            Some((n, i)) => (n, Some(i.trim().to_owned())),
+            None => (arg, None),
+        };
+        let mechanism = match Mechanism::from_name(name) {
+            Some(m) if self.config().mechanisms.contains(&m) => m,
+            _ => {
+                return self
+                    .error(504, "5.5.4 Error: unrecognized authentication type")
+                    .await;
+            }
+        };
+        match mechanism {
+            Mechanism::Plain => self.auth_plain(initial).await,
+            Mechanism::Login => self.auth_login(initial).await,
+            Mechanism::XOAuth2 | Mechanism::OAuthBearer => {
+                self.auth_bearer(mechanism, initial).await
+            }
+        }
+    }
+
+    async fn auth_plain(&mut self, initial: Option<String>) -> Result<()> {
+        let mech = Mechanism::Plain;
+        let bytes = match self.initial_or_prompt(initial, "").await? {
+            SaslInput::Data(b) => b,
+            other => return self.sasl_abort(mech, other, None, None).await,
+        };
+        let Some(plain) = sasl::parse_plain(&bytes) else {
+            return self
+                .auth_reply(
+                    mech,
+                    None,
+                    None,
+                    501,
+                    "5.5.2 Error: malformed PLAIN response",
+                )
+                .await;
+        };
+        let ok = !self.state.refuse_auth()
+            && (plain.authzid.is_empty() || plain.authzid == plain.user)
+            && self.state.check_password(&plain.user, &plain.password);
+        self.password_result(mech, plain.user, plain.password, ok)
+            .await
+    }
+
+    async fn auth_login(&mut self, initial: Option<String>) -> Result<()> {
+        let mech = Mechanism::Login;
+        let user = match self.initial_or_prompt(initial, "VXNlcm5hbWU6").await? {
+            SaslInput::Data(b) => b,
+            other => return self.sasl_abort(mech, other, None, None).await,
+        };
+        let Ok(user) = String::from_utf8(user) else {
+            return self
+                .auth_reply(
+                    mech,
+                    None,
+                    None,
+                    501,
+                    "5.5.2 Error: malformed LOGIN response",
+                )
+                .await;
+        };
+        let password = match self.prompt("UGFzc3dvcmQ6").await? {
+            SaslInput::Data(b) => b,
+            other => return self.sasl_abort(mech, other, Some(user), None).await,
+        };
+        let Ok(password) = String::from_utf8(password) else {
+            return self
+                .auth_reply(
+                    mech,
+                    Some(user),
+                    None,
+                    501,
+                    "5.5.2 Error: malformed LOGIN response",
+                )
+                .await;
+        };
+        let ok = !self.state.refuse_auth() && self.state.check_password(&user, &password);
+        self.password_result(mech, user, password, ok).await
+    }
+
+    async fn password_result(
+        &mut self,
+        mech: Mechanism,
+        user: String,
+        password: String,
+        ok: bool,
+    ) -> Result<()> {
+        if ok {
+            self.auth_success(mech, user, password).await
+        } else {
+            self.auth_final(
+                mech,
+                Some(user),
+                Some(password),
+                535,
+                "5.7.8 Error: authentication failed: authentication credentials invalid",
+            )
+            .await
+            .map(drop)
+        }
+    }
+
+    async fn auth_bearer(&mut self, mech: Mechanism, initial: Option<String>) -> Result<()> {
+        let bytes = match self.initial_or_prompt(initial, "").await? {
+            SaslInput::Data(b) => b,
+            other => return self.sasl_abort(mech, other, None, None).await,
+        };
+        let parsed = match mech {
+            Mechanism::XOAuth2 => sasl::parse_xoauth2(&bytes),
+            _ => sasl::parse_oauthbearer(&bytes),
+        };
+        let Some(bearer) = parsed else {
+            let text = format!("5.5.2 Error: malformed {mech} response");
+            return self.auth_reply(mech, None, None, 501, &text).await;
+        };
+        let ok = !self.state.refuse_auth() && self.state.check_token(&bearer.user, &bearer.token);
+        if ok {
+            return self.auth_success(mech, bearer.user, bearer.token).await;
+        }
+        // The error challenge; the client must answer it before the 535.
+        let scope = &self.config().oauth_scope;
+        let (challenge, expected): (String, &[u8]) = match mech {
+            Mechanism::XOAuth2 => (sasl::xoauth2_error_challenge(scope), b""),
+            _ => (sasl::oauthbearer_error_challenge(scope), b"\x01"),
+        };
+        let (user, token) = (Some(bearer.user), Some(bearer.token));
+        match self.prompt(&challenge).await? {
+            SaslInput::Data(answer) if answer == expected => {
+                let text = match mech {
+                    Mechanism::XOAuth2 => "5.7.8 Username and Password not accepted",
+                    _ => "5.7.8 Error: authentication failed: invalid token",
+                };
+                self.auth_final(mech, user, token, 535, text)
+                    .await
+                    .map(drop)
+            }
+            SaslInput::Data(_) => {
+                let text = match mech {
+                    Mechanism::XOAuth2 => {
+                        "5.5.2 Error: expected an empty response to the XOAUTH2 error challenge"
+                    }
+                    _ => "5.5.2 Error: expected AQ== (%x01) after the OAUTHBEARER error challenge",
+                };
+                self.auth_reply(mech, user, token, 501, text).await
+            }
+            other => self.sasl_abort(mech, other, user, token).await,
+        }
+    }
+
+    async fn auth_success(&mut self, mech: Mechanism, user: String, secret: String) -> Result<()> {
+        let code = self
+            .auth_final(
+                mech,
+                Some(user.clone()),
+                Some(secret),
+                235,
+                "2.7.0 Authentication successful",
+            )
+            .await?;
+        if code == 235 {
+            self.auth = Some(AuthInfo {
+                mechanism: mech,
+                user,
+            });
+        }
+        Ok(())
+    }
+
+    /// The final reply of an exchange, subject to [`Stage::Auth`] faults;
+    /// returns the code sent.
+    async fn auth_final(
+        &mut self,
+        mech: Mechanism,
+        user: Option<String>,
+        secret: Option<String>,
+        code: u16,
+        text: &str,
+    ) -> Result<u16> {
+        match self.apply_faults(Stage::Auth).await? {
+            Some((code, text)) => {
+                self.auth_reply(mech, user, secret, code, &text).await?;
+                if code == 421 {
+                    return Err(End::Sent421);
+                }
+                Ok(code)
+            }
+            None => {
+                self.auth_reply(mech, user, secret, code, text).await?;
+                Ok(code)
+            }
+        }
+    }
+
+    /// Records the attempt and sends `code text`.
+    async fn auth_reply(
+        &mut self,
+        mechanism: Mechanism,
+        user: Option<String>,
+        secret: Option<String>,
+        code: u16,
+        text: &str,
+    ) -> Result<()> {
+        self.state.record_auth(AuthAttempt {
+            connection_id: self.id,
+            mechanism,
+            user,
+            secret,
+            success: code == 235,
+            tls: self.tls,
+            reply_code: code,
+        });
+        if code >= 500 {
+            self.error(code, text).await
+        } else {
+            self.send(code, text).await
+        }
+    }
+
+    async fn sasl_abort(
+        &mut self,
+        mech: Mechanism,
+        input: SaslInput,
+        user: Option<String>,
+        secret: Option<String>,
+    ) -> Result<()> {
+        let text = match input {
+            SaslInput::Cancel => "5.7.0 Error: authentication aborted",
+            _ => "5.5.2 Error: invalid base64 data",
+        };
+        self.auth_reply(mech, user, secret, 501, text).await
+    }
+
+    async fn initial_or_prompt(
+        &mut self,
+        initial: Option<String>,
+        challenge: &str,
+    ) -> Result<SaslInput> {
+        match initial {
+            Some(line) => Ok(Self::sasl_input(line.as_bytes())),
+            None => self.prompt(challenge).await,
+        }
+    }
+
+    /// Sends `334 challenge` and reads the client's response.
+    async fn prompt(&mut self, challenge: &str) -> Result<SaslInput> {
+        self.write_line(&format!("334 {challenge}")).await?;
+        match self.read_line().await? {
+            Line::Text(line) => Ok(Self::sasl_input(&line)),
+            Line::TooLong => Ok(SaslInput::Bad),
+        }
+    }
+
+    fn sasl_input(line: &[u8]) -> SaslInput {
+        let Ok(text) = std::str::from_utf8(line) else {
+            return SaslInput::Bad;
+        };
+        if text.trim() == "*" {
+            return SaslInput::Cancel;
+        }
+        sasl::decode_response(text).map_or(SaslInput::Bad, SaslInput::Data)
+    }
+
+    async fn mail(&mut self, arg: &str) -> Result<()> {
+        if !self.greeted {
+            return self.error(503, "5.5.1 Error: send HELO/EHLO first").await;
+        }
+        if !self.auth_allowed() {
+            return self
+                .error(530, "5.7.0 Must issue a STARTTLS command first")
+                .await;
+        }
+        if self.config().require_auth && self.auth.is_none() {
+            return self.error(530, "5.7.0 Authentication required").await;
+        }
+        if self.mail_from.is_some() {
+            return self.error(503, "5.5.1 Error: nested MAIL command").await;
+        }
+        let Some((address, params)) = strip_keyword(arg, "FROM:").and_then(parse_path) else {
+            return self.error(501, "5.5.4 Syntax: MAIL FROM:<address>").await;
+        };
+        for param in params.split_whitespace() {
+            let (key, value) = param.split_once('=').unwrap_or((param, ""));
+            if key.eq_ignore_ascii_case("SIZE") {
+                match value.parse::<u64>() {
+                    Ok(size) if size > self.config().max_message_size as u64 => {
+                        return self
+                            .error(552, "5.3.4 Message size exceeds fixed limit")
+                            .await;
+                    }
+                    Ok(_) => {}
+                    Err(_) => return self.error(501, "5.5.4 Bad SIZE parameter").await,
+                }
+            }
+        }
+        if self.respond(Stage::Mail, 250, "2.1.0 Ok").await? == 250 {
+            self.mail_from = Some(address);
+        }
+        Ok(())
+    }
+
+    async fn rcpt(&mut self, arg: &str) -> Result<()> {
+        if self.mail_from.is_none() {
+            return self.error(503, "5.5.1 Error: need MAIL command").await;
+        }
+        let Some((address, _params)) = strip_keyword(arg, "TO:").and_then(parse_path) else {
+            return self.error(501, "5.5.4 Syntax: RCPT TO:<address>").await;
+        };
+        if address.is_empty() {
+            return self.error(501, "5.1.3 Bad recipient address syntax").await;
+        }
+        if self.rcpt_to.len() >= self.config().max_recipients {
+            return self.send(452, "4.5.3 Error: too many recipients").await;
+        }
+        if self.respond(Stage::Rcpt, 250, "2.1.5 Ok").await? == 250 {
+            self.rcpt_to.push(address);
+        }
+        Ok(())
+    }
+
+    async fn data(&mut self, arg: &str) -> Result<()> {
+        if self.mail_from.is_none() {
+            return self.error(503, "5.5.1 Error: need MAIL command").await;
+        }
+        if self.rcpt_to.is_empty() {
+            return self.error(554, "5.5.1 Error: no valid recipients").await;
+        }
+        if !arg.is_empty() {
+            return self.error(501, "5.5.4 Syntax: DATA").await;
+        }
+        if self
+            .respond(Stage::Data, 354, "End data with <CR><LF>.<CR><LF>")
+            .await?
+            != 354
+        {
+            return Ok(());
+        }
+        let cut_after = self.state.data_disconnect();
+        let max_size = self.config().max_message_size;
+        let mut data = Vec::new();
+        let mut received = 0usize;
+        let mut too_long = false;
+        let mut oversize = false;
+        loop {
+            if cut_after.is_some_and(|n| received >= n) {
+                return Err(End::FaultDisconnect);
+            }
+            let line = match self.read_line().await? {
+                Line::Text(line) => line,
+                Line::TooLong => {
+                    too_long = true;
+                    received += self.config().max_line_length;
+                    continue;
+                }
+            };
+            if line == b"." {
+                break;
+            }
+            received += line.len() + 2;
+            let line = line.strip_prefix(b".").unwrap_or(&line);
+            if data.len() + line.len() + 2 > max_size {
+                oversize = true;
+            } else if !oversize {
+                data.extend_from_slice(line);
+                data.extend_from_slice(b"\r\n");
+            }
+        }
+        let mail_from = self.mail_from.take().unwrap_or_default();
+        let rcpt_to = std::mem::take(&mut self.rcpt_to);
+        if too_long {
+            return self
+                .error(500, "5.5.2 Error: line too long in message data")
+                .await;
+        }
+        if oversize {
+            return self
+                .error(552, "5.3.4 Message size exceeds fixed limit")
+                .await;
+        }
+        if let Some((code, text)) = self.apply_faults(Stage::DataEnd).await? {
+            return self.send_override(code, &text).await.map(drop);
+        }
+        self.accepted += 1;
+        let queue_id = format!("DEV{}X{}", self.id, self.accepted);
+        let reply = format!("2.0.0 Ok: queued as {queue_id}");
+        self.state.record_message(ReceivedMessage::new(
+            self.id,
+            queue_id,
+            mail_from,
+            rcpt_to,
+            data,
+            self.tls,
+            self.auth.clone(),
+        ));
+        self.send(250, &reply).await
+    }
+
+    // ----- helpers --------------------------------------------------------
+
+    fn auth_allowed(&self) -> bool {
+        self.tls || self.config().tls != (TlsMode::StartTls { required: true })
+    }
+
+    fn reset_transaction(&mut self) {
+        self.mail_from = None;
+        self.rcpt_to.clear();
+    }
+
+    /// Waits and applies the faults of `stage`; returns the reply that
+    /// replaces the normal one, if any.
+    async fn apply_faults(&mut self, stage: Stage) -> Result<Option<(u16, String)>> {
+        let faults = self.state.stage_faults(stage);
+        if !faults.delay.is_zero() {
+            tracing::debug!(id = self.id, ?stage, delay = ?faults.delay, "fault: delay");
+            tokio::select! {
+                _ = tokio::time::sleep(faults.delay) => {}
+                _ = self.shutdown.changed() => return Err(End::Shutdown),
+            }
+        }
+        if faults.disconnect {
+            tracing::debug!(id = self.id, ?stage, "fault: disconnect");
+            return Err(End::FaultDisconnect);
+        }
+        Ok(faults.reply)
+    }
+
+    /// Sends the normal reply for `stage`, or the fault's; returns the code
+    /// sent.
+    async fn respond(&mut self, stage: Stage, code: u16, text: &str) -> Result<u16> {
+        match self.apply_faults(stage).await? {
+            Some((code, text)) => self.send_override(code, &text).await,
+            None => {
+                self.write_reply(code, text).await?;
+                Ok(code)
+            }
+        }
+    }
+
+    async fn send_override(&mut self, code: u16, text: &str) -> Result<u16> {
+        tracing::debug!(id = self.id, code, "fault: reply");
+        self.write_reply(code, text).await?;
+        if code == 421 {
+            return Err(End::Sent421);
+        }
+        Ok(code)
+    }
+
+    async fn send(&mut self, code: u16, text: &str) -> Result<()> {
+        self.write_reply(code, text).await
+    }
+
+    /// Sends an error reply and closes after too many of them.
+    async fn error(&mut self, code: u16, text: &str) -> Result<()> {
+        self.write_reply(code, text).await?;
+        self.errors += 1;
+        if self.errors >= MAX_ERRORS {
+            self.write_reply(421, "4.7.0 Error: too many errors")
+                .await?;
+            return Err(End::Sent421);
+        }
+        Ok(())
+    }
+
+    async fn write_reply(&mut self, code: u16, text: &str) -> Result<()> {
+        let lines: Vec<&str> = text.lines().collect();
+        let mut out = String::new();
+        if lines.is_empty() {
+            out.push_str(&format!("{code} \r\n"));
+        }
+        for (i, line) in lines.iter().enumerate() {
+            let sep = if i + 1 == lines.len() { ' ' } else { '-' };
+            out.push_str(&format!("{code}{sep}{line}\r\n"));
+        }
+        self.write_raw(out.as_bytes()).await
+    }
+
+    async fn write_line(&mut self, line: &str) -> Result<()> {
+        self.write_raw(format!("{line}\r\n").as_bytes()).await
+    }
+
+    async fn write_raw(&mut self, bytes: &[u8]) -> Result<()> {
+        let timeout = self.config().idle_timeout;
+        let write = async {
+            self.stream.write_all(bytes).await?;
+            self.stream.flush().await
+        };
+        match tokio::time::timeout(timeout, write).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(End::Io(e)),
+            Err(_) => Err(End::Timeout),
+        }
+    }
+
+    /// Reads one line (CRLF or LF), without its terminator. A line longer
+    /// than the limit is consumed up to its end and reported as too long.
+    async fn read_line(&mut self) -> Result<Line> {
+        let max = self.config().max_line_length;
+        let mut discarding = false;
+        loop {
+            if let Some(n) = self.buf[self.pos..].iter().position(|&b| b == b'\n') {
+                let start = self.pos;
+                let end = start + n;
+                self.pos = end + 1;
+                if discarding || n + 1 > max {
+                    return Ok(Line::TooLong);
+                }
+                let line = &self.buf[start..end];
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                return Ok(Line::Text(line.to_vec()));
+            }
+            if self.buf.len() - self.pos > max {
+                discarding = true;
+                self.buf.clear();
+                self.pos = 0;
+            }
+            self.fill().await?;
+        }
+    }
+
+    async fn fill(&mut self) -> Result<()> {
+        if self.pos > 0 {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        self.buf.reserve(8 * 1024);
+        let timeout = self.config().idle_timeout;
+        let n = tokio::select! {
+            read = self.stream.read_buf(&mut self.buf) => read.map_err(End::Io)?,
+            _ = self.shutdown.changed() => return Err(End::Shutdown),
+            _ = tokio::time::sleep(timeout) => return Err(End::Timeout),
+        };
+        if n == 0 {
+            return Err(End::Closed);
+        }
+        Ok(())
+    }
+
+    async fn start_tls(&mut self) -> Result<()> {
+        let Some(config) = self.config().tls_config.clone() else {
+            return Err(End::Io(io::Error::other("no TLS configuration")));
+        };
+        let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Gone) else {
+            return Err(End::Io(io::Error::other("TLS already active")));
+        };
+        let timeout = self.config().idle_timeout;
+        let tls = tokio::select! {
+            r = tokio::time::timeout(timeout, TlsAcceptor::from(config).accept(tcp)) => match r {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(id = self.id, error = %e, "TLS handshake failed");
+                    return Err(End::Io(e));
+                }
+                Err(_) => return Err(End::Timeout),
+            },
+            _ = self.shutdown.changed() => return Err(End::Shutdown),
+        };
+        self.stream = Stream::Tls(Box::new(tls));
+        self.tls = true;
+        Ok(())
+    }
+}
+
+/// Strips `FROM:` / `TO:` (case-insensitive).
+fn strip_keyword<'a>(arg: &'a str, keyword: &str) -> Option<&'a str> {
+    let head = arg.get(..keyword.len())?;
+    head.eq_ignore_ascii_case(keyword)
+        .then(|| &arg[keyword.len()..])
+}
+
+/// Parses `<address> params` (or a bare address); drops a source route.
+fn parse_path(s: &str) -> Option<(String, &str)> {
+    let s = s.trim_start();
+    let (address, params) = if let Some(rest) = s.strip_prefix('<') {
+        let end = rest.find('>')?;
+        (&rest[..end], &rest[end + 1..])
+    } else {
+        let end = s.find(' ').unwrap_or(s.len());
+        (&s[..end], &s[end..])
+    };
+    let address = if address.starts_with('@') {
+        address.split_once(':')?.1
+    } else {
+        address
+    };
+    if address
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>')
+    {
+        return None;
+    }
+    if s.starts_with('<') || !address.is_empty() {
+        Some((address.to_owned(), params.trim()))
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths() {
+        assert_eq!(parse_path("<a@b> SIZE=10"), Some(("a@b".into(), "SIZE=10")));
+        assert_eq!(parse_path(" <a@b>"), Some(("a@b".into(), "")));
+        assert_eq!(parse_path("<>"), Some((String::new(), "")));
+        assert_eq!(
+            parse_path("a@b BODY=8BITMIME"),
+            Some(("a@b".into(), "BODY=8BITMIME"))
+        );
+        assert_eq!(parse_path("<@relay:a@b>"), Some(("a@b".into(), "")));
+        assert_eq!(parse_path("<a b>"), None);
+        assert_eq!(parse_path("<a@b"), None);
+        assert_eq!(parse_path(""), None);
+        assert_eq!(strip_keyword("from:<x>", "FROM:"), Some("<x>"));
+        assert_eq!(strip_keyword("fr", "FROM:"), None);
+        assert_eq!(strip_keyword("fröm:<x>", "FROM:"), None);
+    }
+}
