@@ -125,18 +125,33 @@ fn send_succeeds_and_logs_no_secret_at_any_level() {
         let subject = format!("level {level}");
         let out = mailgate(
             dir.path(),
-            &[level, "send", "--to", "dev@example.com", "--subject", &subject, "--body", "hello"],
+            &[
+                level,
+                "send",
+                "--to",
+                "dev@example.com",
+                "--subject",
+                &subject,
+                "--body",
+                "hello",
+            ],
         );
         let (_, stderr) = text(&out);
         assert_eq!(code(&out), 0, "{stderr}");
         assert_no_secret(&out);
         if level == "-v" {
-            assert!(stderr.contains("AUTH PLAIN <redacted>"), "the conversation is logged:\n{stderr}");
+            assert!(
+                stderr.contains("AUTH PLAIN <redacted>"),
+                "the conversation is logged:\n{stderr}"
+            );
             assert!(stderr.contains("MAIL FROM:<alm@example.com>"), "{stderr}");
         }
     }
     let msgs = peer.wait_for_messages(3, WAIT);
-    assert!(msgs.iter().all(|m| m.secure && m.user.as_deref() == Some(USER)));
+    assert!(
+        msgs.iter()
+            .all(|m| m.secure && m.user.as_deref() == Some(USER))
+    );
 }
 
 #[test]
@@ -163,7 +178,16 @@ fn refused_password_exits_77_without_the_secret() {
     for level in ["-v", "-vv"] {
         let out = mailgate(
             dir.path(),
-            &[level, "send", "--to", "dev@example.com", "--subject", "s", "--body", "b"],
+            &[
+                level,
+                "send",
+                "--to",
+                "dev@example.com",
+                "--subject",
+                "s",
+                "--body",
+                "b",
+            ],
         );
         let (_, stderr) = text(&out);
         assert_eq!(code(&out), 77, "{stderr}");
@@ -179,7 +203,15 @@ fn nothing_listening_exits_69() {
     let dir = basic_dir(unused_port(), &pki);
     let out = mailgate(
         dir.path(),
-        &["send", "--to", "dev@example.com", "--subject", "s", "--body", "b"],
+        &[
+            "send",
+            "--to",
+            "dev@example.com",
+            "--subject",
+            "s",
+            "--body",
+            "b",
+        ],
     );
     assert_eq!(code(&out), 69, "{}", text(&out).1);
 }
@@ -191,7 +223,15 @@ fn header_injection_exits_65_and_sends_nothing() {
     let dir = basic_dir(peer.port(), &pki);
     let out = mailgate(
         dir.path(),
-        &["send", "--to", "dev@example.com", "--subject", "hi\r\nBcc: victim@example.com", "--body", "b"],
+        &[
+            "send",
+            "--to",
+            "dev@example.com",
+            "--subject",
+            "hi\r\nBcc: victim@example.com",
+            "--body",
+            "b",
+        ],
     );
     let (_, stderr) = text(&out);
     assert_eq!(code(&out), 65, "{stderr}");
@@ -215,27 +255,56 @@ fn body_from_stdin_and_file() {
     let body_file = dir.write_file("body.txt", "from a file\n");
     let out = mailgate(
         dir.path(),
-        &["send", "--to", "a@example.com", "--subject", "f", "--body-file", body_file.to_str().unwrap()],
+        &[
+            "send",
+            "--to",
+            "a@example.com",
+            "--subject",
+            "f",
+            "--body-file",
+            body_file.to_str().unwrap(),
+        ],
     );
     assert_eq!(code(&out), 0, "{}", text(&out).1);
     let mut child = Command::new(env!("CARGO_BIN_EXE_mailgate"))
         .arg("--config-dir")
         .arg(dir.path())
-        .args(["send", "--to", "a@example.com", "--cc", "c@example.com", "--bcc", "b@example.com", "--subject", "s", "--html"])
+        .args([
+            "send",
+            "--to",
+            "a@example.com",
+            "--cc",
+            "c@example.com",
+            "--bcc",
+            "b@example.com",
+            "--subject",
+            "s",
+            "--html",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     use std::io::Write as _;
-    child.stdin.take().unwrap().write_all(b"<p>from stdin</p>").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"<p>from stdin</p>")
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(code(&out), 0, "{}", text(&out).1);
     let msgs = peer.wait_for_messages(2, WAIT);
     assert!(msgs[0].body().contains("from a file"));
     assert!(msgs[1].body().contains("from stdin"));
     assert_eq!(msgs[1].to.len(), 3, "to, cc and bcc are recipients");
-    assert!(msgs[1].header("Content-Type").unwrap().contains("text/html"));
+    assert!(
+        msgs[1]
+            .header("Content-Type")
+            .unwrap()
+            .contains("text/html")
+    );
     assert!(msgs[1].header("Bcc").is_none(), "Bcc is not a header");
 }
 
@@ -252,7 +321,10 @@ fn config_errors_exit_78_and_name_the_key() {
     let out = mailgate(dir.path(), &["check"]);
     let (_, stderr) = text(&out);
     assert_eq!(code(&out), 78, "{stderr}");
-    assert!(stderr.contains("mksis.logging.emailfrom.password"), "{stderr}");
+    assert!(
+        stderr.contains("mksis.logging.emailfrom.password"),
+        "{stderr}"
+    );
     assert!(stderr.contains("basic strategy"), "{stderr}");
 }
 
@@ -272,7 +344,8 @@ fn usage_errors_exit_64() {
 
 #[test]
 fn config_dir_from_the_environment() {
-    let dir = ConfigDir::with_properties(&[("mksis.logging.email.server.hostname", "envhost")], &[]);
+    let dir =
+        ConfigDir::with_properties(&[("mksis.logging.email.server.hostname", "envhost")], &[]);
     let out = Command::new(env!("CARGO_BIN_EXE_mailgate"))
         .arg("server")
         .env("MAILGATE_CONFIG_DIR", dir.path())

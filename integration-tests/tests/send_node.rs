@@ -15,7 +15,10 @@ const WAIT: Duration = Duration::from_secs(10);
 
 fn server_props(port: u16) -> Vec<(&'static str, String)> {
     vec![
-        ("mksis.logging.email.server.hostname", "localhost".to_owned()),
+        (
+            "mksis.logging.email.server.hostname",
+            "localhost".to_owned(),
+        ),
         ("mksis.logging.email.server.port", port.to_string()),
         ("mksis.logging.email.from", USER.to_owned()),
         ("mailgate.smtp.timeoutSeconds", "10".to_owned()),
@@ -36,7 +39,10 @@ fn basic_props(port: u16) -> Vec<(&'static str, String)> {
 
 fn tls_props(mut p: Vec<(&'static str, String)>, pki: &TestPki) -> Vec<(&'static str, String)> {
     p.push(("mksis.smtp.ssl.enabled", "true".to_owned()));
-    p.push(("mailgate.smtp.ssl.caFile", pki.ca_cert_path().display().to_string()));
+    p.push((
+        "mailgate.smtp.ssl.caFile",
+        pki.ca_cert_path().display().to_string(),
+    ));
     p
 }
 
@@ -55,7 +61,12 @@ async fn open_relay_sends_no_auth() {
     let mailer = mailer(&dir);
     assert_eq!(mailer.resolution().strategy, "open");
     mailer
-        .sendmail(USER, "dev@example.com, qa@example.com", "Build 42", "passed")
+        .sendmail(
+            USER,
+            "dev@example.com, qa@example.com",
+            "Build 42",
+            "passed",
+        )
         .await
         .expect("sent");
     let msgs = peer.wait_for_messages(1, WAIT);
@@ -114,7 +125,10 @@ async fn basic_prefers_plain_when_both_are_offered() {
         .sendmail(USER, "dev@example.com", "s", "b")
         .await
         .unwrap();
-    assert_eq!(peer.wait_for_messages(1, WAIT)[0].method.as_deref(), Some("PLAIN"));
+    assert_eq!(
+        peer.wait_for_messages(1, WAIT)[0].method.as_deref(),
+        Some("PLAIN")
+    );
 }
 
 #[tokio::test]
@@ -144,7 +158,10 @@ async fn implicit_tls_with_test_ca() {
 async fn tls_required_but_starttls_not_offered_sends_nothing() {
     let peer = SmtpPeer::start(
         PeerKind::Node,
-        PeerConfig::new().auth(&["PLAIN"]).allow_insecure_auth().user(USER, PASSWORD),
+        PeerConfig::new()
+            .auth(&["PLAIN"])
+            .allow_insecure_auth()
+            .user(USER, PASSWORD),
     );
     let pki = TestPki::new();
     let dir = config(tls_props(basic_props(peer.port()), &pki));
@@ -156,7 +173,10 @@ async fn tls_required_but_starttls_not_offered_sends_nothing() {
     assert_eq!(err.exit_code(), 69);
     assert!(err.to_string().contains("does not offer STARTTLS"), "{err}");
     std::thread::sleep(Duration::from_millis(200));
-    assert!(peer.auth_attempts().is_empty(), "no credentials may be sent");
+    assert!(
+        peer.auth_attempts().is_empty(),
+        "no credentials may be sent"
+    );
     assert!(peer.messages().is_empty());
 }
 
@@ -165,11 +185,17 @@ async fn wrong_ca_sends_nothing() {
     let pki = TestPki::new();
     let peer = SmtpPeer::start(
         PeerKind::Node,
-        PeerConfig::new().starttls(&pki).auth(&["PLAIN"]).user(USER, PASSWORD),
+        PeerConfig::new()
+            .starttls(&pki)
+            .auth(&["PLAIN"])
+            .user(USER, PASSWORD),
     );
     let mut props = basic_props(peer.port());
     props.push(("mksis.smtp.ssl.enabled", "true".to_owned()));
-    props.push(("mailgate.smtp.ssl.caFile", pki.other_ca_cert_path().display().to_string()));
+    props.push((
+        "mailgate.smtp.ssl.caFile",
+        pki.other_ca_cert_path().display().to_string(),
+    ));
     let dir = config(props);
     let err = mailer(&dir)
         .sendmail(USER, "dev@example.com", "s", "b")
@@ -189,7 +215,10 @@ async fn wrong_ca_with_implicit_tls_is_a_tls_error() {
     let mut props = server_props(peer.port());
     props.push(("mksis.smtp.ssl.enabled", "true".to_owned()));
     props.push(("mailgate.smtp.ssl.mode", "implicit".to_owned()));
-    props.push(("mailgate.smtp.ssl.caFile", pki.other_ca_cert_path().display().to_string()));
+    props.push((
+        "mailgate.smtp.ssl.caFile",
+        pki.other_ca_cert_path().display().to_string(),
+    ));
     let dir = config(props);
     let err = mailer(&dir)
         .sendmail(USER, "dev@example.com", "s", "b")
@@ -218,7 +247,10 @@ async fn refused_password_is_exit_77() {
     let pki = TestPki::new();
     let peer = SmtpPeer::start(
         PeerKind::Node,
-        PeerConfig::new().starttls(&pki).auth(&["PLAIN"]).user(USER, "the-right-one"),
+        PeerConfig::new()
+            .starttls(&pki)
+            .auth(&["PLAIN"])
+            .user(USER, "the-right-one"),
     );
     let dir = config(tls_props(basic_props(peer.port()), &pki));
     let err = mailer(&dir)
@@ -239,7 +271,10 @@ async fn refused_password_is_exit_77() {
 async fn credentials_never_cross_plaintext() {
     let peer = SmtpPeer::start(
         PeerKind::Node,
-        PeerConfig::new().auth(&["PLAIN"]).allow_insecure_auth().user(USER, PASSWORD),
+        PeerConfig::new()
+            .auth(&["PLAIN"])
+            .allow_insecure_auth()
+            .user(USER, PASSWORD),
     );
     let dir = config(basic_props(peer.port()));
     let err = mailer(&dir)
@@ -258,7 +293,10 @@ async fn credentials_never_cross_plaintext() {
         .sendmail(USER, "dev@example.com", "s", "b")
         .await
         .expect("plaintext auth when allowed");
-    assert_eq!(peer.wait_for_messages(1, WAIT)[0].user.as_deref(), Some(USER));
+    assert_eq!(
+        peer.wait_for_messages(1, WAIT)[0].user.as_deref(),
+        Some(USER)
+    );
 }
 
 #[tokio::test]
@@ -294,7 +332,10 @@ async fn basic_sender_must_be_the_auth_user() {
     let pki = TestPki::new();
     let peer = SmtpPeer::start(
         PeerKind::Node,
-        PeerConfig::new().starttls(&pki).auth(&["PLAIN"]).user(USER, PASSWORD),
+        PeerConfig::new()
+            .starttls(&pki)
+            .auth(&["PLAIN"])
+            .user(USER, PASSWORD),
     );
     let dir = config(tls_props(basic_props(peer.port()), &pki));
     let err = mailer(&dir)
@@ -311,7 +352,10 @@ async fn many_messages_reuse_one_connection() {
     let pki = TestPki::new();
     let peer = SmtpPeer::start(
         PeerKind::Node,
-        PeerConfig::new().starttls(&pki).auth(&["PLAIN"]).user(USER, PASSWORD),
+        PeerConfig::new()
+            .starttls(&pki)
+            .auth(&["PLAIN"])
+            .user(USER, PASSWORD),
     );
     let dir = config(tls_props(basic_props(peer.port()), &pki));
     let mailer = mailer(&dir);
