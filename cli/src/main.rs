@@ -8,8 +8,11 @@ use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod encrypt;
+
 use clap::{Args, Parser, Subcommand};
 use mailgate::secrecy::ExposeSecret;
+use mailgate::properties::ConfigFiles;
 use mailgate::{Error, Mailer, MailerBuilder, OutgoingMessage};
 use tracing_subscriber::EnvFilter;
 
@@ -53,6 +56,8 @@ enum Command {
     Token,
     /// Print HOST:PORT of the SMTP server
     Server,
+    /// Encrypt the secret properties in place (ENC(...) values)
+    Encrypt(encrypt::EncryptArgs),
 }
 
 #[derive(Args, Debug)]
@@ -144,26 +149,27 @@ fn init_logging(verbose: u8, quiet: bool) {
         .init();
 }
 
-fn builder(cli: &Cli) -> Result<MailerBuilder, Error> {
-    let mut builder = Mailer::builder();
+/// The files to read: `--config-dir`, else `$MAILGATE_CONFIG_DIR`, else
+/// `./config`; `--is` and `--security` name files directly.
+fn config_files(cli: &Cli) -> Result<ConfigFiles, Error> {
     let dir = cli
         .config_dir
         .clone()
         .or_else(|| std::env::var_os("MAILGATE_CONFIG_DIR").map(PathBuf::from));
-    match (&dir, &cli.is_file) {
+    let mut files = match (dir, &cli.is_file) {
         (Some(dir), _) => {
             if !dir.is_dir() {
                 return Err(Error::Config(mailgate::ConfigError::Unreadable {
-                    path: dir.clone(),
+                    path: dir,
                     source: std::io::Error::new(
                         std::io::ErrorKind::NotFound,
                         "the config folder does not exist",
                     ),
                 }));
             }
-            builder = builder.config_dir(dir);
+            ConfigFiles::in_dir(dir)
         }
-        (None, Some(_)) => {}
+        (None, Some(_)) => ConfigFiles::default(),
         (None, None) => {
             let default = PathBuf::from("config");
             if !default.is_dir() {
@@ -171,15 +177,20 @@ fn builder(cli: &Cli) -> Result<MailerBuilder, Error> {
                     "no config folder: pass --config-dir DIR (or --is FILE), set MAILGATE_CONFIG_DIR, or create ./config with is.properties".into(),
                 ));
             }
-            builder = builder.config_dir(default);
+            ConfigFiles::in_dir(default)
         }
-    }
+    };
     if let Some(is) = &cli.is_file {
-        builder = builder.is_file(is);
+        files.is = Some(is.clone());
     }
     if let Some(security) = &cli.security_file {
-        builder = builder.security_file(security);
+        files.security = Some(security.clone());
     }
+    Ok(files)
+}
+
+fn builder(cli: &Cli) -> Result<MailerBuilder, Error> {
+    let mut builder = Mailer::builder().files(config_files(cli)?);
     if let Some(key) = &cli.key_file {
         builder = builder.key_file(key);
     }
@@ -187,6 +198,9 @@ fn builder(cli: &Cli) -> Result<MailerBuilder, Error> {
 }
 
 async fn run(cli: Cli) -> Result<(), Error> {
+    if let Command::Encrypt(args) = &cli.command {
+        return encrypt::run(&config_files(&cli)?, cli.key_file.as_deref(), args);
+    }
     let mailer = builder(&cli)?.build()?;
     let result = match &cli.command {
         Command::Check(args) => check(&mailer, args).await,
@@ -200,6 +214,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             println!("{}", mailer.mail_hostname_and_port());
             Ok(())
         }
+        Command::Encrypt(_) => unreachable!("handled before the mailer is built"),
     };
     mailer.close().await;
     result

@@ -28,7 +28,7 @@ impl fmt::Display for Origin {
         match self {
             Origin::File { path, line } => write!(f, "{}:{line}", path.display()),
             Origin::Env { var } => write!(f, "environment variable {var}"),
-            Origin::Builder => f.write_str("the MailerBuilder"),
+            Origin::Builder => f.write_str("a value set in code (MailerBuilder::property)"),
         }
     }
 }
@@ -156,8 +156,17 @@ pub enum ConfigError {
         /// Module path of the second.
         second: String,
     },
+    /// `mailgate encrypt --check` found secrets in plain text.
+    #[error("{count} secret(s) stored in plain text; run `mailgate encrypt`")]
+    PlaintextSecrets {
+        /// How many.
+        count: usize,
+    },
+    /// Reading, writing or using the key file or an encrypted file failed.
+    #[error(transparent)]
+    SecretStore(#[from] mailgate_secrets::Error),
     /// A secret could not be decrypted.
-    #[error("cannot decrypt `{key}` at {origin}: {reason}")]
+    #[error("`{key}` at {origin}: {reason}")]
     Secret {
         /// The key.
         key: String,

@@ -18,7 +18,7 @@ pub use error::{ConfigError, Error, ErrorKind, Origin, Result, Stage};
 pub use mailer::{DEFAULT_MAX_CONNECTIONS, Mailer, MailerBuilder, OutgoingMessage};
 pub use registry::Registry;
 pub use resolver::{AuthFlags, Resolution, Rule, resolve};
-pub use settings::{Settings, TlsMode, keys};
+pub use settings::{Settings, TlsMode, key_file_path, keys};
 pub use strategy::{AuthStrategy, Reply, SmtpSession, StrategyDescriptor, TokenSource};
 pub use transport::{ConnectReport, Delivery};
 
@@ -28,5 +28,7 @@ pub use async_trait::async_trait;
 pub use inventory;
 /// Re-exported: messages are built with lettre's builder.
 pub use lettre::{self, Message, message::Mailbox};
+/// Encryption of secrets at rest (`ENC(...)` values, key files).
+pub use mailgate_secrets as secrets;
 /// Re-exported: secrets are `secrecy` types.
 pub use secrecy;

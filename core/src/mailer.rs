@@ -69,6 +69,12 @@ impl MailerBuilder {
         self
     }
 
+    /// Reads exactly these files.
+    pub fn files(mut self, files: ConfigFiles) -> Self {
+        self.files = files;
+        self
+    }
+
     /// Reads this file as `is.properties`.
     pub fn is_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.files.is = Some(path.into());

@@ -1,5 +1,7 @@
-//! Secrets at load time: `ENC(...)` values are decrypted, plain ones warned about.
+//! Secrets at load time: `ENC(...)` values are decrypted with the key file,
+//! plain ones load with a warning that names the command that encrypts them.
 
+use mailgate_secrets::{SecretKey, decrypt_value, is_encrypted};
 use secrecy::SecretString;
 
 use crate::error::{ConfigError, Origin};
@@ -12,16 +14,119 @@ pub(crate) fn reveal(
     value: &str,
     origin: &Origin,
 ) -> Result<SecretString, ConfigError> {
-    let _ = settings;
-    if value.starts_with("ENC(") {
-        return Err(ConfigError::Secret {
-            key: key.to_owned(),
-            origin: origin.clone(),
-            reason: "encrypted values are not supported by this build".into(),
-        });
+    if !is_encrypted(value) {
+        tracing::warn!(
+            "`{key}` at {origin} is stored in plain text; run `mailgate encrypt` to encrypt it"
+        );
+        return Ok(SecretString::from(value.to_owned()));
     }
-    tracing::warn!(
-        "`{key}` at {origin} is stored in plain text; run `mailgate encrypt` to encrypt it"
-    );
-    Ok(SecretString::from(value.to_owned()))
+    let fail = |reason: String| ConfigError::Secret {
+        key: key.to_owned(),
+        origin: origin.clone(),
+        reason,
+    };
+    let key_path = settings.key_file();
+    // Key-file errors already name the file and say what to do.
+    let secret_key = SecretKey::load(&key_path).map_err(|e| fail(e.to_string()))?;
+    decrypt_value(&secret_key, key, value).map_err(|e| {
+        let reason = e.to_string();
+        let path = key_path.display().to_string();
+        if reason.contains(&path) {
+            fail(reason)
+        } else {
+            fail(format!("{reason} (key file {path})"))
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use secrecy::ExposeSecret;
+
+    use crate::properties::ConfigFiles;
+    use crate::settings::{LoadOptions, Settings, keys};
+
+    const HOST: &str = "mksis.logging.email.server.hostname=smtp.example.com\n";
+
+    fn load(dir: &std::path::Path) -> Settings {
+        Settings::load(LoadOptions {
+            files: ConfigFiles::in_dir(dir),
+            ..LoadOptions::default()
+        })
+        .unwrap()
+    }
+
+    fn encrypted_dir(secret: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let key = mailgate_secrets::SecretKey::create(dir.path().join("mailgate.key")).unwrap();
+        let enc = mailgate_secrets::encrypt_value(&key, keys::EMAIL_PASSWORD, secret).unwrap();
+        std::fs::write(
+            dir.path().join("is.properties"),
+            format!("{HOST}{}={enc}\n", keys::EMAIL_PASSWORD),
+        )
+        .unwrap();
+        dir
+    }
+
+    #[test]
+    fn encrypted_values_are_decrypted_with_the_default_key_file() {
+        let dir = encrypted_dir("hunter2\u{e9}");
+        let s = load(dir.path());
+        let secret = s.require_secret(keys::EMAIL_PASSWORD, "basic").unwrap();
+        assert_eq!(secret.expose_secret(), "hunter2\u{e9}");
+    }
+
+    #[test]
+    fn missing_key_file_names_the_key_and_the_file() {
+        let dir = encrypted_dir("hunter2");
+        std::fs::remove_file(dir.path().join("mailgate.key")).unwrap();
+        let msg = load(dir.path())
+            .require_secret(keys::EMAIL_PASSWORD, "basic")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains(keys::EMAIL_PASSWORD), "{msg}");
+        assert!(msg.contains("mailgate.key"), "{msg}");
+        assert!(msg.contains("not found"), "{msg}");
+    }
+
+    #[test]
+    fn wrong_key_file_is_an_error_without_the_value() {
+        let dir = encrypted_dir("hunter2");
+        let other = dir.path().join("other.key");
+        mailgate_secrets::SecretKey::create(&other).unwrap();
+        let raw = std::fs::read_to_string(dir.path().join("is.properties")).unwrap();
+        let s = Settings::load(LoadOptions {
+            files: ConfigFiles::in_dir(dir.path()),
+            key_file: Some(other),
+            ..LoadOptions::default()
+        })
+        .unwrap();
+        let msg = s
+            .require_secret(keys::EMAIL_PASSWORD, "basic")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("another key"), "{msg}");
+        assert!(msg.contains("other.key"), "{msg}");
+        let enc = raw.lines().nth(1).unwrap().split_once('=').unwrap().1;
+        assert!(!msg.contains(enc) && !msg.contains("hunter2"), "{msg}");
+    }
+
+    #[test]
+    fn key_file_property_is_relative_to_the_config_folder() {
+        let dir = encrypted_dir("pw");
+        std::fs::rename(dir.path().join("mailgate.key"), dir.path().join("k.key")).unwrap();
+        let is = std::fs::read_to_string(dir.path().join("is.properties")).unwrap();
+        std::fs::write(
+            dir.path().join("is.properties"),
+            format!("{is}mailgate.crypto.keyFile=k.key\n"),
+        )
+        .unwrap();
+        let s = load(dir.path());
+        assert_eq!(
+            s.require_secret(keys::EMAIL_PASSWORD, "basic")
+                .unwrap()
+                .expose_secret(),
+            "pw"
+        );
+    }
 }

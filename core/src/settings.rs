@@ -1,7 +1,7 @@
 //! Typed, validated settings from `is.properties`, `security.properties`, the
 //! environment and builder overrides.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use lettre::message::Mailbox;
@@ -208,7 +208,11 @@ impl Settings {
                     read.push(security.clone());
                 }
                 Err(ConfigError::Unreadable { source, .. })
-                    if source.kind() == std::io::ErrorKind::NotFound && files.dir.is_some() => {}
+                    if source.kind() == std::io::ErrorKind::NotFound
+                        && files
+                            .dir
+                            .as_ref()
+                            .is_some_and(|d| d.join("security.properties") == *security) => {}
                 Err(e) => return Err(e.into()),
             }
         }
@@ -466,14 +470,22 @@ impl Settings {
     /// The key file for `ENC(...)` values: the command line's, else
     /// `mailgate.crypto.keyFile`, else `mailgate.key` in the config folder.
     pub fn key_file(&self) -> PathBuf {
-        if let Some(path) = &self.key_file_override {
-            return path.clone();
-        }
-        let base = self.base_dir();
-        match self.value(keys::CRYPTO_KEY_FILE) {
-            Some(p) => base.join(p),
-            None => base.join(DEFAULT_KEY_FILE),
-        }
+        key_file_path(
+            &self.base_dir(),
+            self.value(keys::CRYPTO_KEY_FILE),
+            self.key_file_override.as_deref(),
+        )
+    }
+}
+
+/// The key file for `ENC(...)` values: `given` (the command line's), else
+/// `configured` (`mailgate.crypto.keyFile`, relative to `base`), else
+/// [`DEFAULT_KEY_FILE`] in `base`.
+pub fn key_file_path(base: &Path, configured: Option<&str>, given: Option<&Path>) -> PathBuf {
+    match (given, configured) {
+        (Some(path), _) => path.to_owned(),
+        (None, Some(p)) => base.join(p),
+        (None, None) => base.join(DEFAULT_KEY_FILE),
     }
 }
 
