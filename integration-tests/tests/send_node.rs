@@ -408,3 +408,13 @@ async fn a_pooled_connection_the_server_closed_is_replaced() {
     assert_ne!(msgs[0].conn, msgs[1].conn);
     assert_eq!(peer.connections(), 2);
 }
+
+#[tokio::test]
+async fn debug_output_holds_no_secret() {
+    let dir = config(basic_props(2525));
+    let mailer = mailer(&dir);
+    let dbg = format!("{mailer:?} {:?} {:?}", mailer.settings(), mailer.describe_strategy());
+    assert!(dbg.contains(USER), "{dbg}");
+    assert!(!dbg.contains(PASSWORD), "{dbg}");
+    assert!(!dbg.contains("p4ss"), "{dbg}");
+}
