@@ -99,6 +99,12 @@ impl AuthStrategy for OAuthStrategy {
         true
     }
 
+    /// Has a token ready before connecting: a failing token endpoint then
+    /// never costs an SMTP session.
+    async fn prepare(&self) -> Result<()> {
+        self.cache.token().await.map(drop)
+    }
+
     async fn authenticate(&self, session: &mut SmtpSession<'_>) -> Result<()> {
         let mech = self.mechanism;
         if !session.offers_auth(mech.name()).await? {

@@ -27,6 +27,13 @@ pub trait AuthStrategy: Send + Sync + fmt::Debug {
         true
     }
 
+    /// Runs before each new connection is opened: a strategy that fetches
+    /// credentials does it here, so a failing credential source never leaves
+    /// a half-open SMTP session behind.
+    async fn prepare(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Authenticates `session`. A refusal is [`Error::AuthRefused`]; set its
     /// `retry_on_new_connection` to get one more call on a fresh connection.
     async fn authenticate(&self, session: &mut SmtpSession<'_>) -> Result<()>;

@@ -116,7 +116,7 @@ impl Transport {
                 stage: Stage::Mail, ..
             }) if reused => {
                 tracing::debug!("pooled connection to {} broke; reconnecting", self.address);
-                conn.abort().await;
+                self.abort(conn, false).await;
                 let mut conn = self.open().await?;
                 let reply = self.transaction(&mut conn, envelope, body).await;
                 self.finish(conn, reply).await.map(|reply| Delivery {
@@ -125,26 +125,39 @@ impl Transport {
                 })
             }
             Err(e) => {
-                conn.abort().await;
+                self.abort(conn, in_sync(&e)).await;
                 Err(e)
             }
         }
     }
 
-    async fn finish(
-        &self,
-        mut conn: AsyncSmtpConnection,
-        result: Result<String>,
-    ) -> Result<String> {
+    async fn finish(&self, conn: AsyncSmtpConnection, result: Result<String>) -> Result<String> {
         match result {
             Ok(reply) => {
                 self.checkin(conn);
                 Ok(reply)
             }
             Err(e) => {
-                conn.abort().await;
+                self.abort(conn, in_sync(&e)).await;
                 Err(e)
             }
+        }
+    }
+
+    /// Ends a connection after a failure. lettre's `abort` sends QUIT and
+    /// waits for the reply without a bound of its own: when the stream is out
+    /// of step (a reply is still owed after a timeout, or it broke) the
+    /// connection is only dropped; otherwise QUIT gets the usual timeout.
+    async fn abort(&self, mut conn: AsyncSmtpConnection, in_sync: bool) {
+        if !in_sync {
+            drop(conn);
+            return;
+        }
+        if tokio::time::timeout(self.server.timeout, conn.abort())
+            .await
+            .is_err()
+        {
+            tracing::debug!("QUIT to {} timed out", self.address);
         }
     }
 
@@ -204,7 +217,7 @@ impl Transport {
                 return Ok((conn, true));
             }
             tracing::debug!("pooled connection to {} is gone; dropping it", self.address);
-            conn.abort().await;
+            self.abort(conn, false).await;
         }
     }
 
@@ -221,6 +234,7 @@ impl Transport {
     /// A new, authenticated connection. A strategy's refusal that asks for a
     /// retry gets exactly one more attempt on a new connection.
     async fn open(&self) -> Result<AsyncSmtpConnection> {
+        self.strategy.prepare().await?;
         let mut conn = self.connect().await?;
         match self.authenticate(&mut conn).await {
             Ok(()) => Ok(conn),
@@ -233,18 +247,19 @@ impl Transport {
                     "{} refused authentication ({reply}); retrying once on a new connection",
                     self.address
                 );
-                conn.abort().await;
+                self.abort(conn, true).await;
+                self.strategy.prepare().await?;
                 let mut conn = self.connect().await?;
                 match self.authenticate(&mut conn).await {
                     Ok(()) => Ok(conn),
                     Err(e) => {
-                        conn.abort().await;
+                        self.abort(conn, in_sync(&e)).await;
                         Err(final_refusal(e))
                     }
                 }
             }
             Err(e) => {
-                conn.abort().await;
+                self.abort(conn, in_sync(&e)).await;
                 Err(e)
             }
         }
@@ -447,6 +462,12 @@ impl Transport {
                 after: self.server.timeout,
             })
     }
+}
+
+/// Whether the connection is still in step with the server after `e`: no
+/// reply is owed and the stream works, so a QUIT can be answered.
+fn in_sync(e: &Error) -> bool {
+    !matches!(e, Error::Timeout { .. } | Error::Protocol { .. })
 }
 
 /// A second refusal is final, whatever the strategy asked for.
