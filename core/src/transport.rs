@@ -404,10 +404,17 @@ impl Transport {
         }
         self.command(conn, Stage::Data, Data).await?;
         tracing::debug!(target: "mailgate::smtp", "C: <message, {} bytes>", body.len());
-        let response = self
-            .timed(Stage::Data, conn.message(body))
-            .await?
-            .map_err(|e| self.command_error(Stage::Data, e))?;
+        // One write for body and terminator: lettre's `message` writes them
+        // apart, and on a connection without TCP_NODELAY the small second write
+        // waits for the server's delayed ACK (about 40 ms per message).
+        let sent = match std::str::from_utf8(body) {
+            Ok(text) => {
+                self.timed(Stage::Data, conn.command(DataPayload(text)))
+                    .await?
+            }
+            Err(_) => self.timed(Stage::Data, conn.message(body)).await?,
+        };
+        let response = sent.map_err(|e| self.command_error(Stage::Data, e))?;
         let reply = response.message().collect::<Vec<_>>().join(" ");
         tracing::debug!(target: "mailgate::smtp", "S: {} {reply}", response.code());
         Ok(reply)
@@ -461,6 +468,27 @@ impl Transport {
                 stage,
                 after: self.server.timeout,
             })
+    }
+}
+
+/// A message body, dot-stuffed (RFC 5321 4.5.2) and followed by the
+/// end-of-data line, as one `Display` so lettre writes it at once.
+struct DataPayload<'a>(&'a str);
+
+impl std::fmt::Display for DataPayload<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Lines end with CRLF; a line that starts with '.' gets one more.
+        let mut rest = self.0;
+        if rest.starts_with('.') {
+            f.write_str(".")?;
+        }
+        while let Some(i) = rest.find("\r\n.") {
+            f.write_str(&rest[..i + 2])?;
+            f.write_str(".")?;
+            rest = &rest[i + 2..];
+        }
+        f.write_str(rest)?;
+        f.write_str("\r\n.\r\n")
     }
 }
 
@@ -537,4 +565,22 @@ fn chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DataPayload;
+
+    #[test]
+    fn data_payload_stuffs_dots_at_line_starts_only() {
+        let cases = [
+            ("a\r\nb", "a\r\nb\r\n.\r\n"),
+            (".x\r\n.\r\ny.z\r\n..", "..x\r\n..\r\ny.z\r\n...\r\n.\r\n"),
+            ("a\n.b", "a\n.b\r\n.\r\n"),
+            ("", "\r\n.\r\n"),
+        ];
+        for (body, wire) in cases {
+            assert_eq!(DataPayload(body).to_string(), wire, "{body:?}");
+        }
+    }
 }
