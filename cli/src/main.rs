@@ -8,11 +8,13 @@ use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+#[cfg(feature = "demo")]
+mod demo;
 mod encrypt;
 
 use clap::{Args, Parser, Subcommand};
-use mailgate::secrecy::ExposeSecret;
 use mailgate::properties::ConfigFiles;
+use mailgate::secrecy::ExposeSecret;
 use mailgate::{Error, Mailer, MailerBuilder, OutgoingMessage};
 use tracing_subscriber::EnvFilter;
 
@@ -58,6 +60,9 @@ enum Command {
     Server,
     /// Encrypt the secret properties in place (ENC(...) values)
     Encrypt(encrypt::EncryptArgs),
+    /// Run the whole job on loopback: dev servers, one config folder per strategy, one message each
+    #[cfg(feature = "demo")]
+    Demo(demo::DemoArgs),
 }
 
 #[derive(Args, Debug)]
@@ -118,6 +123,11 @@ fn main() -> ExitCode {
             return ExitCode::from(71);
         }
     };
+    // The demo brings its own servers and config folders: no Mailer here.
+    #[cfg(feature = "demo")]
+    if let Command::Demo(args) = &cli.command {
+        return runtime.block_on(demo::run(args));
+    }
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -215,6 +225,8 @@ async fn run(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
         Command::Encrypt(_) => unreachable!("handled before the mailer is built"),
+        #[cfg(feature = "demo")]
+        Command::Demo(_) => unreachable!("handled in main, before any mailer"),
     };
     mailer.close().await;
     result
