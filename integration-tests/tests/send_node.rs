@@ -413,7 +413,11 @@ async fn a_pooled_connection_the_server_closed_is_replaced() {
 async fn debug_output_holds_no_secret() {
     let dir = config(basic_props(2525));
     let mailer = mailer(&dir);
-    let dbg = format!("{mailer:?} {:?} {:?}", mailer.settings(), mailer.describe_strategy());
+    let dbg = format!(
+        "{mailer:?} {:?} {:?}",
+        mailer.settings(),
+        mailer.describe_strategy()
+    );
     assert!(dbg.contains(USER), "{dbg}");
     assert!(!dbg.contains(PASSWORD), "{dbg}");
     assert!(!dbg.contains("p4ss"), "{dbg}");
