@@ -6,32 +6,17 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use base64::Engine as _;
-use mailgate_integration_tests::{ConfigDir, PeerConfig, PeerKind, SmtpPeer, TestPki, unused_port};
+use mailgate_integration_tests::{
+    ConfigDir, PeerConfig, PeerKind, SmtpPeer, TestPki, exit_code as code, output_text as text,
+    run_mailgate, unused_port,
+};
 
 const USER: &str = "alm@example.com";
 const PASSWORD: &str = "Sup3r-Secret-Pa55";
 const WAIT: Duration = Duration::from_secs(10);
 
 fn mailgate(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mailgate"))
-        .arg("--config-dir")
-        .arg(dir)
-        .args(args)
-        .env_remove("MAILGATE_CONFIG_DIR")
-        .stdin(Stdio::null())
-        .output()
-        .expect("mailgate runs")
-}
-
-fn text(out: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn code(out: &Output) -> i32 {
-    out.status.code().expect("exited")
+    run_mailgate(env!("CARGO_BIN_EXE_mailgate"), dir, args)
 }
 
 /// Every form the password could leak in: plain, and inside AUTH PLAIN/LOGIN payloads.

@@ -5,10 +5,12 @@
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
-use mailgate_integration_tests::{ConfigDir, PeerConfig, PeerKind, SmtpPeer, TestPki};
+use mailgate_integration_tests::{
+    ConfigDir, PeerConfig, PeerKind, SmtpPeer, TestPki, run_mailgate,
+};
 use wiremock::matchers::{body_string_contains, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -19,14 +21,7 @@ const TOKEN: &str = "Token-For-Encrypt-Test";
 const WAIT: Duration = Duration::from_secs(10);
 
 fn mailgate(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mailgate"))
-        .arg("--config-dir")
-        .arg(dir)
-        .args(args)
-        .env_remove("MAILGATE_CONFIG_DIR")
-        .stdin(Stdio::null())
-        .output()
-        .expect("mailgate runs")
+    run_mailgate(env!("CARGO_BIN_EXE_mailgate"), dir, args)
 }
 
 fn ok(out: &Output) -> String {

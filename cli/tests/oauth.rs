@@ -11,13 +11,16 @@
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
 use base64::Engine as _;
-use mailgate_integration_tests::{ConfigDir, PeerConfig, PeerKind, SmtpPeer, TestPki};
+use mailgate_integration_tests::{
+    ConfigDir, PeerConfig, PeerKind, SmtpPeer, TestPki, exit_code as code, output_text as text,
+    run_mailgate,
+};
 
 const USER: &str = "alm-cli@example.com";
 const CLIENT_ID: &str = "3c4d5e6f-cli0-4e2e-9abc-0a1b2c3d4e5f";
@@ -179,25 +182,7 @@ fn serve(mut stream: TcpStream, seen: &Mutex<Vec<String>>, responses: &[Canned])
 // Running the binary
 
 fn mailgate(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mailgate"))
-        .arg("--config-dir")
-        .arg(dir)
-        .args(args)
-        .env_remove("MAILGATE_CONFIG_DIR")
-        .stdin(Stdio::null())
-        .output()
-        .expect("mailgate runs")
-}
-
-fn text(out: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn code(out: &Output) -> i32 {
-    out.status.code().expect("exited")
+    run_mailgate(env!("CARGO_BIN_EXE_mailgate"), dir, args)
 }
 
 fn send(dir: &Path, level: &str) -> Output {

@@ -31,12 +31,14 @@
 //! assert_eq!(messages[0].user.as_deref(), Some("alice@example.com"));
 //! ```
 
+mod cli;
 mod config_dir;
 mod install;
 mod net;
 mod peer;
 mod pki;
 
+pub use cli::{exit_code, output_text, run_mailgate};
 pub use config_dir::{ConfigDir, IS_PROPERTIES, SECURITY_PROPERTIES, properties_text};
 pub use install::{ensure_installed, peers_dir};
 pub use net::unused_port;
