@@ -54,15 +54,6 @@ impl BasicAuth {
         Ok(Self::new(user, password))
     }
 
-    fn refused(&self, session: &SmtpSession<'_>, reply: &Reply) -> Error {
-        Error::AuthRefused {
-            strategy: NAME.to_owned(),
-            server: session.server().to_owned(),
-            reply: reply.to_string(),
-            retry_on_new_connection: false,
-        }
-    }
-
     async fn plain(&self, session: &mut SmtpSession<'_>) -> Result<Reply> {
         let payload = format!("\0{}\0{}", self.user, self.password.expose_secret());
         let line = format!("AUTH PLAIN {}", STANDARD.encode(payload));
@@ -103,21 +94,7 @@ impl AuthStrategy for BasicAuth {
                 wanted: "PLAIN, LOGIN".to_owned(),
             });
         };
-        match reply.code {
-            235 => Ok(()),
-            // A 334 here means the server wants more than PLAIN/LOGIN define.
-            334 => {
-                let abort = session.auth_command("*", "*").await?;
-                Err(self.refused(session, &abort))
-            }
-            code if code >= 500 => Err(self.refused(session, &reply)),
-            _ => Err(Error::Smtp {
-                server: session.server().to_owned(),
-                stage: mailgate_core::Stage::Auth,
-                code: reply.code,
-                reply: reply.text(),
-            }),
-        }
+        session.finish_auth(NAME, &reply, false).await
     }
 
     fn required_sender(&self) -> Option<&str> {

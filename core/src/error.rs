@@ -359,12 +359,9 @@ impl Error {
             | Error::StartTlsUnavailable { .. }
             | Error::NoMechanism { .. } => ErrorKind::Unavailable,
             Error::AuthRefused { .. } => ErrorKind::AuthRefused,
-            Error::Smtp { code, stage, .. } => match (code / 100, stage) {
-                (4, _) => ErrorKind::Temporary,
-                (_, Stage::Auth) => ErrorKind::AuthRefused,
-                (_, Stage::Rcpt | Stage::Mail) => ErrorKind::InvalidInput,
-                _ => ErrorKind::Unavailable,
-            },
+            Error::Smtp {
+                code, stage, reply, ..
+            } => smtp_kind(*code, *stage, reply),
             Error::Protocol { .. } | Error::Timeout { .. } => ErrorKind::Temporary,
             Error::Strategy { kind, .. } => *kind,
             Error::Usage(_) => ErrorKind::Usage,
@@ -391,6 +388,84 @@ impl Error {
             field: field.to_owned(),
             reason: reason.into(),
         }
+    }
+}
+
+/// Classifies an SMTP error reply: 4xx is temporary; then the enhanced
+/// status code (RFC 3463) where the server sends one, since it says what is
+/// wrong whatever the command; then the command.
+fn smtp_kind(code: u16, stage: Stage, reply: &str) -> ErrorKind {
+    if code / 100 == 4 {
+        return ErrorKind::Temporary;
+    }
+    match enhanced_status(reply) {
+        // Security or policy: authentication required, relaying denied, sender not allowed.
+        Some((_, 7, _)) => ErrorKind::AuthRefused,
+        // Addressing, or the message too big.
+        Some((_, 1, _) | (_, 3, 4) | (_, 2, 3)) => ErrorKind::InvalidInput,
+        _ => match (code, stage) {
+            // Syntax error or command not implemented: the server cannot do it.
+            (500..=504, _) => ErrorKind::Unavailable,
+            (_, Stage::Auth) => ErrorKind::AuthRefused,
+            (_, Stage::Mail | Stage::Rcpt) => ErrorKind::InvalidInput,
+            _ => ErrorKind::Unavailable,
+        },
+    }
+}
+
+/// The `class.subject.detail` enhanced status code that starts `reply`, if any.
+fn enhanced_status(reply: &str) -> Option<(u8, u16, u16)> {
+    let word = reply.split_whitespace().next()?;
+    let mut parts = word.splitn(3, '.');
+    let class = parts
+        .next()?
+        .parse()
+        .ok()
+        .filter(|c| matches!(c, 2 | 4 | 5))?;
+    let subject = parts.next()?.parse().ok()?;
+    let detail = parts.next()?.parse().ok()?;
+    Some((class, subject, detail))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind(code: u16, stage: Stage, reply: &str) -> u8 {
+        Error::Smtp {
+            server: "s".into(),
+            stage,
+            code,
+            reply: reply.into(),
+        }
+        .exit_code()
+    }
+
+    #[test]
+    fn smtp_replies_map_by_enhanced_status_then_command() {
+        assert_eq!(kind(451, Stage::Rcpt, "4.7.1 greylisted"), 75);
+        assert_eq!(kind(530, Stage::Mail, "5.7.0 Authentication required"), 77);
+        assert_eq!(kind(550, Stage::Rcpt, "5.7.1 Relaying denied"), 77);
+        assert_eq!(kind(550, Stage::Rcpt, "5.1.1 User unknown"), 65);
+        assert_eq!(kind(552, Stage::Data, "5.3.4 Message too big"), 65);
+        assert_eq!(kind(550, Stage::Rcpt, "no such user"), 65);
+        assert_eq!(
+            kind(504, Stage::Auth, "5.5.4 Unrecognized authentication type"),
+            69
+        );
+        assert_eq!(kind(554, Stage::Data, "Transaction failed"), 69);
+        assert_eq!(kind(535, Stage::Auth, "Authentication failed"), 77);
+    }
+
+    #[test]
+    fn enhanced_status_needs_three_numbers() {
+        assert_eq!(
+            enhanced_status("5.7.139 Authentication unsuccessful"),
+            Some((5, 7, 139))
+        );
+        assert_eq!(enhanced_status("Requested action aborted"), None);
+        assert_eq!(enhanced_status("1.2.3 x"), None);
+        assert_eq!(enhanced_status(""), None);
     }
 }
 

@@ -54,18 +54,18 @@ impl Default for MailerBuilder {
 }
 
 impl MailerBuilder {
-    /// Reads `is.properties` and `security.properties` (optional) from `dir`.
+    /// Reads `is.properties` and `security.properties` (optional) from `dir`;
+    /// files named with [`Self::is_file`] or [`Self::security_file`] win.
     pub fn config_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        let dir = dir.into();
-        let explicit = (self.files.is.take(), self.files.security.take());
-        self.files = ConfigFiles::in_dir(dir);
-        // Files named explicitly win over the folder's defaults.
-        if let Some(is) = explicit.0 {
-            self.files.is = Some(is);
+        let named = std::mem::take(&mut self.files);
+        let mut files = ConfigFiles::in_dir(dir);
+        if named.is.is_some() && named.dir.is_none() {
+            files.is = named.is;
         }
-        if let Some(security) = explicit.1 {
-            self.files.security = Some(security);
+        if named.security.is_some() && !named.security_optional {
+            files = files.with_security(named.security.expect("checked"));
         }
+        self.files = files;
         self
     }
 
@@ -83,7 +83,7 @@ impl MailerBuilder {
 
     /// Reads this file as `security.properties` (then it must exist).
     pub fn security_file(mut self, path: impl Into<PathBuf>) -> Self {
-        self.files.security = Some(path.into());
+        self.files = std::mem::take(&mut self.files).with_security(path);
         self
     }
 

@@ -156,17 +156,28 @@ pub struct ConfigFiles {
     pub is: Option<PathBuf>,
     /// `security.properties`.
     pub security: Option<PathBuf>,
+    /// A missing `security` file is skipped (true for the folder's default
+    /// file: open and basic modes do not need it; false for a named file).
+    pub security_optional: bool,
 }
 
 impl ConfigFiles {
-    /// `is.properties` and `security.properties` in `dir`.
+    /// `is.properties` and (optional) `security.properties` in `dir`.
     pub fn in_dir(dir: impl Into<PathBuf>) -> Self {
         let dir = dir.into();
         Self {
             is: Some(dir.join("is.properties")),
             security: Some(dir.join("security.properties")),
             dir: Some(dir),
+            security_optional: true,
         }
+    }
+
+    /// Names the `security.properties` file explicitly: then it must exist.
+    pub fn with_security(mut self, path: impl Into<PathBuf>) -> Self {
+        self.security = Some(path.into());
+        self.security_optional = false;
+        self
     }
 
     /// The files, in read order.
@@ -175,6 +186,26 @@ impl ConfigFiles {
             .iter()
             .chain(self.security.iter())
             .map(PathBuf::as_path)
+    }
+
+    /// Reads the files, `security` over `is`; returns the merged keys and the
+    /// files that were read.
+    pub fn read(&self) -> Result<(Properties, Vec<PathBuf>), ConfigError> {
+        let mut props = Properties::default();
+        let mut read = Vec::new();
+        for path in self.paths() {
+            let optional = self.security_optional && Some(path) == self.security.as_deref();
+            match Properties::read_file(path) {
+                Ok(p) => {
+                    props.merge(p);
+                    read.push(path.to_owned());
+                }
+                Err(ConfigError::Unreadable { source, .. })
+                    if optional && source.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((props, read))
     }
 
     /// The folder relative paths are resolved against: the config folder, else

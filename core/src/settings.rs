@@ -194,28 +194,7 @@ impl Settings {
             strategy_keys,
             key_file,
         } = options;
-        let mut props = Properties::default();
-        let mut read = Vec::new();
-        if let Some(is) = &files.is {
-            props.merge(Properties::read_file(is)?);
-            read.push(is.clone());
-        }
-        if let Some(security) = &files.security {
-            // security.properties is optional: open and basic modes do not need it.
-            match Properties::read_file(security) {
-                Ok(p) => {
-                    props.merge(p);
-                    read.push(security.clone());
-                }
-                Err(ConfigError::Unreadable { source, .. })
-                    if source.kind() == std::io::ErrorKind::NotFound
-                        && files
-                            .dir
-                            .as_ref()
-                            .is_some_and(|d| d.join("security.properties") == *security) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
+        let (mut props, read) = files.read()?;
         let known: Vec<&'static str> = keys::CORE
             .iter()
             .copied()
@@ -692,6 +671,7 @@ mod tests {
                 dir: None,
                 is: Some("/nonexistent/is.properties".into()),
                 security: None,
+                security_optional: false,
             },
             ..LoadOptions::default()
         })

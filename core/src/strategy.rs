@@ -190,8 +190,54 @@ impl<'a> SmtpSession<'a> {
     /// payload replaced (e.g. `AUTH PLAIN <redacted>`). A 4xx/5xx reply comes
     /// back as `Ok(reply)` so the strategy can interpret it.
     pub async fn auth_command(&mut self, line: &str, shown: &str) -> Result<Reply> {
+        if line.contains(['\r', '\n']) {
+            // A line break would let the payload smuggle a second command.
+            return Err(Error::Protocol {
+                server: self.server.to_owned(),
+                stage: Stage::Auth,
+                reason: format!("refusing to send an AUTH line with a line break ({shown})"),
+            });
+        }
         tracing::debug!(target: "mailgate::smtp", "C: {shown}");
         self.exchange(line).await
+    }
+
+    /// Ends an AUTH exchange from its final reply, the same way for every
+    /// strategy: 235 is success; 530, 534, 535 and 538 are a refusal
+    /// ([`Error::AuthRefused`], exit 77) carrying `retry_on_new_connection`;
+    /// a 334 (the server wants more) is cancelled with `*` and reported as a
+    /// protocol failure; anything else is an [`Error::Smtp`] at the AUTH stage.
+    pub async fn finish_auth(
+        &mut self,
+        strategy: &str,
+        reply: &Reply,
+        retry_on_new_connection: bool,
+    ) -> Result<()> {
+        match reply.code {
+            235 => Ok(()),
+            530 | 534 | 535 | 538 => Err(Error::AuthRefused {
+                strategy: strategy.to_owned(),
+                server: self.server.to_owned(),
+                reply: reply.to_string(),
+                retry_on_new_connection,
+            }),
+            334 => {
+                let cancel = self.auth_command("*", "*").await?;
+                Err(Error::Protocol {
+                    server: self.server.to_owned(),
+                    stage: Stage::Auth,
+                    reason: format!(
+                        "the server asked for more after the {strategy} exchange; cancelled ({cancel})"
+                    ),
+                })
+            }
+            code => Err(Error::Smtp {
+                server: self.server.to_owned(),
+                stage: Stage::Auth,
+                code,
+                reply: reply.text(),
+            }),
+        }
     }
 
     async fn command(&mut self, line: &str, stage: Stage) -> Result<Reply> {

@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 
 use lettre::address::Envelope;
 use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
-use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use lettre::transport::smtp::response::Response;
-use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::sync::{OnceCell, Semaphore, SemaphorePermit};
 
 use crate::error::{ConfigError, Error, Origin, Result, Stage};
 use crate::settings::{ServerSettings, TlsMode, keys};
@@ -24,6 +24,12 @@ use crate::strategy::{AuthStrategy, SmtpSession, error_text};
 
 /// Idle connections older than this are not reused (servers drop idle clients).
 const MAX_IDLE_AGE: Duration = Duration::from_secs(60);
+/// A pooled connection idle longer than this is probed with NOOP before reuse;
+/// a fresher one is used at once (if the server closed it anyway, MAIL fails
+/// before anything is accepted and the message goes out on a new connection).
+const PROBE_AFTER_IDLE: Duration = Duration::from_secs(5);
+/// Bound on that probe, so a dead pool costs seconds, not the full timeout.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What happened on a successful delivery.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,13 +63,16 @@ struct Idle {
 pub(crate) struct Transport {
     server: ServerSettings,
     address: String,
-    tls: Option<TlsParameters>,
+    /// Built on first use: loading the system roots costs tens of milliseconds
+    /// that `check`, `server` and `token` never need.
+    tls: OnceCell<TlsParameters>,
     hello: ClientId,
     strategy: Arc<dyn AuthStrategy>,
     strategy_name: String,
     idle: Mutex<Vec<Idle>>,
+    /// Bounds simultaneous connections; as many are kept idle. Closed by `close`.
     permits: Semaphore,
-    max_idle: usize,
+    max_connections: usize,
 }
 
 impl Transport {
@@ -73,10 +82,17 @@ impl Transport {
         strategy_name: String,
         max_connections: usize,
     ) -> Result<Self> {
-        let tls = match server.tls {
-            TlsMode::None => None,
-            TlsMode::StartTls | TlsMode::Implicit => Some(tls_parameters(&server)?),
-        };
+        // Refuse at build time what every connection would refuse, so `check` says so.
+        if strategy.sends_credentials()
+            && server.tls == TlsMode::None
+            && !server.allow_plaintext_auth
+        {
+            return Err(Error::PlaintextAuth {
+                strategy: strategy_name,
+                server: server.address(),
+            });
+        }
+        let max_connections = max_connections.max(1);
         let hello = match &server.helo_name {
             Some(name) => ClientId::Domain(name.clone()),
             None => ClientId::default(),
@@ -84,13 +100,13 @@ impl Transport {
         Ok(Self {
             address: server.address(),
             server,
-            tls,
+            tls: OnceCell::new(),
             hello,
             strategy,
             strategy_name,
             idle: Mutex::new(Vec::new()),
-            permits: Semaphore::new(max_connections.max(1)),
-            max_idle: max_connections.max(1),
+            permits: Semaphore::new(max_connections),
+            max_connections,
         })
     }
 
@@ -110,13 +126,15 @@ impl Transport {
                     reused_connection: reused,
                 })
             }
-            // The server closed a pooled connection between NOOP and MAIL: nothing
-            // was accepted yet, so a fresh connection is safe and invisible to the caller.
-            Err(Error::Protocol {
-                stage: Stage::Mail, ..
-            }) if reused => {
-                tracing::debug!("pooled connection to {} broke; reconnecting", self.address);
-                self.abort(conn, false).await;
+            // The server closed a pooled connection (or is closing it: 421) before
+            // MAIL: nothing was accepted yet, so a fresh connection is safe and
+            // invisible to the caller.
+            Err(e) if reused && stale_connection(&e) => {
+                tracing::debug!(
+                    "pooled connection to {} is gone ({e}); reconnecting",
+                    self.address
+                );
+                drop(conn);
                 let mut conn = self.open().await?;
                 let reply = self.transaction(&mut conn, envelope, body).await;
                 self.finish(conn, reply).await.map(|reply| Delivery {
@@ -125,7 +143,7 @@ impl Transport {
                 })
             }
             Err(e) => {
-                self.abort(conn, in_sync(&e)).await;
+                self.recover(conn, &e).await;
                 Err(e)
             }
         }
@@ -138,9 +156,19 @@ impl Transport {
                 Ok(reply)
             }
             Err(e) => {
-                self.abort(conn, in_sync(&e)).await;
+                self.recover(conn, &e).await;
                 Err(e)
             }
+        }
+    }
+
+    /// After a failed transaction: a connection still in step is reset (RSET)
+    /// and pooled again; any other is dropped.
+    async fn recover(&self, mut conn: AsyncSmtpConnection, e: &Error) {
+        if in_sync(e) && self.command(&mut conn, Stage::Other, Rset).await.is_ok() {
+            self.checkin(conn);
+        } else {
+            drop(conn);
         }
     }
 
@@ -176,8 +204,9 @@ impl Transport {
         Ok(report)
     }
 
-    /// Quits every idle connection.
+    /// Quits every idle connection; later sends fail with a usage error.
     pub(crate) async fn close(&self) {
+        self.permits.close();
         let idle = std::mem::take(&mut *self.idle.lock().expect("pool lock"));
         for Idle { conn, .. } in idle {
             self.quit(conn).await;
@@ -201,29 +230,35 @@ impl Transport {
             .map_err(|_| Error::Usage("the mailer is closed".into()))
     }
 
-    /// A live connection: a pooled one that still answers NOOP, else a new one.
+    /// A pooled connection (probed with NOOP when it has been idle a while),
+    /// else a new one.
     async fn checkout(&self) -> Result<(AsyncSmtpConnection, bool)> {
         loop {
             let idle = self.idle.lock().expect("pool lock").pop();
             let Some(Idle { mut conn, since }) = idle else {
                 return Ok((self.open().await?, false));
             };
-            if since.elapsed() < MAX_IDLE_AGE
-                && tokio::time::timeout(self.server.timeout, conn.test_connected())
+            let age = since.elapsed();
+            let alive = age < MAX_IDLE_AGE
+                && (age < PROBE_AFTER_IDLE
+                    || tokio::time::timeout(
+                        self.server.timeout.min(PROBE_TIMEOUT),
+                        conn.test_connected(),
+                    )
                     .await
-                    .unwrap_or(false)
-            {
+                    .unwrap_or(false));
+            if alive {
                 tracing::debug!("reusing pooled connection to {}", self.address);
                 return Ok((conn, true));
             }
             tracing::debug!("pooled connection to {} is gone; dropping it", self.address);
-            self.abort(conn, false).await;
+            drop(conn);
         }
     }
 
     fn checkin(&self, conn: AsyncSmtpConnection) {
         let mut idle = self.idle.lock().expect("pool lock");
-        if idle.len() < self.max_idle && !conn.has_broken() {
+        if idle.len() < self.max_connections && !self.permits.is_closed() {
             idle.push(Idle {
                 conn,
                 since: Instant::now(),
@@ -282,7 +317,7 @@ impl Transport {
     /// TCP, greeting, EHLO, and TLS as configured.
     async fn connect(&self) -> Result<AsyncSmtpConnection> {
         let implicit = match self.server.tls {
-            TlsMode::Implicit => self.tls.clone(),
+            TlsMode::Implicit => Some(self.tls().await?),
             _ => None,
         };
         tracing::debug!(
@@ -317,10 +352,7 @@ impl Transport {
                 });
             }
             tracing::debug!(target: "mailgate::smtp", "C: STARTTLS");
-            let tls = self
-                .tls
-                .clone()
-                .expect("TLS parameters exist in STARTTLS mode");
+            let tls = self.tls().await?;
             let upgraded = self
                 .timed(Stage::Tls, conn.starttls(tls, &self.hello))
                 .await?;
@@ -346,6 +378,14 @@ impl Transport {
         Ok(conn)
     }
 
+    /// System roots plus the configured CA files, built once.
+    async fn tls(&self) -> Result<TlsParameters> {
+        self.tls
+            .get_or_try_init(|| async { tls_parameters(&self.server) })
+            .await
+            .cloned()
+    }
+
     fn connect_error(&self, e: lettre::transport::smtp::Error) -> Error {
         if let Some(code) = e.status() {
             return Error::Smtp {
@@ -358,6 +398,16 @@ impl Transport {
         if self.server.tls == TlsMode::Implicit && is_tls_failure(&e) {
             return Error::Tls {
                 server: self.address.clone(),
+                reason: chain(&e),
+            };
+        }
+        // The TCP connection stood but the greeting or EHLO broke off: a
+        // broken conversation (75), not an unreachable server (69). lettre
+        // tells "network error" apart from "Connection error" only in text.
+        if e.is_response() || e.to_string().starts_with("network error") {
+            return Error::Protocol {
+                server: self.address.clone(),
+                stage: Stage::Connect,
                 reason: chain(&e),
             };
         }
@@ -493,9 +543,27 @@ impl std::fmt::Display for DataPayload<'_> {
 }
 
 /// Whether the connection is still in step with the server after `e`: no
-/// reply is owed and the stream works, so a QUIT can be answered.
+/// reply is owed, the stream works and the server is not closing it (421).
 fn in_sync(e: &Error) -> bool {
-    !matches!(e, Error::Timeout { .. } | Error::Protocol { .. })
+    !matches!(
+        e,
+        Error::Timeout { .. } | Error::Protocol { .. } | Error::Smtp { code: 421, .. }
+    )
+}
+
+/// A pooled connection the server has dropped or is dropping, seen at MAIL.
+fn stale_connection(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Protocol {
+            stage: Stage::Mail,
+            ..
+        } | Error::Smtp {
+            stage: Stage::Mail,
+            code: 421,
+            ..
+        }
+    )
 }
 
 /// A second refusal is final, whatever the strategy asked for.

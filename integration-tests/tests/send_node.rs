@@ -277,13 +277,19 @@ async fn credentials_never_cross_plaintext() {
             .user(USER, PASSWORD),
     );
     let dir = config(basic_props(peer.port()));
-    let err = mailer(&dir)
-        .sendmail(USER, "dev@example.com", "s", "b")
-        .await
+    // Refused when the mailer is built, before any connection.
+    let err = Mailer::builder()
+        .config_dir(dir.path())
+        .env_overrides(false)
+        .build()
         .unwrap_err();
     assert!(matches!(err, Error::PlaintextAuth { .. }), "{err}");
     assert_eq!(err.exit_code(), 78);
-    assert!(peer.auth_attempts().is_empty());
+    assert!(
+        err.to_string().contains("mksis.smtp.ssl.enabled=true"),
+        "{err}"
+    );
+    assert_eq!(peer.connections(), 0);
 
     // Allowed explicitly, it works.
     let mut props = basic_props(peer.port());
@@ -411,7 +417,9 @@ async fn a_pooled_connection_the_server_closed_is_replaced() {
 
 #[tokio::test]
 async fn debug_output_holds_no_secret() {
-    let dir = config(basic_props(2525));
+    let mut props = basic_props(2525);
+    props.push(("mailgate.smtp.allowPlaintextAuth", "true".to_owned()));
+    let dir = config(props);
     let mailer = mailer(&dir);
     let dbg = format!(
         "{mailer:?} {:?} {:?}",
@@ -421,4 +429,39 @@ async fn debug_output_holds_no_secret() {
     assert!(dbg.contains(USER), "{dbg}");
     assert!(!dbg.contains(PASSWORD), "{dbg}");
     assert!(!dbg.contains("p4ss"), "{dbg}");
+}
+
+#[tokio::test]
+async fn a_refused_recipient_resets_and_keeps_the_connection() {
+    let peer = SmtpPeer::start(PeerKind::Node, PeerConfig::new().fail_rcpt(550));
+    let dir = config(server_props(peer.port()));
+    let mailer = mailer(&dir);
+    for _ in 0..2 {
+        let err = mailer
+            .sendmail(USER, "nobody@example.com", "s", "b")
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Smtp { code: 550, .. }), "{err}");
+    }
+    assert_eq!(peer.connections(), 1, "RSET, then the connection is reused");
+}
+
+#[tokio::test]
+async fn sends_after_close_are_refused() {
+    let peer = SmtpPeer::start(PeerKind::Node, PeerConfig::new());
+    let dir = config(server_props(peer.port()));
+    let mailer = mailer(&dir);
+    mailer
+        .sendmail(USER, "a@example.com", "s", "b")
+        .await
+        .unwrap();
+    mailer.close().await;
+    let err = mailer
+        .sendmail(USER, "a@example.com", "s", "b")
+        .await
+        .unwrap_err();
+    assert_eq!(err.exit_code(), 64, "{err}");
+    assert!(err.to_string().contains("closed"), "{err}");
+    peer.wait_for_closed_connections(1, WAIT);
+    assert_eq!(peer.messages().len(), 1);
 }
