@@ -7,6 +7,8 @@
 //! `mailgate.smtp.auth.strategy=basic`. The password is held in a
 //! [`SecretString`] and never logged: the session log shows `<redacted>`.
 
+#![warn(missing_docs)]
+
 use std::fmt;
 use std::sync::Arc;
 
@@ -16,6 +18,7 @@ use mailgate_core::secrecy::{ExposeSecret, SecretString};
 use mailgate_core::{
     AuthStrategy, Error, Reply, Result, Settings, SmtpSession, StrategyDescriptor, keys,
 };
+use zeroize::Zeroizing;
 
 /// The registered name.
 pub const NAME: &str = "basic";
@@ -55,8 +58,16 @@ impl BasicAuth {
     }
 
     async fn plain(&self, session: &mut SmtpSession<'_>) -> Result<Reply> {
-        let payload = format!("\0{}\0{}", self.user, self.password.expose_secret());
-        let line = format!("AUTH PLAIN {}", STANDARD.encode(payload));
+        // Zeroized on drop: no copy of the password outlives the exchange.
+        let payload = Zeroizing::new(format!(
+            "\0{}\0{}",
+            self.user,
+            self.password.expose_secret()
+        ));
+        let line = Zeroizing::new(format!(
+            "AUTH PLAIN {}",
+            STANDARD.encode(payload.as_bytes())
+        ));
         session.auth_command(&line, "AUTH PLAIN <redacted>").await
     }
 
@@ -71,12 +82,8 @@ impl BasicAuth {
         if reply.code != 334 {
             return Ok(reply);
         }
-        session
-            .auth_command(
-                &STANDARD.encode(self.password.expose_secret()),
-                "<redacted>",
-            )
-            .await
+        let password = Zeroizing::new(STANDARD.encode(self.password.expose_secret()));
+        session.auth_command(&password, "<redacted>").await
     }
 }
 

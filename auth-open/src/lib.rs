@@ -5,6 +5,8 @@
 //! Registers itself with the core registry; a binary links it by naming the
 //! crate (`use mailgate_auth_open as _;`, which the `mailgate` facade does).
 
+#![warn(missing_docs)]
+
 use std::sync::Arc;
 
 use mailgate_core::{AuthStrategy, Result, Settings, SmtpSession, StrategyDescriptor};

@@ -133,7 +133,7 @@ pub enum ConfigError {
         reason: String,
     },
     /// The chosen strategy is not in this build.
-    #[error("{}", unknown_strategy_message(name, available, feature.as_deref()))]
+    #[error("{} (chosen because {chosen_by})", unknown_strategy_message(name, available, feature.as_deref()))]
     UnknownStrategy {
         /// The strategy asked for.
         name: String,

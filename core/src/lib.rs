@@ -4,6 +4,8 @@
 //! Library users normally depend on the `mailgate` facade crate, which links
 //! the strategy crates through cargo features.
 
+#![warn(missing_docs)]
+
 pub mod error;
 mod mailer;
 pub mod properties;

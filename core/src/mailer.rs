@@ -263,7 +263,7 @@ impl Mailer {
     ) -> Result<Delivery> {
         let message = OutgoingMessage {
             from: Some(from.to_owned()),
-            to: to.split(',').map(str::to_owned).collect(),
+            to: vec![to.to_owned()],
             subject: subject.to_owned(),
             body: message.to_owned(),
             ..OutgoingMessage::default()
@@ -321,7 +321,7 @@ impl OutgoingMessage {
         for (field, list) in [("to", &self.to), ("cc", &self.cc), ("bcc", &self.bcc)] {
             for addr in list
                 .iter()
-                .flat_map(|s| s.split(','))
+                .flat_map(|s| split_addresses(s))
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
             {
@@ -347,6 +347,27 @@ impl OutgoingMessage {
             .body(self.body.clone())
             .map_err(|e| Error::invalid_message("message", e.to_string()))
     }
+}
+
+/// Splits an address list at commas outside quoted names, so that
+/// `"Doe, John" <j@example.com>, a@example.com` is two addresses.
+fn split_addresses(list: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (i, c) in list.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                parts.push(&list[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&list[start..]);
+    parts
 }
 
 fn reject_line_breaks(field: &str, value: &str) -> Result<()> {
@@ -407,6 +428,19 @@ mod tests {
             .build(None)
             .unwrap();
         assert_eq!(m.envelope().to().len(), 3);
+    }
+
+    #[test]
+    fn quoted_names_may_hold_commas() {
+        let m = msg(&["\"Doe, John\" <j@example.com>, a@example.com"], "s")
+            .build(None)
+            .unwrap();
+        let to: Vec<String> = m.envelope().to().iter().map(ToString::to_string).collect();
+        assert_eq!(to, ["j@example.com", "a@example.com"]);
+        assert_eq!(
+            split_addresses(r#""a \" ,b" <x@y>, z@w"#),
+            [r#""a \" ,b" <x@y>"#, " z@w"]
+        );
     }
 
     #[test]

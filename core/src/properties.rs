@@ -85,6 +85,11 @@ impl Properties {
         self.entries.insert(key, Entry { value, origin });
     }
 
+    /// Keeps only the keys `keep` accepts.
+    pub fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) {
+        self.entries.retain(|key, _| keep(key));
+    }
+
     /// Layers `other` over `self`: its keys win.
     pub fn merge(&mut self, other: Properties) {
         self.entries.extend(other.entries);

@@ -14,12 +14,17 @@ pub(crate) fn reveal(
     value: &str,
     origin: &Origin,
 ) -> Result<SecretString, ConfigError> {
-    if !is_encrypted(value) {
-        tracing::warn!(
-            "`{key}` at {origin} is stored in plain text; run `mailgate encrypt` to encrypt it"
-        );
+    let trimmed = value.trim();
+    if !is_encrypted(trimmed) {
+        // Only a file can be encrypted in place; the environment and code cannot.
+        if matches!(origin, Origin::File { .. }) {
+            tracing::warn!(
+                "`{key}` at {origin} is stored in plain text; run `mailgate encrypt` to encrypt it"
+            );
+        }
         return Ok(SecretString::from(value.to_owned()));
     }
+    let value = trimmed;
     let fail = |reason: String| ConfigError::Secret {
         key: key.to_owned(),
         origin: origin.clone(),

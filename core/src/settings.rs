@@ -59,7 +59,7 @@ pub mod keys {
     ];
 
     /// Keys whose values are secrets, encrypted by `mailgate encrypt`.
-    pub const SECRETS: &[&str] = &[EMAIL_PASSWORD, OAUTH_CLIENT_SECRET];
+    pub const SECRETS: &[&str] = &mailgate_secrets::SECRET_KEYS;
 
     /// Every key core knows (strategies add their own).
     pub const CORE: &[&str] = &[
@@ -122,6 +122,8 @@ pub struct CaFile {
     pub path: PathBuf,
     /// PEM content.
     pub pem: Vec<u8>,
+    /// Where `mailgate.smtp.ssl.caFile` named it.
+    pub origin: Origin,
 }
 
 /// Where and how to connect.
@@ -146,7 +148,11 @@ pub struct ServerSettings {
 impl ServerSettings {
     /// `host:port`.
     pub fn address(&self) -> String {
-        format!("{}:{}", self.host, self.port)
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
     }
 }
 
@@ -205,10 +211,10 @@ impl Settings {
         }
         props.merge(overrides);
 
-        let warnings = near_miss_warnings(&props, &known);
-        for w in &warnings {
-            tracing::warn!("{}", w.0);
-        }
+        let mut warnings = near_miss_warnings(&props, &known);
+        // The hundreds of unrelated keys (some of them other systems' secrets)
+        // are not kept for the Mailer's lifetime.
+        props.retain(|key| known.contains(&key));
 
         let mut settings = Settings {
             props,
@@ -225,7 +231,7 @@ impl Settings {
                 allow_plaintext_auth: false,
             },
             sender: None,
-            warnings,
+            warnings: Vec::new(),
             key_file_override: key_file,
         };
         settings.flags = AuthFlags {
@@ -233,15 +239,29 @@ impl Settings {
             basic: settings.flag(keys::BASIC_AUTHENTICATION)?,
             strategy_override: settings.value(keys::AUTH_STRATEGY).map(str::to_owned),
         };
-        settings.server = settings.load_server()?;
+        let (server, server_warnings) = settings.load_server()?;
+        settings.server = server;
+        warnings.extend(server_warnings);
+        for w in &warnings {
+            tracing::warn!("{}", w.0);
+        }
+        settings.warnings = warnings;
         settings.sender = settings.optional_mailbox(keys::EMAIL_FROM)?;
         Ok(settings)
     }
 
-    fn load_server(&self) -> Result<ServerSettings, ConfigError> {
+    fn load_server(&self) -> Result<(ServerSettings, Vec<Warning>), ConfigError> {
+        let mut warnings = Vec::new();
         let host = self.require(keys::SERVER_HOSTNAME, "every")?.to_owned();
-        if host.contains(char::is_whitespace) || host.contains(['/', '@']) {
-            return Err(self.invalid(keys::SERVER_HOSTNAME, "a host name or IP address"));
+        let is_ipv6 = host.parse::<std::net::Ipv6Addr>().is_ok();
+        if host.contains(char::is_whitespace)
+            || host.contains(['/', '@', '[', ']'])
+            || (host.contains(':') && !is_ipv6)
+        {
+            return Err(self.invalid(
+                keys::SERVER_HOSTNAME,
+                "a host name or IP address without a port (the port is mksis.logging.email.server.port)",
+            ));
         }
         let port =
             match self.value(keys::SERVER_PORT) {
@@ -251,6 +271,19 @@ impl Settings {
                 })?,
             };
         let ssl = self.flag(keys::SSL_ENABLED)?;
+        if !ssl && self.value(keys::SSL_MODE).is_some() {
+            warnings.push(Warning(format!(
+                "`{}` is ignored because `{}` is not true",
+                keys::SSL_MODE,
+                keys::SSL_ENABLED
+            )));
+        }
+        if !ssl && port == 465 {
+            warnings.push(Warning(format!(
+                "port 465 usually speaks implicit TLS, but `{}` is not true: the connection will wait for a greeting that never comes",
+                keys::SSL_ENABLED
+            )));
+        }
         let tls = match (ssl, self.value(keys::SSL_MODE)) {
             (false, _) => TlsMode::None,
             (true, None) if port == 465 => TlsMode::Implicit,
@@ -279,7 +312,7 @@ impl Settings {
         {
             return Err(self.invalid(keys::HELO_NAME, "a host name without spaces"));
         }
-        Ok(ServerSettings {
+        let server = ServerSettings {
             host,
             port,
             tls,
@@ -287,7 +320,8 @@ impl Settings {
             timeout,
             helo_name,
             allow_plaintext_auth: self.flag(keys::ALLOW_PLAINTEXT_AUTH)?,
-        })
+        };
+        Ok((server, warnings))
     }
 
     fn ca_files(&self) -> Result<Vec<CaFile>, ConfigError> {
@@ -316,7 +350,11 @@ impl Settings {
             }
             lettre::transport::smtp::client::Certificate::from_pem(&pem)
                 .map_err(|e| fail(format!("not a valid PEM certificate: {e}")))?;
-            out.push(CaFile { path, pem });
+            out.push(CaFile {
+                path,
+                pem,
+                origin: entry.origin.clone(),
+            });
         }
         Ok(out)
     }
@@ -350,12 +388,10 @@ impl Settings {
     ///
     /// A plain-text secret loads with a warning naming the command that encrypts it.
     pub fn require_secret(&self, key: &str, needed_by: &str) -> Result<SecretString, ConfigError> {
-        let value = self.require(key, needed_by)?;
-        let origin = self
-            .entry(key)
-            .map(|e| e.origin.clone())
-            .unwrap_or(Origin::Builder);
-        crate::secret::reveal(self, key, value, &origin)
+        self.require(key, needed_by)?;
+        let entry = self.entry(key).expect("a required key is present");
+        // Not trimmed: a password may end in an (escaped) space, as Java reads it.
+        crate::secret::reveal(self, key, &entry.value, &entry.origin)
     }
 
     /// A boolean flag; absent is `false`, anything but true/false is an error.
@@ -784,6 +820,49 @@ mod tests {
         .to_string();
         assert!(err.contains("ca.pem"), "{err}");
         assert!(err.contains("no PEM certificate"), "{err}");
+    }
+
+    #[test]
+    fn hostname_with_a_port_is_refused_and_ipv6_is_bracketed() {
+        let msg = config_err(load("mksis.logging.email.server.hostname=127.0.0.1:25\n"));
+        assert!(msg.contains("without a port"), "{msg}");
+        let s =
+            load("mksis.logging.email.server.hostname=::1\nmksis.logging.email.server.port=2525\n")
+                .unwrap();
+        assert_eq!(s.server().address(), "[::1]:2525");
+    }
+
+    #[test]
+    fn odd_tls_settings_warn() {
+        let s = load(&format!(
+            "{HOST}mailgate.smtp.ssl.mode=implicit\nmksis.logging.email.server.port=465\n"
+        ))
+        .unwrap();
+        let w: Vec<_> = s.warnings().iter().map(|w| w.0.as_str()).collect();
+        assert!(
+            w.iter()
+                .any(|w| w.contains("`mailgate.smtp.ssl.mode` is ignored")),
+            "{w:?}"
+        );
+        assert!(w.iter().any(|w| w.contains("port 465")), "{w:?}");
+    }
+
+    #[test]
+    fn unrelated_keys_are_not_kept() {
+        let s = load(&format!(
+            "{HOST}mksis.db.password=dbsecret\nmksis.im.name=x\n"
+        ))
+        .unwrap();
+        assert!(s.entry("mksis.db.password").is_none());
+        assert!(!format!("{s:?}").contains("dbsecret"));
+    }
+
+    #[test]
+    fn a_secret_keeps_its_trailing_escaped_space() {
+        use secrecy::ExposeSecret;
+        let s = load(&format!("{HOST}mksis.logging.emailfrom.password=pw\\ \n")).unwrap();
+        let secret = s.require_secret(keys::EMAIL_PASSWORD, "basic").unwrap();
+        assert_eq!(secret.expose_secret(), "pw ");
     }
 
     #[test]

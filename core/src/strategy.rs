@@ -160,22 +160,9 @@ impl<'a> SmtpSession<'a> {
         // lettre keeps only the mechanisms it implements: ask again for the rest.
         if self.ehlo_keywords.is_none() {
             let reply = self
-                .command(&format!("EHLO {}", self.hello), Stage::Auth)
+                .command(&format!("EHLO {}", self.hello), Stage::Connect)
                 .await?;
-            self.ehlo_keywords = Some(
-                reply
-                    .lines
-                    .iter()
-                    .filter_map(|l| {
-                        let mut words = l.split_whitespace();
-                        words
-                            .next()
-                            .filter(|w| w.eq_ignore_ascii_case("AUTH"))
-                            .map(|_| words.map(str::to_ascii_uppercase).collect::<Vec<_>>())
-                    })
-                    .flatten()
-                    .collect(),
-            );
+            self.ehlo_keywords = Some(auth_mechanisms(&reply.lines));
         }
         let wanted = mechanism.to_ascii_uppercase();
         Ok(self
@@ -271,6 +258,26 @@ impl<'a> SmtpSession<'a> {
     }
 }
 
+/// The mechanisms of the EHLO reply's `AUTH` lines, in either the standard
+/// form (`AUTH PLAIN LOGIN`) or the old `AUTH=PLAIN LOGIN` one.
+fn auth_mechanisms(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .filter_map(|line| {
+            let upper = line.to_ascii_uppercase();
+            let rest = upper
+                .strip_prefix("AUTH ")
+                .or_else(|| upper.strip_prefix("AUTH="))?;
+            Some(
+                rest.split_whitespace()
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .flatten()
+        .collect()
+}
+
 /// Turns lettre's result into a [`Reply`], keeping 4xx/5xx replies as values.
 pub(crate) fn reply_from(
     result: std::result::Result<
@@ -311,5 +318,22 @@ struct RawLine<'a>(&'a str);
 impl fmt::Display for RawLine<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}\r\n", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::auth_mechanisms;
+
+    #[test]
+    fn auth_lines_in_both_forms() {
+        let lines = [
+            "mail.example.com",
+            "AUTH PLAIN OAUTHBEARER",
+            "auth=LOGIN",
+            "SIZE 1000",
+        ]
+        .map(str::to_owned);
+        assert_eq!(auth_mechanisms(&lines), ["PLAIN", "OAUTHBEARER", "LOGIN"]);
     }
 }

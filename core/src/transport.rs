@@ -590,7 +590,7 @@ fn tls_parameters(server: &ServerSettings) -> Result<TlsParameters> {
     for ca in &server.ca_files {
         let cert = Certificate::from_pem(&ca.pem).map_err(|e| ConfigError::CaFile {
             path: ca.path.clone(),
-            origin: Origin::Builder,
+            origin: ca.origin.clone(),
             reason: e.to_string(),
         })?;
         builder = builder.add_root_certificate(cert);
