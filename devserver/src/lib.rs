@@ -6,9 +6,14 @@
 //!   AUTH PLAIN, LOGIN, XOAUTH2 and OAUTHBEARER with the error challenges
 //!   real servers send; records messages and AUTH attempts; injects faults
 //!   ([`Fault`]).
+//!   Strict about line endings by default: only `<CR><LF>.<CR><LF>` ends
+//!   DATA, and bare LF or CR is refused (see
+//!   [`DevSmtpServerBuilder::reject_bare_lf`]).
 //! - [`DevTokenEndpoint`]: the client-credentials grant (RFC 6749 4.4) over
 //!   HTTP on 127.0.0.1, with client_secret_basic and client_secret_post;
-//!   issued tokens go to a [`TokenRegistry`] the SMTP server can accept.
+//!   issued tokens go to a [`TokenRegistry`] the SMTP server can accept,
+//!   for any user unless bound to one
+//!   ([`DevTokenEndpointBuilder::client_user`]).
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -32,6 +37,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod shared;
 pub mod smtp;
 pub mod tls;
 pub mod token;

@@ -7,7 +7,7 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -22,13 +22,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
+use crate::shared::{FaultSlot, lock};
 use crate::smtp::sasl::BASE64_LENIENT;
 
 const MAX_BODY: usize = 64 * 1024;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 /// A token the endpoint issued (or a test inserted).
 #[derive(Clone)]
@@ -43,6 +40,10 @@ pub struct IssuedToken {
     pub issued_at: Instant,
     /// When it stops being valid.
     pub expires_at: Instant,
+    /// The user (mailbox) it is bound to: the SMTP server's
+    /// [`crate::DevSmtpServerBuilder::token_registry`] then accepts it only
+    /// for this XOAUTH2/OAUTHBEARER user. `None`: for any user.
+    pub user: Option<String>,
 }
 
 impl fmt::Debug for IssuedToken {
@@ -52,6 +53,7 @@ impl fmt::Debug for IssuedToken {
             .field("client_id", &self.client_id)
             .field("scope", &self.scope)
             .field("expires_at", &self.expires_at)
+            .field("user", &self.user)
             .finish()
     }
 }
@@ -66,6 +68,10 @@ struct RegistryInner {
 /// token endpoint ([`DevTokenEndpointBuilder::registry`]) and the SMTP
 /// server ([`crate::DevSmtpServerBuilder::token_registry`]) so the server
 /// accepts exactly the unexpired, unrevoked tokens the endpoint issued.
+///
+/// A token may be bound to a user ([`TokenRegistry::insert_for_user`],
+/// [`DevTokenEndpointBuilder::client_user`]); by default it is not, and is
+/// then good for any user.
 #[derive(Clone, Default)]
 pub struct TokenRegistry {
     inner: Arc<Mutex<RegistryInner>>,
@@ -85,12 +91,32 @@ impl TokenRegistry {
         Self::default()
     }
 
-    /// Adds a token valid for `ttl` (for tests that make their own).
+    /// Adds a token valid for `ttl`, for any user (for tests that make their
+    /// own).
     pub fn insert(&self, token: impl Into<String>, ttl: Duration) {
-        self.add(token.into(), String::new(), String::new(), ttl);
+        self.add(token.into(), String::new(), String::new(), ttl, None);
     }
 
-    fn add(&self, token: String, client_id: String, scope: String, ttl: Duration) {
+    /// Adds a token valid for `ttl` and bound to `user`: see
+    /// [`TokenRegistry::is_valid_for`].
+    pub fn insert_for_user(
+        &self,
+        token: impl Into<String>,
+        user: impl Into<String>,
+        ttl: Duration,
+    ) {
+        let user = Some(user.into());
+        self.add(token.into(), String::new(), String::new(), ttl, user);
+    }
+
+    fn add(
+        &self,
+        token: String,
+        client_id: String,
+        scope: String,
+        ttl: Duration,
+        user: Option<String>,
+    ) {
         let now = Instant::now();
         let issued = IssuedToken {
             token: token.clone(),
@@ -98,6 +124,7 @@ impl TokenRegistry {
             scope,
             issued_at: now,
             expires_at: now.checked_add(ttl).unwrap_or(now),
+            user,
         };
         let mut inner = lock(&self.inner);
         inner.next += 1;
@@ -111,6 +138,18 @@ impl TokenRegistry {
             .tokens
             .get(token)
             .is_some_and(|(_, t)| Instant::now() < t.expires_at)
+    }
+
+    /// Whether `token` is valid ([`TokenRegistry::is_valid`]) for `user`:
+    /// a token bound to a user is valid only for that user (ASCII
+    /// case-insensitive), an unbound one for any user.
+    pub fn is_valid_for(&self, token: &str, user: &str) -> bool {
+        lock(&self.inner).tokens.get(token).is_some_and(|(_, t)| {
+            Instant::now() < t.expires_at
+                && t.user
+                    .as_deref()
+                    .is_none_or(|u| u.eq_ignore_ascii_case(user))
+        })
     }
 
     /// Forgets `token`; true if it was known.
@@ -231,20 +270,10 @@ impl TokenFault {
     }
 }
 
-struct FaultSlot {
-    fault: TokenFault,
-    fired: u64,
-}
-
-impl FaultSlot {
-    fn fire(&mut self) -> bool {
-        match self.fault.times {
-            Some(n) if self.fired >= n => false,
-            _ => {
-                self.fired += 1;
-                true
-            }
-        }
+impl TokenFault {
+    fn slot(self) -> FaultSlot<Self> {
+        let times = self.times;
+        FaultSlot::new(self, times)
     }
 }
 
@@ -283,6 +312,7 @@ pub struct TokenRequest {
 pub struct DevTokenEndpointBuilder {
     path: String,
     clients: HashMap<String, String>,
+    client_users: HashMap<String, String>,
     scopes: Option<Vec<String>>,
     expires_in: Duration,
     registry: TokenRegistry,
@@ -294,6 +324,7 @@ impl fmt::Debug for DevTokenEndpointBuilder {
         f.debug_struct("DevTokenEndpointBuilder")
             .field("path", &self.path)
             .field("clients", &self.clients.keys().collect::<Vec<_>>())
+            .field("client_users", &self.client_users)
             .field("scopes", &self.scopes)
             .field("expires_in", &self.expires_in)
             .field("faults", &self.faults)
@@ -306,6 +337,7 @@ impl Default for DevTokenEndpointBuilder {
         Self {
             path: "/token".into(),
             clients: HashMap::new(),
+            client_users: HashMap::new(),
             scopes: None,
             expires_in: Duration::from_secs(3600),
             registry: TokenRegistry::new(),
@@ -329,6 +361,16 @@ impl DevTokenEndpointBuilder {
     /// Accepts this client id with this secret (may be called again).
     pub fn client(mut self, client_id: impl Into<String>, secret: impl Into<String>) -> Self {
         self.clients.insert(client_id.into(), secret.into());
+        self
+    }
+
+    /// Binds the tokens issued to `client_id` from now on to `user` (the
+    /// mailbox the client may send as): the SMTP server's
+    /// [`crate::DevSmtpServerBuilder::token_registry`] accepts them only
+    /// with that XOAUTH2/OAUTHBEARER user. Default: tokens are not bound and
+    /// are accepted for any user.
+    pub fn client_user(mut self, client_id: impl Into<String>, user: impl Into<String>) -> Self {
+        self.client_users.insert(client_id.into(), user.into());
         self
     }
 
@@ -365,15 +407,11 @@ impl DevTokenEndpointBuilder {
         let state = Arc::new(EndpointState {
             path: self.path,
             clients: self.clients,
+            client_users: self.client_users,
             scopes: self.scopes,
             expires_in: Mutex::new(self.expires_in),
             registry: self.registry,
-            faults: Mutex::new(
-                self.faults
-                    .into_iter()
-                    .map(|fault| FaultSlot { fault, fired: 0 })
-                    .collect(),
-            ),
+            faults: Mutex::new(self.faults.into_iter().map(TokenFault::slot).collect()),
             requests: Mutex::new(Vec::new()),
             request_count: AtomicU64::new(0),
             issued: AtomicU64::new(0),
@@ -393,10 +431,11 @@ impl DevTokenEndpointBuilder {
 struct EndpointState {
     path: String,
     clients: HashMap<String, String>,
+    client_users: HashMap<String, String>,
     scopes: Option<Vec<String>>,
     expires_in: Mutex<Duration>,
     registry: TokenRegistry,
-    faults: Mutex<Vec<FaultSlot>>,
+    faults: Mutex<Vec<FaultSlot<TokenFault>>>,
     requests: Mutex<Vec<TokenRequest>>,
     request_count: AtomicU64,
     issued: AtomicU64,
@@ -480,7 +519,7 @@ impl DevTokenEndpoint {
 
     /// Adds a fault while running.
     pub fn add_fault(&self, fault: TokenFault) {
-        lock(&self.state.faults).push(FaultSlot { fault, fired: 0 });
+        lock(&self.state.faults).push(fault.slot());
     }
 
     /// Removes every fault.
@@ -825,9 +864,10 @@ async fn respond(
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random)
     );
     let lifetime = *lock(&state.expires_in);
+    let user = state.client_users.get(&client_id).cloned();
     state
         .registry
-        .add(token.clone(), client_id, scope.to_owned(), lifetime);
+        .add(token.clone(), client_id, scope.to_owned(), lifetime, user);
     let body = serde_json::json!({
         "access_token": token,
         "token_type": "Bearer",

@@ -78,6 +78,8 @@ async fn transaction_rules_and_bad_input() {
     c.ok("HELO client.test", 250).await;
     c.ok("RCPT TO:<x@y>", 503).await;
     c.ok("DATA", 503).await;
+    // ESMTP parameters need EHLO (see tests/strict.rs).
+    c.ok("EHLO client.test", 250).await;
     c.ok("MAIL FROM:<a@b> SIZE=100 BODY=8BITMIME", 250).await;
     c.ok("MAIL FROM:<a@b>", 503).await;
     c.ok("DATA", 554).await;

@@ -59,8 +59,11 @@ pub struct ReceivedMessage {
     pub mail_from: String,
     /// `RCPT TO` addresses, without angle brackets, in order.
     pub rcpt_to: Vec<String>,
-    /// The message data, dot-unstuffed, lines ending in CRLF, without the
-    /// terminating `.` line.
+    /// The message data as received: without the terminating `.` line, and
+    /// with the leading dot of each dot-stuffed line removed (a line being
+    /// what follows the DATA command's CRLF or a CRLF of the data), and
+    /// otherwise untouched: a bare LF or bare CR the client sent is still
+    /// there (see [`ReceivedMessage::bare_lf`]), never rewritten to CRLF.
     pub data: Vec<u8>,
     /// Header fields in order, unfolded, values trimmed and not decoded.
     pub headers: Vec<(String, String)>,
@@ -68,6 +71,14 @@ pub struct ReceivedMessage {
     pub tls: bool,
     /// Who had authenticated the connection, if anyone.
     pub auth: Option<AuthInfo>,
+    /// Whether the data holds an LF without a CR before it. Only possible
+    /// when the server was built with
+    /// [`reject_bare_lf(false)`](crate::DevSmtpServerBuilder::reject_bare_lf).
+    pub bare_lf: bool,
+    /// Whether the data holds a CR without an LF after it. Only possible
+    /// when the server was built with
+    /// [`reject_bare_cr(false)`](crate::DevSmtpServerBuilder::reject_bare_cr).
+    pub bare_cr: bool,
 }
 
 impl ReceivedMessage {
@@ -81,6 +92,7 @@ impl ReceivedMessage {
         auth: Option<AuthInfo>,
     ) -> Self {
         let headers = parse_headers(&data);
+        let (bare_lf, bare_cr) = bare_line_endings(&data);
         Self {
             connection_id,
             queue_id,
@@ -90,6 +102,8 @@ impl ReceivedMessage {
             headers,
             tls,
             auth,
+            bare_lf,
+            bare_cr,
         }
     }
 
@@ -132,6 +146,21 @@ impl ReceivedMessage {
     pub fn data_str(&self) -> String {
         String::from_utf8_lossy(&self.data).into_owned()
     }
+}
+
+/// Whether `data` holds a bare LF (no CR before it) and a bare CR (no LF
+/// after it).
+pub(crate) fn bare_line_endings(data: &[u8]) -> (bool, bool) {
+    let mut bare_lf = false;
+    let mut bare_cr = false;
+    for (i, &b) in data.iter().enumerate() {
+        match b {
+            b'\n' if i == 0 || data[i - 1] != b'\r' => bare_lf = true,
+            b'\r' if data.get(i + 1) != Some(&b'\n') => bare_cr = true,
+            _ => {}
+        }
+    }
+    (bare_lf, bare_cr)
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -259,6 +288,17 @@ mod tests {
                 ("From".to_owned(), "x@y".to_owned())
             ]
         );
+    }
+
+    #[test]
+    fn bare_line_ending_detection() {
+        assert_eq!(bare_line_endings(b""), (false, false));
+        assert_eq!(bare_line_endings(b"a\r\nb\r\n"), (false, false));
+        assert_eq!(bare_line_endings(b"\n"), (true, false));
+        assert_eq!(bare_line_endings(b"a\r\n.\n"), (true, false));
+        assert_eq!(bare_line_endings(b"a\rb\r\n"), (false, true));
+        assert_eq!(bare_line_endings(b"a\r"), (false, true));
+        assert_eq!(bare_line_endings(b"\r\r\n\n"), (true, true));
     }
 
     #[test]

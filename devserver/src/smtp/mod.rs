@@ -5,13 +5,14 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
+use crate::shared::{FaultSlot, lock};
 use crate::tls::DevCa;
 use crate::token::TokenRegistry;
 
@@ -202,6 +203,11 @@ impl Fault {
             times: None,
         }
     }
+
+    fn slot(self) -> FaultSlot<Self> {
+        let times = self.times;
+        FaultSlot::new(self, times)
+    }
 }
 
 /// Decides whether `(user, token)` is accepted.
@@ -216,9 +222,12 @@ pub struct DevSmtpServerBuilder {
     mechanisms: Option<BTreeSet<Mechanism>>,
     users: HashMap<String, String>,
     validators: Vec<TokenValidator>,
+    token_users: Vec<String>,
     require_auth: Option<bool>,
     oauth_scope: String,
     faults: Vec<Fault>,
+    reject_bare_lf: bool,
+    reject_bare_cr: bool,
     max_line_length: usize,
     max_message_size: usize,
     max_recipients: usize,
@@ -233,8 +242,11 @@ impl fmt::Debug for DevSmtpServerBuilder {
             .field("mechanisms", &self.mechanisms)
             .field("users", &self.users.keys().collect::<Vec<_>>())
             .field("validators", &self.validators.len())
+            .field("token_users", &self.token_users)
             .field("require_auth", &self.require_auth)
             .field("faults", &self.faults)
+            .field("reject_bare_lf", &self.reject_bare_lf)
+            .field("reject_bare_cr", &self.reject_bare_cr)
             .finish_non_exhaustive()
     }
 }
@@ -248,9 +260,12 @@ impl Default for DevSmtpServerBuilder {
             mechanisms: None,
             users: HashMap::new(),
             validators: Vec::new(),
+            token_users: Vec::new(),
             require_auth: None,
             oauth_scope: "https://mail.example.test/.default".into(),
             faults: Vec::new(),
+            reject_bare_lf: true,
+            reject_bare_cr: true,
             max_line_length: 8 * 1024,
             max_message_size: 10 * 1024 * 1024,
             max_recipients: 1000,
@@ -306,7 +321,8 @@ impl DevSmtpServerBuilder {
         self
     }
 
-    /// Accepts `token` for XOAUTH2 and OAUTHBEARER, for any user.
+    /// Accepts `token` for XOAUTH2 and OAUTHBEARER, for any user (unless
+    /// [`DevSmtpServerBuilder::token_user`] restricts the users).
     pub fn accept_token(self, token: impl Into<String>) -> Self {
         let token = token.into();
         self.token_validator(move |_, t| t == token)
@@ -323,9 +339,22 @@ impl DevSmtpServerBuilder {
     }
 
     /// Accepts exactly the unexpired tokens in `registry` (typically those a
-    /// [`crate::DevTokenEndpoint`] issued), for any user.
+    /// [`crate::DevTokenEndpoint`] issued). A token bound to a user
+    /// ([`crate::DevTokenEndpointBuilder::client_user`],
+    /// [`TokenRegistry::insert_for_user`]) is accepted only with that
+    /// XOAUTH2/OAUTHBEARER user; an unbound one (the default) with any user,
+    /// unless [`DevSmtpServerBuilder::token_user`] restricts the users.
     pub fn token_registry(self, registry: TokenRegistry) -> Self {
-        self.token_validator(move |_, token| registry.is_valid(token))
+        self.token_validator(move |user, token| registry.is_valid_for(token, user))
+    }
+
+    /// Accepts XOAUTH2 and OAUTHBEARER only for this user (ASCII
+    /// case-insensitive), whatever token source accepts the token; call
+    /// again to allow more users. Default: no restriction, any user name
+    /// (even an empty OAUTHBEARER one) goes with a valid token.
+    pub fn token_user(mut self, user: impl Into<String>) -> Self {
+        self.token_users.push(user.into());
+        self
     }
 
     /// Whether MAIL needs a successful AUTH first. Default: required when
@@ -344,6 +373,33 @@ impl DevSmtpServerBuilder {
     /// Adds a fault.
     pub fn fault(mut self, fault: Fault) -> Self {
         self.faults.push(fault);
+        self
+    }
+
+    /// Whether a bare LF (one without a CR before it) is refused, as
+    /// Postfix's `smtpd_forbid_bare_newline = reject` and sendmail 8.18 do
+    /// against SMTP smuggling. Default `true`: a command line ending in a
+    /// bare LF gets `500 5.5.2 Error: bare <LF> received`; a message holding
+    /// one is read to its end and gets `550 5.5.2` (and is not recorded).
+    /// With `false`, a bare LF ends a command line and is kept in message
+    /// data, and the message is recorded with
+    /// [`ReceivedMessage::bare_lf`] set.
+    ///
+    /// Either way only `<CR><LF>.<CR><LF>` ends the message data, and the
+    /// data is kept as received (only dot-stuffing is undone), never
+    /// rewritten to CRLF.
+    pub fn reject_bare_lf(mut self, reject: bool) -> Self {
+        self.reject_bare_lf = reject;
+        self
+    }
+
+    /// Whether message data holding a bare CR (one without an LF after it)
+    /// is refused with `550 5.5.2 Error: bare <CR> received`, as sendmail
+    /// 8.18 does. Default `true`. With `false` the message is recorded with
+    /// [`ReceivedMessage::bare_cr`] set. (A CR inside a command line is just
+    /// a byte of the command.)
+    pub fn reject_bare_cr(mut self, reject: bool) -> Self {
+        self.reject_bare_cr = reject;
         self
     }
 
@@ -401,14 +457,17 @@ impl DevSmtpServerBuilder {
                 mechanisms,
                 users: self.users,
                 validators: self.validators,
+                token_users: self.token_users,
                 require_auth,
                 oauth_scope: self.oauth_scope,
+                reject_bare_lf: self.reject_bare_lf,
+                reject_bare_cr: self.reject_bare_cr,
                 max_line_length: self.max_line_length,
                 max_message_size: self.max_message_size,
                 max_recipients: self.max_recipients,
                 idle_timeout: self.idle_timeout,
             },
-            faults: Mutex::new(self.faults.into_iter().map(FaultSlot::new).collect()),
+            faults: Mutex::new(self.faults.into_iter().map(Fault::slot).collect()),
             connections: AtomicU64::new(0),
             messages: Mutex::new(Vec::new()),
             auth_attempts: Mutex::new(Vec::new()),
@@ -434,39 +493,20 @@ pub(crate) struct Config {
     pub mechanisms: Vec<Mechanism>,
     pub users: HashMap<String, String>,
     pub validators: Vec<TokenValidator>,
+    pub token_users: Vec<String>,
     pub require_auth: bool,
     pub oauth_scope: String,
+    pub reject_bare_lf: bool,
+    pub reject_bare_cr: bool,
     pub max_line_length: usize,
     pub max_message_size: usize,
     pub max_recipients: usize,
     pub idle_timeout: Duration,
 }
 
-struct FaultSlot {
-    fault: Fault,
-    fired: u64,
-}
-
-impl FaultSlot {
-    fn new(fault: Fault) -> Self {
-        Self { fault, fired: 0 }
-    }
-
-    /// Consumes one firing if the fault still has any.
-    fn fire(&mut self) -> bool {
-        match self.fault.times {
-            Some(n) if self.fired >= n => false,
-            _ => {
-                self.fired += 1;
-                true
-            }
-        }
-    }
-}
-
 pub(crate) struct ServerState {
     pub config: Config,
-    faults: Mutex<Vec<FaultSlot>>,
+    faults: Mutex<Vec<FaultSlot<Fault>>>,
     connections: AtomicU64,
     messages: Mutex<Vec<ReceivedMessage>>,
     auth_attempts: Mutex<Vec<AuthAttempt>>,
@@ -479,10 +519,6 @@ pub(crate) struct StageFaults {
     pub delay: Duration,
     pub disconnect: bool,
     pub reply: Option<(u16, String)>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl ServerState {
@@ -554,7 +590,9 @@ impl ServerState {
     }
 
     pub(crate) fn check_token(&self, user: &str, token: &str) -> bool {
-        self.config.validators.iter().any(|v| v(user, token))
+        let users = &self.config.token_users;
+        (users.is_empty() || users.iter().any(|u| u.eq_ignore_ascii_case(user)))
+            && self.config.validators.iter().any(|v| v(user, token))
     }
 }
 
@@ -623,7 +661,13 @@ impl fmt::Debug for DevSmtpServer {
 }
 
 impl DevSmtpServer {
-    /// A builder with defaults: no TLS, all mechanisms, no users, open relay.
+    /// A builder with defaults: no TLS, no users or tokens, hence no AUTH
+    /// offered and no AUTH required (an open relay). Configuring a user,
+    /// token or validator offers all four mechanisms (unless
+    /// [`DevSmtpServerBuilder::mechanisms`] says otherwise) and requires
+    /// AUTH (unless [`DevSmtpServerBuilder::require_auth`] says otherwise).
+    /// Bare LF and bare CR are refused
+    /// ([`DevSmtpServerBuilder::reject_bare_lf`]).
     pub fn builder() -> DevSmtpServerBuilder {
         DevSmtpServerBuilder::default()
     }
@@ -691,7 +735,7 @@ impl DevSmtpServer {
 
     /// Adds a fault while running.
     pub fn add_fault(&self, fault: Fault) {
-        lock(&self.state.faults).push(FaultSlot::new(fault));
+        lock(&self.state.faults).push(fault.slot());
     }
 
     /// Removes every fault.

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
-use super::message::{AuthAttempt, AuthInfo, ReceivedMessage};
+use super::message::{AuthAttempt, AuthInfo, ReceivedMessage, bare_line_endings};
 use super::sasl;
 use super::{Mechanism, ServerState, Stage, TlsMode};
 
@@ -90,9 +90,23 @@ impl AsyncWrite for Stream {
     }
 }
 
+/// A command line or SASL response.
 enum Line {
+    /// The line without its CRLF (or, when bare LF is allowed, its LF).
     Text(Vec<u8>),
+    /// Longer than the limit; consumed up to its end.
     TooLong,
+    /// Ended in a bare LF while bare LF is refused.
+    BareLf,
+}
+
+/// A line as received.
+enum RawLine {
+    /// The bytes up to and including the LF.
+    Line(Vec<u8>),
+    /// Longer than the limit; consumed up to its end. `crlf`: whether it
+    /// ended in CRLF.
+    TooLong { crlf: bool },
 }
 
 /// A SASL client response.
@@ -110,7 +124,11 @@ struct Session {
     pos: usize,
     shutdown: watch::Receiver<()>,
     tls: bool,
+    /// A HELO or EHLO was answered 250.
     greeted: bool,
+    /// The last greeting that was answered 250 was EHLO: extensions (AUTH,
+    /// MAIL parameters) may be used.
+    extended: bool,
     rejecting: bool,
     auth: Option<AuthInfo>,
     mail_from: Option<String>,
@@ -135,6 +153,7 @@ pub(crate) async fn run(
         shutdown,
         tls: false,
         greeted: false,
+        extended: false,
         rejecting: false,
         auth: None,
         mail_from: None,
@@ -179,6 +198,10 @@ impl Session {
                 Line::Text(line) => line,
                 Line::TooLong => {
                     self.error(500, "5.5.2 Error: line too long").await?;
+                    continue;
+                }
+                Line::BareLf => {
+                    self.error(500, "5.5.2 Error: bare <LF> received").await?;
                     continue;
                 }
             };
@@ -255,6 +278,7 @@ impl Session {
         };
         if self.respond(Stage::Ehlo, 250, &text).await? == 250 {
             self.greeted = true;
+            self.extended = extended;
         }
         Ok(())
     }
@@ -282,6 +306,7 @@ impl Session {
             self.pos = 0;
             self.start_tls().await?;
             self.greeted = false;
+            self.extended = false;
             self.auth = None;
             self.reset_transaction();
         }
@@ -289,7 +314,8 @@ impl Session {
     }
 
     async fn auth(&mut self, arg: &str) -> Result<()> {
-        if !self.greeted {
+        // AUTH is an extension (RFC 4954): not after HELO.
+        if !self.extended {
             return self.error(503, "5.5.1 Error: send EHLO first").await;
         }
         if !self.auth_allowed() {
@@ -557,7 +583,7 @@ impl Session {
         self.write_line(&format!("334 {challenge}")).await?;
         match self.read_line().await? {
             Line::Text(line) => Ok(Self::sasl_input(&line)),
-            Line::TooLong => Ok(SaslInput::Bad),
+            Line::TooLong | Line::BareLf => Ok(SaslInput::Bad),
         }
     }
 
@@ -591,8 +617,15 @@ impl Session {
         };
         for param in params.split_whitespace() {
             let (key, value) = param.split_once('=').unwrap_or((param, ""));
-            if key.eq_ignore_ascii_case("SIZE") {
-                match value.parse::<u64>() {
+            // Only what the EHLO reply advertised (RFC 5321 4.1.1.11: 555
+            // for parameters not recognized or not implemented).
+            let key = param_name(key);
+            match key.as_str() {
+                _ if !self.extended => {
+                    let text = format!("5.5.4 Unsupported option: {key} (send EHLO, not HELO)");
+                    return self.error(555, &text).await;
+                }
+                "SIZE" => match value.parse::<u64>() {
                     Ok(size) if size > self.config().max_message_size as u64 => {
                         return self
                             .error(552, "5.3.4 Message size exceeds fixed limit")
@@ -600,6 +633,19 @@ impl Session {
                     }
                     Ok(_) => {}
                     Err(_) => return self.error(501, "5.5.4 Bad SIZE parameter").await,
+                },
+                "BODY" => {
+                    if !value.eq_ignore_ascii_case("7BIT")
+                        && !value.eq_ignore_ascii_case("8BITMIME")
+                    {
+                        return self.error(501, "5.5.4 Bad BODY parameter").await;
+                    }
+                }
+                // RFC 4954 section 5, when AUTH was advertised.
+                "AUTH" if self.auth_advertised() && !value.is_empty() => {}
+                _ => {
+                    let text = format!("5.5.4 Unsupported option: {key}");
+                    return self.error(555, &text).await;
                 }
             }
         }
@@ -613,9 +659,15 @@ impl Session {
         if self.mail_from.is_none() {
             return self.error(503, "5.5.1 Error: need MAIL command").await;
         }
-        let Some((address, _params)) = strip_keyword(arg, "TO:").and_then(parse_path) else {
+        let Some((address, params)) = strip_keyword(arg, "TO:").and_then(parse_path) else {
             return self.error(501, "5.5.4 Syntax: RCPT TO:<address>").await;
         };
+        // No RCPT parameter (DSN, ...) is advertised.
+        if let Some(param) = params.split_whitespace().next() {
+            let key = param.split_once('=').map_or(param, |(k, _)| k);
+            let text = format!("5.5.4 Unsupported option: {}", param_name(key));
+            return self.error(555, &text).await;
+        }
         if address.is_empty() {
             return self.error(501, "5.1.3 Bad recipient address syntax").await;
         }
@@ -651,28 +703,39 @@ impl Session {
         let mut received = 0usize;
         let mut too_long = false;
         let mut oversize = false;
+        // Whether the next byte starts a line: after the CRLF of DATA or of
+        // a data line. A bare LF does not end a line, so only
+        // <CR><LF>.<CR><LF> ends the data, never <LF>.<LF> or <LF>.<CR><LF>
+        // (the SMTP smuggling patterns).
+        let mut line_start = true;
         loop {
             if cut_after.is_some_and(|n| received >= n) {
                 return Err(End::FaultDisconnect);
             }
-            let line = match self.read_line().await? {
-                Line::Text(line) => line,
-                Line::TooLong => {
+            let line = match self.read_raw_line().await? {
+                RawLine::Line(line) => line,
+                RawLine::TooLong { crlf } => {
                     too_long = true;
+                    line_start = crlf;
                     received += self.config().max_line_length;
                     continue;
                 }
             };
-            if line == b"." {
+            received += line.len();
+            let crlf = line.ends_with(b"\r\n");
+            if line_start && line == b".\r\n" {
                 break;
             }
-            received += line.len() + 2;
-            let line = line.strip_prefix(b".").unwrap_or(&line);
-            if data.len() + line.len() + 2 > max_size {
+            // Undo dot-stuffing (RFC 5321 4.5.2) of a complete line only.
+            let kept = match line.strip_prefix(b".") {
+                Some(rest) if line_start && crlf => rest,
+                _ => &line[..],
+            };
+            line_start = crlf;
+            if data.len() + kept.len() > max_size {
                 oversize = true;
             } else if !oversize {
-                data.extend_from_slice(line);
-                data.extend_from_slice(b"\r\n");
+                data.extend_from_slice(kept);
             }
         }
         let mail_from = self.mail_from.take().unwrap_or_default();
@@ -686,6 +749,15 @@ impl Session {
             return self
                 .error(552, "5.3.4 Message size exceeds fixed limit")
                 .await;
+        }
+        let (bare_lf, bare_cr) = bare_line_endings(&data);
+        if bare_lf && self.config().reject_bare_lf {
+            tracing::debug!(id = self.id, "bare LF in message data");
+            return self.error(550, "5.5.2 Error: bare <LF> received").await;
+        }
+        if bare_cr && self.config().reject_bare_cr {
+            tracing::debug!(id = self.id, "bare CR in message data");
+            return self.error(550, "5.5.2 Error: bare <CR> received").await;
         }
         if let Some((code, text)) = self.apply_faults(Stage::DataEnd).await? {
             return self.send_override(code, &text).await.map(drop);
@@ -709,6 +781,11 @@ impl Session {
 
     fn auth_allowed(&self) -> bool {
         self.tls || self.config().tls != (TlsMode::StartTls { required: true })
+    }
+
+    /// Whether the EHLO reply listed AUTH.
+    fn auth_advertised(&self) -> bool {
+        self.extended && self.auth_allowed() && !self.config().mechanisms.is_empty()
     }
 
     fn reset_transaction(&mut self) {
@@ -801,25 +878,49 @@ impl Session {
         }
     }
 
-    /// Reads one line (CRLF or LF), without its terminator. A line longer
-    /// than the limit is consumed up to its end and reported as too long.
+    /// Reads one command line or SASL response, without its CRLF. A line
+    /// ending in a bare LF is refused, or (when bare LF is allowed) taken
+    /// without its LF. A line longer than the limit is consumed up to its
+    /// end and reported as too long.
     async fn read_line(&mut self) -> Result<Line> {
+        let mut line = match self.read_raw_line().await? {
+            RawLine::Line(line) => line,
+            RawLine::TooLong { .. } => return Ok(Line::TooLong),
+        };
+        line.pop();
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        } else if self.config().reject_bare_lf {
+            return Ok(Line::BareLf);
+        }
+        Ok(Line::Text(line))
+    }
+
+    /// Reads the bytes up to and including the next LF, as received.
+    async fn read_raw_line(&mut self) -> Result<RawLine> {
         let max = self.config().max_line_length;
         let mut discarding = false;
+        let mut last_discarded = 0u8;
         loop {
             if let Some(n) = self.buf[self.pos..].iter().position(|&b| b == b'\n') {
                 let start = self.pos;
-                let end = start + n;
-                self.pos = end + 1;
+                let end = start + n + 1;
+                self.pos = end;
                 if discarding || n + 1 > max {
-                    return Ok(Line::TooLong);
+                    let before = if n > 0 {
+                        self.buf[end - 2]
+                    } else {
+                        last_discarded
+                    };
+                    return Ok(RawLine::TooLong {
+                        crlf: before == b'\r',
+                    });
                 }
-                let line = &self.buf[start..end];
-                let line = line.strip_suffix(b"\r").unwrap_or(line);
-                return Ok(Line::Text(line.to_vec()));
+                return Ok(RawLine::Line(self.buf[start..end].to_vec()));
             }
             if self.buf.len() - self.pos > max {
                 discarding = true;
+                last_discarded = self.buf.last().copied().unwrap_or(0);
                 self.buf.clear();
                 self.pos = 0;
             }
@@ -868,6 +969,16 @@ impl Session {
         self.tls = true;
         Ok(())
     }
+}
+
+/// A parameter name, upper-cased, fit to echo in a reply: printable ASCII
+/// only, at most 64 characters.
+fn param_name(key: &str) -> String {
+    key.chars()
+        .filter(char::is_ascii_graphic)
+        .take(64)
+        .collect::<String>()
+        .to_ascii_uppercase()
 }
 
 /// Strips `FROM:` / `TO:` (case-insensitive).
@@ -925,5 +1036,8 @@ mod tests {
         assert_eq!(strip_keyword("from:<x>", "FROM:"), Some("<x>"));
         assert_eq!(strip_keyword("fr", "FROM:"), None);
         assert_eq!(strip_keyword("fröm:<x>", "FROM:"), None);
+        assert_eq!(param_name("smtputf8"), "SMTPUTF8");
+        assert_eq!(param_name("x\ry\u{e9}z"), "XYZ");
+        assert_eq!(param_name(&"a".repeat(100)).len(), 64);
     }
 }
