@@ -427,6 +427,9 @@ fn enhanced_status(reply: &str) -> Option<(u8, u16, u16)> {
     Some((class, subject, detail))
 }
 
+/// Result with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -468,6 +471,3 @@ mod tests {
         assert_eq!(enhanced_status(""), None);
     }
 }
-
-/// Result with [`Error`].
-pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -62,8 +62,9 @@ impl MailerBuilder {
         if named.is.is_some() && named.dir.is_none() {
             files.is = named.is;
         }
-        if named.security.is_some() && !named.security_optional {
-            files = files.with_security(named.security.expect("checked"));
+        let explicit_security = !named.security_optional;
+        if let Some(security) = named.security.filter(|_| explicit_security) {
+            files = files.with_security(security);
         }
         self.files = files;
         self

@@ -1,15 +1,15 @@
 //! Reading Java `.properties` files and layering them with environment overrides.
 //!
-//! Parsing is the `java-properties` crate's; this module adds the encoding
-//! choice (UTF-8 when the bytes are valid UTF-8, else windows-1252, a superset
-//! of the Latin-1 that Java itself writes), line numbers, and an ordered merge
-//! where later sources win. Keys are flat strings: dots are part of the name.
+//! Parsing is `mailgate-properties`', the one reader mailgate has (the
+//! `encrypt` command edits files with it too): Java's `Properties.load` rules,
+//! the file read as ISO-8859-1 as Java's `load(InputStream)` does, or as UTF-8
+//! when it is valid UTF-8 (a UTF-8 byte order mark skipped), with line
+//! numbers. This module adds an ordered merge where later sources win. Keys
+//! are flat strings: dots are part of the name.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-
-use java_properties::{LineContent, PropertiesIter};
 
 use crate::error::{ConfigError, Origin};
 
@@ -40,30 +40,22 @@ impl Properties {
 
     /// Parses file content; `path` is used for origins and errors.
     pub fn parse(bytes: &[u8], path: &Path) -> Result<Self, ConfigError> {
-        let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-        let encoding = if std::str::from_utf8(bytes).is_ok() {
-            encoding_rs::UTF_8
-        } else {
-            encoding_rs::WINDOWS_1252
-        };
+        let doc = mailgate_properties::parse(bytes).map_err(|e| ConfigError::Syntax {
+            path: path.to_owned(),
+            line: Some(e.line),
+            message: e.reason.to_owned(),
+        })?;
         let mut props = Properties::default();
-        for line in PropertiesIter::new_with_encoding(bytes, encoding) {
-            let line = line.map_err(|e| ConfigError::Syntax {
-                path: path.to_owned(),
-                line: e.line_number(),
-                message: e.to_string(),
-            })?;
-            let number = line.line_number();
-            if let LineContent::KVPair(key, value) = line.consume_content() {
-                props.set(
-                    key,
-                    value,
-                    Origin::File {
-                        path: path.to_owned(),
-                        line: number,
-                    },
-                );
-            }
+        for mut entry in doc.entries {
+            let value = std::mem::take(&mut *entry.value);
+            props.set(
+                entry.key,
+                value,
+                Origin::File {
+                    path: path.to_owned(),
+                    line: entry.line,
+                },
+            );
         }
         Ok(props)
     }
@@ -293,6 +285,46 @@ mod tests {
         assert_eq!(value(&utf8, "from"), "Ren\u{e9} <rene@example.com>");
         let bom = parse(b"\xEF\xBB\xBFa=1\n");
         assert_eq!(value(&bom, "a"), "1");
+    }
+
+    #[test]
+    fn bom_with_a_latin1_byte_reads_latin1() {
+        // The BOM is skipped; the rest is not UTF-8, so it is ISO-8859-1
+        // (the bytes `encrypt` sees too), not U+FFFD.
+        let p = parse(b"\xEF\xBB\xBFpw=caf\xe9\n");
+        assert_eq!(value(&p, "pw"), "caf\u{e9}");
+    }
+
+    #[test]
+    fn latin1_is_iso_8859_1_as_in_java() {
+        // Java's Properties.load(InputStream): 0x80 is U+0080, not the euro
+        // sign of windows-1252.
+        let p = parse(b"k=\x80\x9f\xe9\n");
+        assert_eq!(value(&p, "k"), "\u{80}\u{9f}\u{e9}");
+    }
+
+    #[test]
+    fn continuation_backslash_at_end_of_file_keeps_the_key() {
+        let p = parse(b"a=1\nk=abc\\");
+        assert_eq!(value(&p, "k"), "abc");
+        assert_eq!(
+            p.get("k").unwrap().origin,
+            Origin::File {
+                path: "is.properties".into(),
+                line: 2
+            }
+        );
+    }
+
+    #[test]
+    fn malformed_escape_names_file_and_line() {
+        let e = Properties::parse(b"a=1\nb=x\\uZZZZ\n", Path::new("is.properties")).unwrap_err();
+        match e {
+            ConfigError::Syntax { path, line, .. } => {
+                assert_eq!((path, line), (PathBuf::from("is.properties"), Some(2)));
+            }
+            other => panic!("{other}"),
+        }
     }
 
     #[test]

@@ -430,7 +430,7 @@ impl Settings {
             origin: entry.map(|e| e.origin.clone()).unwrap_or(Origin::Builder),
             value: entry
                 .filter(|_| !is_secret_key(key))
-                .map(|e| e.value.clone()),
+                .map(|e| shown_value(&e.value)),
             expected: expected.to_owned(),
         }
     }
@@ -502,6 +502,22 @@ pub fn key_file_path(base: &Path, configured: Option<&str>, given: Option<&Path>
         (None, Some(p)) => base.join(p),
         (None, None) => base.join(DEFAULT_KEY_FILE),
     }
+}
+
+/// A value as an error may show it: control characters escaped, and the
+/// user info of a URL (`https://user:password@host`) withheld.
+fn shown_value(value: &str) -> String {
+    let value = match value.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            match rest[..authority_end].rfind('@') {
+                Some(at) => format!("{scheme}://<withheld>@{}", &rest[at + 1..]),
+                None => value.to_owned(),
+            }
+        }
+        None => value.to_owned(),
+    };
+    value.escape_debug().to_string()
 }
 
 /// The key file's name in the config folder when nothing else is set.
@@ -863,6 +879,19 @@ mod tests {
         let s = load(&format!("{HOST}mksis.logging.emailfrom.password=pw\\ \n")).unwrap();
         let secret = s.require_secret(keys::EMAIL_PASSWORD, "basic").unwrap();
         assert_eq!(secret.expose_secret(), "pw ");
+    }
+
+    #[test]
+    fn shown_values_hide_url_credentials_and_escape_controls() {
+        assert_eq!(
+            shown_value("https://app:s3cret@login.example.com/t?x=1"),
+            "https://<withheld>@login.example.com/t?x=1"
+        );
+        assert_eq!(
+            shown_value("https://login.example.com/a@b"),
+            "https://login.example.com/a@b"
+        );
+        assert_eq!(shown_value("yes\u{1b}[2J"), "yes\\u{1b}[2J");
     }
 
     #[test]

@@ -63,15 +63,17 @@ impl fmt::Display for KeyName {
 pub enum Error {
     /// The key file does not exist.
     #[error(
-        "key file {path} not found: run `mailgate encrypt` to create one, or point \
-         mailgate.crypto.keyFile at the key file the values were encrypted with"
+        "key file {path} not found: the ENC(...) values need the key file they were \
+         encrypted with; restore it there, or point mailgate.crypto.keyFile at it \
+         (`mailgate encrypt` creates a key file only for a config without ENC(...) values)"
     )]
     KeyFileMissing {
         /// The key file.
         path: PathBuf,
     },
 
-    /// The key file can be read by its group or by others.
+    /// The key file can be read by its group or by others (checked on Unix
+    /// only).
     #[error(
         "key file {path} is accessible by group or others (mode {mode:04o}); \
          refusing to use it: run `chmod 600 {path}`"
@@ -124,6 +126,32 @@ pub enum Error {
         line: usize,
         /// What is wrong, in fixed words.
         reason: &'static str,
+    },
+
+    /// A file changed between being read and being replaced: another
+    /// program wrote it, or it was moved or replaced meanwhile.
+    #[error(
+        "{path} changed while encrypting (another program wrote or replaced it); \
+         it was not written: run the command again"
+    )]
+    Changed {
+        /// The file.
+        path: PathBuf,
+    },
+
+    /// A plaintext secret holds U+FFFD: bytes that were not text in the
+    /// file's encoding, or an unpaired `\uD800`-`\uDFFF` escape. Encrypting
+    /// it would lock in a value that is not what was meant.
+    #[error(
+        "{property}{location} holds an undecodable character (U+FFFD: a byte that is not \
+         text in this file's encoding, or a lone \\uD800-\\uDFFF escape); fix the value \
+         (write it with \\uXXXX escapes, or save the file as UTF-8) and run again"
+    )]
+    Undecodable {
+        /// The property.
+        property: String,
+        /// Where it was found.
+        location: Location,
     },
 
     /// The value was encrypted with another key.
@@ -208,29 +236,6 @@ impl Error {
             path: path.to_path_buf(),
             source,
         }
-    }
-
-    /// True for the errors that mean "this key cannot open this value"
-    /// (wrong key, wrong property, tampered, malformed).
-    pub fn is_decrypt_failure(&self) -> bool {
-        matches!(
-            self,
-            Error::WrongKey { .. }
-                | Error::WrongProperty { .. }
-                | Error::Tampered { .. }
-                | Error::Format { .. }
-        )
-    }
-
-    /// True for problems with the key file itself (missing, permissions, format).
-    pub fn is_key_file_problem(&self) -> bool {
-        matches!(
-            self,
-            Error::KeyFileMissing { .. }
-                | Error::KeyFilePermissions { .. }
-                | Error::KeyFileFormat { .. }
-                | Error::KeyFileExists { .. }
-        )
     }
 }
 

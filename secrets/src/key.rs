@@ -18,7 +18,8 @@
 //!
 //! On Unix a key file whose mode grants anything to group or others
 //! (`mode & 0o077 != 0`) is refused with an error that says to run
-//! `chmod 600 FILE`.
+//! `chmod 600 FILE`. On other systems permissions are not checked (protect
+//! the file with the system's own access control lists).
 
 use std::fmt;
 use std::fs;
@@ -128,34 +129,29 @@ impl SecretKey {
     ///
     /// Errors: [`Error::KeyFileMissing`] when there is no such file,
     /// [`Error::KeyFilePermissions`] when group or others have any access to
-    /// it (Unix), [`Error::KeyFileFormat`] when it holds no valid key.
+    /// it (checked on Unix only), [`Error::KeyFileFormat`] when it is not a
+    /// regular file (a FIFO or a device is refused before it is opened, so
+    /// it cannot block) or holds no valid key.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let mut file = match fs::File::open(path) {
-            Ok(f) => f,
+        // Look before opening: opening a FIFO for reading blocks until a
+        // writer comes.
+        let meta = match fs::metadata(path) {
+            Ok(m) => m,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Err(Error::KeyFileMissing {
                     path: path.to_path_buf(),
                 });
             }
-            Err(e) => return Err(Error::io("open key file", path, e)),
+            Err(e) => return Err(Error::io("inspect key file", path, e)),
         };
+        check_key_file(path, &meta)?;
+        let mut file = fs::File::open(path).map_err(|e| Error::io("open key file", path, e))?;
+        // Check again what was opened, in case the file was replaced.
         let meta = file
             .metadata()
             .map_err(|e| Error::io("inspect key file", path, e))?;
-        if !meta.is_file() {
-            return Err(Error::KeyFileFormat {
-                path: path.to_path_buf(),
-                reason: "not a regular file",
-            });
-        }
-        check_permissions(path, &meta)?;
-        if meta.len() > MAX_KEY_FILE_LEN {
-            return Err(Error::KeyFileFormat {
-                path: path.to_path_buf(),
-                reason: "file is too large",
-            });
-        }
+        check_key_file(path, &meta)?;
         let mut text = Zeroizing::new(Vec::with_capacity(meta.len() as usize + 1));
         (&mut file)
             .take(MAX_KEY_FILE_LEN + 1)
@@ -191,7 +187,8 @@ impl SecretKey {
 
     /// Generates a new key and writes it to a new key file at `path`, which
     /// must not exist. The file is complete or absent, never partial: the key
-    /// is written to a mode-0600 temporary file in the same folder, synced,
+    /// is written to a temporary file in the same folder (which `tempfile`
+    /// creates with mode 0600 on Unix), synced,
     /// then linked into place without replacing anything (create-new
     /// semantics), and the folder is synced. Missing parent folders are
     /// created (mode 0700).
@@ -206,7 +203,6 @@ impl SecretKey {
             .prefix(".mailgate-key-")
             .tempfile_in(dir)
             .map_err(|e| Error::io("create a temporary file in", dir, e))?;
-        set_private(tmp.as_file()).map_err(|e| Error::io("set permissions of", tmp.path(), e))?;
         let mut text = Zeroizing::new(String::with_capacity(
             KEY_FILE_HEADER.len() + 2 * KEY_LEN + 1,
         ));
@@ -231,6 +227,24 @@ impl SecretKey {
         key.file = Some(path.to_path_buf());
         Ok(key)
     }
+}
+
+/// A regular file of plausible size, private on Unix.
+fn check_key_file(path: &Path, meta: &fs::Metadata) -> Result<()> {
+    if !meta.is_file() {
+        return Err(Error::KeyFileFormat {
+            path: path.to_path_buf(),
+            reason: "not a regular file",
+        });
+    }
+    check_permissions(path, meta)?;
+    if meta.len() > MAX_KEY_FILE_LEN {
+        return Err(Error::KeyFileFormat {
+            path: path.to_path_buf(),
+            reason: "file is too large",
+        });
+    }
+    Ok(())
 }
 
 fn key_id(bytes: &[u8; KEY_LEN]) -> [u8; KEY_ID_LEN] {
@@ -314,17 +328,6 @@ fn check_permissions(path: &Path, meta: &fs::Metadata) -> Result<()> {
 
 #[cfg(not(unix))]
 fn check_permissions(_path: &Path, _meta: &fs::Metadata) -> Result<()> {
-    Ok(())
-}
-
-#[cfg(unix)]
-fn set_private(file: &fs::File) -> io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    file.set_permissions(fs::Permissions::from_mode(0o600))
-}
-
-#[cfg(not(unix))]
-fn set_private(_file: &fs::File) -> io::Result<()> {
     Ok(())
 }
 

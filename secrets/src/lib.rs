@@ -10,7 +10,10 @@
 //! * encrypts and decrypts single values ([`encrypt_value`],
 //!   [`decrypt_value`], [`is_encrypted`]),
 //! * edits properties files in place, byte for byte ([`encrypt_file`],
-//!   [`plaintext_secrets`], [`rotate_file`]).
+//!   [`encrypt_files`], [`plaintext_secrets`], [`find_secrets`],
+//!   [`rotate_file`], [`rotate_files`]). Files are read with
+//!   `mailgate-properties`, the reader mailgate's settings loader uses, so
+//!   what is encrypted is exactly the value loading would use.
 //!
 //! # ENC value
 //!
@@ -25,7 +28,8 @@
 //!
 //! Text: `#` comment lines, blank lines, and one line of 64 hex digits (the
 //! 32 key bytes). It must not be accessible by group or others (mode
-//! `0600`); a file that is is refused.
+//! `0600`); on Unix a file that is is refused (other systems' permissions
+//! are not checked).
 //!
 //! No error message or `Debug` output of this crate contains a value, a
 //! plaintext or key bytes.
@@ -45,8 +49,8 @@
 //! assert_eq!(report.changed[0].line, 2);
 //!
 //! // Loading: decrypt transparently.
-//! let props = java_properties::read(std::fs::File::open(&is)?)?;
-//! let value = &props["mksis.logging.emailfrom.password"];
+//! let props = mailgate_properties::parse(&std::fs::read(&is)?)?;
+//! let value = &props.get("mksis.logging.emailfrom.password").unwrap().value;
 //! assert!(is_encrypted(value));
 //! let password = decrypt_value(&key, "mksis.logging.emailfrom.password", value)?;
 //! assert_eq!(password.expose_secret(), "hunter2");
@@ -57,18 +61,20 @@
 mod error;
 mod file;
 mod key;
-mod props;
 mod value;
 
 pub use error::{Error, KeyName, Location, Result};
-pub use file::{Occurrence, Report, encrypt_file, plaintext_secrets, rotate_file};
+pub use file::{
+    Occurrence, Report, ValueState, encrypt_file, encrypt_files, find_secrets, plaintext_secrets,
+    rotate_file, rotate_files,
+};
 pub use key::{KEY_LEN, KeyOrigin, SecretKey};
-pub use props::detect_encoding;
 pub use value::{decrypt_value, encrypt_value, is_encrypted};
 
 /// The vendor's secret properties that may be encrypted: the basic-auth
 /// password (in `is.properties`) and the OAuth client secret (in
-/// `security.properties`).
+/// `security.properties`). The one list: `mailgate_core::keys::SECRETS` is
+/// this constant.
 pub const SECRET_KEYS: [&str; 2] = [
     "mksis.logging.emailfrom.password",
     "mksis.security.smtp.oauth.clientSecret",

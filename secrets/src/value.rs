@@ -6,8 +6,10 @@
 //! ENC(v1:<base64url, no padding, of: key_id[4] || name_tag[4] || nonce[24] || ciphertext || tag[16]>)
 //! ```
 //!
-//! * cipher: XChaCha20-Poly1305 (RFC 8439 with a 192-bit nonce); a fresh
-//!   random nonce per value, so random nonces never realistically collide;
+//! * cipher: XChaCha20-Poly1305 as specified in draft-irtf-cfrg-xchacha
+//!   (RFC 8439's ChaCha20-Poly1305 extended to a 192-bit nonce through
+//!   HChaCha20); a fresh random nonce per value, so random nonces never
+//!   realistically collide;
 //! * `key_id`: first 4 bytes of SHA-256(`"mailgate-secrets/v1/key-id\0"` || key);
 //! * `name_tag`: first 4 bytes of SHA-256(`"mailgate-secrets/v1/property\0"` || name);
 //! * associated data: `"mailgate-secrets/v1\0"` || key_id || name_tag || property
@@ -38,7 +40,6 @@ const NAME_TAG_LEN: usize = 4;
 const NONCE_LEN: usize = 24;
 const TAG_LEN: usize = 16;
 const HEADER_LEN: usize = KEY_ID_LEN + NAME_TAG_LEN;
-const MIN_BLOB_LEN: usize = HEADER_LEN + NONCE_LEN + TAG_LEN;
 
 /// True when `value` is an `ENC(...)` value (of any version; surrounding
 /// whitespace ignored). Such a value is never encrypted again, so a plaintext
@@ -108,12 +109,15 @@ pub fn encrypt_value(key: &SecretKey, property: &str, plaintext: &str) -> Result
 
 /// The parts of a well-formed v1 value.
 pub(crate) struct Parsed {
-    blob: Vec<u8>,
+    header: [u8; HEADER_LEN],
+    nonce: XNonce,
+    /// Ciphertext and tag.
+    ct: Vec<u8>,
 }
 
 impl Parsed {
     pub(crate) fn key_id(&self) -> &[u8] {
-        &self.blob[..KEY_ID_LEN]
+        &self.header[..KEY_ID_LEN]
     }
 }
 
@@ -141,10 +145,21 @@ pub(crate) fn parse(property: &str, value: &str) -> Result<Parsed> {
     let blob = URL_SAFE_NO_PAD
         .decode(body)
         .map_err(|_| fmt("the payload is not base64url"))?;
-    if blob.len() < MIN_BLOB_LEN {
-        return Err(fmt("the payload is too short"));
+    let too_short = || fmt("the payload is too short");
+    let (header, rest) = blob
+        .split_first_chunk::<HEADER_LEN>()
+        .ok_or_else(too_short)?;
+    let (nonce, ct) = rest
+        .split_first_chunk::<NONCE_LEN>()
+        .ok_or_else(too_short)?;
+    if ct.len() < TAG_LEN {
+        return Err(too_short());
     }
-    Ok(Parsed { blob })
+    Ok(Parsed {
+        header: *header,
+        nonce: XNonce::from(*nonce),
+        ct: ct.to_vec(),
+    })
 }
 
 /// Decrypts an `ENC(...)` value of the property `property`.
@@ -164,9 +179,7 @@ pub(crate) fn decrypt_parsed(
     property: &str,
     parsed: &Parsed,
 ) -> Result<SecretString> {
-    let blob = &parsed.blob;
-    let (header, rest) = blob.split_at(HEADER_LEN);
-    let (nonce, ct) = rest.split_at(NONCE_LEN);
+    let header = &parsed.header;
     if header[..KEY_ID_LEN] != key.id_bytes() {
         return Err(Error::WrongKey {
             property: property.to_owned(),
@@ -182,14 +195,15 @@ pub(crate) fn decrypt_parsed(
         });
     }
     let aad = aad(header, property);
-    let nonce = XNonce::try_from(nonce).map_err(|_| Error::Format {
-        property: property.to_owned(),
-        location: Location::default(),
-        reason: "bad nonce",
-    })?;
     let plain = Zeroizing::new(
         cipher(key)
-            .decrypt(&nonce, Payload { msg: ct, aad: &aad })
+            .decrypt(
+                &parsed.nonce,
+                Payload {
+                    msg: &parsed.ct,
+                    aad: &aad,
+                },
+            )
             .map_err(|_| Error::Tampered {
                 property: property.to_owned(),
                 location: Location::default(),
@@ -289,7 +303,8 @@ mod tests {
             Err(Error::Format { .. })
         ));
         // Flip one bit in every byte position past the header, in turn.
-        let blob = parse("p", &v).unwrap().blob;
+        let p = parse("p", &v).unwrap();
+        let blob = [&p.header[..], &p.nonce[..], &p.ct[..]].concat();
         for i in HEADER_LEN..blob.len() {
             let mut b = blob.clone();
             b[i] ^= 0x01;

@@ -8,7 +8,8 @@ use std::fs;
 
 use common::*;
 use mailgate_secrets::{
-    Error, SECRET_KEYS, SecretKey, decrypt_value, encrypt_file, plaintext_secrets, rotate_file,
+    Error, Occurrence, SECRET_KEYS, SecretKey, ValueState, decrypt_value, encrypt_file,
+    encrypt_files, find_secrets, plaintext_secrets, rotate_file, rotate_files,
 };
 use secrecy::ExposeSecret;
 
@@ -57,7 +58,6 @@ fn tampered_ciphertext_fails() {
     let bad = format!("{}{}{}", &v[..mid], repl, &v[mid + 1..]);
     let e = decrypt_value(&key, PASSWORD, &bad).unwrap_err();
     assert!(matches!(e, Error::Tampered { .. }), "{e}");
-    assert!(e.is_decrypt_failure());
     check_error(&e);
 
     // In the file, encrypt refuses to go on, naming the file and line, and
@@ -261,7 +261,7 @@ fn reports_and_debug_hold_no_secrets() {
 #[test]
 fn mixed_encoding_file_is_refused_not_corrupted() {
     // The only non-UTF-8 byte is in the password; `name` holds UTF-8 bytes
-    // that, in this windows-1252 file, read as "Ã©". Encrypting would make
+    // that, in this ISO-8859-1 file, read as "Ã©". Encrypting would make
     // the file valid UTF-8 and `name` read as "é": refused, file untouched.
     let dir = tempfile::tempdir().unwrap();
     let text = b"name=caf\xc3\xa9\nmksis.logging.emailfrom.password=p\xe4ss\n";
@@ -271,4 +271,108 @@ fn mixed_encoding_file_is_refused_not_corrupted() {
     assert!(e.to_string().contains("one encoding"), "{e}");
     check_error(&e);
     assert_eq!(fs::read(&path).unwrap(), text);
+}
+
+#[test]
+fn undecodable_plaintext_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for text in [
+        // A lone surrogate escape: Java keeps it, a Rust string cannot.
+        &b"a=1\nmksis.logging.emailfrom.password=Tr0ub\\uD800dor\n"[..],
+        // A UTF-8 file holding U+FFFD: an earlier bad conversion.
+        "a=1\nmksis.logging.emailfrom.password=Tr0ub\u{fffd}dor\n".as_bytes(),
+    ] {
+        let path = write(dir.path(), "u.properties", text);
+        let e = encrypt_file(&path, &SECRET_KEYS, &common::key(1)).unwrap_err();
+        assert!(matches!(e, Error::Undecodable { .. }), "{e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains(PASSWORD) && msg.contains("u.properties:2") && msg.contains("U+FFFD"),
+            "{msg}"
+        );
+        check_error(&e);
+        assert_eq!(fs::read(&path).unwrap(), text);
+    }
+}
+
+#[test]
+fn encrypt_files_writes_nothing_when_any_file_fails() {
+    let (d, second, key) = setup();
+    // The second file holds a value under another key: the first file,
+    // named before it, must stay plaintext.
+    let other = SecretKey::create(d.path().join("other.key")).unwrap();
+    let text = format!("mksis.logging.emailfrom.password={PW}\n");
+    let first = write(d.path(), "first.properties", text.as_bytes());
+    let before = fs::read(&second).unwrap();
+    let e = encrypt_files(&[&first, &second], &SECRET_KEYS, &other).unwrap_err();
+    assert!(matches!(e, Error::WrongKey { .. }), "{e}");
+    check_error(&e);
+    assert_eq!(fs::read_to_string(&first).unwrap(), text);
+    assert_eq!(fs::read(&second).unwrap(), before);
+
+    // With the right key both are done, and a file named twice once.
+    let reports = encrypt_files(&[&first, &second, &first], &SECRET_KEYS, &key).unwrap();
+    assert_eq!(reports.len(), 2);
+    assert!(reports[0].written && !reports[1].written);
+    assert!(plaintext_secrets(&first, &SECRET_KEYS).unwrap().is_empty());
+}
+
+#[test]
+fn rotate_files_writes_nothing_when_any_file_fails() {
+    let (d, first, old) = setup();
+    let new = SecretKey::create(d.path().join("new.key")).unwrap();
+    let second = d.path().join("second.properties");
+    fs::copy(&first, &second).unwrap();
+    // Damage a value in the second file.
+    let text = fs::read_to_string(&second).unwrap();
+    let cs = java_get(text.as_bytes(), CLIENT_SECRET).unwrap();
+    let bad = format!(
+        "{}{})",
+        &cs[..cs.len() - 3],
+        if cs.ends_with("A)") { "BB" } else { "AA" }
+    );
+    fs::write(&second, text.replace(&cs, &bad)).unwrap();
+    let before = (fs::read(&first).unwrap(), fs::read(&second).unwrap());
+    let e = rotate_files(&[&first, &second], &SECRET_KEYS, &old, &new).unwrap_err();
+    assert!(
+        matches!(e, Error::Tampered { .. } | Error::Format { .. }),
+        "{e}"
+    );
+    check_error(&e);
+    assert_eq!(
+        (fs::read(&first).unwrap(), fs::read(&second).unwrap()),
+        before
+    );
+    // The first file still decrypts with the old key.
+    let v = java_get(&before.0, PASSWORD).unwrap();
+    assert_eq!(
+        decrypt_value(&old, PASSWORD, &v).unwrap().expose_secret(),
+        PW
+    );
+
+    fs::write(&second, &text).unwrap();
+    let reports = rotate_files(&[&first, &second], &SECRET_KEYS, &old, &new).unwrap();
+    assert!(reports.iter().all(|r| r.written && r.changed.len() == 2));
+}
+
+#[test]
+fn find_secrets_tells_the_states_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "mksis.logging.emailfrom.password=\nx=1\nmksis.logging.emailfrom.password=pw\n\
+                mksis.security.smtp.oauth.clientSecret=ENC(v1:AAAA)\n";
+    let path = write(dir.path(), "f.properties", text.as_bytes());
+    let found = find_secrets(&path, &SECRET_KEYS).unwrap();
+    let occ = |key: &str, line| Occurrence {
+        key: key.into(),
+        line,
+    };
+    assert_eq!(
+        found,
+        [
+            (occ(PASSWORD, 1), ValueState::Empty),
+            (occ(PASSWORD, 3), ValueState::Plaintext),
+            (occ(CLIENT_SECRET, 4), ValueState::Encrypted),
+        ]
+    );
+    assert!(!format!("{found:?}").contains("pw\""));
 }

@@ -1,4 +1,4 @@
-//! Golden tests: realistic `is.properties` (CRLF, windows-1252, comments,
+//! Golden tests: realistic `is.properties` (CRLF, ISO-8859-1, comments,
 //! continuation lines, dozens of unrelated keys) and `security.properties`
 //! (LF, UTF-8, secret value starting on a continuation line).
 
@@ -55,7 +55,7 @@ fn is_properties_only_the_secret_value_changes() {
             assert_eq!(x, y, "line {} changed", n + 1);
         }
     }
-    // Still windows-1252 (the Latin-1 bytes elsewhere are untouched).
+    // Still ISO-8859-1 (the Latin-1 bytes elsewhere are untouched).
     assert!(std::str::from_utf8(&after).is_err());
 
     // Every other key decodes as before; the secret decrypts to what Java

@@ -39,8 +39,9 @@ fn cases() -> Vec<(Vec<u8>, String)> {
         ),
         (b"x".repeat(2000), "x".repeat(2000)),
     ];
-    // windows-1252 bytes: é and € (0x80), not valid UTF-8.
-    v.push((b"caf\xe9 \x80".to_vec(), "caf\u{e9} \u{20ac}".into()));
+    // ISO-8859-1 bytes, not valid UTF-8: é, and 0x80, which Java reads as
+    // U+0080 (not windows-1252's €).
+    v.push((b"caf\xe9 \x80".to_vec(), "caf\u{e9} \u{80}".into()));
     v
 }
 
@@ -253,4 +254,112 @@ fn dangling_backslash_at_end_of_file() {
     );
     encrypt_file(&path, &SECRET_KEYS, &key).unwrap();
     assert!(fs::read(&path).unwrap().ends_with(b")\nx=1\\"));
+}
+
+#[test]
+fn bom_and_a_latin1_byte_encrypt_what_loading_reads() {
+    // A BOM, then ISO-8859-1: é is one byte 0xE9. mailgate-core reads "café"
+    // (mailgate-properties), so that is what must be encrypted, not U+FFFD.
+    let dir = tempfile::tempdir().unwrap();
+    let key = key(10);
+    let before = b"\xEF\xBB\xBF# c\nmksis.logging.emailfrom.password=caf\xe9\nname=Ren\xe9\n";
+    let path = write(dir.path(), "b.properties", before);
+    let r = encrypt_file(&path, &SECRET_KEYS, &key).unwrap();
+    assert_eq!(r.changed.len(), 1);
+    let after = fs::read(&path).unwrap();
+    assert!(after.starts_with(b"\xEF\xBB\xBF# c\nmksis.logging.emailfrom.password=ENC(v1:"));
+    assert!(after.ends_with(b")\nname=Ren\xe9\n"));
+    let v = java_get(&after, PASSWORD).unwrap();
+    assert_eq!(
+        decrypt_value(&key, PASSWORD, &v).unwrap().expose_secret(),
+        "caf\u{e9}"
+    );
+    assert_eq!(java_get(&after, "name").as_deref(), Some("Ren\u{e9}"));
+}
+
+#[test]
+fn continuation_into_an_empty_line_keeps_every_other_byte() {
+    // `pw\` continues into the empty line, which ends the value: only
+    // `pw\` is replaced; the empty line and both terminators stay.
+    let dir = tempfile::tempdir().unwrap();
+    let key = key(11);
+    for (before, prefix, suffix) in [
+        (
+            &b"mksis.logging.emailfrom.password=pw\\\n\nx=1\n"[..],
+            &b"mksis.logging.emailfrom.password="[..],
+            &b"\n\nx=1\n"[..],
+        ),
+        (
+            b"mksis.logging.emailfrom.password = pw\\\r\n   \r\nx=1",
+            b"mksis.logging.emailfrom.password = ",
+            b"\r\n   \r\nx=1",
+        ),
+    ] {
+        let path = write(dir.path(), "c.properties", before);
+        assert_eq!(java_get(before, PASSWORD).as_deref(), Some("pw"));
+        encrypt_file(&path, &SECRET_KEYS, &key).unwrap();
+        let after = fs::read(&path).unwrap();
+        let enc = enc_values(&after);
+        let mut expect = prefix.to_vec();
+        expect.extend_from_slice(enc[0].as_bytes());
+        expect.extend_from_slice(suffix);
+        assert_eq!(after, expect);
+        assert_eq!(java_get(&after, "x").as_deref(), Some("1"));
+        let v = java_get(&after, PASSWORD).unwrap();
+        assert_eq!(
+            decrypt_value(&key, PASSWORD, &v).unwrap().expose_secret(),
+            "pw"
+        );
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn hard_links_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "h.properties",
+        b"mksis.logging.emailfrom.password=pw\n",
+    );
+    let other = dir.path().join("backup.properties");
+    fs::hard_link(&path, &other).unwrap();
+    let r = encrypt_file(&path, &SECRET_KEYS, &key(12)).unwrap();
+    assert!(r.written);
+    assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
+    assert!(r.warnings[0].contains("2 hard links"), "{:?}", r.warnings);
+    assert!(!r.warnings[0].contains("pw\n"));
+    // What the warning is about: the other name still has the plaintext.
+    assert_eq!(
+        java_get(&fs::read(&other).unwrap(), PASSWORD).as_deref(),
+        Some("pw")
+    );
+    // A file with one link: no warning.
+    let r = encrypt_file(&other, &SECRET_KEYS, &key(12)).unwrap();
+    assert!(r.written && r.warnings.is_empty(), "{:?}", r.warnings);
+}
+
+#[cfg(unix)]
+#[test]
+fn owner_and_group_are_kept_where_allowed() {
+    use std::os::unix::fs::{MetadataExt, chown};
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "o.properties",
+        b"mksis.logging.emailfrom.password=pw\n",
+    );
+    let me = fs::metadata(&path).unwrap();
+    // As root, give the file away and see it kept; as a user, the file
+    // stays ours and nothing is to be kept.
+    let want = if me.uid() == 0 {
+        chown(&path, Some(4321), Some(8765)).unwrap();
+        (4321, 8765)
+    } else {
+        (me.uid(), me.gid())
+    };
+    let r = encrypt_file(&path, &SECRET_KEYS, &key(13)).unwrap();
+    assert!(r.written && r.warnings.is_empty(), "{:?}", r.warnings);
+    let after = fs::metadata(&path).unwrap();
+    assert_eq!((after.uid(), after.gid()), want);
 }

@@ -4,8 +4,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use java_properties::{LineContent, PropertiesIter};
-use mailgate_secrets::{SecretKey, detect_encoding};
+use mailgate_secrets::SecretKey;
 use sha2::{Digest, Sha256};
 
 pub const PASSWORD: &str = "mksis.logging.emailfrom.password";
@@ -25,12 +24,13 @@ pub fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
 }
 
 /// The file as Java (and mailgate-core) reads it: every pair, in order.
+/// (`mailgate-properties` is checked against Java itself in its tests.)
 pub fn java_pairs(bytes: &[u8]) -> Vec<(String, String)> {
-    PropertiesIter::new_with_encoding(bytes, detect_encoding(bytes))
-        .filter_map(|l| match l.unwrap().consume_content() {
-            LineContent::KVPair(k, v) => Some((k, v)),
-            LineContent::Comment(_) => None,
-        })
+    mailgate_properties::parse(bytes)
+        .unwrap()
+        .entries
+        .into_iter()
+        .map(|e| (e.key, e.value.to_string()))
         .collect()
 }
 
