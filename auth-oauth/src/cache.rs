@@ -1,11 +1,12 @@
 //! The token cache shared by every connection of one strategy instance.
 
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mailgate_core::{Error, TokenSource, async_trait};
+use mailgate_core::{Error, ErrorKind, TokenSource, async_trait};
 use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::watch;
 
 use crate::client::{Token, TokenClient, TokenError};
 
@@ -16,7 +17,9 @@ pub const DEFAULT_REFRESH_MARGIN: Duration = Duration::from_secs(60);
 /// short-lived token (30 s) is still reused for a while (15 s).
 pub const MAX_MARGIN_FRACTION: u32 = 2;
 
-/// When a refresh fails, the old token is still used if it has this long left.
+/// Default of [`CachePolicy::min_remaining_lifetime`]: while a refresh is
+/// running or after it failed, the old token is still used if it has more
+/// than this long left.
 pub const MIN_REMAINING_LIFETIME: Duration = Duration::from_secs(5);
 
 /// Back-off after the first failed fetch; doubles with each further failure.
@@ -25,26 +28,78 @@ pub const MIN_BACKOFF: Duration = Duration::from_secs(1);
 /// Longest back-off after failed fetches.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
+/// Default of [`CachePolicy::refusal_backoff`]: after a token the SMTP server
+/// refused was dropped, another refusal within this long is final.
+pub const REFUSAL_BACKOFF: Duration = Duration::from_secs(60);
+
+/// The back-off starts again from `min_backoff` when the last failed fetch
+/// is longer ago than this many `max_backoff`s.
+pub const QUIET_RESET_FACTOR: u32 = 2;
+
 /// How long tokens are reused and how failures are spaced out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CachePolicy {
     /// Replace a token this long before it expires (capped, see [`MAX_MARGIN_FRACTION`]).
     pub refresh_margin: Duration,
+    /// While a refresh runs, or after it failed, the old token is used if it
+    /// has more than this long left; otherwise callers wait for the refresh
+    /// or get its error.
+    pub min_remaining_lifetime: Duration,
     /// Back-off after the first failure.
     pub min_backoff: Duration,
-    /// Longest back-off.
+    /// Longest back-off. After [`QUIET_RESET_FACTOR`] times this without a
+    /// failed fetch, the back-off starts again from `min_backoff`.
     pub max_backoff: Duration,
+    /// After a token the SMTP server refused was dropped
+    /// ([`TokenCache::refused`]), a refusal within this long keeps the token
+    /// and is final: no new token, no retry.
+    pub refusal_backoff: Duration,
 }
 
 impl Default for CachePolicy {
     fn default() -> Self {
         Self {
             refresh_margin: DEFAULT_REFRESH_MARGIN,
+            min_remaining_lifetime: MIN_REMAINING_LIFETIME,
             min_backoff: MIN_BACKOFF,
             max_backoff: MAX_BACKOFF,
+            refusal_backoff: REFUSAL_BACKOFF,
         }
     }
 }
+
+/// What [`TokenCache::refused`] did with a token the SMTP server refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The token was dropped: the next connection gets a fresh one.
+    Dropped,
+    /// The token was no longer the cached one (another connection already
+    /// dropped it, or it was refreshed): the next connection uses the current one.
+    Replaced,
+    /// The token was kept: a token was dropped `ago` earlier, within
+    /// [`CachePolicy::refusal_backoff`], so the refusal is probably not
+    /// about the token (e.g. SMTP AUTH disabled, missing permissions).
+    Kept {
+        /// How long ago the last token was dropped.
+        ago: Duration,
+    },
+}
+
+impl Refusal {
+    /// Whether one more attempt on a new connection may help.
+    pub fn retry(self) -> bool {
+        !matches!(self, Refusal::Kept { .. })
+    }
+}
+
+/// The result of one fetch, shared by everyone waiting for it.
+type Outcome = Result<SecretString, TokenError>;
+
+/// Where a fetch's [`Outcome`] appears; every waiter holds a copy.
+type Slot = watch::Receiver<Option<Outcome>>;
+
+/// What a new fetch is spawned with.
+type Start = (tokio::runtime::Handle, Flight);
 
 struct Cached {
     secret: SecretString,
@@ -62,32 +117,57 @@ struct Failure {
 struct State {
     token: Option<Cached>,
     failure: Option<Failure>,
+    /// Requests sent to the endpoint (counted when sent).
     fetches: u64,
+    /// The running fetch: its result slot, which every waiter holds.
+    flight: Option<Slot>,
+    /// When a refused token was last dropped.
+    last_drop: Option<Instant>,
+}
+
+struct Inner {
+    client: TokenClient,
+    policy: CachePolicy,
+    state: Mutex<State>,
 }
 
 /// Reuses tokens of one [`TokenClient`] until a margin before expiry.
 ///
-/// - Single flight: however many tasks ask at once, one fetch runs; the
-///   others wait for it and take its token (checked again under the lock,
-///   as object_store's `TokenCache` does).
-/// - After a failed fetch, callers get that error without the endpoint being
-///   asked again until the back-off has passed (1 s, doubling to 60 s by default).
-/// - [`invalidate`](Self::invalidate) drops a token the SMTP server refused.
+/// - Single flight: however many tasks ask at once, one fetch runs. Each
+///   fetch has its own result slot; a caller that queued while it ran takes
+///   that fetch's result, token or error, and never starts another fetch,
+///   even when the token is already due for refresh again (`expires_in` 0,
+///   or a fetch slower than half the lifetime).
+/// - The fetch runs in its own task: a caller that gives up (a timeout,
+///   `select!`, Ctrl-C) does not cancel it for the others, and the cache
+///   gets its token. [`fetch_count`](Self::fetch_count) counts requests as
+///   they are sent.
+/// - While a refresh runs, callers get the current token without waiting if
+///   it has more than [`CachePolicy::min_remaining_lifetime`] left.
+/// - After a failed fetch, callers get that error (or the current token, if
+///   it still has more than `min_remaining_lifetime` left) without the
+///   endpoint being asked again until the back-off has passed (1 s,
+///   doubling to 60 s by default; a `Retry-After` lengthens it). The failure
+///   is logged once, when it happens. After `2 × max_backoff` without a
+///   failed fetch the back-off starts from `min_backoff` again.
+/// - [`refused`](Self::refused) drops a token the SMTP server refused, at
+///   most once per [`CachePolicy::refusal_backoff`];
+///   [`invalidate`](Self::invalidate) drops it unconditionally.
+///
+/// Fetches are spawned on the current Tokio runtime.
 pub struct TokenCache {
-    client: TokenClient,
-    policy: CachePolicy,
-    state: Mutex<State>,
-    fetch_lock: tokio::sync::Mutex<()>,
+    inner: Arc<Inner>,
 }
 
 impl fmt::Debug for TokenCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = self.lock();
+        let state = self.inner.lock();
         f.debug_struct("TokenCache")
-            .field("client", &self.client)
-            .field("policy", &self.policy)
+            .field("client", &self.inner.client)
+            .field("policy", &self.inner.policy)
             .field("has_token", &state.token.is_some())
             .field("failing", &state.failure.is_some())
+            .field("fetching", &state.flight.is_some())
             .finish()
     }
 }
@@ -101,26 +181,28 @@ impl TokenCache {
     /// A cache with `policy`.
     pub fn with_policy(client: TokenClient, policy: CachePolicy) -> Self {
         Self {
-            client,
-            policy,
-            state: Mutex::new(State::default()),
-            fetch_lock: tokio::sync::Mutex::new(()),
+            inner: Arc::new(Inner {
+                client,
+                policy,
+                state: Mutex::new(State::default()),
+            }),
         }
     }
 
     /// The client.
     pub fn client(&self) -> &TokenClient {
-        &self.client
+        &self.inner.client
     }
 
     /// The policy.
     pub fn policy(&self) -> &CachePolicy {
-        &self.policy
+        &self.inner.policy
     }
 
-    /// How many requests went to the token endpoint so far.
+    /// How many requests went to the token endpoint so far (a request is
+    /// counted when it is sent, whether or not anyone still waits for it).
     pub fn fetch_count(&self) -> u64 {
-        self.lock().fetches
+        self.inner.lock().fetches
     }
 
     /// A valid token: the cached one, or a new one. Errors are
@@ -131,20 +213,152 @@ impl TokenCache {
 
     /// Like [`token`](Self::token), with the crate's error type.
     pub async fn try_token(&self) -> Result<SecretString, TokenError> {
-        if let Some(token) = self.fresh() {
-            return Ok(token);
+        let (mut slot, start) = {
+            let mut state = self.inner.lock();
+            let now = Instant::now();
+            if let Some(c) = state.token.as_ref().filter(|c| now < c.refresh_at) {
+                return Ok(c.secret.clone());
+            }
+            match state.flight.clone() {
+                Some(slot) => {
+                    // A refresh is running: no need to wait while the
+                    // current token has a while to live.
+                    if let Some(secret) = self.inner.usable(&state, now) {
+                        return Ok(secret);
+                    }
+                    (slot, None)
+                }
+                None => {
+                    if let Some(error) = self.inner.backing_off(&state, now) {
+                        return self.inner.fallback(&state, error);
+                    }
+                    let (slot, start) = Inner::prepare(&self.inner, &mut state)?;
+                    (slot, Some(start))
+                }
+            }
+        };
+        // Spawned outside the state lock (a runtime shutting down drops the
+        // task at once, and `Flight::drop` takes the lock).
+        if let Some((runtime, flight)) = start {
+            runtime.spawn(async move {
+                let result = flight.inner.client.fetch().await;
+                flight.finish(result);
+            });
         }
-        let _flight = self.fetch_lock.lock().await;
-        // Another task may have fetched while this one waited.
-        if let Some(token) = self.fresh() {
-            return Ok(token);
+        let outcome = match slot.wait_for(Option::is_some).await {
+            Ok(slot) => slot.clone().unwrap_or_else(|| Err(abandoned())),
+            Err(_) => Err(abandoned()),
+        };
+        match outcome {
+            Ok(secret) => Ok(secret),
+            Err(error) => {
+                let state = self.inner.lock();
+                self.inner.fallback(&state, error)
+            }
         }
-        if let Some(error) = self.backing_off() {
-            return self.fallback(error);
+    }
+
+    /// Records that the SMTP server refused `token` and decides what the
+    /// next connection does:
+    ///
+    /// - the token is the cached one and no token was dropped within
+    ///   [`CachePolicy::refusal_backoff`]: it is dropped ([`Refusal::Dropped`]);
+    /// - it is no longer the cached one ([`Refusal::Replaced`]);
+    /// - a token was dropped within the back-off: it is kept
+    ///   ([`Refusal::Kept`]). Two refused tokens in a row point at something
+    ///   a new token does not fix (SMTP AUTH disabled, missing mailbox
+    ///   permissions), so no more tokens are requested for a while.
+    pub fn refused(&self, token: &SecretString) -> Refusal {
+        let mut state = self.inner.lock();
+        if !is_current(&state, token) {
+            return Refusal::Replaced;
         }
-        let result = self.client.fetch().await;
-        let mut state = self.lock();
+        let now = Instant::now();
+        if let Some(at) = state.last_drop {
+            let ago = now.saturating_duration_since(at);
+            if ago < self.inner.policy.refusal_backoff {
+                tracing::debug!(
+                    target: "mailgate::oauth",
+                    "kept a token the server refused: one was already dropped {:.1}s ago",
+                    ago.as_secs_f32()
+                );
+                return Refusal::Kept { ago };
+            }
+        }
+        state.token = None;
+        state.last_drop = Some(now);
+        tracing::debug!(target: "mailgate::oauth", "dropped a token the server refused");
+        Refusal::Dropped
+    }
+
+    /// Drops `token` if it is still the cached one, whatever
+    /// [`refused`](Self::refused) would decide (the drop starts its
+    /// back-off all the same). Returns whether it was dropped.
+    pub fn invalidate(&self, token: &SecretString) -> bool {
+        let mut state = self.inner.lock();
+        let current = is_current(&state, token);
+        if current {
+            state.token = None;
+            state.last_drop = Some(Instant::now());
+            tracing::debug!(target: "mailgate::oauth", "dropped a token the server refused");
+        }
+        current
+    }
+
+    #[cfg(test)]
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.inner.lock()
+    }
+
+    #[cfg(test)]
+    fn cached(&self, token: Token) -> Cached {
+        self.inner.cached(token)
+    }
+}
+
+fn is_current(state: &State, token: &SecretString) -> bool {
+    state
+        .token
+        .as_ref()
+        .is_some_and(|c| c.secret.expose_secret() == token.expose_secret())
+}
+
+fn abandoned() -> TokenError {
+    TokenError::new(
+        ErrorKind::Temporary,
+        "the token request was abandoned before it finished (the runtime is shutting down)",
+    )
+}
+
+impl Inner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock leaves consistent data: keep going.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a new fetch; returns its result slot, and the runtime and
+    /// [`Flight`] to spawn it with.
+    fn prepare(inner: &Arc<Self>, state: &mut State) -> Result<(Slot, Start), TokenError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            TokenError::new(
+                ErrorKind::Usage,
+                "the token cache needs a Tokio runtime to fetch a token",
+            )
+        })?;
+        let (tx, rx) = watch::channel(None);
+        state.flight = Some(rx.clone());
         state.fetches += 1;
+        let flight = Flight {
+            inner: Arc::clone(inner),
+            tx: Some(tx),
+        };
+        Ok((rx, (runtime, flight)))
+    }
+
+    /// Stores a fetch's result; returns what its waiters get.
+    fn complete(&self, result: Result<Token, TokenError>) -> Outcome {
+        let mut state = self.lock();
+        state.flight = None;
         match result {
             Ok(token) => {
                 state.failure = None;
@@ -154,46 +368,40 @@ impl TokenCache {
                 Ok(secret)
             }
             Err(error) => {
+                let now = Instant::now();
+                let policy = &self.policy;
+                let ceiling = policy.max_backoff.max(policy.min_backoff);
+                let quiet = ceiling.saturating_mul(QUIET_RESET_FACTOR);
                 let backoff = match &state.failure {
-                    None => self.policy.min_backoff,
-                    Some(f) => (f.backoff * 2).min(self.policy.max_backoff),
+                    Some(f) if now.saturating_duration_since(f.at) <= quiet => {
+                        f.backoff.saturating_mul(2)
+                    }
+                    _ => policy.min_backoff,
                 }
                 .max(error.retry_after().unwrap_or_default())
-                .min(self.policy.max_backoff.max(self.policy.min_backoff));
-                tracing::warn!(
-                    target: "mailgate::oauth",
-                    "token request failed; not retried for {}s: {error}",
-                    backoff.as_secs_f32()
-                );
+                .min(ceiling);
+                // Logged here, once per failure; callers during the back-off are not.
+                match self.usable(&state, now).and(state.token.as_ref()) {
+                    Some(c) => tracing::warn!(
+                        target: "mailgate::oauth",
+                        "refreshing the token failed; the current one ({:.0}s left) is used meanwhile; not retried for {}s: {error}",
+                        c.expires_at.saturating_duration_since(now).as_secs_f32(),
+                        backoff.as_secs_f32()
+                    ),
+                    None => tracing::warn!(
+                        target: "mailgate::oauth",
+                        "token request failed; not retried for {}s: {error}",
+                        backoff.as_secs_f32()
+                    ),
+                }
                 state.failure = Some(Failure {
                     error: error.clone(),
-                    at: Instant::now(),
+                    at: now,
                     backoff,
                 });
-                drop(state);
-                self.fallback(error)
+                Err(error)
             }
         }
-    }
-
-    /// Drops `token` if it is still the cached one (the server refused it).
-    /// Returns whether it was dropped.
-    pub fn invalidate(&self, token: &SecretString) -> bool {
-        let mut state = self.lock();
-        let current = state
-            .token
-            .as_ref()
-            .is_some_and(|c| c.secret.expose_secret() == token.expose_secret());
-        if current {
-            state.token = None;
-            tracing::debug!(target: "mailgate::oauth", "dropped a token the server refused");
-        }
-        current
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        // A panic while holding the lock leaves consistent data: keep going.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn cached(&self, token: Token) -> Cached {
@@ -211,45 +419,68 @@ impl TokenCache {
         }
     }
 
-    fn fresh(&self) -> Option<SecretString> {
-        let state = self.lock();
+    /// The current token if it has more than `min_remaining_lifetime` left.
+    fn usable(&self, state: &State, now: Instant) -> Option<SecretString> {
         state
             .token
             .as_ref()
-            .filter(|c| Instant::now() < c.refresh_at)
+            .filter(|c| {
+                c.expires_at.saturating_duration_since(now) > self.policy.min_remaining_lifetime
+            })
             .map(|c| c.secret.clone())
     }
 
     /// The last error, while its back-off lasts.
-    fn backing_off(&self) -> Option<TokenError> {
-        let state = self.lock();
+    fn backing_off(&self, state: &State, now: Instant) -> Option<TokenError> {
         let f = state.failure.as_ref()?;
-        let left = f.backoff.checked_sub(f.at.elapsed())?;
+        let ago = now.saturating_duration_since(f.at);
+        let left = f.backoff.checked_sub(ago)?;
         if left.is_zero() {
             return None;
         }
         Some(f.error.with_note(&format!(
             "last attempt {:.1}s ago; the token endpoint is asked again in {:.1}s",
-            f.at.elapsed().as_secs_f32(),
+            ago.as_secs_f32(),
             left.as_secs_f32()
         )))
     }
 
-    /// After a failed refresh: the old token if it still has a while to live, else `error`.
-    fn fallback(&self, error: TokenError) -> Result<SecretString, TokenError> {
-        let state = self.lock();
-        match &state.token {
-            Some(c)
-                if c.expires_at.saturating_duration_since(Instant::now())
-                    > MIN_REMAINING_LIFETIME =>
-            {
-                tracing::warn!(
+    /// After a failed refresh: the current token if it still has a while to
+    /// live, else `error`. Not logged: the failure was, when it happened.
+    fn fallback(&self, state: &State, error: TokenError) -> Result<SecretString, TokenError> {
+        match self.usable(state, Instant::now()) {
+            Some(secret) => {
+                tracing::debug!(
                     target: "mailgate::oauth",
-                    "using the current token until it expires, as refreshing it failed: {error}"
+                    "using the current token, as refreshing it failed: {error}"
                 );
-                Ok(c.secret.clone())
+                Ok(secret)
             }
-            _ => Err(error),
+            None => Err(error),
+        }
+    }
+}
+
+/// A running fetch. If its task ends without a result (the runtime shut
+/// down), dropping it clears the slot so the next caller starts a new fetch.
+struct Flight {
+    inner: Arc<Inner>,
+    tx: Option<watch::Sender<Option<Outcome>>>,
+}
+
+impl Flight {
+    fn finish(mut self, result: Result<Token, TokenError>) {
+        let outcome = self.inner.complete(result);
+        if let Some(tx) = self.tx.take() {
+            tx.send_replace(Some(outcome));
+        }
+    }
+}
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        if self.tx.take().is_some() {
+            self.inner.lock().flight = None;
         }
     }
 }
@@ -267,18 +498,182 @@ mod tests {
     use crate::client::TokenClientConfig;
 
     fn unreachable_cache() -> TokenCache {
+        unreachable_cache_with(CachePolicy::default())
+    }
+
+    fn unreachable_cache_with(policy: CachePolicy) -> TokenCache {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
+        cache_for(&format!("http://127.0.0.1:{port}"), policy)
+    }
+
+    fn cache_for(base: &str, policy: CachePolicy) -> TokenCache {
         let config = TokenClientConfig::new(
-            format!("http://127.0.0.1:{port}/token"),
+            format!("{base}/token"),
             "id",
             SecretString::from("secret".to_owned()),
             None,
         );
-        TokenCache::new(TokenClient::new(config).unwrap())
+        TokenCache::with_policy(TokenClient::new(config).unwrap(), policy)
+    }
+
+    /// A cached token due for refresh now, expiring in `left`.
+    fn due(cache: &TokenCache, secret: &str, left: Duration) {
+        let now = Instant::now();
+        cache.lock().token = Some(Cached {
+            secret: SecretString::from(secret.to_owned()),
+            refresh_at: now,
+            expires_at: now + left,
+        });
+    }
+
+    async fn slow_endpoint(token: &str, delay: Duration) -> wiremock::MockServer {
+        use wiremock::matchers::method;
+        use wiremock::{Mock, MockServer, ResponseTemplate};
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(serde_json::json!({
+                        "access_token": token, "token_type": "Bearer", "expires_in": 3600
+                    }))
+                    .set_delay(delay),
+            )
+            .expect(1)
+            .mount(&server)
+            .await;
+        server
+    }
+
+    /// Counts WARN events of target `mailgate::oauth`.
+    struct CountWarnings(Arc<std::sync::atomic::AtomicUsize>);
+
+    impl tracing::Subscriber for CountWarnings {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, event: &tracing::Event<'_>) {
+            let m = event.metadata();
+            if *m.level() == tracing::Level::WARN && m.target() == "mailgate::oauth" {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    #[tokio::test]
+    async fn a_running_refresh_does_not_hold_up_callers_with_a_usable_token() {
+        let server = slow_endpoint("new", Duration::from_millis(400)).await;
+        let cache = Arc::new(cache_for(&server.uri(), CachePolicy::default()));
+        due(&cache, "old", Duration::from_secs(30));
+        let first = tokio::spawn({
+            let cache = Arc::clone(&cache);
+            async move { cache.try_token().await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            cache.lock().flight.is_some(),
+            "the first caller is fetching"
+        );
+        let started = Instant::now();
+        for _ in 0..5 {
+            assert_eq!(cache.try_token().await.unwrap().expose_secret(), "old");
+        }
+        assert!(started.elapsed() < Duration::from_millis(200), "no waiting");
+        // The caller that started the refresh waits for it.
+        assert_eq!(first.await.unwrap().unwrap().expose_secret(), "new");
+        assert_eq!(cache.try_token().await.unwrap().expose_secret(), "new");
+        assert_eq!(cache.fetch_count(), 1);
+        server.verify().await;
+    }
+
+    #[tokio::test]
+    async fn a_running_refresh_is_awaited_when_the_token_is_almost_expired() {
+        let server = slow_endpoint("new", Duration::from_millis(200)).await;
+        let cache = Arc::new(cache_for(&server.uri(), CachePolicy::default()));
+        // 3 s left: not more than the 5 s minimum.
+        due(&cache, "old", Duration::from_secs(3));
+        let first = tokio::spawn({
+            let cache = Arc::clone(&cache);
+            async move { cache.try_token().await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(cache.try_token().await.unwrap().expose_secret(), "new");
+        assert_eq!(first.await.unwrap().unwrap().expose_secret(), "new");
+        assert_eq!(cache.fetch_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn min_remaining_lifetime_is_part_of_the_policy() {
+        let policy = CachePolicy {
+            min_remaining_lifetime: Duration::from_secs(1),
+            ..CachePolicy::default()
+        };
+        assert_eq!(
+            CachePolicy::default().min_remaining_lifetime,
+            MIN_REMAINING_LIFETIME
+        );
+        let cache = unreachable_cache_with(policy);
+        // 3 s left: an error with the default 5 s, usable with 1 s.
+        due(&cache, "old", Duration::from_secs(3));
+        assert_eq!(cache.try_token().await.unwrap().expose_secret(), "old");
+        assert_eq!(cache.fetch_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_failure_is_logged_once_not_on_every_call_during_the_back_off() {
+        let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let _guard = tracing::subscriber::set_default(CountWarnings(Arc::clone(&count)));
+        let warnings = || count.load(std::sync::atomic::Ordering::SeqCst);
+
+        // With a still usable token: the token is used, one warning.
+        let cache = unreachable_cache();
+        due(&cache, "old", Duration::from_secs(30));
+        for _ in 0..10 {
+            assert_eq!(cache.try_token().await.unwrap().expose_secret(), "old");
+        }
+        assert_eq!(cache.fetch_count(), 1);
+        assert_eq!(warnings(), 1);
+
+        // Without one: ten errors, one warning.
+        let cache = unreachable_cache();
+        for _ in 0..10 {
+            cache.try_token().await.unwrap_err();
+        }
+        assert_eq!(cache.fetch_count(), 1);
+        assert_eq!(warnings(), 2);
+    }
+
+    #[tokio::test]
+    async fn back_off_starts_over_after_a_quiet_period() {
+        let cache = unreachable_cache_with(CachePolicy {
+            min_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_millis(100),
+            ..CachePolicy::default()
+        });
+        let backoff = |cache: &TokenCache| cache.lock().failure.as_ref().unwrap().backoff;
+        cache.try_token().await.unwrap_err();
+        assert_eq!(backoff(&cache), Duration::from_millis(50));
+        tokio::time::sleep(Duration::from_millis(70)).await;
+        cache.try_token().await.unwrap_err();
+        assert_eq!(backoff(&cache), Duration::from_millis(100));
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        cache.try_token().await.unwrap_err();
+        assert_eq!(backoff(&cache), Duration::from_millis(100), "capped");
+        // Quiet for more than 2 x max_backoff (200 ms): from the start again.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        cache.try_token().await.unwrap_err();
+        assert_eq!(backoff(&cache), Duration::from_millis(50));
+        assert_eq!(cache.fetch_count(), 4);
     }
 
     #[tokio::test]

@@ -1,8 +1,10 @@
 //! The token endpoint client: one client-credentials request (RFC 6749 §4.4).
 
 use std::fmt;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use mailgate_core::{ConfigError, Error, ErrorKind, Origin, keys};
 use reqwest::header::{ACCEPT, CONTENT_TYPE, RETRY_AFTER};
 use secrecy::{ExposeSecret, SecretString};
@@ -30,6 +32,14 @@ const M365_SCOPE: &str = "https://outlook.office365.com/.default";
 
 /// Lifetimes beyond this are capped (avoids `Instant` overflow on absurd values).
 const MAX_LIFETIME: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// A form of the client secret shorter than this is not masked inside
+/// endpoint text (that would mangle it): text containing it is withheld.
+const MIN_MASK_LEN: usize = 4;
+
+/// What replaces endpoint text that contains a form of a client secret too
+/// short to mask.
+const WITHHELD: &str = "(text withheld: it contains the client secret)";
 
 /// How the client authenticates to the token endpoint (RFC 6749 §2.3.1).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -70,7 +80,7 @@ pub struct TokenClientConfig {
     pub scope: Option<String>,
     /// How the client authenticates.
     pub client_auth: ClientAuth,
-    /// Limit for each request, connect included.
+    /// Limit for each request, from connect to the last byte of the response.
     pub timeout: Duration,
     /// PEM certificates trusted in addition to the system's roots.
     pub extra_root_certs: Vec<Vec<u8>>,
@@ -99,7 +109,7 @@ impl TokenClientConfig {
 impl fmt::Debug for TokenClientConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenClientConfig")
-            .field("endpoint", &self.endpoint)
+            .field("endpoint", &redact_endpoint(&self.endpoint))
             .field("client_id", &self.client_id)
             .field("client_secret", &"<redacted>")
             .field("scope", &self.scope)
@@ -197,7 +207,8 @@ impl TokenError {
         self.kind
     }
 
-    /// The endpoint's `Retry-After`, when it sent one with a 429 or 503.
+    /// The endpoint's `Retry-After` (delay in seconds or an HTTP date), when
+    /// it sent one with a 429 or 503; at most [`MAX_BACKOFF`](crate::MAX_BACKOFF).
     pub fn retry_after(&self) -> Option<Duration> {
         self.retry_after
     }
@@ -274,12 +285,39 @@ fn is_loopback(url: &Url) -> bool {
     }
 }
 
-/// `scheme://host[:port]/path`: the URL without query or fragment, for messages.
+/// `scheme://host[:port]/path`: the URL without user info, query or
+/// fragment, for messages (a query may carry a signature or key).
 fn shown_url(url: &Url) -> String {
-    let mut u = url.clone();
-    u.set_query(None);
-    u.set_fragment(None);
-    u.to_string()
+    let host = match url.host() {
+        Some(h) => h.to_string(),
+        None => String::new(),
+    };
+    let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+    format!("{}://{host}{port}{}", url.scheme(), url.path())
+}
+
+/// The endpoint as it may be shown anywhere (errors, `Debug`):
+/// `scheme://host[:port]/path`, never `user:password@`, the query or the
+/// fragment. Text that is not a URL is cut at `?`/`#` and loses everything
+/// up to an `@` before the path.
+pub(crate) fn redact_endpoint(endpoint: &str) -> String {
+    let endpoint = endpoint.trim();
+    if let Some(url) = Url::parse(endpoint).ok().filter(|u| u.host().is_some()) {
+        return shown_url(&url);
+    }
+    let cut = endpoint.find(['?', '#']).unwrap_or(endpoint.len());
+    let text = &endpoint[..cut];
+    let (scheme, rest) = match text.find("://") {
+        Some(at) => text.split_at(at + 3),
+        None => ("", text),
+    };
+    let path_at = rest.find(['/', '\\']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(path_at);
+    let authority = authority.rsplit('@').next().unwrap_or_default();
+    truncate(
+        &collapse(&format!("{scheme}{authority}{path}")),
+        EXCERPT_LEN,
+    )
 }
 
 /// application/x-www-form-urlencoded, as RFC 6749 §2.3.1 asks for HTTP Basic.
@@ -303,14 +341,14 @@ impl TokenClient {
         let url = check_endpoint(&endpoint).map_err(|expected| ConfigError::Invalid {
             key: keys::OAUTH_TOKEN_ENDPOINT.to_owned(),
             origin: Origin::Builder,
-            value: Some(endpoint.clone()),
+            value: Some(redact_endpoint(&endpoint)),
             expected: expected.to_owned(),
         })?;
+        // No reqwest timeouts: `fetch` bounds the whole exchange (connect,
+        // TLS, request, headers and body) with one `tokio::time::timeout`.
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("mailgate/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(timeout)
-            .connect_timeout(timeout);
+            .redirect(reqwest::redirect::Policy::none());
         if is_loopback(&url) {
             builder = builder.no_proxy();
         }
@@ -356,7 +394,7 @@ impl TokenClient {
         }
     }
 
-    /// The endpoint URL without query, as shown in messages.
+    /// The endpoint URL as shown in messages: `scheme://host[:port]/path`.
     pub fn endpoint(&self) -> &str {
         &self.shown
     }
@@ -371,7 +409,7 @@ impl TokenClient {
         self.client_auth
     }
 
-    /// The request limit.
+    /// The limit for each request, from connect to the last byte of the body.
     pub fn timeout(&self) -> Duration {
         self.timeout
     }
@@ -443,8 +481,7 @@ impl TokenClient {
             .headers()
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+            .and_then(|v| parse_retry_after(v, SystemTime::now()));
         let mut body = Vec::new();
         while let Some(chunk) = response
             .chunk()
@@ -594,12 +631,14 @@ impl TokenClient {
             )));
         };
 
-        let error = self.clean(&error, 60);
+        // Classify on the code as sent; show it cleaned.
+        let error = error.trim();
+        let shown_error = self.clean(error, 60);
         let said = match &description {
-            Some(d) => format!("{error}: {d}"),
-            None => error.clone(),
+            Some(d) => format!("{shown_error}: {d}"),
+            None => shown_error,
         };
-        let (kind, hint) = match error.as_str() {
+        let (kind, hint) = match error {
             _ if status.is_server_error() => (ErrorKind::Temporary, String::new()),
             "invalid_client" => (
                 ErrorKind::AuthRefused,
@@ -670,9 +709,20 @@ impl TokenClient {
             )
         };
         let secret = match json.get("access_token").and_then(Value::as_str) {
-            Some(t) if !t.trim().is_empty() => SecretString::from(t.trim().to_owned()),
+            Some(t) if !t.trim().is_empty() => t.trim(),
             _ => return Err(fail("no `access_token`")),
         };
+        if !crate::sasl::valid_token(secret) {
+            // Never shown: it may be a real token in an odd wrapping.
+            return Err(TokenError::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "the token endpoint {} answered with an `access_token` that is not an RFC 6750 bearer token (only A-Z a-z 0-9 - . _ ~ + / and trailing =; no spaces or control characters), which cannot go into SMTP AUTH",
+                    self.endpoint_host()
+                ),
+            ));
+        }
+        let secret = SecretString::from(secret.to_owned());
         match json.get("token_type").and_then(Value::as_str) {
             Some(t) if t.trim().eq_ignore_ascii_case("bearer") => {}
             Some(t) => {
@@ -695,9 +745,11 @@ impl TokenClient {
             Some(_) => None,
         };
         let (lifetime, lifetime_known) = match expires_in {
-            Some(s) if s.is_finite() => {
-                (Duration::from_secs_f64(s.max(0.0)).min(MAX_LIFETIME), true)
-            }
+            // Clamped before converting: `from_secs_f64` panics on huge values.
+            Some(s) if s.is_finite() => (
+                Duration::from_secs_f64(s.clamp(0.0, MAX_LIFETIME.as_secs_f64())),
+                true,
+            ),
             _ => (DEFAULT_TOKEN_LIFETIME, false),
         };
         Ok(Token {
@@ -708,14 +760,64 @@ impl TokenClient {
         })
     }
 
-    /// Endpoint text made safe for an error: tags stripped, the secret masked, truncated.
+    /// Endpoint text made safe for an error: control characters and runs of
+    /// whitespace collapsed, every form of the secret masked
+    /// ([`secret_forms`](Self::secret_forms)), truncated to `limit` characters.
+    ///
+    /// A form shorter than 4 characters is not masked (that would mangle
+    /// the text): text containing it is withheld altogether.
     fn clean(&self, text: &str, limit: usize) -> String {
-        let secret = self.client_secret.expose_secret();
-        let mut text = collapse(text);
-        if secret.len() >= 4 {
-            text = text.replace(secret, "<redacted>");
+        let forms = self.secret_forms();
+        let mask = |text: String| -> Option<String> {
+            let mut text = text;
+            for form in &forms {
+                if form.chars().count() >= MIN_MASK_LEN {
+                    text = text.replace(form.as_str(), "<redacted>");
+                } else if text.contains(form.as_str()) {
+                    return None;
+                }
+            }
+            Some(text)
+        };
+        // Masked before collapsing (a secret with runs of spaces) and after.
+        match mask(text.to_owned()).and_then(|t| mask(collapse(&t))) {
+            Some(text) => truncate(&text, limit),
+            None => WITHHELD.to_owned(),
         }
-        truncate(&text, limit)
+    }
+
+    /// The forms in which the client secret may come back in an endpoint's
+    /// text: as configured, with whitespace collapsed, form-urlencoded (as
+    /// sent with `client_secret_post`), base64 on its own, and the base64
+    /// HTTP Basic credentials (`id:secret`, form-urlencoded as sent with
+    /// `client_secret_basic`, and raw), with and without padding. Longest first.
+    fn secret_forms(&self) -> Vec<String> {
+        let secret = self.client_secret.expose_secret();
+        if secret.is_empty() {
+            return Vec::new();
+        }
+        let id = &self.client_id;
+        let mut forms = vec![
+            secret.to_owned(),
+            collapse(secret),
+            form_encode(secret),
+            url::form_urlencoded::byte_serialize(secret.as_bytes())
+                .collect::<String>()
+                .replace('+', "%20"),
+        ];
+        for raw in [
+            secret.to_owned(),
+            format!("{}:{}", form_encode(id), form_encode(secret)),
+            format!("{id}:{secret}"),
+        ] {
+            let encoded = STANDARD.encode(raw);
+            forms.push(encoded.trim_end_matches('=').to_owned());
+            forms.push(encoded);
+        }
+        forms.retain(|f| !f.is_empty());
+        forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
+        forms.dedup();
+        forms
     }
 
     fn excerpt(&self, body: &[u8]) -> String {
@@ -790,18 +892,101 @@ fn strip_tags(html: &str) -> String {
 }
 
 /// Control characters dropped, whitespace runs collapsed to one space.
-fn collapse(text: &str) -> String {
+pub(crate) fn collapse(text: &str) -> String {
     text.split(|c: char| c.is_whitespace() || c.is_control())
         .filter(|w| !w.is_empty())
         .collect::<Vec<_>>()
         .join(" ")
 }
 
-fn truncate(text: &str, limit: usize) -> String {
+/// At most `limit` characters (cut on a character boundary), `…` when cut.
+pub(crate) fn truncate(text: &str, limit: usize) -> String {
     match text.char_indices().nth(limit) {
         Some((at, _)) => format!("{}…", &text[..at]),
         None => text.to_owned(),
     }
+}
+
+/// A `Retry-After` value: a delay in seconds, or an HTTP date (RFC 9110
+/// §10.2.3) turned into the time left until then (zero when it is past).
+fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = parse_http_date(value)?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// An HTTP date in any of the three forms RFC 9110 §5.6.7 says a recipient
+/// accepts: IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), RFC 850
+/// (`Sunday, 06-Nov-94 08:49:37 GMT`) and asctime (`Sun Nov  6 08:49:37 1994`).
+fn parse_http_date(value: &str) -> Option<SystemTime> {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let month_of = |m: &str| MONTHS.iter().position(|n| *n == m).map(|i| i as u32 + 1);
+    let (day, month, year, time) = match value.split_once(',') {
+        Some((_, rest)) => match rest.split_whitespace().collect::<Vec<_>>().as_slice() {
+            [d, m, y, t, "GMT"] if y.len() == 4 => (
+                d.parse::<u32>().ok()?,
+                month_of(m)?,
+                y.parse::<i64>().ok()?,
+                *t,
+            ),
+            [dmy, t, "GMT"] => {
+                let mut parts = dmy.split('-');
+                let (d, m, y) = (parts.next()?, parts.next()?, parts.next()?);
+                if parts.next().is_some() || y.len() != 2 {
+                    return None;
+                }
+                // Two-digit years: 70-99 are 19xx, the rest 20xx.
+                let y = y.parse::<i64>().ok()?;
+                let y = if y >= 70 { 1900 + y } else { 2000 + y };
+                (d.parse::<u32>().ok()?, month_of(m)?, y, *t)
+            }
+            _ => return None,
+        },
+        None => match value.split_whitespace().collect::<Vec<_>>().as_slice() {
+            [_, m, d, t, y] if y.len() == 4 => (
+                d.parse::<u32>().ok()?,
+                month_of(m)?,
+                y.parse::<i64>().ok()?,
+                *t,
+            ),
+            _ => return None,
+        },
+    };
+    let mut hms = time.split(':').map(|p| {
+        if p.len() == 2 {
+            p.parse::<i64>().ok()
+        } else {
+            None
+        }
+    });
+    let (h, m, s) = (hms.next()??, hms.next()??, hms.next()??);
+    if hms.next().is_some()
+        || !(1..=31).contains(&day)
+        || !(1970..=9999).contains(&year)
+        || h > 23
+        || m > 59
+        || s > 60
+    {
+        return None;
+    }
+    let secs = days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + s;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).ok()?))
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (i64::from(month) + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 /// An error and its sources, joined with `: `.
@@ -862,5 +1047,241 @@ mod tests {
     #[test]
     fn basic_credentials_are_form_encoded() {
         assert_eq!(form_encode("a b:c+/é"), "a+b%3Ac%2B%2F%C3%A9");
+    }
+
+    fn client(secret: &str) -> TokenClient {
+        TokenClient::new(TokenClientConfig::new(
+            "https://login.example.com/tenant/oauth2/v2.0/token",
+            "my client",
+            SecretString::from(secret.to_owned()),
+            None,
+        ))
+        .unwrap()
+    }
+
+    fn lifetime_of(expires_in: Value) -> Result<Duration, TokenError> {
+        let json = serde_json::json!({
+            "access_token": "tok", "token_type": "Bearer", "expires_in": expires_in
+        });
+        client("secret")
+            .token_from(&json, Instant::now())
+            .map(|t| t.lifetime())
+    }
+
+    #[test]
+    fn absurd_expires_in_is_clamped_not_a_panic() {
+        for huge in [
+            serde_json::json!(1e20),
+            serde_json::json!(1.7e308),
+            serde_json::json!(u64::MAX),
+            serde_json::json!("1e20"),
+            serde_json::json!("18446744073709551616"),
+        ] {
+            assert_eq!(lifetime_of(huge).unwrap(), MAX_LIFETIME);
+        }
+        for negative in [serde_json::json!(-5), serde_json::json!(-1e20)] {
+            assert_eq!(lifetime_of(negative).unwrap(), Duration::ZERO);
+        }
+        assert_eq!(
+            lifetime_of(serde_json::json!(0.5)).unwrap(),
+            Duration::from_millis(500)
+        );
+    }
+
+    #[test]
+    fn access_token_must_be_a_b64token() {
+        let c = client("secret");
+        for bad in [
+            "has space",
+            "a\u{1}auth=Bearer x",
+            "tök",
+            "a\tb",
+            "x=y",
+            "quote\"d",
+        ] {
+            let json = serde_json::json!({"access_token": bad, "token_type": "Bearer"});
+            let err = c.token_from(&json, Instant::now()).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Unavailable, "{bad:?}");
+            let msg = err.to_string();
+            assert!(msg.contains("login.example.com"), "{msg}");
+            assert!(msg.contains("RFC 6750"), "{msg}");
+            assert!(!msg.contains(bad), "{msg}");
+        }
+        // Surrounding whitespace is trimmed, as before.
+        let json = serde_json::json!({"access_token": " a.b-c_d~e+f/g== ", "token_type": "Bearer"});
+        let token = c.token_from(&json, Instant::now()).unwrap();
+        assert_eq!(token.secret().expose_secret(), "a.b-c_d~e+f/g==");
+    }
+
+    #[test]
+    fn endpoints_are_shown_without_user_info_or_query() {
+        for (raw, shown) in [
+            (
+                "https://user:pa55word@login.example.com/t/token?sig=QSECRET#frag",
+                "https://login.example.com/t/token",
+            ),
+            (
+                "https://login.example.com:8443/token?code=QSECRET",
+                "https://login.example.com:8443/token",
+            ),
+            ("http://[::1]:9/token", "http://[::1]:9/token"),
+            ("https://login.example.com", "https://login.example.com/"),
+            (
+                "https://user:pa55word@login.example.com:99999/token?x=QSECRET",
+                "https://login.example.com:99999/token",
+            ),
+            (
+                "user:pa55word@login.example.com/token?QSECRET",
+                "login.example.com/token",
+            ),
+            ("login.example.com/token", "login.example.com/token"),
+            ("ftp://u:pa55word@h/x", "ftp://h/x"),
+        ] {
+            let got = redact_endpoint(raw);
+            assert_eq!(got, shown, "{raw}");
+            assert!(!got.contains("pa55word") && !got.contains("QSECRET"));
+        }
+        let url = Url::parse("https://u:pa55word@h.example.com/p?q=QSECRET").unwrap();
+        assert_eq!(shown_url(&url), "https://h.example.com/p");
+
+        let mut config = TokenClientConfig::new(
+            "https://u:pa55word@h.example.com/p?q=QSECRET",
+            "id",
+            SecretString::from("secret".to_owned()),
+            None,
+        );
+        let debug = format!("{config:?}");
+        assert!(debug.contains("https://h.example.com/p"), "{debug}");
+        assert!(
+            !debug.contains("pa55word") && !debug.contains("QSECRET"),
+            "{debug}"
+        );
+        let err = TokenClient::new(config.clone()).unwrap_err();
+        for text in [err.to_string(), format!("{err:?}")] {
+            assert!(
+                !text.contains("pa55word") && !text.contains("QSECRET"),
+                "{text}"
+            );
+            assert!(text.contains("https://h.example.com/p"), "{text}");
+        }
+        config.endpoint = "https://h.example.com/p?q=QSECRET".to_owned();
+        let c = TokenClient::new(config).unwrap();
+        assert_eq!(c.endpoint(), "https://h.example.com/p");
+        assert!(!format!("{c:?}").contains("QSECRET"));
+    }
+
+    #[test]
+    fn every_form_of_the_secret_is_masked() {
+        let secret = "s3cr3t~Value+with/odd=chars&é  two";
+        let c = client(secret);
+        let basic = STANDARD.encode(format!("my+client:{}", form_encode(secret)));
+        let basic_raw = STANDARD.encode(format!("my client:{secret}"));
+        for echoed in [
+            secret.to_owned(),
+            collapse(secret),
+            form_encode(secret),
+            form_encode(secret).replace('+', "%20"),
+            STANDARD.encode(secret),
+            basic.clone(),
+            basic.trim_end_matches('=').to_owned(),
+            format!("Basic {basic_raw}"),
+        ] {
+            let text = format!("bad credentials [{echoed}] trace 1b2c");
+            let cleaned = c.clean(&text, 400);
+            assert!(cleaned.contains("<redacted>"), "{echoed}: {cleaned}");
+            assert!(cleaned.starts_with("bad credentials ["), "{cleaned}");
+            assert!(cleaned.ends_with("] trace 1b2c"), "{cleaned}");
+            for form in c.secret_forms() {
+                assert!(!cleaned.contains(&form), "{form} in {cleaned}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_short_secret_withholds_text_that_contains_it() {
+        let c = client("ab");
+        assert_eq!(
+            c.clean("invalid client secret", 100),
+            "invalid client secret"
+        );
+        assert_eq!(c.clean("the secret sent was ab.", 100), WITHHELD);
+        // Its longer forms (base64 Basic credentials) are masked as usual.
+        let basic = STANDARD.encode("my+client:ab");
+        assert_eq!(
+            c.clean(&format!("header {basic} rejected"), 100),
+            "header <redacted> rejected"
+        );
+        // An empty secret masks nothing.
+        let c = client("");
+        assert_eq!(c.clean("nothing  to\r\nmask", 100), "nothing to mask");
+    }
+
+    #[test]
+    fn error_codes_are_classified_as_sent() {
+        // The secret equals the error code: the code is withheld from the
+        // message but still decides the kind.
+        let c = client("invalid_client");
+        let body = br#"{"error":"invalid_client"}"#;
+        let err = c
+            .interpret(
+                reqwest::StatusCode::BAD_REQUEST,
+                "application/json",
+                None,
+                body,
+                Instant::now(),
+            )
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::AuthRefused);
+        assert!(!err.to_string().contains("invalid_client"), "{err}");
+    }
+
+    #[test]
+    fn retry_after_in_seconds_or_as_a_date() {
+        let date = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777);
+        for form in [
+            "Sun, 06 Nov 1994 08:49:37 GMT",
+            "Sunday, 06-Nov-94 08:49:37 GMT",
+            "Sun Nov  6 08:49:37 1994",
+        ] {
+            assert_eq!(parse_http_date(form), Some(date), "{form}");
+        }
+        assert_eq!(
+            parse_http_date("Thu, 01 Jan 1970 00:00:00 GMT"),
+            Some(SystemTime::UNIX_EPOCH)
+        );
+        assert_eq!(
+            parse_http_date("Tue, 29 Feb 2028 23:59:60 GMT"),
+            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_835_481_600))
+        );
+        for bad in [
+            "",
+            "soon",
+            "Sun, 06 Nov 1994 08:49:37 UTC",
+            "Sun, 06 Foo 1994 08:49:37 GMT",
+            "Sun, 32 Nov 1994 08:49:37 GMT",
+            "Sun, 06 Nov 1994 24:00:00 GMT",
+            "Sun, 06 Nov 1994 8:49:37 GMT",
+            "Sun, 06 Nov 99999 08:49:37 GMT",
+            "Sun, 06-Nov-1994 08:49:37 GMT",
+        ] {
+            assert_eq!(parse_http_date(bad), None, "{bad}");
+        }
+
+        let now = date;
+        assert_eq!(
+            parse_retry_after(" 120 ", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:50:07 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now),
+            Some(Duration::ZERO),
+            "a date in the past: no wait"
+        );
+        assert_eq!(parse_retry_after("-1", now), None);
+        assert_eq!(parse_retry_after("in a while", now), None);
     }
 }

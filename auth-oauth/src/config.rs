@@ -2,11 +2,11 @@
 
 use std::time::Duration;
 
-use mailgate_core::{ConfigError, Settings, keys};
+use mailgate_core::{ConfigError, Origin, Settings, keys};
 
 use crate::STRATEGY_NAME;
 use crate::cache::CachePolicy;
-use crate::client::{ClientAuth, TokenClientConfig, check_endpoint};
+use crate::client::{ClientAuth, TokenClientConfig, check_endpoint, redact_endpoint};
 use crate::keys as oauth_keys;
 use crate::sasl::{self, Mechanism};
 
@@ -28,8 +28,16 @@ impl OAuthConfig {
     pub fn from_settings(settings: &Settings) -> Result<Self, ConfigError> {
         let needed_by = STRATEGY_NAME;
         let endpoint = settings.require(keys::OAUTH_TOKEN_ENDPOINT, needed_by)?;
-        check_endpoint(endpoint)
-            .map_err(|expected| settings.invalid(keys::OAUTH_TOKEN_ENDPOINT, expected))?;
+        // Not `settings.invalid`: that shows the value as written, and a URL
+        // may carry `user:password@` or a signed query.
+        check_endpoint(endpoint).map_err(|expected| {
+            invalid_shown(
+                settings,
+                keys::OAUTH_TOKEN_ENDPOINT,
+                redact_endpoint(endpoint),
+                expected,
+            )
+        })?;
         let client_id = settings
             .require(keys::OAUTH_CLIENT_ID, needed_by)?
             .to_owned();
@@ -68,11 +76,13 @@ impl OAuthConfig {
             None => crate::DEFAULT_REFRESH_MARGIN,
             Some(_) => seconds(settings, oauth_keys::REFRESH_MARGIN_SECONDS, true)?,
         };
-        let user = match settings.value(oauth_keys::USER) {
+        let user = match settings.value(oauth_keys::USER).map(str::trim) {
             Some(u) if sasl::valid_user(u) => u.to_owned(),
-            Some(_) => {
-                return Err(settings.invalid(
+            Some(u) => {
+                return Err(invalid_shown(
+                    settings,
                     oauth_keys::USER,
+                    u.escape_debug().to_string(),
                     "a mailbox name without control characters",
                 ));
             }
@@ -111,6 +121,19 @@ impl OAuthConfig {
             user,
             mechanism,
         })
+    }
+}
+
+/// [`ConfigError::Invalid`] for `key` showing `shown` instead of the raw value.
+fn invalid_shown(settings: &Settings, key: &str, shown: String, expected: &str) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_owned(),
+        origin: settings
+            .entry(key)
+            .map(|e| e.origin.clone())
+            .unwrap_or(Origin::Builder),
+        value: Some(shown),
+        expected: expected.to_owned(),
     }
 }
 

@@ -17,21 +17,33 @@
 //!   only ever goes to the configured URL.
 //! - [`TokenCache`]: shared by every connection of one strategy instance
 //!   (one `Mailer`). It reuses a token until a margin before it expires, lets
-//!   one fetch run at a time however many tasks wait, backs off after a
-//!   failed fetch, and drops a token the SMTP server refused
-//!   ([`TokenCache::invalidate`]).
+//!   one fetch run at a time however many tasks wait (they all take that
+//!   fetch's result), runs the fetch in its own task so a caller that gives
+//!   up does not cancel it for the others, backs off after a failed fetch,
+//!   and drops a token the SMTP server refused ([`TokenCache::refused`]).
 //! - [`OAuthStrategy`]: the [`AuthStrategy`](mailgate_core::AuthStrategy),
 //!   built from [`Settings`](mailgate_core::Settings) and registered under
 //!   the name `oauth`. It answers the server's `334` error challenge (empty
-//!   line for XOAUTH2, `AQ==` for OAUTHBEARER), reports the challenge's
-//!   decoded status, and on a `535` invalidates the token and asks core for
-//!   one retry on a new connection, which fetches a new token.
-//! - [`sasl`]: the initial-response encodings.
+//!   line for XOAUTH2, `AQ==` for OAUTHBEARER), keeps the challenge's
+//!   decoded status in the error, and lets core's
+//!   [`SmtpSession::finish_auth`](mailgate_core::SmtpSession::finish_auth)
+//!   classify the final reply: `235` is success; `530`, `534`, `535`, `538`
+//!   are a refusal (see [Refusals](#refusals)); a further `334` is
+//!   cancelled with `*` (a protocol error); anything else (a `4xx`, a `554`)
+//!   is an SMTP error that leaves the token alone.
+//! - [`sasl`]: the initial-response encodings; they refuse a user with
+//!   control characters and a token outside the RFC 6750 `b64token` charset.
 //!
 //! Neither the client secret nor a token appears in any `Display`, `Debug`
 //! or log line: they are [`secrecy`] types, the types holding them have a
-//! hand-written `Debug`, and text from the token endpoint is cleaned (tags
-//! stripped, the secret masked, truncated) before it goes into an error.
+//! hand-written `Debug`, and text from the token endpoint is cleaned before
+//! it goes into an error: tags stripped, control characters dropped,
+//! truncated, and the secret masked as configured, form-urlencoded, base64,
+//! and inside base64 HTTP Basic credentials. A form of the secret shorter
+//! than 4 characters is not masked (that would mangle every word): text
+//! containing it is withheld. The token endpoint is only ever shown as
+//! `scheme://host[:port]/path`: never `user:password@`, the query or the
+//! fragment.
 //!
 //! # Keys
 //!
@@ -52,7 +64,7 @@
 //! | `mailgate.oauth.user` | address of `mksis.logging.email.from` | SASL user (the mailbox) |
 //! | `mailgate.oauth.mechanism` | `xoauth2` | `xoauth2` or `oauthbearer` |
 //! | `mailgate.oauth.clientAuth` | `post` | `post` (client_secret_post) or `basic` (client_secret_basic) |
-//! | `mailgate.oauth.timeoutSeconds` | `mailgate.smtp.timeoutSeconds` (30) | limit for each token request, connect included |
+//! | `mailgate.oauth.timeoutSeconds` | `mailgate.smtp.timeoutSeconds` (30) | limit for each token request, from connect to the last byte of the response |
 //! | `mailgate.oauth.refreshMarginSeconds` | 60 | fetch a new token this long before the old one expires |
 //!
 //! # Lifetimes and back-off
@@ -63,12 +75,34 @@
 //! - It is replaced [`DEFAULT_REFRESH_MARGIN`] (60 s) before it expires; the
 //!   margin is at most half the token's lifetime
 //!   ([`MAX_MARGIN_FRACTION`]), so a 30 s token is reused for 15 s.
-//! - If the refresh fails while the old token still has
-//!   [`MIN_REMAINING_LIFETIME`] (5 s) left, the old token is used.
+//! - While a refresh is running, callers whose current token has more than
+//!   [`CachePolicy::min_remaining_lifetime`] ([`MIN_REMAINING_LIFETIME`],
+//!   5 s) left get it without waiting; the others wait for the refresh and
+//!   take its result, token or error, without fetching again (also for a
+//!   token that is due again the moment it arrives, `expires_in` 0).
+//! - If the refresh fails while the old token still has more than that
+//!   left, the old token is used.
 //! - After a failed fetch the endpoint is not asked again for
 //!   [`MIN_BACKOFF`] (1 s), doubling with each further failure up to
-//!   [`MAX_BACKOFF`] (60 s), or for as long as a `Retry-After` asks (at most
-//!   [`MAX_BACKOFF`]); meanwhile callers get the last error.
+//!   [`MAX_BACKOFF`] (60 s), or for as long as a `Retry-After` asks (delay
+//!   in seconds or an HTTP date; at most [`MAX_BACKOFF`]); meanwhile callers
+//!   get the last error. The failure is logged once, when it happens. When
+//!   the last failure is more than [`QUIET_RESET_FACTOR`] × `max_backoff`
+//!   (2 min) ago, the back-off starts again from [`MIN_BACKOFF`].
+//!
+//! # Refusals
+//!
+//! When the SMTP server refuses the token (`530`, `534`, `535`, `538`, also
+//! after the `334` error challenge), the token is dropped and core retries
+//! once, on a new connection with a fresh token. If a refused token was
+//! already dropped within [`CachePolicy::refusal_backoff`]
+//! ([`REFUSAL_BACKOFF`], 60 s), the refusal is final instead: the token is
+//! kept, no token is requested, and there is no retry. A second refusal
+//! that soon is about something a new token does not fix (`535 5.7.139`
+//! SMTP AUTH disabled, `535 5.7.3` missing mailbox permissions), so a
+//! `Mailer` that sends often asks the token endpoint for at most one token
+//! per back-off instead of two per message. A refusal of a token that was
+//! already replaced retries with the current one.
 //!
 //! # Exit codes of token endpoint failures
 //!
@@ -77,7 +111,7 @@
 //! | `invalid_client`, `unauthorized_client`, `invalid_grant`, other 401/403 | `AuthRefused` (77) |
 //! | `invalid_scope`, `invalid_request`, `unsupported_grant_type`, other 4xx, HTML instead of JSON | `Config` (78) |
 //! | 5xx, 408, 429, connection errors, timeouts | `Temporary` (75) |
-//! | untrusted certificate, a token that is not `Bearer` | `Unavailable` (69) |
+//! | untrusted certificate, a token that is not `Bearer`, an `access_token` outside the RFC 6750 charset | `Unavailable` (69) |
 //!
 //! # Enabling it
 //!
@@ -132,14 +166,14 @@ mod strategy;
 
 pub use cache::{
     CachePolicy, DEFAULT_REFRESH_MARGIN, MAX_BACKOFF, MAX_MARGIN_FRACTION, MIN_BACKOFF,
-    MIN_REMAINING_LIFETIME, TokenCache,
+    MIN_REMAINING_LIFETIME, QUIET_RESET_FACTOR, REFUSAL_BACKOFF, Refusal, TokenCache,
 };
 pub use client::{
     ClientAuth, DEFAULT_TOKEN_LIFETIME, EXCERPT_LEN, Token, TokenClient, TokenClientConfig,
     TokenError,
 };
 pub use config::OAuthConfig;
-pub use sasl::Mechanism;
+pub use sasl::{Mechanism, SaslError};
 pub use strategy::OAuthStrategy;
 
 /// The name the strategy is registered under.

@@ -8,6 +8,14 @@ use base64::engine::general_purpose::STANDARD;
 use secrecy::SecretString;
 use serde_json::Value;
 
+use crate::client::{collapse, truncate};
+
+/// At most this many characters of a challenge that is not the usual JSON are shown.
+const CHALLENGE_LEN: usize = 200;
+
+/// At most this many characters of one field of the challenge are shown.
+const FIELD_LEN: usize = 100;
+
 /// The SASL mechanism used with the token.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Mechanism {
@@ -44,7 +52,11 @@ impl Mechanism {
     }
 
     /// The base64 initial client response for `user` and `token`.
-    pub fn initial_response(self, user: &str, token: &str) -> SecretString {
+    ///
+    /// Fails if the user is blank or holds control characters ([`valid_user`])
+    /// or the token is not an RFC 6750 `b64token` ([`valid_token`]): either
+    /// would break the `\x01`-separated message.
+    pub fn initial_response(self, user: &str, token: &str) -> Result<SecretString, SaslError> {
         match self {
             Mechanism::Xoauth2 => xoauth2_initial_response(user, token),
             Mechanism::OAuthBearer => oauthbearer_initial_response(user, token),
@@ -68,19 +80,48 @@ impl fmt::Display for Mechanism {
     }
 }
 
+/// Why an initial response cannot be built. Its text never holds the token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SaslError {
+    /// The user is blank or contains control characters.
+    #[error("the SASL user is blank or contains control characters")]
+    InvalidUser,
+    /// The token is not an RFC 6750 `b64token`.
+    #[error(
+        "the access token is not an RFC 6750 bearer token (only A-Z a-z 0-9 - . _ ~ + / and trailing =)"
+    )]
+    InvalidToken,
+}
+
+fn check(user: &str, token: &str) -> Result<(), SaslError> {
+    if !valid_user(user) {
+        return Err(SaslError::InvalidUser);
+    }
+    if !valid_token(token) {
+        return Err(SaslError::InvalidToken);
+    }
+    Ok(())
+}
+
 /// base64 of `user=USER\x01auth=Bearer TOKEN\x01\x01`.
-pub fn xoauth2_initial_response(user: &str, token: &str) -> SecretString {
+///
+/// Fails on a user or token that would break the message (see [`SaslError`]).
+pub fn xoauth2_initial_response(user: &str, token: &str) -> Result<SecretString, SaslError> {
+    check(user, token)?;
     let raw = SecretString::from(format!("user={user}\x01auth=Bearer {token}\x01\x01"));
-    encode(&raw)
+    Ok(encode(&raw))
 }
 
 /// base64 of the RFC 7628 GS2 header and `auth` pair:
 /// `n,a=USER,\x01auth=Bearer TOKEN\x01\x01`, with `,` and `=` in the user
 /// escaped as `=2C` and `=3D` (RFC 5801 saslname).
-pub fn oauthbearer_initial_response(user: &str, token: &str) -> SecretString {
+///
+/// Fails on a user or token that would break the message (see [`SaslError`]).
+pub fn oauthbearer_initial_response(user: &str, token: &str) -> Result<SecretString, SaslError> {
+    check(user, token)?;
     let user = user.replace('=', "=3D").replace(',', "=2C");
     let raw = SecretString::from(format!("n,a={user},\x01auth=Bearer {token}\x01\x01"));
-    encode(&raw)
+    Ok(encode(&raw))
 }
 
 fn encode(raw: &SecretString) -> SecretString {
@@ -104,25 +145,19 @@ pub fn describe_challenge(text: &str) -> String {
         .filter(Value::is_object);
     let Some(json) = json else {
         let shown = decoded.unwrap_or_else(|| text.to_owned());
-        let shown: String = shown
-            .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .take(200)
-            .collect();
-        return shown.trim().to_owned();
+        return truncate(&collapse(&shown), CHALLENGE_LEN);
     };
     let mut parts = Vec::new();
     for field in ["status", "schemes", "scope"] {
-        match json.get(field) {
-            Some(Value::String(s)) => parts.push(format!("{field} {s}")),
-            Some(Value::Number(n)) => parts.push(format!("{field} {n}")),
-            _ => {}
-        }
+        let value = match json.get(field) {
+            Some(Value::String(s)) => collapse(s),
+            Some(Value::Number(n)) => n.to_string(),
+            _ => continue,
+        };
+        parts.push(format!("{field} {}", truncate(&value, FIELD_LEN)));
     }
     if parts.is_empty() {
-        let mut all = json.to_string();
-        all.truncate(200);
-        return all;
+        return truncate(&collapse(&json.to_string()), CHALLENGE_LEN);
     }
     parts.join(", ")
 }
@@ -130,6 +165,18 @@ pub fn describe_challenge(text: &str) -> String {
 /// Whether `user` can go into the SASL message (no control characters, not blank).
 pub fn valid_user(user: &str) -> bool {
     !user.trim().is_empty() && !user.chars().any(char::is_control)
+}
+
+/// Whether `token` is an RFC 6750 §2.1 `b64token`:
+/// `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
+/// Nothing else (no space, no `\x01`, nothing outside printable ASCII) may
+/// follow `auth=Bearer ` in the SASL message.
+pub fn valid_token(token: &str) -> bool {
+    let body = token.trim_end_matches('=');
+    !body.is_empty()
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b))
 }
 
 #[cfg(test)]
@@ -143,7 +190,7 @@ mod tests {
 
     #[test]
     fn xoauth2_layout() {
-        let r = xoauth2_initial_response("alm@example.com", "ya29.tok");
+        let r = xoauth2_initial_response("alm@example.com", "ya29.tok").unwrap();
         assert_eq!(
             decode(&r),
             "user=alm@example.com\x01auth=Bearer ya29.tok\x01\x01"
@@ -154,6 +201,7 @@ mod tests {
                 "someuser@example.com",
                 "ya29.vF9dft4qmTc2Nvb3RlckBhdHRhdmlzdGEuY29tCg"
             )
+            .unwrap()
             .expose_secret(),
             "dXNlcj1zb21ldXNlckBleGFtcGxlLmNvbQFhdXRoPUJlYXJlciB5YTI5LnZGOWRmdDRxbVRjMk52YjNSbGNrQmhkSFJoZG1semRHRXVZMjl0Q2cBAQ=="
         );
@@ -161,7 +209,7 @@ mod tests {
 
     #[test]
     fn oauthbearer_layout_and_escaping() {
-        let r = oauthbearer_initial_response("a,b=c@example.com", "tok");
+        let r = oauthbearer_initial_response("a,b=c@example.com", "tok").unwrap();
         assert_eq!(
             decode(&r),
             "n,a=a=2Cb=3Dc@example.com,\x01auth=Bearer tok\x01\x01"
@@ -170,7 +218,8 @@ mod tests {
         let r = oauthbearer_initial_response(
             "user@example.com",
             "vF9dft4qmTc2Nvb3RlckBhbHRhdmlzdGEuY29tCg==",
-        );
+        )
+        .unwrap();
         assert_eq!(
             decode(&r),
             "n,a=user@example.com,\x01auth=Bearer vF9dft4qmTc2Nvb3RlckBhbHRhdmlzdGEuY29tCg==\x01\x01"
@@ -185,7 +234,7 @@ mod tests {
         assert_eq!(Mechanism::OAuthBearer.challenge_answer(), "AQ==");
         assert_eq!(STANDARD.decode("AQ==").unwrap(), b"\x01");
         assert_eq!(
-            decode(&Mechanism::OAuthBearer.initial_response("u", "t")),
+            decode(&Mechanism::OAuthBearer.initial_response("u", "t").unwrap()),
             "n,a=u,\x01auth=Bearer t\x01\x01"
         );
     }
@@ -209,5 +258,78 @@ mod tests {
         assert!(!valid_user(" "));
         assert!(!valid_user("a\x01b"));
         assert!(!valid_user("a\r\nb"));
+    }
+
+    #[test]
+    fn challenge_with_long_multibyte_json_does_not_panic() {
+        // No status/schemes/scope: the whole JSON is shown, shortened on a
+        // character boundary (byte 200 falls inside a multi-byte character).
+        let json = format!(r#"{{"x":"{}"}}"#, "é".repeat(300));
+        let shown = describe_challenge(&STANDARD.encode(&json));
+        assert!(shown.ends_with('…'), "{shown}");
+        assert_eq!(shown.chars().count(), CHALLENGE_LEN + 1);
+        for odd in ["a", "ab", "abc€"] {
+            let json = format!(r#"{{"{}":"{}"}}"#, odd.repeat(70), "€".repeat(90));
+            describe_challenge(&STANDARD.encode(json));
+        }
+        // Long or control-laden fields are cleaned and shortened too.
+        let json = format!(r#"{{"status":"401\r\nX","scope":"{}"}}"#, "€".repeat(500));
+        let shown = describe_challenge(&STANDARD.encode(json));
+        assert!(shown.starts_with("status 401 X, scope €"), "{shown}");
+        assert!(!shown.contains(['\r', '\n']), "{shown}");
+        assert!(shown.chars().count() < 130, "{shown}");
+        // Not base64 JSON: control characters collapsed, shortened.
+        let shown = describe_challenge(&"ü\x01".repeat(400));
+        assert!(!shown.contains('\x01') && shown.ends_with('…'), "{shown}");
+    }
+
+    #[test]
+    fn tokens() {
+        for ok in [
+            "ya29.tok",
+            "eyJ0eXAiOiJKV1QifQ.eyJhIjoxfQ.sig-_~+/",
+            "vF9dft4qmTc2Nvb3RlckBhbHRhdmlzdGEuY29tCg==",
+        ] {
+            assert!(valid_token(ok), "{ok}");
+        }
+        for bad in [
+            "", "=", "a b", "a\x01b", "a\r\nb", "tök", "a=b", "a\tb", "a,b", "a\"b",
+        ] {
+            assert!(!valid_token(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn initial_responses_validate_user_and_token() {
+        for mech in [Mechanism::Xoauth2, Mechanism::OAuthBearer] {
+            assert_eq!(
+                mech.initial_response("a\x01b", "tok").unwrap_err(),
+                SaslError::InvalidUser
+            );
+            assert_eq!(
+                mech.initial_response(" ", "tok").unwrap_err(),
+                SaslError::InvalidUser
+            );
+            assert_eq!(
+                mech.initial_response("u", "tok\x01auth=Bearer x")
+                    .unwrap_err(),
+                SaslError::InvalidToken
+            );
+            assert_eq!(
+                mech.initial_response("u", "").unwrap_err(),
+                SaslError::InvalidToken
+            );
+        }
+        assert_eq!(
+            xoauth2_initial_response("u\r\n", "t").unwrap_err(),
+            SaslError::InvalidUser
+        );
+        assert_eq!(
+            oauthbearer_initial_response("u", "t t").unwrap_err(),
+            SaslError::InvalidToken
+        );
+        // The error's text never holds the token.
+        let e = xoauth2_initial_response("u", "secret token").unwrap_err();
+        assert!(!e.to_string().contains("secret token"));
     }
 }

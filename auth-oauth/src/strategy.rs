@@ -4,15 +4,15 @@ use std::fmt;
 use std::sync::Arc;
 
 use mailgate_core::{
-    AuthStrategy, Error, Reply, Result, Settings, SmtpSession, Stage, TokenSource, async_trait,
+    AuthStrategy, Error, ErrorKind, Reply, Result, Settings, SmtpSession, TokenSource, async_trait,
 };
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::STRATEGY_NAME;
-use crate::cache::TokenCache;
+use crate::cache::{Refusal, TokenCache};
 use crate::client::TokenClient;
 use crate::config::OAuthConfig;
-use crate::sasl::{self, Mechanism};
+use crate::sasl::{self, Mechanism, SaslError};
 
 /// OAuth 2.0 client credentials, then SASL XOAUTH2 or OAUTHBEARER.
 ///
@@ -42,20 +42,27 @@ impl OAuthStrategy {
     /// Builds the strategy from a configuration.
     pub fn new(config: OAuthConfig) -> Result<Self> {
         let cache = TokenCache::with_policy(TokenClient::new(config.token)?, config.cache);
-        Ok(Self::with_cache(
-            Arc::new(cache),
-            config.user,
-            config.mechanism,
-        ))
+        Self::with_cache(Arc::new(cache), config.user, config.mechanism)
     }
 
     /// A strategy using an existing cache (e.g. one shared with other code).
-    pub fn with_cache(cache: Arc<TokenCache>, user: String, mechanism: Mechanism) -> Self {
-        Self {
-            cache,
-            user,
-            mechanism,
+    ///
+    /// The user is trimmed; a blank one, or one with control characters
+    /// (which would break the SASL message), is an [`Error::Usage`].
+    pub fn with_cache(cache: Arc<TokenCache>, user: String, mechanism: Mechanism) -> Result<Self> {
+        let user = user.trim();
+        if !sasl::valid_user(user) {
+            return Err(Error::Usage(format!(
+                "the OAuth SASL user `{}` is blank or contains control characters (`{}`)",
+                user.escape_debug(),
+                crate::keys::USER
+            )));
         }
+        Ok(Self {
+            cache,
+            user: user.to_owned(),
+            mechanism,
+        })
     }
 
     /// The token cache.
@@ -73,23 +80,52 @@ impl OAuthStrategy {
         self.mechanism
     }
 
-    fn refused(&self, session: &SmtpSession<'_>, token: &SecretString, reply: String) -> Error {
-        self.cache.invalidate(token);
-        Error::AuthRefused {
-            strategy: STRATEGY_NAME.to_owned(),
-            server: session.server().to_owned(),
-            reply,
-            retry_on_new_connection: true,
+    /// Turns the final reply into the result with core's
+    /// [`SmtpSession::finish_auth`]; on a refusal, asks the cache what to do
+    /// with the token ([`TokenCache::refused`]) and retries on a new
+    /// connection only if it was dropped or already replaced.
+    async fn finish(
+        &self,
+        session: &mut SmtpSession<'_>,
+        token: &SecretString,
+        reply: &Reply,
+    ) -> Result<()> {
+        match session.finish_auth(STRATEGY_NAME, reply, true).await {
+            Err(Error::AuthRefused {
+                strategy,
+                server,
+                reply,
+                ..
+            }) => {
+                let refusal = self.cache.refused(token);
+                let reply = match refusal {
+                    Refusal::Kept { ago } => format!(
+                        "{reply} (no new token: one was already refused {:.0}s ago; the next refusal after {}s gets a fresh token)",
+                        ago.as_secs_f32(),
+                        self.cache.policy().refusal_backoff.as_secs_f32()
+                    ),
+                    Refusal::Dropped | Refusal::Replaced => reply,
+                };
+                Err(Error::AuthRefused {
+                    strategy,
+                    server,
+                    reply,
+                    retry_on_new_connection: refusal.retry(),
+                })
+            }
+            other => other,
         }
     }
 }
 
-fn smtp_error(session: &SmtpSession<'_>, reply: &Reply) -> Error {
-    Error::Smtp {
-        server: session.server().to_owned(),
-        stage: Stage::Auth,
-        code: reply.code,
-        reply: reply.text(),
+fn sasl_error(e: SaslError) -> Error {
+    match e {
+        SaslError::InvalidUser => Error::Usage(format!("{e} (`{}`)", crate::keys::USER)),
+        SaslError::InvalidToken => Error::Strategy {
+            strategy: STRATEGY_NAME.to_owned(),
+            kind: ErrorKind::Unavailable,
+            source: Box::new(e),
+        },
     }
 }
 
@@ -126,43 +162,32 @@ impl AuthStrategy for OAuthStrategy {
         }
 
         let token = self.cache.token().await?;
-        let payload = mech.initial_response(&self.user, token.expose_secret());
+        let payload = mech
+            .initial_response(&self.user, token.expose_secret())
+            .map_err(sasl_error)?;
         let line = SecretString::from(format!("AUTH {mech} {}", payload.expose_secret()));
         let shown = format!("AUTH {mech} <redacted>");
         let reply = session.auth_command(line.expose_secret(), &shown).await?;
         drop(line);
 
-        match reply.code {
-            235 => Ok(()),
-            334 => {
-                // The error challenge: answer it so the server sends its final reply.
-                let challenge = sasl::describe_challenge(&reply.text());
-                let answer = mech.challenge_answer();
-                let shown = if answer.is_empty() {
-                    "(empty line: answer to the error challenge)".to_owned()
-                } else {
-                    answer.to_owned()
-                };
-                let last = session.auth_command(answer, &shown).await?;
-                match last.code {
-                    235 => Ok(()),
-                    400..=499 => Err(smtp_error(session, &last)),
-                    _ => Err(self.refused(
-                        session,
-                        &token,
-                        format!("{last} (error challenge from the server: {challenge})"),
-                    )),
-                }
-            }
-            400..=499 => Err(smtp_error(session, &reply)),
-            534 | 535 => Err(self.refused(session, &token, reply.to_string())),
-            500..=599 => Err(smtp_error(session, &reply)),
-            _ => Err(Error::Protocol {
-                server: session.server().to_owned(),
-                stage: Stage::Auth,
-                reason: format!("unexpected reply to AUTH {mech}: {reply}"),
-            }),
+        if reply.code != 334 {
+            return self.finish(session, &token, &reply).await;
         }
+        // The error challenge: answer it so the server sends its final reply.
+        let challenge = sasl::describe_challenge(&reply.text());
+        let answer = mech.challenge_answer();
+        let shown = if answer.is_empty() {
+            "(empty line: answer to the error challenge)".to_owned()
+        } else {
+            answer.to_owned()
+        };
+        let mut last = session.auth_command(answer, &shown).await?;
+        // Keep the challenge's decoded status in whatever the reply becomes.
+        if last.code != 334 && !challenge.is_empty() {
+            last.lines
+                .push(format!("(error challenge from the server: {challenge})"));
+        }
+        self.finish(session, &token, &last).await
     }
 
     fn required_sender(&self) -> Option<&str> {

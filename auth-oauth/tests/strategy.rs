@@ -221,3 +221,66 @@ async fn token_source_fetches_through_settings() {
     }
     server.verify().await;
 }
+
+#[test]
+fn user_is_trimmed() {
+    let s = strategy(
+        "mailgate.oauth.user=  shared-mailbox@example.com \t \n",
+        "",
+        "https://login.example.com/token",
+    )
+    .unwrap();
+    assert_eq!(s.user(), "shared-mailbox@example.com");
+}
+
+#[test]
+fn with_cache_validates_the_user() {
+    use mailgate_auth_oauth::{TokenCache, TokenClient};
+    use std::sync::Arc;
+    let cache = Arc::new(TokenCache::new(
+        TokenClient::new(config("https://login.example.com")).unwrap(),
+    ));
+    for bad in ["", "  ", "a\u{1}b@example.com", "a@example.com\r\nRSET"] {
+        let err = OAuthStrategy::with_cache(Arc::clone(&cache), bad.to_owned(), Mechanism::Xoauth2)
+            .unwrap_err();
+        assert!(matches!(err, Error::Usage(_)), "{err:?}");
+        assert!(err.to_string().contains("mailgate.oauth.user"), "{err}");
+        assert!(!err.to_string().contains(['\r', '\n', '\u{1}']), "{err}");
+    }
+    let s = OAuthStrategy::with_cache(
+        cache,
+        " alm@example.com ".to_owned(),
+        Mechanism::OAuthBearer,
+    )
+    .unwrap();
+    assert_eq!(s.user(), "alm@example.com");
+}
+
+#[test]
+fn endpoint_errors_show_no_user_info_or_query() {
+    let msg = config_message(strategy(
+        "",
+        "",
+        "http://admin:pa55word@login.example.com/t/token?sig=QSECRET",
+    ));
+    assert!(
+        msg.contains("`mksis.security.smtp.oauth.tokenEndpointURL`"),
+        "{msg}"
+    );
+    assert!(msg.contains("security.properties:3"), "{msg}");
+    assert!(msg.contains("http://login.example.com/t/token"), "{msg}");
+    assert!(
+        !msg.contains("pa55word") && !msg.contains("QSECRET"),
+        "{msg}"
+    );
+    assert!(!msg.contains("admin"), "{msg}");
+
+    // Allowed scheme and host, but with user info: refused, not shown.
+    let msg = config_message(strategy(
+        "",
+        "",
+        "https://admin:pa55word@login.example.com/token",
+    ));
+    assert!(msg.contains("user:password@"), "{msg}");
+    assert!(!msg.contains("pa55word"), "{msg}");
+}

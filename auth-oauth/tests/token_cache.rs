@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use mailgate_auth_oauth::{CachePolicy, TokenCache, TokenClient};
+use mailgate_auth_oauth::{CachePolicy, Refusal, TokenCache, TokenClient};
 use mailgate_core::secrecy::{ExposeSecret, SecretString};
 use mailgate_core::{ErrorKind, TokenSource};
 use wiremock::matchers::{method, path};
@@ -225,4 +225,175 @@ async fn errors_through_the_cache_hide_secrets() {
             assert!(!text.contains(SECRET), "{text}");
         }
     }
+}
+
+/// `n` concurrent `token()` calls; returns their results.
+async fn concurrent(
+    cache: &Arc<TokenCache>,
+    n: usize,
+) -> Vec<Result<SecretString, mailgate_core::Error>> {
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let cache = Arc::clone(cache);
+            tokio::spawn(async move { cache.token().await })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
+    results
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_flight_holds_for_tokens_that_are_due_at_once() {
+    // expires_in 0: the token is due for refresh the moment it arrives.
+    // Callers that queued while it was fetched take it; none fetches again.
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(token_response(TOKEN, 0).set_delay(Duration::from_millis(300)))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let cache = Arc::new(cache(&server, CachePolicy::default()));
+    for r in concurrent(&cache, 8).await {
+        assert_eq!(r.unwrap().expose_secret(), TOKEN);
+    }
+    assert_eq!(cache.fetch_count(), 1);
+    server.verify().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_flight_holds_when_the_fetch_is_slower_than_half_the_lifetime() {
+    // 1 s token, 600 ms fetch: due for refresh (at 500 ms) when it arrives.
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(token_response(TOKEN, 1).set_delay(Duration::from_millis(600)))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let cache = Arc::new(cache(&server, CachePolicy::default()));
+    for r in concurrent(&cache, 8).await {
+        assert_eq!(r.unwrap().expose_secret(), TOKEN);
+    }
+    assert_eq!(cache.fetch_count(), 1);
+    server.verify().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_queued_behind_a_failed_fetch_take_its_error() {
+    // Without a back-off, waiters used to fetch again one after another.
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(500).set_delay(Duration::from_millis(300)))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let cache = Arc::new(cache(
+        &server,
+        CachePolicy {
+            min_backoff: Duration::ZERO,
+            max_backoff: Duration::ZERO,
+            ..CachePolicy::default()
+        },
+    ));
+    for r in concurrent(&cache, 8).await {
+        let err = r.unwrap_err();
+        assert_eq!(err.exit_code(), 75);
+        assert!(err.to_string().contains("HTTP 500"), "{err}");
+    }
+    assert_eq!(cache.fetch_count(), 1);
+    server.verify().await;
+}
+
+#[tokio::test]
+async fn a_caller_that_gives_up_does_not_cancel_the_fetch() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(token_response(TOKEN, 3600).set_delay(Duration::from_millis(400)))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let cache = Arc::new(cache(&server, CachePolicy::default()));
+    // The first caller starts the fetch and is dropped (a send timeout, select!, Ctrl-C).
+    let gave_up = tokio::time::timeout(Duration::from_millis(50), cache.token()).await;
+    assert!(gave_up.is_err(), "timed out");
+    assert_eq!(cache.fetch_count(), 1, "counted when sent");
+    // A caller arriving meanwhile joins the same fetch.
+    let started = std::time::Instant::now();
+    assert_eq!(cache.token().await.unwrap().expose_secret(), TOKEN);
+    assert!(started.elapsed() < Duration::from_millis(600));
+    // And later callers reuse its token.
+    assert_eq!(cache.token().await.unwrap().expose_secret(), TOKEN);
+    assert_eq!(cache.fetch_count(), 1);
+    server.verify().await;
+}
+
+#[tokio::test]
+async fn a_fetch_completes_and_is_cached_with_nobody_waiting() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(token_response(TOKEN, 3600).set_delay(Duration::from_millis(200)))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let cache = Arc::new(cache(&server, CachePolicy::default()));
+    let gave_up = tokio::time::timeout(Duration::from_millis(20), cache.token()).await;
+    assert!(gave_up.is_err());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        format!("{cache:?}").contains("has_token: true"),
+        "{cache:?}"
+    );
+    assert_eq!(cache.token().await.unwrap().expose_secret(), TOKEN);
+    assert_eq!(cache.fetch_count(), 1);
+    server.verify().await;
+}
+
+#[tokio::test]
+async fn refused_tokens_are_dropped_at_most_once_per_back_off() {
+    let server = MockServer::start().await;
+    for token in ["token-a", "token-b"] {
+        Mock::given(method("POST"))
+            .respond_with(token_response(token, 3600))
+            .up_to_n_times(1)
+            .mount(&server)
+            .await;
+    }
+    Mock::given(method("POST"))
+        .respond_with(token_response("token-c", 3600))
+        .mount(&server)
+        .await;
+    let cache = cache(
+        &server,
+        CachePolicy {
+            refusal_backoff: Duration::from_millis(300),
+            ..CachePolicy::default()
+        },
+    );
+    let a = cache.token().await.unwrap();
+    assert_eq!(cache.refused(&a), Refusal::Dropped);
+    assert!(Refusal::Dropped.retry());
+    let b = cache.token().await.unwrap();
+    assert_eq!(b.expose_secret(), "token-b");
+    assert_eq!(cache.fetch_count(), 2);
+    // Refused again within the back-off: kept, final, no new request.
+    let kept = cache.refused(&b);
+    assert!(matches!(kept, Refusal::Kept { ago } if ago < Duration::from_millis(300)));
+    assert!(!kept.retry());
+    assert_eq!(cache.token().await.unwrap().expose_secret(), "token-b");
+    assert_eq!(cache.fetch_count(), 2);
+    // A late refusal of the old token: already replaced, retry with the current one.
+    assert_eq!(cache.refused(&a), Refusal::Replaced);
+    assert!(Refusal::Replaced.retry());
+    assert_eq!(cache.token().await.unwrap().expose_secret(), "token-b");
+    // After the back-off a refusal drops the token again.
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(cache.refused(&b), Refusal::Dropped);
+    assert_eq!(cache.token().await.unwrap().expose_secret(), "token-c");
+    assert_eq!(cache.fetch_count(), 3);
+    assert_eq!(
+        CachePolicy::default().refusal_backoff,
+        mailgate_auth_oauth::REFUSAL_BACKOFF
+    );
 }

@@ -362,3 +362,130 @@ async fn endpoint_must_be_https_off_loopback() {
     c.endpoint = "https://login.example.com/token".into();
     TokenClient::new(c).unwrap();
 }
+
+#[tokio::test]
+async fn huge_expires_in_is_capped_not_a_panic() {
+    for expires_in in [serde_json::json!(1e20), serde_json::json!("1e300")] {
+        let server = server_with(ResponseTemplate::new(200).set_body_json(
+            serde_json::json!({"access_token": TOKEN, "token_type": "Bearer", "expires_in": expires_in}),
+        ))
+        .await;
+        let token = TokenClient::new(config(&server.uri()))
+            .unwrap()
+            .fetch()
+            .await
+            .unwrap();
+        assert_eq!(token.lifetime(), Duration::from_secs(366 * 24 * 3600));
+        assert!(token.lifetime_known());
+    }
+}
+
+#[tokio::test]
+async fn access_token_outside_the_b64token_charset_is_refused() {
+    let bad = "part one\u{1}auth=Bearer two";
+    let err = fetch_err(ResponseTemplate::new(200).set_body_json(
+        serde_json::json!({"access_token": bad, "token_type": "Bearer", "expires_in": 60}),
+    ))
+    .await;
+    let msg = err.to_string();
+    assert_eq!(err.kind(), ErrorKind::Unavailable);
+    assert_eq!(Error::from(err.clone()).exit_code(), 69);
+    assert!(msg.contains("127.0.0.1"), "names the endpoint host: {msg}");
+    assert!(msg.contains("RFC 6750"), "{msg}");
+    assert!(!msg.contains("part one") && !msg.contains("two"), "{msg}");
+}
+
+#[tokio::test]
+async fn retry_after_as_an_http_date_is_honoured() {
+    // A date far ahead: capped at the longest back-off.
+    let err = fetch_err(
+        error_response(429, "slow_down", "too many requests")
+            .insert_header("retry-after", "Fri, 31 Dec 2100 23:59:59 GMT"),
+    )
+    .await;
+    assert_eq!(err.retry_after(), Some(mailgate_auth_oauth::MAX_BACKOFF));
+    assert_eq!(err.kind(), ErrorKind::Temporary);
+    // A date in the past: no extra wait.
+    let err = fetch_err(
+        ResponseTemplate::new(503).insert_header("retry-after", "Sun, 06 Nov 1994 08:49:37 GMT"),
+    )
+    .await;
+    assert_eq!(err.retry_after(), Some(Duration::ZERO));
+    assert!(err.to_string().contains("Retry-After 0s"), "{err}");
+    // Seconds, as before.
+    let err = fetch_err(ResponseTemplate::new(503).insert_header("retry-after", "7")).await;
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(7)));
+    // Only with 429 and 503.
+    let err = fetch_err(ResponseTemplate::new(500).insert_header("retry-after", "7")).await;
+    assert_eq!(err.retry_after(), None);
+}
+
+#[tokio::test]
+async fn one_timeout_bounds_the_whole_exchange_body_included() {
+    // Headers at once, then a body that never comes.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = stream.read(&mut buf).await;
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 500\r\n\r\n{\"access")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    });
+    let mut c = config(&format!("http://127.0.0.1:{port}"));
+    c.timeout = Duration::from_millis(400);
+    let started = std::time::Instant::now();
+    let err = TokenClient::new(c).unwrap().fetch().await.unwrap_err();
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(350) && elapsed < Duration::from_millis(1500),
+        "{elapsed:?}"
+    );
+    assert!(
+        err.to_string().contains("did not answer within 0.4s"),
+        "{err}"
+    );
+    assert_eq!(err.kind(), ErrorKind::Temporary);
+}
+
+#[tokio::test]
+async fn echoed_secret_is_masked_in_every_encoding() {
+    let encoded: String = url::form_urlencoded::byte_serialize(SECRET.as_bytes()).collect();
+    let id: String = url::form_urlencoded::byte_serialize(CLIENT_ID.as_bytes()).collect();
+    let basic = STANDARD.encode(format!("{id}:{encoded}"));
+    let description = format!(
+        "AADSTS7000215: bad secret. form: {encoded} header: Basic {basic} b64: {}",
+        STANDARD.encode(SECRET)
+    );
+    let err = fetch_err(error_response(401, "invalid_client", &description)).await;
+    let msg = err.to_string();
+    for leaked in [encoded.as_str(), basic.as_str(), &STANDARD.encode(SECRET)] {
+        assert!(!msg.contains(leaked), "{leaked} in {msg}");
+    }
+    assert_eq!(msg.matches("<redacted>").count(), 3, "{msg}");
+    assert!(msg.contains("AADSTS7000215: bad secret."), "{msg}");
+}
+
+#[tokio::test]
+async fn endpoint_user_info_and_query_never_show() {
+    let mut c = config("https://login.example.com");
+    c.endpoint = "https://admin:pa55word@login.example.com/t/token?sig=QSECRET".to_owned();
+    let shown = format!("{c:?}");
+    assert!(
+        !shown.contains("pa55word") && !shown.contains("QSECRET"),
+        "{shown}"
+    );
+    let err = TokenClient::new(c).unwrap_err();
+    for text in [err.to_string(), format!("{err:?}")] {
+        assert!(
+            !text.contains("pa55word") && !text.contains("QSECRET"),
+            "{text}"
+        );
+        assert!(text.contains("https://login.example.com/t/token"), "{text}");
+    }
+    assert_eq!(err.exit_code(), 78);
+}

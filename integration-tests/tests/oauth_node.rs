@@ -322,7 +322,18 @@ async fn a_server_that_always_refuses_is_exit_77() {
 #[tokio::test]
 async fn a_token_near_expiry_is_refreshed_before_a_new_connection_uses_it() {
     let pki = TestPki::new();
-    let peer = node_peer(&pki, &[TOKEN, TOKEN_2], 0);
+    // The server drops idle clients after 300 ms, so the second send needs a
+    // new connection, and with it a token.
+    let peer = SmtpPeer::start(
+        PeerKind::Node,
+        PeerConfig::new()
+            .starttls(&pki)
+            .auth(&["XOAUTH2"])
+            .scope(SCOPE)
+            .token(USER, TOKEN)
+            .token(USER, TOKEN_2)
+            .idle_timeout(Duration::from_millis(300)),
+    );
     let idp = MockServer::start().await;
     // expires_in 2 s with a 1 s margin: reused for 1 s, then replaced.
     token_request()
@@ -353,7 +364,7 @@ async fn a_token_near_expiry_is_refreshed_before_a_new_connection_uses_it() {
         TOKEN
     );
     assert_eq!(token_requests(&idp).await, 1, "still fresh: reused");
-    mailer.close().await;
+    peer.wait_for_closed_connections(1, WAIT);
     // Past the refresh point (issued + 2 s - 1 s margin); the token has not expired.
     tokio::time::sleep(Duration::from_millis(1100)).await;
 
