@@ -15,9 +15,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
-use mailgate::{Error, Mailer, Rule};
+use mailgate::secrets::{self, SecretKey};
+use mailgate::{ConfigError, Error, Mailer, Rule, keys};
 use mailgate_devserver::{DevSmtpServer, DevTokenEndpoint, Mechanism, ReceivedMessage};
-use mailgate_secrets::{SECRET_KEYS, SecretKey, encrypt_file};
 
 const FROM: &str = "alm@example.com";
 const TO: &str = "dev@example.com";
@@ -31,9 +31,14 @@ const EXIT_MISMATCH: u8 = 70;
 /// EX_OSERR: the demo could not set itself up (ports, temp dir).
 const EXIT_SETUP: u8 = 71;
 
+/// `mailgate demo --help`: the global options it lists do not all apply.
+pub(crate) const IGNORED_OPTIONS: &str = "The demo ignores --config-dir, --is, --security, --key-file and \
+MAILGATE_CONFIG_DIR: it writes its own config folders (and key files) in a temporary folder \
+and removes them when it ends. -v and -q apply.";
+
 /// `mailgate demo` options.
 #[derive(Args, Debug)]
-pub struct DemoArgs {
+pub(crate) struct DemoArgs {
     /// After the demo, keep the servers running, print a ready-to-paste
     /// `mailgate --config-dir DIR send ...` per config folder, and wait for Ctrl-C
     #[arg(long)]
@@ -199,16 +204,26 @@ impl World {
         std::fs::write(&security_path, security)
             .map_err(|e| fail("writing security.properties", &e))?;
         if mode != Mode::Open {
-            // What `mailgate encrypt` does: the key file beside the properties.
-            let key = SecretKey::create(dir.join("mailgate.key"))
-                .map_err(|e| fail("creating mailgate.key", &e))?;
-            for path in [&is_path, &security_path] {
-                encrypt_file(path, &SECRET_KEYS, &key)
-                    .map_err(|e| fail("encrypting the secrets", &e))?;
-            }
+            encrypt_secrets(&dir, [&is_path, &security_path])
+                .map_err(|e| fail("encrypting the secrets", &e))?;
         }
         Ok(dir)
     }
+}
+
+/// What `mailgate --config-dir DIR encrypt` does (`encrypt.rs`): the key file
+/// `mailgate.key` beside the properties, then every secret key of
+/// `mailgate::keys::SECRETS` in each file encrypted in place with it.
+fn encrypt_secrets<'a>(
+    dir: &Path,
+    files: impl IntoIterator<Item = &'a PathBuf>,
+) -> Result<(), ConfigError> {
+    let (key, _created) =
+        SecretKey::load_or_create(dir.join(mailgate::settings::DEFAULT_KEY_FILE))?;
+    for path in files {
+        secrets::encrypt_file(path, keys::SECRETS, &key)?;
+    }
+    Ok(())
 }
 
 /// What happened in one mode.
@@ -229,7 +244,7 @@ impl Outcome {
 }
 
 /// Runs the demo; the exit code is 0 only if every message arrived as expected.
-pub async fn run(args: &DemoArgs) -> ExitCode {
+pub(crate) async fn run(args: &DemoArgs) -> ExitCode {
     let world = match World::start().await {
         Ok(world) => world,
         Err(e) => {

@@ -1,10 +1,15 @@
 //! `mailgate`: send mail with the settings of an RV&S server's config folder.
 //!
 //! Exit codes follow sysexits: 0 ok, 64 usage, 65 bad message input, 69
-//! server unreachable, 75 temporary failure, 77 authentication refused, 78
-//! configuration error.
+//! server unreachable, 74 stdout could not be written, 75 temporary failure,
+//! 77 authentication refused, 78 configuration error.
+//!
+//! A closed stdout (`mailgate token | head -c 0`, a reader that quit) is not
+//! a crash: the command exits 74 (EX_IOERR) without a message, because its
+//! output did not reach the reader (as a pipeline under `set -o pipefail`
+//! should see) but the reader chose to stop, so there is nothing to explain.
 
-use std::io::{IsTerminal, Read};
+use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -15,7 +20,8 @@ mod encrypt;
 use clap::{Args, Parser, Subcommand};
 use mailgate::properties::ConfigFiles;
 use mailgate::secrecy::ExposeSecret;
-use mailgate::{Error, Mailer, MailerBuilder, OutgoingMessage};
+use mailgate::settings::LoadOptions;
+use mailgate::{Error, Mailer, MailerBuilder, OutgoingMessage, Registry, Settings};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser, Debug)]
@@ -62,6 +68,7 @@ enum Command {
     Encrypt(encrypt::EncryptArgs),
     /// Run the whole job on loopback: dev servers, one config folder per strategy, one message each
     #[cfg(feature = "demo")]
+    #[command(after_help = demo::IGNORED_OPTIONS)]
     Demo(demo::DemoArgs),
 }
 
@@ -130,15 +137,54 @@ fn main() -> ExitCode {
     }
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Err(Failure::Mailgate(e)) => {
             eprintln!("mailgate: {e}");
             ExitCode::from(e.exit_code())
+        }
+        Err(Failure::Stdout(e)) => {
+            // A reader that went away needs no explanation; anything else does.
+            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                eprintln!("mailgate: cannot write to stdout: {e}");
+            }
+            ExitCode::from(EXIT_IOERR)
         }
     }
 }
 
+/// EX_IOERR: stdout could not be written (see the module docs).
+const EXIT_IOERR: u8 = 74;
+
+/// Why a command failed.
+enum Failure {
+    /// A mailgate error: its message goes to stderr, its kind picks the exit code.
+    Mailgate(Error),
+    /// stdout could not be written, e.g. a closed pipe.
+    Stdout(std::io::Error),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::Mailgate(e)
+    }
+}
+
+/// Writes `text` to stdout and flushes; a failed write (a closed pipe) is a
+/// [`Failure::Stdout`] instead of `println!`'s panic.
+fn print_out(text: std::fmt::Arguments<'_>) -> Result<(), Failure> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}")
+        .and_then(|()| out.flush())
+        .map_err(Failure::Stdout)
+}
+
 /// Our crates log at the chosen level; others stay at warnings so no
 /// third-party trace output (HTTP headers, TLS secrets) reaches the terminal.
+///
+/// One directive covers all of ours: `EnvFilter` matches a target by plain
+/// string prefix (`target.starts_with(directive)`, not by `::` segments), so
+/// `mailgate` takes in `mailgate_core::*`, `mailgate_auth_*`, the `mailgate::smtp`
+/// and `mailgate::oauth` targets, this binary (crate `mailgate`) and the demo's
+/// `mailgate_devserver`. No third-party crate's name starts with `mailgate`.
 fn init_logging(verbose: u8, quiet: bool) {
     let ours = match (quiet, verbose) {
         (true, _) => "error",
@@ -147,9 +193,7 @@ fn init_logging(verbose: u8, quiet: bool) {
         (false, _) => "trace",
     };
     let others = if quiet { "error" } else { "warn" };
-    let filter = EnvFilter::new(format!(
-        "{others},mailgate={ours},mailgate_core={ours},mailgate_auth_open={ours},mailgate_auth_basic={ours},mailgate_auth_oauth={ours},mailgate_cli={ours}"
-    ));
+    let filter = EnvFilter::new(format!("{others},mailgate={ours}"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -194,7 +238,7 @@ fn config_files(cli: &Cli) -> Result<ConfigFiles, Error> {
         files.is = Some(is.clone());
     }
     if let Some(security) = &cli.security_file {
-        files.security = Some(security.clone());
+        files = files.with_security(security);
     }
     Ok(files)
 }
@@ -207,24 +251,46 @@ fn builder(cli: &Cli) -> Result<MailerBuilder, Error> {
     Ok(builder)
 }
 
-async fn run(cli: Cli) -> Result<(), Error> {
-    if let Command::Encrypt(args) = &cli.command {
-        return encrypt::run(&config_files(&cli)?, cli.key_file.as_deref(), args);
+/// The settings alone, without building the strategy: nothing is decrypted,
+/// no key file is read, no strategy-specific key is required.
+fn settings(cli: &Cli) -> Result<Settings, Error> {
+    Settings::load(LoadOptions {
+        files: config_files(cli)?,
+        env: true,
+        strategy_keys: Registry::collect()?.strategy_keys().collect(),
+        key_file: cli.key_file.clone(),
+        ..LoadOptions::default()
+    })
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    match &cli.command {
+        Command::Encrypt(args) => {
+            return encrypt::run(&config_files(&cli)?, cli.key_file.as_deref(), args)
+                .map_err(Failure::from);
+        }
+        // Only the settings: `server` works without the key file or the secrets.
+        Command::Server => {
+            return print_out(format_args!("{}", settings(&cli)?.server().address()));
+        }
+        _ => {}
     }
+    // The body first: a usage error (no body) comes before the settings are loaded.
+    let body = match &cli.command {
+        Command::Send(args) => Some(read_body(args)?),
+        _ => None,
+    };
     let mailer = builder(&cli)?.build()?;
     let result = match &cli.command {
         Command::Check(args) => check(&mailer, args).await,
-        Command::Send(args) => send(&mailer, args).await,
-        Command::Token => {
-            let token = mailer.oauth_access_token().await?;
-            println!("{}", token.expose_secret());
-            Ok(())
+        Command::Send(args) => send(&mailer, args, body.unwrap_or_default()).await,
+        Command::Token => match mailer.oauth_access_token().await {
+            Ok(token) => print_out(format_args!("{}", token.expose_secret())),
+            Err(e) => Err(e.into()),
+        },
+        Command::Server | Command::Encrypt(_) => {
+            unreachable!("handled before the mailer is built")
         }
-        Command::Server => {
-            println!("{}", mailer.mail_hostname_and_port());
-            Ok(())
-        }
-        Command::Encrypt(_) => unreachable!("handled before the mailer is built"),
         #[cfg(feature = "demo")]
         Command::Demo(_) => unreachable!("handled in main, before any mailer"),
     };
@@ -232,7 +298,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
     result
 }
 
-async fn check(mailer: &Mailer, args: &CheckArgs) -> Result<(), Error> {
+async fn check(mailer: &Mailer, args: &CheckArgs) -> Result<(), Failure> {
     let settings = mailer.settings();
     let resolution = mailer.resolution();
     let server = settings.server();
@@ -282,24 +348,31 @@ async fn check(mailer: &Mailer, args: &CheckArgs) -> Result<(), Error> {
                 }),
             };
         }
-        println!("{obj:#}");
+        print_out(format_args!("{obj:#}"))?;
     } else {
-        println!("strategy: {}", resolution.strategy);
-        println!("rule:     {} ({})", resolution.rule, resolution.rule.id());
-        println!("server:   {}", server.address());
-        print!("tls:      {}", server.tls.as_str());
+        use std::fmt::Write as _;
+        let mut text = String::new();
+        let _ = writeln!(text, "strategy: {}", resolution.strategy);
+        let _ = writeln!(
+            text,
+            "rule:     {} ({})",
+            resolution.rule,
+            resolution.rule.id()
+        );
+        let _ = writeln!(text, "server:   {}", server.address());
+        let _ = write!(text, "tls:      {}", server.tls.as_str());
         if !ca_files.is_empty() {
-            print!(" (extra CA files: {})", ca_files.join(", "));
+            let _ = write!(text, " (extra CA files: {})", ca_files.join(", "));
         }
-        println!();
-        println!("files:    {}", files.join(", "));
+        let _ = write!(text, "\nfiles:    {}", files.join(", "));
         for (key, value) in &details {
-            println!("{:<9} {value}", format!("{key}:"));
+            let _ = write!(text, "\n{:<9} {value}", format!("{key}:"));
         }
-        if let Some(result) = &connect {
-            match result {
-                Ok(r) => println!(
-                    "connect:  ok: {} ({}) {}, authenticated with {} in {} ms",
+        match &connect {
+            Some(Ok(r)) => {
+                let _ = write!(
+                    text,
+                    "\nconnect:  ok: {} ({}) {}, authenticated with {} in {} ms",
                     r.server,
                     r.server_name,
                     if r.encrypted {
@@ -309,24 +382,38 @@ async fn check(mailer: &Mailer, args: &CheckArgs) -> Result<(), Error> {
                     },
                     r.strategy,
                     r.elapsed.as_millis()
-                ),
-                Err(e) => println!("connect:  FAILED: {e}"),
+                );
             }
+            // The error itself is printed once, on stderr, by `main`.
+            Some(Err(e)) => {
+                let _ = write!(
+                    text,
+                    "\nconnect:  FAILED (exit {}; the error is on stderr)",
+                    e.exit_code()
+                );
+            }
+            None => {}
         }
+        print_out(format_args!("{text}"))?;
     }
     match connect {
-        Some(Err(e)) => Err(e),
+        Some(Err(e)) => Err(e.into()),
         _ => Ok(()),
     }
 }
 
-async fn send(mailer: &Mailer, args: &SendArgs) -> Result<(), Error> {
-    let body = match (&args.body, &args.body_file) {
-        (Some(body), _) => body.clone(),
+/// The body: `--body`, else `--body-file`, else stdin, unless stdin is a
+/// terminal (then nobody is piping a body and reading it would just wait).
+fn read_body(args: &SendArgs) -> Result<String, Error> {
+    match (&args.body, &args.body_file) {
+        (Some(body), _) => Ok(body.clone()),
         (None, Some(path)) => std::fs::read_to_string(path).map_err(|e| Error::InvalidMessage {
             field: "--body-file".into(),
             reason: format!("cannot read {}: {e}", path.display()),
-        })?,
+        }),
+        (None, None) if std::io::stdin().is_terminal() => Err(Error::Usage(
+            "no message body: pass --body TEXT, --body-file FILE, or pipe the body on stdin (stdin is a terminal)".into(),
+        )),
         (None, None) => {
             let mut body = String::new();
             std::io::stdin()
@@ -335,9 +422,12 @@ async fn send(mailer: &Mailer, args: &SendArgs) -> Result<(), Error> {
                     field: "body".into(),
                     reason: format!("cannot read the body from stdin: {e}"),
                 })?;
-            body
+            Ok(body)
         }
-    };
+    }
+}
+
+async fn send(mailer: &Mailer, args: &SendArgs, body: String) -> Result<(), Failure> {
     let message = OutgoingMessage {
         from: args.from.clone(),
         to: args.to.clone(),
@@ -349,6 +439,5 @@ async fn send(mailer: &Mailer, args: &SendArgs) -> Result<(), Error> {
     }
     .build(mailer.settings().sender())?;
     let delivery = mailer.send(&message).await?;
-    println!("sent: {}", delivery.reply);
-    Ok(())
+    print_out(format_args!("sent: {}", delivery.reply))
 }

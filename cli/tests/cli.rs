@@ -338,3 +338,228 @@ fn config_dir_from_the_environment() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "envhost:25\n");
 }
+
+#[test]
+fn server_needs_only_the_settings() {
+    let pki = TestPki::new();
+    let dir = basic_dir(2525, &pki);
+    // The password encrypted, then its key file gone: the mailer cannot be
+    // built (check exits 78), but the server's address is still known.
+    let out = mailgate(dir.path(), &["encrypt"]);
+    assert_eq!(code(&out), 0, "{}", text(&out).1);
+    dir.remove_file("mailgate.key");
+    let out = mailgate(dir.path(), &["check"]);
+    assert_eq!(code(&out), 78, "{}", text(&out).1);
+    let out = mailgate(dir.path(), &["server"]);
+    assert_eq!(code(&out), 0, "{}", text(&out).1);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "localhost:2525\n");
+
+    // A strategy key missing (basic without a password) does not matter either.
+    let bare = ConfigDir::with_properties(
+        &[
+            ("mksis.smtp.authentication", "true"),
+            ("mksis.logging.email.server.hostname", "bare.example.com"),
+        ],
+        &[],
+    );
+    let out = mailgate(bare.path(), &["server"]);
+    assert_eq!(code(&out), 0, "{}", text(&out).1);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "bare.example.com:25\n"
+    );
+
+    // The environment still overrides the files.
+    let out = Command::new(env!("CARGO_BIN_EXE_mailgate"))
+        .arg("--config-dir")
+        .arg(dir.path())
+        .arg("server")
+        .env("MKSIS_LOGGING_EMAIL_SERVER_PORT", "2600")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", text(&out).1);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "localhost:2600\n");
+}
+
+/// Single-quotes `s` for `sh -c`.
+fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+#[test]
+fn send_without_a_body_on_a_terminal_exits_64_with_a_hint() {
+    let dir = ConfigDir::with_properties(
+        &[
+            ("mksis.logging.email.server.hostname", "127.0.0.1"),
+            (
+                "mksis.logging.email.server.port",
+                &unused_port().to_string(),
+            ),
+            ("mksis.logging.email.from", USER),
+        ],
+        &[],
+    );
+    // util-linux `script` runs the command on a pseudo-terminal: its stdin
+    // is a terminal, as when someone types the command and forgets --body.
+    let command = format!(
+        "{} --config-dir {} send --to dev@example.com --subject s",
+        sh_quote(env!("CARGO_BIN_EXE_mailgate")),
+        sh_quote(&dir.path().display().to_string()),
+    );
+    let mut child = Command::new("script")
+        .args(["-q", "-e", "-c", &command, "/dev/null"])
+        .env_remove("MAILGATE_CONFIG_DIR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("util-linux `script` runs (it provides the terminal)");
+    let deadline = std::time::Instant::now() + WAIT;
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("mailgate send waited for a body on the terminal");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let (terminal, _) = text(&out);
+    assert_eq!(code(&out), 64, "{terminal}");
+    for hint in ["--body", "--body-file", "pipe the body"] {
+        assert!(terminal.contains(hint), "{terminal}");
+    }
+}
+
+#[test]
+fn check_connect_prints_a_failure_once() {
+    let dir = ConfigDir::with_properties(
+        &[
+            ("mksis.logging.email.server.hostname", "127.0.0.1"),
+            (
+                "mksis.logging.email.server.port",
+                &unused_port().to_string(),
+            ),
+            ("mksis.logging.email.from", USER),
+        ],
+        &[],
+    );
+    let out = mailgate(dir.path(), &["check", "--connect"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(code(&out), 69, "{stderr}");
+    assert!(stdout.contains("strategy: open"), "{stdout}");
+    assert!(
+        stdout.contains("connect:  FAILED (exit 69; the error is on stderr)"),
+        "{stdout}"
+    );
+    let both = format!("{stdout}{stderr}");
+    assert_eq!(
+        both.matches("cannot connect").count(),
+        1,
+        "the error once:\n{both}"
+    );
+    assert!(stderr.starts_with("mailgate: cannot connect"), "{stderr}");
+
+    let out = mailgate(dir.path(), &["check", "--connect", "--json"]);
+    assert_eq!(code(&out), 69, "{}", text(&out).1);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(v["connect"]["ok"], false);
+    assert_eq!(v["connect"]["exit_code"], 69);
+    assert!(
+        v["connect"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot connect"),
+        "{v}"
+    );
+}
+
+#[test]
+fn verbose_logs_the_smtp_conversation_and_core_debug_lines() {
+    let pki = TestPki::new();
+    let peer = basic_peer(&pki, PASSWORD);
+    let dir = basic_dir(peer.port(), &pki);
+    let out = mailgate(dir.path(), &["-v", "check", "--connect"]);
+    let (_, stderr) = text(&out);
+    assert_eq!(code(&out), 0, "{stderr}");
+    // Target `mailgate_core::mailer`: covered by the `mailgate` directive.
+    assert!(stderr.contains("strategy `basic` chosen"), "{stderr}");
+    // Target `mailgate::smtp`.
+    assert!(stderr.contains("C: STARTTLS"), "{stderr}");
+    assert!(stderr.contains("AUTH PLAIN <redacted>"), "{stderr}");
+    assert_no_secret(&out);
+
+    let out = mailgate(dir.path(), &["check", "--connect"]);
+    let (_, stderr) = text(&out);
+    assert_eq!(code(&out), 0, "{stderr}");
+    assert!(!stderr.contains("chosen"), "no debug without -v: {stderr}");
+    assert!(!stderr.contains("C: "), "no debug without -v: {stderr}");
+}
+
+/// Runs mailgate with its stdout already closed by the reader (EPIPE on write).
+fn with_closed_stdout(dir: &Path, args: &[&str]) -> Output {
+    use std::os::fd::OwnedFd;
+    use std::os::unix::net::UnixStream;
+    let (reader, writer) = UnixStream::pair().unwrap();
+    drop(reader);
+    Command::new(env!("CARGO_BIN_EXE_mailgate"))
+        .arg("--config-dir")
+        .arg(dir)
+        .args(args)
+        .env_remove("MAILGATE_CONFIG_DIR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(OwnedFd::from(writer)))
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn server_with_a_closed_stdout_exits_74_quietly() {
+    let pki = TestPki::new();
+    let dir = basic_dir(2525, &pki);
+    let out = with_closed_stdout(dir.path(), &["-q", "server"]);
+    let (_, stderr) = text(&out);
+    assert_eq!(code(&out), 74, "not a panic (101): {stderr}");
+    assert_eq!(stderr, "", "quiet");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn token_with_a_closed_stdout_exits_74_quietly() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let endpoint = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "token_type": "Bearer",
+            "expires_in": 3599,
+            "access_token": "closed-pipe-token",
+        })))
+        .expect(1)
+        .mount(&endpoint)
+        .await;
+    let url = format!("{}/token", endpoint.uri());
+    let dir = ConfigDir::with_properties(
+        &[
+            ("mksis.smtp.oauth.authentication", "true"),
+            ("mksis.smtp.ssl.enabled", "true"),
+            ("mksis.logging.email.from", USER),
+            ("mksis.logging.email.server.hostname", "localhost"),
+        ],
+        &[
+            ("mksis.security.smtp.oauth.clientID", "id"),
+            ("mksis.security.smtp.oauth.clientSecret", "secret"),
+            ("mksis.security.smtp.oauth.tokenEndpointURL", &url),
+            (
+                "mksis.security.smtp.oauth.scope",
+                "https://x.example/.default",
+            ),
+        ],
+    );
+    let out = tokio::task::spawn_blocking(move || with_closed_stdout(dir.path(), &["-q", "token"]))
+        .await
+        .unwrap();
+    let (_, stderr) = text(&out);
+    assert_eq!(code(&out), 74, "not a panic (101): {stderr}");
+    assert_eq!(stderr, "", "quiet");
+}

@@ -99,6 +99,24 @@ fn demo_removes_its_config_folders() {
     );
 }
 
+#[test]
+fn demo_help_says_the_config_options_do_not_apply() {
+    let out = Command::new(env!("CARGO_BIN_EXE_mailgate"))
+        .args(["demo", "--help"])
+        .output()
+        .expect("mailgate runs");
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&out.stdout);
+    // clap lists the global options; the help says which ones the demo ignores.
+    assert!(help.contains("--config-dir <DIR>"), "{help}");
+    assert!(
+        help.contains(
+            "The demo ignores --config-dir, --is, --security, --key-file and MAILGATE_CONFIG_DIR"
+        ),
+        "{help}"
+    );
+}
+
 mod fault {
     //! A fault case through the real binary: the devserver refuses, the
     //! exit code says what kind of failure it was.

@@ -24,9 +24,11 @@
 //! | `oauth` | `oauth`: OAuth 2.0 client credentials, XOAUTH2 / OAUTHBEARER | `mailgate-auth-oauth` |
 //!
 //! A configuration that resolves to a strategy left out of the build fails
-//! with an error naming the feature that adds it. Third-party strategies are
-//! crates that submit a [`StrategyDescriptor`] and are named by the binary
-//! (`use my_strategy as _;`), see `examples/custom_strategy.rs`.
+//! with an error naming the feature that adds it. The strategies a binary
+//! holds, built-in and third-party, are [`Registry::collect`]`()?.names()`.
+//! Third-party strategies are crates that submit a [`StrategyDescriptor`]
+//! and are named by the binary (`use my_strategy as _;`), see
+//! `examples/custom_strategy.rs`.
 
 pub use mailgate_core::*;
 
@@ -38,13 +40,3 @@ pub use mailgate_auth_basic as basic;
 pub use mailgate_auth_oauth as oauth;
 #[cfg(feature = "open")]
 pub use mailgate_auth_open as open;
-
-/// The strategies this build of the facade links, by feature.
-pub const LINKED_STRATEGIES: &[&str] = &[
-    #[cfg(feature = "basic")]
-    "basic",
-    #[cfg(feature = "oauth")]
-    "oauth",
-    #[cfg(feature = "open")]
-    "open",
-];
