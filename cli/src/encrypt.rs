@@ -7,12 +7,20 @@
 //! skipped, a missing file named with `--security` is an error) and finds the
 //! key file the way loading does.
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
 use mailgate::properties::{ConfigFiles, Properties};
 use mailgate::secrets::{self, KeyOrigin, Report, SECRET_KEYS, SecretKey, ValueState};
 use mailgate::{ConfigError, Error, key_file_path, keys};
+
+/// Appends a line to the report (writing to a `String` cannot fail).
+macro_rules! say {
+    ($out:expr, $($arg:tt)*) => {
+        let _ = writeln!($out, $($arg)*);
+    };
+}
 
 /// Options of `mailgate encrypt`.
 #[derive(Args, Debug)]
@@ -25,10 +33,13 @@ pub(crate) struct EncryptArgs {
     rotate_key: Option<PathBuf>,
 }
 
+/// Runs the command; what it reports is appended to `out` (printed by the
+/// caller, which handles a closed stdout).
 pub(crate) fn run(
     files: &ConfigFiles,
     given_key: Option<&Path>,
     args: &EncryptArgs,
+    out: &mut String,
 ) -> Result<(), Error> {
     let (props, targets) = files.read()?;
     if targets.is_empty() {
@@ -46,13 +57,13 @@ pub(crate) fn run(
         .into());
     }
     if args.check {
-        return check(&targets);
+        return check(&targets, out);
     }
     let key_path = key_path(files, props, given_key);
     if let Some(new_path) = &args.rotate_key {
-        return rotate(files, &targets, &key_path, new_path);
+        return rotate(files, &targets, &key_path, new_path, out);
     }
-    encrypt(&targets, &key_path)
+    encrypt(&targets, &key_path, out)
 }
 
 /// The key file as loading finds it (`Settings::key_file`): `--key-file`,
@@ -68,22 +79,28 @@ fn key_path(files: &ConfigFiles, mut props: Properties, given: Option<&Path>) ->
 }
 
 /// `--check`: lists plain-text secrets; needs no key.
-fn check(targets: &[PathBuf]) -> Result<(), Error> {
+fn check(targets: &[PathBuf], out: &mut String) -> Result<(), Error> {
     let mut plain = 0;
     for path in targets {
         for o in secrets::plaintext_secrets(path, &SECRET_KEYS).map_err(ConfigError::from)? {
-            println!("{}:{}: {} is in plain text", path.display(), o.line, o.key);
+            say!(
+                out,
+                "{}:{}: {} is in plain text",
+                path.display(),
+                o.line,
+                o.key
+            );
             plain += 1;
         }
     }
     if plain == 0 {
-        println!("no secret is stored in plain text");
+        say!(out, "no secret is stored in plain text");
         return Ok(());
     }
     Err(ConfigError::PlaintextSecrets { count: plain }.into())
 }
 
-fn encrypt(targets: &[PathBuf], key_path: &Path) -> Result<(), Error> {
+fn encrypt(targets: &[PathBuf], key_path: &Path, out: &mut String) -> Result<(), Error> {
     let mut found = Vec::new();
     for path in targets {
         found.push(secrets::find_secrets(path, &SECRET_KEYS).map_err(ConfigError::from)?);
@@ -96,7 +113,8 @@ fn encrypt(targets: &[PathBuf], key_path: &Path) -> Result<(), Error> {
     } else if has(ValueState::Plaintext) {
         let (key, origin) = SecretKey::load_or_create(key_path).map_err(ConfigError::from)?;
         if origin == KeyOrigin::Created {
-            println!(
+            say!(
+                out,
                 "created key file {} (mode 0600): keep it with the config and back it up separately; without it the secrets cannot be decrypted",
                 key_path.display()
             );
@@ -106,20 +124,21 @@ fn encrypt(targets: &[PathBuf], key_path: &Path) -> Result<(), Error> {
         // No secret holds a value: nothing needs a key, none is created.
         for (path, found) in targets.iter().zip(&found) {
             for (o, _) in found {
-                println!(
+                say!(
+                    out,
                     "{}:{}: {} is empty; nothing to encrypt",
                     path.display(),
                     o.line,
                     o.key
                 );
             }
-            println!("{}: unchanged", path.display());
+            say!(out, "{}: unchanged", path.display());
         }
         return Ok(());
     };
     // Every file is checked before any is written.
     for report in secrets::encrypt_files(targets, &SECRET_KEYS, &key).map_err(ConfigError::from)? {
-        print_report(&report, "encrypted");
+        print_report(&report, "encrypted", out);
     }
     Ok(())
 }
@@ -129,19 +148,21 @@ fn rotate(
     targets: &[PathBuf],
     old_path: &Path,
     new_path: &Path,
+    out: &mut String,
 ) -> Result<(), Error> {
     let old = SecretKey::load(old_path).map_err(ConfigError::from)?;
     let (new, origin) = SecretKey::load_or_create(new_path).map_err(ConfigError::from)?;
     if origin == KeyOrigin::Created {
-        println!("created key file {} (mode 0600)", new_path.display());
+        say!(out, "created key file {} (mode 0600)", new_path.display());
     }
     // Every value of every file is decrypted before any file is written.
     let reports =
         secrets::rotate_files(targets, &SECRET_KEYS, &old, &new).map_err(ConfigError::from)?;
     for report in &reports {
-        print_report(report, "re-encrypted");
+        print_report(report, "re-encrypted", out);
         for o in &report.plaintext {
-            println!(
+            say!(
+                out,
                 "{}:{}: {} is in plain text; run `mailgate encrypt`",
                 report.path.display(),
                 o.line,
@@ -149,7 +170,8 @@ fn rotate(
             );
         }
     }
-    println!(
+    say!(
+        out,
         "the values now need key file {}: set mailgate.crypto.keyFile={} (resolved against the config folder), or replace {} with it",
         new_path.display(),
         property_path(&files.base_dir(), new_path).display(),
@@ -168,19 +190,24 @@ fn property_path(base: &Path, file: &Path) -> PathBuf {
     }
 }
 
-fn print_report(report: &Report, verb: &str) {
+fn print_report(report: &Report, verb: &str, out: &mut String) {
     let path = report.path.display();
     for o in &report.changed {
-        println!("{path}:{}: {verb} {}", o.line, o.key);
+        say!(out, "{path}:{}: {verb} {}", o.line, o.key);
     }
     for o in &report.unchanged {
-        println!("{path}:{}: {} already encrypted", o.line, o.key);
+        say!(out, "{path}:{}: {} already encrypted", o.line, o.key);
     }
     for o in &report.empty {
-        println!("{path}:{}: {} is empty; nothing to encrypt", o.line, o.key);
+        say!(
+            out,
+            "{path}:{}: {} is empty; nothing to encrypt",
+            o.line,
+            o.key
+        );
     }
     if !report.written {
-        println!("{path}: unchanged");
+        say!(out, "{path}: unchanged");
     }
     for w in &report.warnings {
         tracing::warn!("{w}");
@@ -198,12 +225,21 @@ mod tests {
     const PW: &str = "mksis.logging.emailfrom.password";
     const CS: &str = "mksis.security.smtp.oauth.clientSecret";
 
+    /// `run` with its report discarded.
+    fn run_quiet(
+        files: &ConfigFiles,
+        given_key: Option<&Path>,
+        args: &EncryptArgs,
+    ) -> Result<(), Error> {
+        run(files, given_key, args, &mut String::new())
+    }
+
     fn args(check: bool, rotate_key: Option<PathBuf>) -> EncryptArgs {
         EncryptArgs { check, rotate_key }
     }
 
     fn encrypt_dir(dir: &ConfigDir) -> Result<(), Error> {
-        run(&ConfigFiles::in_dir(dir.path()), None, &args(false, None))
+        run_quiet(&ConfigFiles::in_dir(dir.path()), None, &args(false, None))
     }
 
     /// The value of `key` in `file` of `dir`, as loading reads it.
@@ -228,11 +264,11 @@ mod tests {
     #[test]
     fn check_needs_and_creates_no_key() {
         let dir = ConfigDir::with_properties(&[(PW, "pw")], &[]);
-        let e = run(&ConfigFiles::in_dir(dir.path()), None, &args(true, None)).unwrap_err();
+        let e = run_quiet(&ConfigFiles::in_dir(dir.path()), None, &args(true, None)).unwrap_err();
         assert_eq!(e.exit_code(), 78, "{e}");
         // A key file that could not be read is not even looked at.
         let key_file = dir.path().join("unreadable.key");
-        let e = run(
+        let e = run_quiet(
             &ConfigFiles::in_dir(dir.path()),
             Some(&key_file),
             &args(true, None),
@@ -275,7 +311,7 @@ mod tests {
         let files =
             ConfigFiles::in_dir(dir.path()).with_security(dir.path().join("nope.properties"));
         for a in [args(false, None), args(true, None)] {
-            let e = run(&files, None, &a).unwrap_err();
+            let e = run_quiet(&files, None, &a).unwrap_err();
             assert_eq!(e.exit_code(), 78, "{e}");
             assert!(e.to_string().contains("nope.properties"), "{e}");
         }
@@ -298,7 +334,7 @@ mod tests {
         dir.write_security(&[(CS, &damaged)]);
         let is_before = dir.read_file("is.properties");
         let new_key = dir.path().join("new.key");
-        let e = run(
+        let e = run_quiet(
             &ConfigFiles::in_dir(dir.path()),
             None,
             &args(false, Some(new_key.clone())),
@@ -310,7 +346,7 @@ mod tests {
         assert_eq!(decrypt_value(&old, PW, &pw).unwrap().expose_secret(), "pw");
 
         dir.write_security(&[(CS, &cs)]);
-        run(
+        run_quiet(
             &ConfigFiles::in_dir(dir.path()),
             None,
             &args(false, Some(new_key.clone())),

@@ -266,8 +266,18 @@ fn settings(cli: &Cli) -> Result<Settings, Error> {
 async fn run(cli: Cli) -> Result<(), Failure> {
     match &cli.command {
         Command::Encrypt(args) => {
-            return encrypt::run(&config_files(&cli)?, cli.key_file.as_deref(), args)
-                .map_err(Failure::from);
+            let mut report = String::new();
+            let result = encrypt::run(
+                &config_files(&cli)?,
+                cli.key_file.as_deref(),
+                args,
+                &mut report,
+            );
+            // The report is shown on failure too (`--check` lists what it found).
+            if !report.is_empty() {
+                print_out(format_args!("{}", report.trim_end_matches('\n')))?;
+            }
+            return result.map_err(Failure::from);
         }
         // Only the settings: `server` works without the key file or the secrets.
         Command::Server => {
