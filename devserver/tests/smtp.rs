@@ -4,26 +4,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Client, MESSAGE, b64, unb64};
+use common::{Client, MESSAGE, b64, oauthbearer, plain, unb64, xoauth2};
 use mailgate_devserver::{
     AuthInfo, DevCa, DevSmtpServer, DevTokenEndpoint, Fault, Mechanism, Stage, TlsMode,
     TokenRegistry,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn xoauth2(user: &str, token: &str) -> String {
-    b64(format!("user={user}\x01auth=Bearer {token}\x01\x01"))
-}
-
-fn oauthbearer(user: &str, token: &str) -> String {
-    b64(format!(
-        "n,a={user},\x01host=localhost\x01port=587\x01auth=Bearer {token}\x01\x01"
-    ))
-}
-
-fn plain(user: &str, password: &str) -> String {
-    b64(format!("\0{user}\0{password}"))
-}
 
 #[tokio::test]
 async fn open_relay_records_the_message() {

@@ -5,16 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Client, b64};
+use common::{Client, oauthbearer, xoauth2};
 use mailgate_devserver::{DevSmtpServer, DevTokenEndpoint, TokenRegistry};
-
-fn xoauth2(user: &str, token: &str) -> String {
-    b64(format!("user={user}\x01auth=Bearer {token}\x01\x01"))
-}
-
-fn oauthbearer(user: &str, token: &str) -> String {
-    b64(format!("n,a={user},\x01auth=Bearer {token}\x01\x01"))
-}
 
 /// MAIL, RCPT, DATA, then `raw` as is; returns the reply after it.
 async fn send_raw(c: &mut Client, raw: &[u8]) -> common::Reply {

@@ -22,6 +22,23 @@ pub fn b64(bytes: impl AsRef<[u8]>) -> String {
     STANDARD.encode(bytes)
 }
 
+/// The XOAUTH2 initial response for `user` and `token`, base64.
+pub fn xoauth2(user: &str, token: &str) -> String {
+    b64(format!("user={user}\x01auth=Bearer {token}\x01\x01"))
+}
+
+/// The OAUTHBEARER (RFC 7628) initial response for `user` and `token`, base64.
+pub fn oauthbearer(user: &str, token: &str) -> String {
+    b64(format!(
+        "n,a={user},\x01host=localhost\x01port=587\x01auth=Bearer {token}\x01\x01"
+    ))
+}
+
+/// The AUTH PLAIN response for `user` and `password`, base64.
+pub fn plain(user: &str, password: &str) -> String {
+    b64(format!("\0{user}\0{password}"))
+}
+
 pub fn unb64(s: &str) -> Vec<u8> {
     STANDARD.decode(s).expect("server sent valid base64")
 }
