@@ -919,74 +919,19 @@ fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 }
 
 /// An HTTP date in any of the three forms RFC 9110 §5.6.7 says a recipient
-/// accepts: IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), RFC 850
-/// (`Sunday, 06-Nov-94 08:49:37 GMT`) and asctime (`Sun Nov  6 08:49:37 1994`).
+/// accepts (IMF-fixdate, RFC 850, asctime), parsed by `httpdate`.
 fn parse_http_date(value: &str) -> Option<SystemTime> {
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let month_of = |m: &str| MONTHS.iter().position(|n| *n == m).map(|i| i as u32 + 1);
-    let (day, month, year, time) = match value.split_once(',') {
-        Some((_, rest)) => match rest.split_whitespace().collect::<Vec<_>>().as_slice() {
-            [d, m, y, t, "GMT"] if y.len() == 4 => (
-                d.parse::<u32>().ok()?,
-                month_of(m)?,
-                y.parse::<i64>().ok()?,
-                *t,
-            ),
-            [dmy, t, "GMT"] => {
-                let mut parts = dmy.split('-');
-                let (d, m, y) = (parts.next()?, parts.next()?, parts.next()?);
-                if parts.next().is_some() || y.len() != 2 {
-                    return None;
-                }
-                // Two-digit years: 70-99 are 19xx, the rest 20xx.
-                let y = y.parse::<i64>().ok()?;
-                let y = if y >= 70 { 1900 + y } else { 2000 + y };
-                (d.parse::<u32>().ok()?, month_of(m)?, y, *t)
-            }
-            _ => return None,
-        },
-        None => match value.split_whitespace().collect::<Vec<_>>().as_slice() {
-            [_, m, d, t, y] if y.len() == 4 => (
-                d.parse::<u32>().ok()?,
-                month_of(m)?,
-                y.parse::<i64>().ok()?,
-                *t,
-            ),
-            _ => return None,
-        },
-    };
-    let mut hms = time.split(':').map(|p| {
-        if p.len() == 2 {
-            p.parse::<i64>().ok()
-        } else {
-            None
+    match httpdate::parse_http_date(value) {
+        Ok(at) => Some(at),
+        // RFC 9110 allows a leap second, which httpdate refuses: read `:60` as
+        // `:59` plus one second. Seconds are the only field followed by a space.
+        Err(_) if value.contains(":60 ") => {
+            httpdate::parse_http_date(&value.replacen(":60 ", ":59 ", 1))
+                .ok()
+                .map(|at| at + Duration::from_secs(1))
         }
-    });
-    let (h, m, s) = (hms.next()??, hms.next()??, hms.next()??);
-    if hms.next().is_some()
-        || !(1..=31).contains(&day)
-        || !(1970..=9999).contains(&year)
-        || h > 23
-        || m > 59
-        || s > 60
-    {
-        return None;
+        Err(_) => None,
     }
-    let secs = days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + s;
-    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).ok()?))
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (i64::from(month) + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 /// An error and its sources, joined with `: `.
