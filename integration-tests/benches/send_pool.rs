@@ -9,8 +9,9 @@
 //! MAILGATE_BENCH_MESSAGES=1000 cargo bench -p mailgate-integration-tests --bench send_pool
 //! ```
 //!
-//! Prints messages/s of each, the ratio, the connections the server saw and
-//! the process's peak RSS (VmHWM).
+//! Prints messages/s of each, the ratio, the connections the server saw, the
+//! CPU time per message of the pooled run (user + system of this process,
+//! which also runs the dev server) and the process's peak RSS (VmHWM).
 
 use std::time::{Duration, Instant};
 
@@ -79,6 +80,7 @@ async fn bench(n: usize) {
     let connections_before = server.connection_count();
 
     // Pooled: one Mailer for all messages.
+    let cpu_before = cpu_time();
     let start = Instant::now();
     let mailer = build();
     for i in 0..n {
@@ -89,6 +91,7 @@ async fn bench(n: usize) {
     }
     mailer.close().await;
     let pooled = start.elapsed();
+    let pooled_cpu = cpu_time().zip(cpu_before).map(|(after, before)| after - before);
     let pooled_connections = server.connection_count() - connections_before;
     let pooled_auths = server.auth_attempts().len();
     let rss_after_pooled = peak_rss_kib();
@@ -137,6 +140,12 @@ async fn bench(n: usize) {
         "pooled / baseline: {:.1}x the throughput",
         rate(pooled) / rate(fresh)
     );
+    if let Some(cpu) = pooled_cpu {
+        println!(
+            "pooled CPU (user + system, client and dev server): {:.0} us per message",
+            cpu.as_secs_f64() * 1e6 / n as f64
+        );
+    }
     match (rss_after_pooled, rss_after_fresh) {
         (Some(a), Some(b)) => println!(
             "peak RSS (VmHWM): {:.1} MiB after the pooled run, {:.1} MiB after the baseline",
@@ -159,4 +168,16 @@ fn peak_rss_kib() -> Option<u64> {
         .trim()
         .parse()
         .ok()
+}
+
+/// User + system CPU time of this process so far (Linux `/proc/self/stat`).
+fn cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    // USER_HZ is 100 on every Linux this runs on.
+    Some(Duration::from_millis((utime + stime) * 10))
 }
