@@ -90,6 +90,8 @@ impl BasicAuth {
 #[mailgate_core::async_trait]
 impl AuthStrategy for BasicAuth {
     async fn authenticate(&self, session: &mut SmtpSession<'_>) -> Result<()> {
+        // Whatever the server echoes later, the password does not show.
+        session.protect(self.password.expose_secret());
         let reply = if session.offers_auth("PLAIN").await? {
             self.plain(session).await?
         } else if session.offers_auth("LOGIN").await? {

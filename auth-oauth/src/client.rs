@@ -5,6 +5,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use mailgate_core::smtp::Redactor;
 use mailgate_core::{ConfigError, Error, ErrorKind, Origin, keys};
 use reqwest::header::{ACCEPT, CONTENT_TYPE, RETRY_AFTER};
 use secrecy::{ExposeSecret, SecretString};
@@ -241,6 +242,8 @@ pub struct TokenClient {
     scope: Option<String>,
     client_auth: ClientAuth,
     timeout: Duration,
+    /// Masks the client secret in every form an endpoint might echo.
+    redactor: Redactor,
 }
 
 impl fmt::Debug for TokenClient {
@@ -321,6 +324,22 @@ pub(crate) fn redact_endpoint(endpoint: &str) -> String {
 }
 
 /// application/x-www-form-urlencoded, as RFC 6749 §2.3.1 asks for HTTP Basic.
+/// The redactor for one client's secret and its HTTP Basic credentials.
+fn secret_redactor(client_id: &str, secret: &str) -> Redactor {
+    let mut redactor = Redactor::new();
+    if !secret.is_empty() {
+        redactor.protect(secret);
+        redactor.protect(&collapse(secret));
+        redactor.protect(&format!(
+            "{}:{}",
+            form_encode(client_id),
+            form_encode(secret)
+        ));
+        redactor.protect(&format!("{client_id}:{secret}"));
+    }
+    redactor
+}
+
 fn form_encode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
@@ -373,6 +392,7 @@ impl TokenClient {
                 format!("cannot set up the HTTPS client: {}", error_chain(&e)),
             )
         })?;
+        let redactor = secret_redactor(&client_id, client_secret.expose_secret());
         Ok(Self {
             http,
             shown: shown_url(&url),
@@ -382,6 +402,7 @@ impl TokenClient {
             scope,
             client_auth,
             timeout,
+            redactor,
         })
     }
 
@@ -760,30 +781,33 @@ impl TokenClient {
         })
     }
 
-    /// Endpoint text made safe for an error: control characters and runs of
-    /// whitespace collapsed, every form of the secret masked
-    /// ([`secret_forms`](Self::secret_forms)), truncated to `limit` characters.
+    /// Endpoint text made safe for an error: every form of the secret
+    /// masked by core's [`Redactor`] (as configured, collapsed, raw and
+    /// form-encoded HTTP Basic credentials; each raw, base64 at any
+    /// alignment and percent-encoded with `~` either way), control characters
+    /// and runs of whitespace collapsed, truncated to `limit` characters.
     ///
     /// A form shorter than 4 characters is not masked (that would mangle
     /// the text): text containing it is withheld altogether.
     fn clean(&self, text: &str, limit: usize) -> String {
-        let forms = self.secret_forms();
-        let mask = |text: String| -> Option<String> {
-            let mut text = text;
-            for form in &forms {
-                if form.chars().count() >= MIN_MASK_LEN {
-                    text = text.replace(form.as_str(), "<redacted>");
-                } else if text.contains(form.as_str()) {
-                    return None;
-                }
-            }
-            Some(text)
-        };
+        let short: Vec<String> = self
+            .secret_forms()
+            .into_iter()
+            .filter(|f| f.chars().count() < MIN_MASK_LEN)
+            .collect();
+        let holds_short = |t: &str| short.iter().any(|f| t.contains(f.as_str()));
         // Masked before collapsing (a secret with runs of spaces) and after.
-        match mask(text.to_owned()).and_then(|t| mask(collapse(&t))) {
-            Some(text) => truncate(&text, limit),
-            None => WITHHELD.to_owned(),
+        let masked = self.redactor.mask(text);
+        let masked = self.redactor.mask(&collapse(&masked));
+        if holds_short(&masked) {
+            return WITHHELD.to_owned();
         }
+        truncate(&masked, limit)
+    }
+
+    /// The client secret, for strategies that mask it in SMTP output too.
+    pub(crate) fn client_secret(&self) -> &SecretString {
+        &self.client_secret
     }
 
     /// The forms in which the client secret may come back in an endpoint's
@@ -1126,6 +1150,9 @@ mod tests {
             collapse(secret),
             form_encode(secret),
             form_encode(secret).replace('+', "%20"),
+            // RFC 3986 style: `~` left literal, spaces as %20.
+            form_encode(secret).replace('+', "%20").replace("%7E", "~"),
+            form_encode(secret).replace("%7E", "~"),
             STANDARD.encode(secret),
             basic.clone(),
             basic.trim_end_matches('=').to_owned(),

@@ -162,6 +162,9 @@ impl AuthStrategy for OAuthStrategy {
         }
 
         let token = self.cache.token().await?;
+        // Whatever the server echoes later, neither the token nor the client secret shows.
+        session.protect(token.expose_secret());
+        session.protect(self.cache.client().client_secret().expose_secret());
         let payload = mech
             .initial_response(&self.user, token.expose_secret())
             .map_err(sasl_error)?;

@@ -183,7 +183,7 @@ fn refused_password_exits_77_without_the_secret() {
 }
 
 #[test]
-fn nothing_listening_exits_69() {
+fn nothing_listening_is_temporary_75() {
     let pki = TestPki::new();
     let dir = basic_dir(unused_port(), &pki);
     let out = mailgate(
@@ -198,7 +198,42 @@ fn nothing_listening_exits_69() {
             "b",
         ],
     );
-    assert_eq!(code(&out), 69, "{}", text(&out).1);
+    let (_, stderr) = text(&out);
+    assert_eq!(code(&out), 75, "{stderr}");
+    assert!(stderr.contains("cannot connect to SMTP server"), "{stderr}");
+}
+
+#[test]
+fn unknown_host_exits_68_naming_the_key() {
+    let dir = ConfigDir::with_properties(
+        &[
+            (
+                "mksis.logging.email.server.hostname",
+                "no-such-host.mailgate.invalid",
+            ),
+            ("mksis.logging.email.from", USER),
+        ],
+        &[],
+    );
+    let out = mailgate(
+        dir.path(),
+        &[
+            "send",
+            "--to",
+            "dev@example.com",
+            "--subject",
+            "s",
+            "--body",
+            "b",
+        ],
+    );
+    let (_, stderr) = text(&out);
+    assert_eq!(code(&out), 68, "{stderr}");
+    assert!(
+        stderr.contains("`no-such-host.mailgate.invalid` does not resolve")
+            && stderr.contains("mksis.logging.email.server.hostname"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -445,10 +480,10 @@ fn check_connect_prints_a_failure_once() {
     );
     let out = mailgate(dir.path(), &["check", "--connect"]);
     let (stdout, stderr) = text(&out);
-    assert_eq!(code(&out), 69, "{stderr}");
+    assert_eq!(code(&out), 75, "{stderr}");
     assert!(stdout.contains("strategy: open"), "{stdout}");
     assert!(
-        stdout.contains("connect:  FAILED (exit 69; the error is on stderr)"),
+        stdout.contains("connect:  FAILED (exit 75; the error is on stderr)"),
         "{stdout}"
     );
     let both = format!("{stdout}{stderr}");
@@ -460,10 +495,10 @@ fn check_connect_prints_a_failure_once() {
     assert!(stderr.starts_with("mailgate: cannot connect"), "{stderr}");
 
     let out = mailgate(dir.path(), &["check", "--connect", "--json"]);
-    assert_eq!(code(&out), 69, "{}", text(&out).1);
+    assert_eq!(code(&out), 75, "{}", text(&out).1);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     assert_eq!(v["connect"]["ok"], false);
-    assert_eq!(v["connect"]["exit_code"], 69);
+    assert_eq!(v["connect"]["exit_code"], 75);
     assert!(
         v["connect"]["error"]
             .as_str()

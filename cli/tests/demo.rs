@@ -178,7 +178,10 @@ mod fault {
         let out = send(&dir).await;
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(75), "{stderr}");
-        assert!(stderr.contains("RCPT TO with 451"), "{stderr}");
+        assert!(
+            stderr.contains("refused 1 of 1 recipient(s): <dev@example.com> 451"),
+            "{stderr}"
+        );
         assert!(stderr.contains("Greylisted"), "{stderr}");
         assert!(out.stdout.is_empty(), "nothing printed as sent");
         assert!(server.messages().is_empty());

@@ -40,9 +40,12 @@ pub enum ErrorKind {
     Usage,
     /// The message is malformed: bad address, header injection (EX_DATAERR, 65).
     InvalidInput,
-    /// The server could not be reached or cannot do what is configured (EX_UNAVAILABLE, 69).
+    /// The server's host name does not resolve (EX_NOHOST, 68).
+    NoHost,
+    /// The server cannot do what is configured, or refused for good (EX_UNAVAILABLE, 69).
     Unavailable,
-    /// Try again later: 4xx replies, timeouts, token endpoint 5xx (EX_TEMPFAIL, 75).
+    /// Try again later: refused connections, 4xx replies, timeouts, broken
+    /// connections, token endpoint 5xx (EX_TEMPFAIL, 75).
     Temporary,
     /// The server or token endpoint refused the credentials (EX_NOPERM, 77).
     AuthRefused,
@@ -56,6 +59,7 @@ impl ErrorKind {
         match self {
             ErrorKind::Usage => 64,
             ErrorKind::InvalidInput => 65,
+            ErrorKind::NoHost => 68,
             ErrorKind::Unavailable => 69,
             ErrorKind::Temporary => 75,
             ErrorKind::AuthRefused => 77,
@@ -241,13 +245,38 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
-    /// Nothing accepts connections at the configured address.
+    /// Nothing accepts connections at the configured address (yet): refused,
+    /// unreachable, or the name could not be looked up now. Temporary (75).
     #[error("cannot connect to SMTP server {server}: {reason}")]
     Connect {
         /// host:port
         server: String,
         /// Why.
         reason: String,
+    },
+    /// The server's host name does not resolve (68).
+    #[error(
+        "cannot connect to SMTP server {server}: the host name `{host}` does not resolve ({reason}); check `mksis.logging.email.server.hostname`"
+    )]
+    UnknownHost {
+        /// host:port
+        server: String,
+        /// The name that was looked up.
+        host: String,
+        /// The resolver's answer.
+        reason: String,
+    },
+    /// Bytes arrived after the server's `220` reply to STARTTLS, before the
+    /// TLS handshake: the server is broken or someone on the network path is
+    /// injecting replies (RFC 3207 §6). Nothing more was sent (69).
+    #[error(
+        "{server} (or something on the network path) sent {bytes} byte(s) after its 220 reply to STARTTLS, before the TLS handshake; refusing to continue, since those bytes could fake the server's replies (response injection). Nothing was sent"
+    )]
+    StartTlsInjection {
+        /// host:port
+        server: String,
+        /// How many bytes were waiting.
+        bytes: usize,
     },
     /// The TLS handshake failed, e.g. the certificate is not trusted. Nothing was sent.
     #[error(
@@ -313,6 +342,16 @@ pub enum Error {
         /// The reply text.
         reply: String,
     },
+    /// One or more recipients were refused; the message went to no one.
+    #[error("{server} refused {} of {total} recipient(s): {}; nothing was sent", refused.len(), describe_refusals(refused))]
+    Recipients {
+        /// host:port
+        server: String,
+        /// How many recipients the message had.
+        total: usize,
+        /// Each refused recipient with the server's reply.
+        refused: Vec<RecipientRefusal>,
+    },
     /// The connection broke or the server spoke nonsense.
     #[error("connection to {server} failed during {stage}: {reason}")]
     Protocol {
@@ -348,20 +387,49 @@ pub enum Error {
     Usage(String),
 }
 
+/// A recipient the server refused at RCPT TO.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecipientRefusal {
+    /// The address, cleaned for display.
+    pub address: String,
+    /// The reply code.
+    pub code: u16,
+    /// The reply text, cleaned for display.
+    pub reply: String,
+}
+
+/// At most this many refused recipients are listed in the error text.
+const LISTED_REFUSALS: usize = 10;
+
+fn describe_refusals(refused: &[RecipientRefusal]) -> String {
+    let mut parts: Vec<String> = refused
+        .iter()
+        .take(LISTED_REFUSALS)
+        .map(|r| format!("<{}> {} {}", r.address, r.code, r.reply))
+        .collect();
+    if refused.len() > LISTED_REFUSALS {
+        parts.push(format!("and {} more", refused.len() - LISTED_REFUSALS));
+    }
+    parts.join("; ")
+}
+
 impl Error {
     /// The failure class.
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Config(_) | Error::PlaintextAuth { .. } => ErrorKind::Config,
             Error::InvalidMessage { .. } => ErrorKind::InvalidInput,
-            Error::Connect { .. }
-            | Error::Tls { .. }
+            Error::Connect { .. } => ErrorKind::Temporary,
+            Error::UnknownHost { .. } => ErrorKind::NoHost,
+            Error::Tls { .. }
+            | Error::StartTlsInjection { .. }
             | Error::StartTlsUnavailable { .. }
             | Error::NoMechanism { .. } => ErrorKind::Unavailable,
             Error::AuthRefused { .. } => ErrorKind::AuthRefused,
             Error::Smtp {
                 code, stage, reply, ..
             } => smtp_kind(*code, *stage, reply),
+            Error::Recipients { refused, .. } => recipients_kind(refused),
             Error::Protocol { .. } | Error::Timeout { .. } => ErrorKind::Temporary,
             Error::Strategy { kind, .. } => *kind,
             Error::Usage(_) => ErrorKind::Usage,
@@ -378,6 +446,31 @@ impl Error {
         self.kind() == ErrorKind::Temporary
     }
 
+    /// The SMTP reply code, for errors that carry one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Error::Smtp { code, .. } => Some(*code),
+            Error::Recipients { refused, .. } => refused.first().map(|r| r.code),
+            _ => None,
+        }
+    }
+
+    /// The stage of the SMTP conversation that failed, where one did.
+    pub fn stage(&self) -> Option<Stage> {
+        match self {
+            Error::Smtp { stage, .. }
+            | Error::Protocol { stage, .. }
+            | Error::Timeout { stage, .. } => Some(*stage),
+            Error::Connect { .. } | Error::UnknownHost { .. } => Some(Stage::Connect),
+            Error::Tls { .. }
+            | Error::StartTlsInjection { .. }
+            | Error::StartTlsUnavailable { .. } => Some(Stage::Tls),
+            Error::AuthRefused { .. } | Error::NoMechanism { .. } => Some(Stage::Auth),
+            Error::Recipients { .. } => Some(Stage::Rcpt),
+            _ => None,
+        }
+    }
+
     /// Whether the same call will fail again until something changes.
     pub fn is_permanent(&self) -> bool {
         !self.is_transient()
@@ -391,12 +484,31 @@ impl Error {
     }
 }
 
+/// Temporary when every refusal was; else as the first permanent one.
+fn recipients_kind(refused: &[RecipientRefusal]) -> ErrorKind {
+    refused
+        .iter()
+        .find(|r| r.code / 100 != 4)
+        .map_or(ErrorKind::Temporary, |r| {
+            smtp_kind(r.code, Stage::Rcpt, &r.reply)
+        })
+}
+
 /// Classifies an SMTP error reply: 4xx is temporary; then the enhanced
 /// status code (RFC 3463) where the server sends one, since it says what is
-/// wrong whatever the command; then the command.
+/// wrong whatever the command; then the codes that only ever mean
+/// authentication (530 required, 534 mechanism too weak, 535 refused, 538
+/// encryption required); then the command.
+///
+/// This is the one classifier of SMTP replies; the README's exit-code table
+/// follows it.
 fn smtp_kind(code: u16, stage: Stage, reply: &str) -> ErrorKind {
     if code / 100 == 4 {
         return ErrorKind::Temporary;
+    }
+    if code / 100 != 5 {
+        // A 2xx or 3xx where an error was expected: the server is confused.
+        return ErrorKind::Unavailable;
     }
     match enhanced_status(reply) {
         // Security or policy: authentication required, relaying denied, sender not allowed.
@@ -404,6 +516,7 @@ fn smtp_kind(code: u16, stage: Stage, reply: &str) -> ErrorKind {
         // Addressing, or the message too big.
         Some((_, 1, _) | (_, 3, 4) | (_, 2, 3)) => ErrorKind::InvalidInput,
         _ => match (code, stage) {
+            (530 | 534 | 535 | 538, _) => ErrorKind::AuthRefused,
             // Syntax error or command not implemented: the server cannot do it.
             (500..=504, _) => ErrorKind::Unavailable,
             (_, Stage::Auth) => ErrorKind::AuthRefused,
@@ -458,6 +571,74 @@ mod tests {
         );
         assert_eq!(kind(554, Stage::Data, "Transaction failed"), 69);
         assert_eq!(kind(535, Stage::Auth, "Authentication failed"), 77);
+        assert_eq!(kind(530, Stage::Mail, "Authentication required"), 77);
+        assert_eq!(kind(530, Stage::Rcpt, ""), 77);
+        assert_eq!(
+            kind(535, Stage::Mail, "5.7.139 Authentication unsuccessful"),
+            77
+        );
+        assert_eq!(kind(538, Stage::Auth, "Encryption required"), 77);
+        assert_eq!(kind(250, Stage::Data, "odd"), 69);
+    }
+
+    #[test]
+    fn connection_failures_are_temporary_unknown_hosts_are_68() {
+        let connect = Error::Connect {
+            server: "s:25".into(),
+            reason: "connection refused".into(),
+        };
+        assert_eq!(connect.exit_code(), 75);
+        assert!(connect.is_transient());
+        let unknown = Error::UnknownHost {
+            server: "s:25".into(),
+            host: "s".into(),
+            reason: "Name or service not known".into(),
+        };
+        assert_eq!(unknown.exit_code(), 68);
+        assert!(!unknown.is_transient());
+        let injection = Error::StartTlsInjection {
+            server: "s:25".into(),
+            bytes: 3,
+        };
+        assert_eq!(injection.exit_code(), 69);
+    }
+
+    #[test]
+    fn refused_recipients_classify_by_the_worst_and_list_addresses() {
+        let refusal = |address: &str, code, reply: &str| RecipientRefusal {
+            address: address.into(),
+            code,
+            reply: reply.into(),
+        };
+        let temporary = Error::Recipients {
+            server: "s:25".into(),
+            total: 3,
+            refused: vec![refusal("b@x", 452, "4.5.3 Too many recipients")],
+        };
+        assert_eq!(temporary.exit_code(), 75);
+        assert_eq!(temporary.status(), Some(452));
+        let text = temporary.to_string();
+        assert!(
+            text.contains("refused 1 of 3") && text.contains("<b@x> 452"),
+            "{text}"
+        );
+        let mixed = Error::Recipients {
+            server: "s:25".into(),
+            total: 3,
+            refused: vec![
+                refusal("b@x", 452, "4.5.3 later"),
+                refusal("c@x", 550, "5.1.1 unknown"),
+            ],
+        };
+        assert_eq!(mixed.exit_code(), 65);
+        let many = Error::Recipients {
+            server: "s:25".into(),
+            total: 30,
+            refused: (0..30)
+                .map(|i| refusal(&format!("u{i}@x"), 550, "no"))
+                .collect(),
+        };
+        assert!(many.to_string().contains("and 20 more"));
     }
 
     #[test]

@@ -13,16 +13,16 @@ pub mod registry;
 pub mod resolver;
 mod secret;
 pub mod settings;
+pub mod smtp;
 pub mod strategy;
-mod transport;
 
-pub use error::{ConfigError, Error, ErrorKind, Origin, Result, Stage};
+pub use error::{ConfigError, Error, ErrorKind, Origin, RecipientRefusal, Result, Stage};
 pub use mailer::{DEFAULT_MAX_CONNECTIONS, Mailer, MailerBuilder, OutgoingMessage};
 pub use registry::Registry;
 pub use resolver::{AuthFlags, Resolution, Rule, resolve};
 pub use settings::{Settings, TlsMode, key_file_path, keys};
-pub use strategy::{AuthStrategy, Reply, SmtpSession, StrategyDescriptor, TokenSource};
-pub use transport::{ConnectReport, Delivery};
+pub use smtp::{ConnectReport, Delivery, Reply};
+pub use strategy::{AuthStrategy, SmtpSession, StrategyDescriptor, TokenSource};
 
 /// Re-exported for strategy implementations.
 pub use async_trait::async_trait;

@@ -13,10 +13,9 @@ use crate::properties::{ConfigFiles, Properties};
 use crate::registry::Registry;
 use crate::resolver::{Resolution, resolve};
 use crate::settings::{LoadOptions, Settings};
-use crate::transport::{ConnectReport, Delivery, Transport};
+use crate::smtp::{ConnectReport, Delivery, Transport};
 
-/// Default bound on simultaneous connections of one `Mailer`.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 4;
+pub use crate::settings::DEFAULT_MAX_CONNECTIONS;
 
 /// Builds a [`Mailer`]: where the properties files are, and overrides.
 ///
@@ -38,7 +37,7 @@ pub struct MailerBuilder {
     overrides: Properties,
     env: bool,
     key_file: Option<PathBuf>,
-    max_connections: usize,
+    max_connections: Option<usize>,
 }
 
 impl Default for MailerBuilder {
@@ -48,7 +47,7 @@ impl Default for MailerBuilder {
             overrides: Properties::default(),
             env: true,
             key_file: None,
-            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections: None,
         }
     }
 }
@@ -108,9 +107,10 @@ impl MailerBuilder {
         self
     }
 
-    /// Bound on simultaneous SMTP connections (default 4); as many are kept idle for reuse.
+    /// Bound on simultaneous SMTP connections; as many are kept idle for
+    /// reuse. Wins over `mailgate.smtp.maxConnections` (default 4).
     pub fn max_connections(mut self, n: usize) -> Self {
-        self.max_connections = n.max(1);
+        self.max_connections = Some(n.max(1));
         self
     }
 
@@ -135,7 +135,8 @@ impl MailerBuilder {
             settings.server().clone(),
             strategy,
             resolution.strategy.clone(),
-            self.max_connections,
+            self.max_connections
+                .unwrap_or(settings.server().max_connections),
         )?;
         Ok(Mailer {
             inner: Arc::new(Inner {

@@ -45,6 +45,8 @@ pub mod keys {
     pub const HELO_NAME: &str = "mailgate.smtp.heloName";
     /// true: allow credentials over an unencrypted connection (default false).
     pub const ALLOW_PLAINTEXT_AUTH: &str = "mailgate.smtp.allowPlaintextAuth";
+    /// Bound on simultaneous SMTP connections of one `Mailer` (default 4).
+    pub const MAX_CONNECTIONS: &str = "mailgate.smtp.maxConnections";
     /// Picks a registered strategy by name, overriding the flags.
     pub const AUTH_STRATEGY: &str = "mailgate.smtp.auth.strategy";
     /// Key file for `ENC(...)` values (default `mailgate.key` in the config folder).
@@ -79,6 +81,7 @@ pub mod keys {
         TIMEOUT_SECONDS,
         HELO_NAME,
         ALLOW_PLAINTEXT_AUTH,
+        MAX_CONNECTIONS,
         AUTH_STRATEGY,
         CRYPTO_KEY_FILE,
     ];
@@ -122,8 +125,35 @@ pub struct CaFile {
     pub path: PathBuf,
     /// PEM content.
     pub pem: Vec<u8>,
+    /// Its certificates, each checked to be usable as a trust anchor.
+    pub certs: Vec<rustls::pki_types::CertificateDer<'static>>,
     /// Where `mailgate.smtp.ssl.caFile` named it.
     pub origin: Origin,
+}
+
+/// Default bound on simultaneous SMTP connections of one `Mailer`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4;
+
+/// Highest `mailgate.smtp.maxConnections` accepted: beyond it a server sees
+/// a connection flood, not a client.
+pub const MAX_MAX_CONNECTIONS: usize = 100;
+
+/// The certificates of a PEM file, each usable as a trust anchor.
+fn parse_ca_pem(pem: &[u8]) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let mut certs = Vec::new();
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        let cert = cert.map_err(|e| format!("not a valid PEM certificate: {e}"))?;
+        rustls::RootCertStore::empty()
+            .add(cert.clone())
+            .map_err(|e| format!("not a usable CA certificate: {e}"))?;
+        certs.push(cert);
+    }
+    if certs.is_empty() {
+        return Err("it holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into());
+    }
+    Ok(certs)
 }
 
 /// Where and how to connect.
@@ -143,6 +173,8 @@ pub struct ServerSettings {
     pub helo_name: Option<String>,
     /// Credentials may cross an unencrypted connection.
     pub allow_plaintext_auth: bool,
+    /// Bound on simultaneous connections; as many are kept idle.
+    pub max_connections: usize,
 }
 
 impl ServerSettings {
@@ -229,6 +261,7 @@ impl Settings {
                 timeout: Duration::from_secs(30),
                 helo_name: None,
                 allow_plaintext_auth: false,
+                max_connections: DEFAULT_MAX_CONNECTIONS,
             },
             sender: None,
             warnings: Vec::new(),
@@ -312,6 +345,19 @@ impl Settings {
         {
             return Err(self.invalid(keys::HELO_NAME, "a host name without spaces"));
         }
+        let max_connections = match self.value(keys::MAX_CONNECTIONS) {
+            None => DEFAULT_MAX_CONNECTIONS,
+            Some(v) => v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=MAX_MAX_CONNECTIONS).contains(n))
+                .ok_or_else(|| {
+                    self.invalid(
+                        keys::MAX_CONNECTIONS,
+                        &format!("a whole number from 1 to {MAX_MAX_CONNECTIONS}"),
+                    )
+                })?,
+        };
         let server = ServerSettings {
             host,
             port,
@@ -320,6 +366,7 @@ impl Settings {
             timeout,
             helo_name,
             allow_plaintext_auth: self.flag(keys::ALLOW_PLAINTEXT_AUTH)?,
+            max_connections,
         };
         Ok((server, warnings))
     }
@@ -348,11 +395,11 @@ impl Settings {
                     "it holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into(),
                 ));
             }
-            lettre::transport::smtp::client::Certificate::from_pem(&pem)
-                .map_err(|e| fail(format!("not a valid PEM certificate: {e}")))?;
+            let certs = parse_ca_pem(&pem).map_err(fail)?;
             out.push(CaFile {
                 path,
                 pem,
+                certs,
                 origin: entry.origin.clone(),
             });
         }

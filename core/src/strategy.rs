@@ -3,16 +3,15 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
-use lettre::transport::smtp::authentication::Mechanism;
-use lettre::transport::smtp::client::AsyncSmtpConnection;
-use lettre::transport::smtp::extension::ClientId;
 use secrecy::SecretString;
+use tokio::time::Instant;
 
 use crate::error::{Error, Result, Stage};
 use crate::settings::Settings;
+use crate::smtp::Reply;
+use crate::smtp::connection::Connection;
 
 /// Authenticates an SMTP connection that is already open (and TLS'd where configured).
 ///
@@ -89,56 +88,22 @@ impl fmt::Debug for StrategyDescriptor {
 
 inventory::collect!(StrategyDescriptor);
 
-/// A server reply during authentication.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Reply {
-    /// The three-digit code.
-    pub code: u16,
-    /// The text lines, without the code.
-    pub lines: Vec<String>,
-}
-
-impl Reply {
-    /// The text lines joined with spaces.
-    pub fn text(&self) -> String {
-        self.lines.join(" ")
-    }
-}
-
-impl fmt::Display for Reply {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.code, self.text())
-    }
-}
-
-/// An open SMTP connection as a strategy sees it.
+/// An open SMTP connection as a strategy sees it, during the AUTH stage
+/// (one deadline for the whole exchange).
 pub struct SmtpSession<'a> {
-    conn: &'a mut AsyncSmtpConnection,
-    server: &'a str,
-    timeout: Duration,
-    hello: &'a ClientId,
-    ehlo_keywords: Option<Vec<String>>,
+    conn: &'a mut Connection,
+    deadline: Instant,
 }
 
 impl<'a> SmtpSession<'a> {
-    pub(crate) fn new(
-        conn: &'a mut AsyncSmtpConnection,
-        server: &'a str,
-        timeout: Duration,
-        hello: &'a ClientId,
-    ) -> Self {
-        Self {
-            conn,
-            server,
-            timeout,
-            hello,
-            ehlo_keywords: None,
-        }
+    pub(crate) fn new(conn: &'a mut Connection) -> Self {
+        let deadline = conn.peer().deadline();
+        Self { conn, deadline }
     }
 
     /// `host:port` of the server, for error messages.
     pub fn server(&self) -> &str {
-        self.server
+        &self.conn.peer().address
     }
 
     /// Whether the connection is encrypted.
@@ -148,45 +113,54 @@ impl<'a> SmtpSession<'a> {
 
     /// Whether the server's EHLO reply lists `mechanism` (e.g. `PLAIN`, `OAUTHBEARER`).
     pub async fn offers_auth(&mut self, mechanism: &str) -> Result<bool> {
-        let known = match mechanism.to_ascii_uppercase().as_str() {
-            "PLAIN" => Some(Mechanism::Plain),
-            "LOGIN" => Some(Mechanism::Login),
-            "XOAUTH2" => Some(Mechanism::Xoauth2),
-            _ => None,
-        };
-        if let Some(known) = known {
-            return Ok(self.conn.server_info().supports_auth_mechanism(known));
-        }
-        // lettre keeps only the mechanisms it implements: ask again for the rest.
-        if self.ehlo_keywords.is_none() {
-            let reply = self
-                .command(&format!("EHLO {}", self.hello), Stage::Connect)
-                .await?;
-            self.ehlo_keywords = Some(auth_mechanisms(&reply.lines));
-        }
-        let wanted = mechanism.to_ascii_uppercase();
-        Ok(self
-            .ehlo_keywords
-            .as_ref()
-            .is_some_and(|k| k.contains(&wanted)))
+        Ok(self.conn.caps().offers_auth(mechanism))
     }
 
-    /// Sends one line of the SASL exchange and reads the reply, bounded by the timeout.
+    /// The mechanisms the server offers, as it spelled them.
+    pub fn auth_mechanisms(&self) -> Vec<String> {
+        self.conn.caps().auth_mechanisms().to_vec()
+    }
+
+    /// Masks `secret` (and its base64 and URL-encoded forms) in everything
+    /// shown from this server from now on: errors, logs, stdout. Strategies
+    /// call it with each password or token before sending it.
+    pub fn protect(&mut self, secret: &str) {
+        self.conn.peer().protect(secret);
+    }
+
+    /// Server text made fit to show: every protected secret masked, control
+    /// characters escaped, length bounded.
+    pub fn clean(&self, text: &str) -> String {
+        self.conn.peer().clean(text)
+    }
+
+    /// Sends one line of the SASL exchange and reads the reply, within the
+    /// AUTH stage's deadline.
     ///
     /// `shown` is what the log says was sent: pass the command with the
-    /// payload replaced (e.g. `AUTH PLAIN <redacted>`). A 4xx/5xx reply comes
-    /// back as `Ok(reply)` so the strategy can interpret it.
+    /// payload replaced (e.g. `AUTH PLAIN <redacted>`); every word of `line`
+    /// that `shown` leaves out is masked in later output too. A 4xx/5xx reply
+    /// comes back as `Ok(reply)` so the strategy can interpret it.
     pub async fn auth_command(&mut self, line: &str, shown: &str) -> Result<Reply> {
         if line.contains(['\r', '\n']) {
             // A line break would let the payload smuggle a second command.
             return Err(Error::Protocol {
-                server: self.server.to_owned(),
+                server: self.server().to_owned(),
                 stage: Stage::Auth,
                 reason: format!("refusing to send an AUTH line with a line break ({shown})"),
             });
         }
-        tracing::debug!(target: "mailgate::smtp", "C: {shown}");
-        self.exchange(line).await
+        if line != shown {
+            let shown_words: Vec<&str> = shown.split_whitespace().collect();
+            for word in line.split_whitespace() {
+                if !shown_words.contains(&word) {
+                    self.conn.peer().protect(word);
+                }
+            }
+        }
+        self.conn
+            .command_shown(line, shown, Stage::Auth, self.deadline)
+            .await
     }
 
     /// Ends an AUTH exchange from its final reply, the same way for every
@@ -204,136 +178,22 @@ impl<'a> SmtpSession<'a> {
             235 => Ok(()),
             530 | 534 | 535 | 538 => Err(Error::AuthRefused {
                 strategy: strategy.to_owned(),
-                server: self.server.to_owned(),
-                reply: reply.to_string(),
+                server: self.server().to_owned(),
+                reply: self.clean(&reply.to_string()),
                 retry_on_new_connection,
             }),
             334 => {
                 let cancel = self.auth_command("*", "*").await?;
                 Err(Error::Protocol {
-                    server: self.server.to_owned(),
+                    server: self.server().to_owned(),
                     stage: Stage::Auth,
                     reason: format!(
-                        "the server asked for more after the {strategy} exchange; cancelled ({cancel})"
+                        "the server asked for more after the {strategy} exchange; cancelled ({})",
+                        self.clean(&cancel.to_string())
                     ),
                 })
             }
-            code => Err(Error::Smtp {
-                server: self.server.to_owned(),
-                stage: Stage::Auth,
-                code,
-                reply: reply.text(),
-            }),
+            _ => Err(self.conn.peer().smtp_error(Stage::Auth, reply)),
         }
-    }
-
-    async fn command(&mut self, line: &str, stage: Stage) -> Result<Reply> {
-        tracing::debug!(target: "mailgate::smtp", "C: {line}");
-        let reply = self.exchange(line).await?;
-        if reply.code >= 400 {
-            return Err(Error::Smtp {
-                server: self.server.to_owned(),
-                stage,
-                code: reply.code,
-                reply: reply.text(),
-            });
-        }
-        Ok(reply)
-    }
-
-    async fn exchange(&mut self, line: &str) -> Result<Reply> {
-        let fut = self.conn.command(RawLine(line));
-        let reply = match tokio::time::timeout(self.timeout, fut).await {
-            Err(_) => {
-                return Err(Error::Timeout {
-                    server: self.server.to_owned(),
-                    stage: Stage::Auth,
-                    after: self.timeout,
-                });
-            }
-            Ok(result) => reply_from(result, self.server, Stage::Auth)?,
-        };
-        tracing::debug!(target: "mailgate::smtp", "S: {reply}");
-        Ok(reply)
-    }
-}
-
-/// The mechanisms of the EHLO reply's `AUTH` lines, in either the standard
-/// form (`AUTH PLAIN LOGIN`) or the old `AUTH=PLAIN LOGIN` one.
-fn auth_mechanisms(lines: &[String]) -> Vec<String> {
-    lines
-        .iter()
-        .filter_map(|line| {
-            let upper = line.to_ascii_uppercase();
-            let rest = upper
-                .strip_prefix("AUTH ")
-                .or_else(|| upper.strip_prefix("AUTH="))?;
-            Some(
-                rest.split_whitespace()
-                    .map(str::to_owned)
-                    .collect::<Vec<_>>(),
-            )
-        })
-        .flatten()
-        .collect()
-}
-
-/// Turns lettre's result into a [`Reply`], keeping 4xx/5xx replies as values.
-pub(crate) fn reply_from(
-    result: std::result::Result<
-        lettre::transport::smtp::response::Response,
-        lettre::transport::smtp::Error,
-    >,
-    server: &str,
-    stage: Stage,
-) -> Result<Reply> {
-    match result {
-        Ok(response) => Ok(Reply {
-            code: u16::from(response.code()),
-            lines: response.message().map(str::to_owned).collect(),
-        }),
-        Err(e) => match e.status() {
-            Some(code) => Ok(Reply {
-                code: u16::from(code),
-                lines: vec![error_text(&e)],
-            }),
-            None => Err(Error::Protocol {
-                server: server.to_owned(),
-                stage,
-                reason: e.to_string(),
-            }),
-        },
-    }
-}
-
-/// The server's text from a lettre code error ("permanent error (535): text" -> "text").
-pub(crate) fn error_text(e: &lettre::transport::smtp::Error) -> String {
-    use std::error::Error as _;
-    e.source().map(|s| s.to_string()).unwrap_or_default()
-}
-
-/// A line sent verbatim, terminated with CRLF.
-struct RawLine<'a>(&'a str);
-
-impl fmt::Display for RawLine<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}\r\n", self.0)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::auth_mechanisms;
-
-    #[test]
-    fn auth_lines_in_both_forms() {
-        let lines = [
-            "mail.example.com",
-            "AUTH PLAIN OAUTHBEARER",
-            "auth=LOGIN",
-            "SIZE 1000",
-        ]
-        .map(str::to_owned);
-        assert_eq!(auth_mechanisms(&lines), ["PLAIN", "OAUTHBEARER", "LOGIN"]);
     }
 }

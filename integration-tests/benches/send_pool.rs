@@ -91,7 +91,9 @@ async fn bench(n: usize) {
     }
     mailer.close().await;
     let pooled = start.elapsed();
-    let pooled_cpu = cpu_time().zip(cpu_before).map(|(after, before)| after - before);
+    let pooled_cpu = cpu_time()
+        .zip(cpu_before)
+        .map(|(after, before)| after - before);
     let pooled_connections = server.connection_count() - connections_before;
     let pooled_auths = server.auth_attempts().len();
     let rss_after_pooled = peak_rss_kib();

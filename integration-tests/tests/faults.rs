@@ -86,6 +86,24 @@ fn assert_smtp(err: &Error, stage: ClientStage, code: u16) {
     }
 }
 
+/// The error lists exactly `address` as refused with `code`.
+fn assert_refused(err: &Error, address: &str, code: u16) {
+    match err {
+        Error::Recipients { refused, total, .. } => {
+            assert_eq!(*total, 1, "{err}");
+            assert_eq!(refused.len(), 1, "{err}");
+            assert_eq!(
+                (refused[0].address.as_str(), refused[0].code),
+                (address, code),
+                "{err}"
+            );
+            assert_eq!(err.status(), Some(code));
+            assert_eq!(err.stage(), Some(ClientStage::Rcpt));
+        }
+        other => panic!("expected Error::Recipients with {address} {code}, got {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn reply_421_at_mail_is_temporary_and_the_next_send_reconnects() {
     let server =
@@ -121,7 +139,7 @@ async fn reply_451_at_rcpt_is_temporary() {
     .await;
     let dir = basic_config(&server, "10");
     let err = send(&mailer(&dir), "greylisted").await.unwrap_err();
-    assert_smtp(&err, ClientStage::Rcpt, 451);
+    assert_refused(&err, TO, 451);
     assert_eq!(err.exit_code(), 75);
     assert!(err.is_transient());
     assert_authenticated_but_nothing_recorded(&server);
@@ -145,7 +163,7 @@ async fn reply_550_at_rcpt_is_permanent_bad_input() {
     let server = submission([Fault::reply(Stage::Rcpt, 550, "5.1.1 No such user")]).await;
     let dir = basic_config(&server, "10");
     let err = send(&mailer(&dir), "unknown user").await.unwrap_err();
-    assert_smtp(&err, ClientStage::Rcpt, 550);
+    assert_refused(&err, TO, 550);
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
     assert_eq!(err.exit_code(), 65);
     assert!(err.is_permanent());

@@ -306,14 +306,15 @@ async fn credentials_never_cross_plaintext() {
 }
 
 #[tokio::test]
-async fn nothing_listening_is_exit_69() {
+async fn nothing_listening_is_temporary_exit_75() {
     let dir = config(server_props(unused_port()));
     let err = mailer(&dir)
         .sendmail(USER, "dev@example.com", "s", "b")
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Connect { .. }), "{err}");
-    assert_eq!(err.exit_code(), 69);
+    assert_eq!(err.exit_code(), 75);
+    assert!(err.is_transient());
 }
 
 #[tokio::test]
@@ -441,7 +442,8 @@ async fn a_refused_recipient_resets_and_keeps_the_connection() {
             .sendmail(USER, "nobody@example.com", "s", "b")
             .await
             .unwrap_err();
-        assert!(matches!(err, Error::Smtp { code: 550, .. }), "{err}");
+        assert!(matches!(err, Error::Recipients { .. }), "{err}");
+        assert_eq!(err.status(), Some(550), "{err}");
     }
     assert_eq!(peer.connections(), 1, "RSET, then the connection is reused");
 }

@@ -1,0 +1,307 @@
+//! The pool of authenticated connections behind a `Mailer`.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lettre::address::Envelope;
+use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::time::Instant;
+
+use super::connection::{Connection, Peer};
+use super::transaction;
+use crate::error::{Error, Result, Stage};
+use crate::settings::{ServerSettings, TlsMode};
+use crate::strategy::{AuthStrategy, SmtpSession};
+
+/// Idle connections older than this are not reused (servers drop idle clients).
+const MAX_IDLE_AGE: Duration = Duration::from_secs(60);
+/// A pooled connection idle longer than this is probed with NOOP before reuse;
+/// a fresher one is used at once (if the server closed it anyway, MAIL fails
+/// before anything is accepted and the message goes out on a new connection).
+const PROBE_AFTER_IDLE: Duration = Duration::from_secs(5);
+
+/// What happened on a successful delivery.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    /// The server's reply to the end of DATA (usually a queue id), cleaned for display.
+    pub reply: String,
+    /// Whether a pooled connection was reused.
+    pub reused_connection: bool,
+}
+
+/// What `check --connect` found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectReport {
+    /// host:port
+    pub server: String,
+    /// The server's EHLO name, cleaned for display.
+    pub server_name: String,
+    /// Whether the session was encrypted.
+    pub encrypted: bool,
+    /// The strategy that authenticated.
+    pub strategy: String,
+    /// The extensions the server offered (after TLS), upper-cased.
+    pub extensions: Vec<String>,
+    /// Time from connect to authenticated.
+    pub elapsed: Duration,
+}
+
+struct Idle {
+    conn: Connection,
+    since: Instant,
+}
+
+pub(crate) struct Transport {
+    peer: Arc<Peer>,
+    strategy: Arc<dyn AuthStrategy>,
+    strategy_name: String,
+    idle: Mutex<Vec<Idle>>,
+    /// Bounds simultaneous connections; as many are kept idle. Closed by `close`.
+    permits: Semaphore,
+    max_connections: usize,
+}
+
+impl Transport {
+    pub(crate) fn new(
+        server: ServerSettings,
+        strategy: Arc<dyn AuthStrategy>,
+        strategy_name: String,
+        max_connections: usize,
+    ) -> Result<Self> {
+        // Refuse at build time what every connection would refuse, so `check` says so.
+        if strategy.sends_credentials()
+            && server.tls == TlsMode::None
+            && !server.allow_plaintext_auth
+        {
+            return Err(Error::PlaintextAuth {
+                strategy: strategy_name,
+                server: server.address(),
+            });
+        }
+        let max_connections = max_connections.max(1);
+        Ok(Self {
+            peer: Arc::new(Peer::new(server)),
+            strategy,
+            strategy_name,
+            idle: Mutex::new(Vec::new()),
+            permits: Semaphore::new(max_connections),
+            max_connections,
+        })
+    }
+
+    pub(crate) fn strategy(&self) -> &Arc<dyn AuthStrategy> {
+        &self.strategy
+    }
+
+    /// Sends one message, reusing a pooled connection when one is alive.
+    pub(crate) async fn send(&self, envelope: &Envelope, message: &[u8]) -> Result<Delivery> {
+        let _permit = self.permit().await?;
+        let (mut conn, reused) = self.checkout().await?;
+        match transaction::send(&mut conn, envelope, message).await {
+            Ok(reply) => {
+                self.checkin(conn);
+                Ok(Delivery {
+                    reply,
+                    reused_connection: reused,
+                })
+            }
+            // The server closed a pooled connection (or is closing it: 421) before
+            // MAIL: nothing was accepted yet, so a fresh connection is safe and
+            // invisible to the caller.
+            Err(e) if reused && stale_connection(&e) => {
+                tracing::debug!(
+                    "pooled connection to {} is gone ({e}); reconnecting",
+                    self.peer.address
+                );
+                drop(conn);
+                let mut conn = self.open().await?;
+                let result = transaction::send(&mut conn, envelope, message).await;
+                self.finish(conn, result).await.map(|reply| Delivery {
+                    reply,
+                    reused_connection: false,
+                })
+            }
+            Err(e) => {
+                self.recover(conn, &e).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn finish(&self, conn: Connection, result: Result<String>) -> Result<String> {
+        match result {
+            Ok(reply) => {
+                self.checkin(conn);
+                Ok(reply)
+            }
+            Err(e) => {
+                self.recover(conn, &e).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// After a failed transaction: a connection still in step is reset (RSET)
+    /// and pooled again; any other is dropped.
+    async fn recover(&self, mut conn: Connection, e: &Error) {
+        if !conn.is_poisoned() && in_sync(e) && conn.reset().await {
+            self.checkin(conn);
+        }
+    }
+
+    /// Connects, negotiates TLS, authenticates and quits without sending.
+    pub(crate) async fn check(&self) -> Result<ConnectReport> {
+        let start = std::time::Instant::now();
+        let conn = self.open().await?;
+        let report = ConnectReport {
+            server: self.peer.address.clone(),
+            server_name: self.peer.clean(conn.caps().domain()),
+            encrypted: conn.is_encrypted(),
+            strategy: self.strategy_name.clone(),
+            extensions: conn.caps().keywords().map(|k| self.peer.clean(k)).collect(),
+            elapsed: start.elapsed(),
+        };
+        conn.quit().await;
+        Ok(report)
+    }
+
+    /// Quits every idle connection; later sends fail with a usage error.
+    pub(crate) async fn close(&self) {
+        self.permits.close();
+        let idle = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|p| p.into_inner()));
+        for Idle { conn, .. } in idle {
+            conn.quit().await;
+        }
+    }
+
+    async fn permit(&self) -> Result<SemaphorePermit<'_>> {
+        self.permits
+            .acquire()
+            .await
+            .map_err(|_| Error::Usage("the mailer is closed".into()))
+    }
+
+    /// A pooled connection (probed with NOOP when it has been idle a while),
+    /// else a new one.
+    async fn checkout(&self) -> Result<(Connection, bool)> {
+        loop {
+            let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let Some(Idle { mut conn, since }) = idle else {
+                return Ok((self.open().await?, false));
+            };
+            let age = since.elapsed();
+            let alive = age < MAX_IDLE_AGE && (age < PROBE_AFTER_IDLE || conn.probe().await);
+            if alive {
+                tracing::debug!("reusing pooled connection to {}", self.peer.address);
+                return Ok((conn, true));
+            }
+            tracing::debug!(
+                "pooled connection to {} is gone; dropping it",
+                self.peer.address
+            );
+        }
+    }
+
+    fn checkin(&self, conn: Connection) {
+        if conn.is_poisoned() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < self.max_connections && !self.permits.is_closed() {
+            idle.push(Idle {
+                conn,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// A new, authenticated connection. A strategy's refusal that asks for a
+    /// retry gets exactly one more attempt on a new connection.
+    async fn open(&self) -> Result<Connection> {
+        self.strategy.prepare().await?;
+        let mut conn = Connection::open(&self.peer).await?;
+        match self.authenticate(&mut conn).await {
+            Ok(()) => Ok(conn),
+            Err(Error::AuthRefused {
+                retry_on_new_connection: true,
+                reply,
+                ..
+            }) => {
+                tracing::info!(
+                    "{} refused authentication ({reply}); retrying once on a new connection",
+                    self.peer.address
+                );
+                conn.quit().await;
+                self.strategy.prepare().await?;
+                let mut conn = Connection::open(&self.peer).await?;
+                match self.authenticate(&mut conn).await {
+                    Ok(()) => Ok(conn),
+                    Err(e) => {
+                        conn.quit().await;
+                        Err(final_refusal(e))
+                    }
+                }
+            }
+            Err(e) => {
+                conn.quit().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn authenticate(&self, conn: &mut Connection) -> Result<()> {
+        if self.strategy.sends_credentials()
+            && !conn.is_encrypted()
+            && !self.peer.server.allow_plaintext_auth
+        {
+            return Err(Error::PlaintextAuth {
+                strategy: self.strategy_name.clone(),
+                server: self.peer.address.clone(),
+            });
+        }
+        let mut session = SmtpSession::new(conn);
+        self.strategy.authenticate(&mut session).await
+    }
+}
+
+/// Whether the connection is still in step with the server after `e`: no
+/// reply is owed, the stream works and the server is not closing it (421).
+fn in_sync(e: &Error) -> bool {
+    !matches!(
+        e,
+        Error::Timeout { .. } | Error::Protocol { .. } | Error::Smtp { code: 421, .. }
+    )
+}
+
+/// A pooled connection the server has dropped or is dropping, seen at MAIL.
+fn stale_connection(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Protocol {
+            stage: Stage::Mail,
+            ..
+        } | Error::Smtp {
+            stage: Stage::Mail,
+            code: 421,
+            ..
+        }
+    )
+}
+
+/// A second refusal is final, whatever the strategy asked for.
+fn final_refusal(e: Error) -> Error {
+    match e {
+        Error::AuthRefused {
+            strategy,
+            server,
+            reply,
+            ..
+        } => Error::AuthRefused {
+            strategy,
+            server,
+            reply,
+            retry_on_new_connection: false,
+        },
+        other => other,
+    }
+}

@@ -1,0 +1,258 @@
+//! One mail transaction: MAIL, RCPT, DATA and the message.
+//!
+//! With PIPELINING (RFC 2920) MAIL, every RCPT and DATA go out in one write
+//! and their replies are read in order; the message and the end-of-data line
+//! go in one more. That is two round trips per message. Without it, one
+//! command per round trip.
+//!
+//! All or nothing: if any recipient is refused, the message goes to no one
+//! and the error lists every refused address with its reply. When the server
+//! has already answered the pipelined DATA with 354, the only way to abandon
+//! the transaction is to drop the connection before the end-of-data line
+//! (RFC 5321 §4.1.1.4: no delivery without it).
+
+use lettre::address::Envelope;
+
+use super::connection::Connection;
+use super::data::encode_data;
+use super::reply::Reply;
+use crate::error::{Error, RecipientRefusal, Result, Stage};
+
+/// Sends `message` (RFC 5322 bytes) to the envelope's recipients; returns the
+/// server's final reply text.
+pub(crate) async fn send(
+    conn: &mut Connection,
+    envelope: &Envelope,
+    message: &[u8],
+) -> Result<String> {
+    let data = encode_data(message);
+    let mail = mail_command(conn, envelope, message, data.len())?;
+    let rcpts: Vec<String> = envelope
+        .to()
+        .iter()
+        .map(|to| format!("RCPT TO:<{}>", addr(to)))
+        .collect();
+
+    let deadline = conn.peer().deadline();
+    let envelope_replies = if conn.caps().pipelining() {
+        pipelined_envelope(conn, &mail, &rcpts, deadline).await?
+    } else {
+        stepwise_envelope(conn, &mail, &rcpts, deadline).await?
+    };
+    if let Some(data_reply) = envelope_replies.check(conn, envelope)? {
+        if data_reply.code != 354 {
+            return Err(conn.peer().smtp_error(Stage::Data, &data_reply));
+        }
+    }
+
+    tracing::debug!(target: "mailgate::smtp", "C: <message, {} bytes>", message.len());
+    let deadline = conn.peer().deadline();
+    conn.write_all(&data, Stage::Data, deadline).await?;
+    let reply = conn.read_reply(Stage::Data, deadline).await?;
+    tracing::debug!(target: "mailgate::smtp", "S: {}", conn.peer().clean(&reply.to_string()));
+    if reply.code != 250 {
+        if reply.code == 421 {
+            conn.poison();
+        }
+        return Err(conn.peer().smtp_error(Stage::Data, &reply));
+    }
+    Ok(conn.peer().clean(&reply.text()))
+}
+
+/// The address as it goes in the envelope (no copy, no formatting).
+fn addr(address: &lettre::Address) -> &str {
+    AsRef::<str>::as_ref(address)
+}
+
+/// `MAIL FROM:<addr>` with the parameters the message needs and the server offers.
+fn mail_command(
+    conn: &Connection,
+    envelope: &Envelope,
+    message: &[u8],
+    wire_size: usize,
+) -> Result<String> {
+    let caps = conn.caps();
+    let peer = conn.peer();
+    let from = envelope.from().map(addr).unwrap_or_default();
+    let mut line = format!("MAIL FROM:<{from}>");
+    let non_ascii = envelope
+        .from()
+        .into_iter()
+        .chain(envelope.to())
+        .find(|a| !addr(a).is_ascii());
+    if let Some(address) = non_ascii {
+        if !caps.smtputf8() {
+            return Err(Error::invalid_message(
+                "address",
+                format!(
+                    "`{}` has non-ASCII characters but {} does not support SMTPUTF8; nothing was sent",
+                    peer.clean(addr(address)),
+                    peer.address
+                ),
+            ));
+        }
+        line.push_str(" SMTPUTF8");
+    }
+    if !message.is_ascii() && caps.eight_bit_mime() {
+        line.push_str(" BODY=8BITMIME");
+    }
+    if caps.supports("SIZE") {
+        if let Some(limit) = caps.size_limit()
+            && wire_size as u64 > limit
+        {
+            return Err(Error::invalid_message(
+                "message",
+                format!(
+                    "{wire_size} bytes exceed the {limit}-byte SIZE limit {} announced; nothing was sent",
+                    peer.address
+                ),
+            ));
+        }
+        line.push_str(&format!(" SIZE={wire_size}"));
+    }
+    Ok(line)
+}
+
+/// The replies to MAIL, each RCPT and (when it was sent) DATA.
+struct EnvelopeReplies {
+    mail: Reply,
+    rcpts: Vec<Reply>,
+    data: Option<Reply>,
+}
+
+impl EnvelopeReplies {
+    /// The reply to DATA when every envelope command was accepted; else the
+    /// error, with the connection poisoned where it is out of step.
+    fn check(self, conn: &mut Connection, envelope: &Envelope) -> Result<Option<Reply>> {
+        let peer = conn.peer().clone();
+        let data_started = self.data.as_ref().is_some_and(|r| r.code == 354);
+        let closing = std::iter::once(&self.mail)
+            .chain(&self.rcpts)
+            .chain(&self.data)
+            .any(|r| r.code == 421);
+        if closing || (data_started && !self.all_accepted()) {
+            conn.poison();
+        }
+        if !self.mail.is_positive() {
+            return Err(peer.smtp_error(Stage::Mail, &self.mail));
+        }
+        if let Some(closing) = self.rcpts.iter().find(|r| r.code == 421) {
+            return Err(peer.smtp_error(Stage::Rcpt, closing));
+        }
+        let refused: Vec<RecipientRefusal> = envelope
+            .to()
+            .iter()
+            .zip(&self.rcpts)
+            .filter(|(_, reply)| !reply.is_positive())
+            .map(|(address, reply)| RecipientRefusal {
+                address: peer.clean(addr(address)),
+                code: reply.code,
+                reply: peer.clean(&reply.text()),
+            })
+            .collect();
+        if !refused.is_empty() {
+            return Err(Error::Recipients {
+                server: peer.address.clone(),
+                total: envelope.to().len(),
+                refused,
+            });
+        }
+        Ok(self.data)
+    }
+
+    fn all_accepted(&self) -> bool {
+        self.mail.is_positive() && self.rcpts.iter().all(Reply::is_positive)
+    }
+}
+
+async fn pipelined_envelope(
+    conn: &mut Connection,
+    mail: &str,
+    rcpts: &[String],
+    deadline: tokio::time::Instant,
+) -> Result<EnvelopeReplies> {
+    let mut batch = String::with_capacity(mail.len() + rcpts.len() * 48 + 16);
+    for line in std::iter::once(mail)
+        .chain(rcpts.iter().map(String::as_str))
+        .chain(["DATA"])
+    {
+        tracing::debug!(target: "mailgate::smtp", "C: {line}");
+        batch.push_str(line);
+        batch.push_str("\r\n");
+    }
+    conn.write_all(batch.as_bytes(), Stage::Mail, deadline)
+        .await?;
+    let mail = read_logged(conn, Stage::Mail, deadline, None).await?;
+    let mut first_refusal = (!mail.is_positive()).then(|| (Stage::Mail, mail.clone()));
+    let mut replies = Vec::with_capacity(rcpts.len());
+    for _ in rcpts {
+        let reply = read_logged(conn, Stage::Rcpt, deadline, first_refusal.as_ref()).await?;
+        if !reply.is_positive() && first_refusal.is_none() {
+            first_refusal = Some((Stage::Rcpt, reply.clone()));
+        }
+        replies.push(reply);
+    }
+    let data = read_logged(conn, Stage::Data, deadline, first_refusal.as_ref()).await?;
+    Ok(EnvelopeReplies {
+        mail,
+        rcpts: replies,
+        data: Some(data),
+    })
+}
+
+/// Reads one pipelined reply. When the stream breaks after the server has
+/// already refused something (a 421 and then the close, say), that refusal
+/// is the error, not the broken stream.
+async fn read_logged(
+    conn: &mut Connection,
+    stage: Stage,
+    deadline: tokio::time::Instant,
+    earlier_refusal: Option<&(Stage, Reply)>,
+) -> Result<Reply> {
+    match conn.read_reply(stage, deadline).await {
+        Ok(reply) => {
+            tracing::debug!(target: "mailgate::smtp", "S: {}", conn.peer().clean(&reply.to_string()));
+            Ok(reply)
+        }
+        Err(e) => match earlier_refusal {
+            Some((stage, reply)) => Err(conn.peer().smtp_error(*stage, reply)),
+            None => Err(e),
+        },
+    }
+}
+
+async fn stepwise_envelope(
+    conn: &mut Connection,
+    mail: &str,
+    rcpts: &[String],
+    deadline: tokio::time::Instant,
+) -> Result<EnvelopeReplies> {
+    let mail_reply = conn.command(mail, Stage::Mail, deadline).await?;
+    if !mail_reply.is_positive() {
+        return Ok(EnvelopeReplies {
+            mail: mail_reply,
+            rcpts: Vec::new(),
+            data: None,
+        });
+    }
+    let mut replies = Vec::with_capacity(rcpts.len());
+    for rcpt in rcpts {
+        let reply = conn.command(rcpt, Stage::Rcpt, deadline).await?;
+        let closing = reply.code == 421;
+        replies.push(reply);
+        if closing {
+            break;
+        }
+    }
+    let accepted = replies.len() == rcpts.len() && replies.iter().all(Reply::is_positive);
+    let data = if accepted {
+        Some(conn.command("DATA", Stage::Data, deadline).await?)
+    } else {
+        None
+    };
+    Ok(EnvelopeReplies {
+        mail: mail_reply,
+        rcpts: replies,
+        data,
+    })
+}
