@@ -4,8 +4,12 @@
 //! - [`DevSmtpServer`]: SMTP on 127.0.0.1 (ephemeral port), plain, STARTTLS
 //!   (optionally required) or implicit TLS with a generated CA ([`DevCa`]);
 //!   AUTH PLAIN, LOGIN, XOAUTH2 and OAUTHBEARER with the error challenges
-//!   real servers send; records messages and AUTH attempts; injects faults
-//!   ([`Fault`]).
+//!   real servers send; records messages, AUTH attempts and every command
+//!   line with whether it came pipelined ([`ReceivedCommand`]); advertises
+//!   PIPELINING. Injects faults ([`Fault`]): other replies, delays,
+//!   disconnects, and the hostile ones for testing a client against an
+//!   attacker: raw bytes instead of a reply, bytes injected after the
+//!   STARTTLS `220`, floods, replies that trickle in byte by byte.
 //!   Strict about line endings by default: only `<CR><LF>.<CR><LF>` ends
 //!   DATA, and bare LF or CR is refused (see
 //!   [`DevSmtpServerBuilder::reject_bare_lf`]).
@@ -14,6 +18,8 @@
 //!   issued tokens go to a [`TokenRegistry`] the SMTP server can accept,
 //!   for any user unless bound to one
 //!   ([`DevTokenEndpointBuilder::client_user`]).
+//! - [`DelayProxy`]: a TCP proxy adding a fixed latency in each direction,
+//!   for benchmarks, recording what clients send.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -37,14 +43,16 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod proxy;
 mod shared;
 pub mod smtp;
 pub mod tls;
 pub mod token;
 
+pub use proxy::{DelayProxy, ProxyChunk};
 pub use smtp::{
     AuthAttempt, AuthInfo, DevSmtpServer, DevSmtpServerBuilder, Fault, FaultAction, Mechanism,
-    ReceivedMessage, Stage, TlsMode, TokenValidator,
+    ReceivedCommand, ReceivedMessage, Stage, TlsMode, TokenValidator,
 };
 pub use tls::DevCa;
 pub use token::{

@@ -48,6 +48,32 @@ impl std::fmt::Debug for AuthAttempt {
     }
 }
 
+/// One command line as the server received it, for checking what a client
+/// sent and whether it pipelined ([`crate::DevSmtpServer::commands`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReceivedCommand {
+    /// The connection it came on (1 for the first connection).
+    pub connection: u64,
+    /// The command verb, upper-case (`EHLO`, `MAIL`, ...; empty for an
+    /// empty line). Two pseudo verbs: `<SASL>` for a line answering an AUTH
+    /// prompt or challenge (LOGIN user name and password, the answer to an
+    /// error challenge), and `<TOO-LONG>` for a line over the length limit.
+    pub verb: String,
+    /// The rest of the line, trimmed, invalid UTF-8 replaced. For AUTH only
+    /// the mechanism, never an initial response; empty for `<SASL>` and
+    /// `<TOO-LONG>`.
+    pub arg: String,
+    /// Whether TLS was active.
+    pub tls: bool,
+    /// Whether the whole line was already in the server's read buffer when
+    /// the server finished writing its previous reply on this connection
+    /// (the greeting, for the first command): the client sent it without
+    /// waiting for that reply. Only what the server had read counts, so a
+    /// pipelining client whose line arrived a moment later is not caught;
+    /// a client that waits is never taken for one that pipelines.
+    pub pipelined: bool,
+}
+
 /// A message the server accepted (answered 250 after the final dot).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReceivedMessage {

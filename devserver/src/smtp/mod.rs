@@ -20,7 +20,7 @@ mod message;
 pub(crate) mod sasl;
 mod session;
 
-pub use message::{AuthAttempt, AuthInfo, ReceivedMessage};
+pub use message::{AuthAttempt, AuthInfo, ReceivedCommand, ReceivedMessage};
 
 /// How the server uses TLS.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -102,7 +102,9 @@ pub enum Stage {
     Rcpt,
     /// The 354 reply to DATA.
     Data,
-    /// The reply after the final `.` of the message data.
+    /// The reply after the final `.` of the message data. A
+    /// [`FaultAction::Reply`] there refuses the message (it is not
+    /// recorded); with any other fault it is recorded as usual.
     DataEnd,
     /// The reply to RSET.
     Rset,
@@ -145,6 +147,79 @@ pub enum FaultAction {
     /// Refuse an AUTH attempt as if the credentials were wrong (with the
     /// mechanism's error challenge where it has one).
     RefuseAuth,
+    /// Write exactly these bytes, in one write, instead of the normal reply,
+    /// then go on as if the normal reply had been sent (at
+    /// [`Stage::StartTls`]: the TLS handshake follows).
+    Raw {
+        /// Where.
+        stage: Stage,
+        /// What to write: any bytes, several reply lines or none.
+        bytes: Vec<u8>,
+    },
+    /// Write these bytes right after the reply, in the same write (one TCP
+    /// segment), then go on as normal: at [`Stage::StartTls`] the `220` and
+    /// injected plaintext arrive together, and the server starts the TLS
+    /// handshake without looking at them. Accompanies the normal reply or
+    /// one a [`FaultAction::Reply`] or [`FaultAction::Raw`] puts in its
+    /// place; does not fire when a flood or trickle replaces the reply.
+    Append {
+        /// Where.
+        stage: Stage,
+        /// What to write after the reply.
+        bytes: Vec<u8>,
+    },
+    /// Instead of the normal reply, write `chunk` over and over until
+    /// `total_bytes` were written (the last copy cut short if need be) or
+    /// the client closed the connection, then close it.
+    Flood {
+        /// Where.
+        stage: Stage,
+        /// The bytes repeated, e.g. `b"A"` or `b"250-X\r\n"`.
+        chunk: Vec<u8>,
+        /// How many bytes to write in all.
+        total_bytes: u64,
+    },
+    /// Instead of the normal reply, write `bytes` one byte at a time,
+    /// `interval` apart, then go on as if the normal reply had been sent.
+    Trickle {
+        /// Where.
+        stage: Stage,
+        /// What to write.
+        bytes: Vec<u8>,
+        /// The pause between two bytes.
+        interval: Duration,
+    },
+    /// Instead of the normal reply, write `bytes` one byte per `interval`,
+    /// starting over at the end, until the client closes the connection or
+    /// the server shuts down.
+    TrickleForever {
+        /// Where.
+        stage: Stage,
+        /// What to write, over and over.
+        bytes: Vec<u8>,
+        /// The pause between two bytes.
+        interval: Duration,
+    },
+}
+
+impl FaultAction {
+    /// The stage the action strikes at ([`Stage::Data`] for
+    /// [`FaultAction::DisconnectDuringData`], [`Stage::Auth`] for
+    /// [`FaultAction::RefuseAuth`]).
+    pub fn stage(&self) -> Stage {
+        match self {
+            FaultAction::Reply { stage, .. }
+            | FaultAction::Delay { stage, .. }
+            | FaultAction::Disconnect { stage }
+            | FaultAction::Raw { stage, .. }
+            | FaultAction::Append { stage, .. }
+            | FaultAction::Flood { stage, .. }
+            | FaultAction::Trickle { stage, .. }
+            | FaultAction::TrickleForever { stage, .. } => *stage,
+            FaultAction::DisconnectDuringData { .. } => Stage::Data,
+            FaultAction::RefuseAuth => Stage::Auth,
+        }
+    }
 }
 
 /// A fault to inject, server-wide, optionally only the first `n` times it
@@ -184,6 +259,57 @@ impl Fault {
     /// Refuse the first `n` AUTH attempts (server-wide).
     pub fn refuse_auth(n: u64) -> Self {
         Self::new(FaultAction::RefuseAuth).times(n)
+    }
+
+    /// Write exactly `bytes` (in one write) instead of the normal reply at
+    /// `stage`, then go on as if the normal reply had been sent.
+    pub fn raw(stage: Stage, bytes: impl Into<Vec<u8>>) -> Self {
+        Self::new(FaultAction::Raw {
+            stage,
+            bytes: bytes.into(),
+        })
+    }
+
+    /// Write `bytes` right after the reply at `stage`, in the same write;
+    /// e.g. at [`Stage::StartTls`], `b"250-fake\r\n250 AUTH PLAIN\r\n"`
+    /// for the STARTTLS response injection attack.
+    pub fn append(stage: Stage, bytes: impl Into<Vec<u8>>) -> Self {
+        Self::new(FaultAction::Append {
+            stage,
+            bytes: bytes.into(),
+        })
+    }
+
+    /// Instead of the reply at `stage`, write `chunk` repeatedly until
+    /// `total_bytes` were written or the client went away, then close: an
+    /// endless line (`b"A"`), a reply of countless lines (`b"250-X\r\n"`).
+    pub fn flood(stage: Stage, chunk: impl Into<Vec<u8>>, total_bytes: u64) -> Self {
+        Self::new(FaultAction::Flood {
+            stage,
+            chunk: chunk.into(),
+            total_bytes,
+        })
+    }
+
+    /// Instead of the reply at `stage`, write `bytes` one byte at a time,
+    /// `interval` apart, then go on as if the normal reply had been sent.
+    pub fn trickle(stage: Stage, bytes: impl Into<Vec<u8>>, interval: Duration) -> Self {
+        Self::new(FaultAction::Trickle {
+            stage,
+            bytes: bytes.into(),
+            interval,
+        })
+    }
+
+    /// Instead of the reply at `stage`, write `bytes` one byte per
+    /// `interval`, over and over, until the client closes the connection or
+    /// the server shuts down: a reply that never ends but never stalls.
+    pub fn trickle_forever(stage: Stage, bytes: impl Into<Vec<u8>>, interval: Duration) -> Self {
+        Self::new(FaultAction::TrickleForever {
+            stage,
+            bytes: bytes.into(),
+            interval,
+        })
     }
 
     /// Fire only the first `n` times this fault matches (server-wide).
@@ -232,6 +358,7 @@ pub struct DevSmtpServerBuilder {
     max_message_size: usize,
     max_recipients: usize,
     idle_timeout: Duration,
+    pipelining: bool,
 }
 
 impl fmt::Debug for DevSmtpServerBuilder {
@@ -247,6 +374,7 @@ impl fmt::Debug for DevSmtpServerBuilder {
             .field("faults", &self.faults)
             .field("reject_bare_lf", &self.reject_bare_lf)
             .field("reject_bare_cr", &self.reject_bare_cr)
+            .field("pipelining", &self.pipelining)
             .finish_non_exhaustive()
     }
 }
@@ -270,6 +398,7 @@ impl Default for DevSmtpServerBuilder {
             max_message_size: 10 * 1024 * 1024,
             max_recipients: 1000,
             idle_timeout: Duration::from_secs(60),
+            pipelining: true,
         }
     }
 }
@@ -429,6 +558,16 @@ impl DevSmtpServerBuilder {
         self
     }
 
+    /// Whether the EHLO reply advertises RFC 2920 `PIPELINING` (default
+    /// `true`). Either way commands that arrive pipelined are processed in
+    /// order, one reply each, as a lenient server would; only STARTTLS
+    /// drops what was sent after it
+    /// ([`DevSmtpServer::discarded_before_tls`]).
+    pub fn pipelining(mut self, advertise: bool) -> Self {
+        self.pipelining = advertise;
+        self
+    }
+
     /// Binds 127.0.0.1 on an ephemeral port and starts serving. Needs a
     /// tokio runtime.
     pub async fn start(self) -> io::Result<DevSmtpServer> {
@@ -466,9 +605,15 @@ impl DevSmtpServerBuilder {
                 max_message_size: self.max_message_size,
                 max_recipients: self.max_recipients,
                 idle_timeout: self.idle_timeout,
+                pipelining: self.pipelining,
             },
             faults: Mutex::new(self.faults.into_iter().map(Fault::slot).collect()),
+            faults_fired: Mutex::new(HashMap::new()),
             connections: AtomicU64::new(0),
+            open_connections: AtomicU64::new(0),
+            discarded_before_tls: AtomicU64::new(0),
+            discarded_bytes_before_tls: AtomicU64::new(0),
+            commands: Mutex::new(Vec::new()),
             messages: Mutex::new(Vec::new()),
             auth_attempts: Mutex::new(Vec::new()),
             message_count: watch::channel(0).0,
@@ -502,15 +647,38 @@ pub(crate) struct Config {
     pub max_message_size: usize,
     pub max_recipients: usize,
     pub idle_timeout: Duration,
+    pub pipelining: bool,
 }
 
 pub(crate) struct ServerState {
     pub config: Config,
     faults: Mutex<Vec<FaultSlot<Fault>>>,
+    faults_fired: Mutex<HashMap<Stage, u64>>,
     connections: AtomicU64,
+    pub open_connections: AtomicU64,
+    discarded_before_tls: AtomicU64,
+    discarded_bytes_before_tls: AtomicU64,
+    commands: Mutex<Vec<ReceivedCommand>>,
     messages: Mutex<Vec<ReceivedMessage>>,
     auth_attempts: Mutex<Vec<AuthAttempt>>,
     message_count: watch::Sender<usize>,
+}
+
+/// What takes the place of the normal reply at a stage.
+#[derive(Debug)]
+pub(crate) enum Replacement {
+    /// Another reply.
+    Reply { code: u16, text: String },
+    /// These bytes, as they are.
+    Raw(Vec<u8>),
+    /// `chunk` repeated up to `total` bytes, then the connection closes.
+    Flood { chunk: Vec<u8>, total: u64 },
+    /// `bytes` one at a time; `forever`: cycling until the client leaves.
+    Trickle {
+        bytes: Vec<u8>,
+        interval: Duration,
+        forever: bool,
+    },
 }
 
 /// What the faults say for one stage.
@@ -518,58 +686,136 @@ pub(crate) struct ServerState {
 pub(crate) struct StageFaults {
     pub delay: Duration,
     pub disconnect: bool,
-    pub reply: Option<(u16, String)>,
+    pub replace: Option<Replacement>,
+    /// Written in the same write as the reply.
+    pub append: Vec<u8>,
 }
 
 impl ServerState {
     /// Fires the faults for `stage`: delays add up; a disconnect wins over a
-    /// reply; the first matching reply is used.
+    /// replacement; the first matching replacement (reply, raw bytes, flood
+    /// or trickle) is used; appended bytes add up, unless the connection
+    /// closes or a flood or trickle replaces the reply.
     pub(crate) fn stage_faults(&self, stage: Stage) -> StageFaults {
         let mut out = StageFaults::default();
-        for slot in lock(&self.faults).iter_mut() {
-            match &slot.fault.action {
-                FaultAction::Delay { stage: s, delay } if *s == stage => {
+        let mut fired = 0;
+        let mut faults = lock(&self.faults);
+        for slot in faults.iter_mut() {
+            if slot.fault.action.stage() != stage {
+                continue;
+            }
+            let replacement = match &slot.fault.action {
+                FaultAction::Delay { delay, .. } => {
                     let delay = *delay;
                     if slot.fire() {
+                        fired += 1;
                         out.delay += delay;
                     }
+                    continue;
                 }
-                FaultAction::Disconnect { stage: s } if *s == stage && !out.disconnect => {
-                    out.disconnect = slot.fire();
-                }
-                FaultAction::Reply {
-                    stage: s,
-                    code,
-                    text,
-                } if *s == stage && out.reply.is_none() => {
-                    let (code, text) = (*code, text.clone());
-                    if slot.fire() {
-                        out.reply = Some((code, text));
+                FaultAction::Disconnect { .. } => {
+                    if !out.disconnect && slot.fire() {
+                        fired += 1;
+                        out.disconnect = true;
                     }
+                    continue;
                 }
-                _ => {}
+                _ if out.replace.is_some() => continue,
+                FaultAction::Reply { code, text, .. } => Replacement::Reply {
+                    code: *code,
+                    text: text.clone(),
+                },
+                FaultAction::Raw { bytes, .. } => Replacement::Raw(bytes.clone()),
+                FaultAction::Flood {
+                    chunk, total_bytes, ..
+                } => Replacement::Flood {
+                    chunk: chunk.clone(),
+                    total: *total_bytes,
+                },
+                FaultAction::Trickle {
+                    bytes, interval, ..
+                } => Replacement::Trickle {
+                    bytes: bytes.clone(),
+                    interval: *interval,
+                    forever: false,
+                },
+                FaultAction::TrickleForever {
+                    bytes, interval, ..
+                } => Replacement::Trickle {
+                    bytes: bytes.clone(),
+                    interval: *interval,
+                    forever: true,
+                },
+                _ => continue,
+            };
+            if slot.fire() {
+                fired += 1;
+                out.replace = Some(replacement);
             }
         }
+        let written_whole = matches!(
+            out.replace,
+            None | Some(Replacement::Reply { .. } | Replacement::Raw(_))
+        );
+        if written_whole && !out.disconnect {
+            for slot in faults.iter_mut() {
+                if let FaultAction::Append { stage: s, bytes } = &slot.fault.action {
+                    if *s == stage {
+                        let bytes = bytes.clone();
+                        if slot.fire() {
+                            fired += 1;
+                            out.append.extend_from_slice(&bytes);
+                        }
+                    }
+                }
+            }
+        }
+        drop(faults);
+        self.count_fired(stage, fired);
         out
+    }
+
+    fn count_fired(&self, stage: Stage, n: u64) {
+        if n > 0 {
+            *lock(&self.faults_fired).entry(stage).or_default() += n;
+        }
     }
 
     /// The byte count after which DATA is cut off, if a fault says so.
     pub(crate) fn data_disconnect(&self) -> Option<usize> {
-        lock(&self.faults).iter_mut().find_map(|slot| {
+        let found = lock(&self.faults).iter_mut().find_map(|slot| {
             if let FaultAction::DisconnectDuringData { after_bytes } = slot.fault.action {
                 if slot.fire() {
                     return Some(after_bytes);
                 }
             }
             None
-        })
+        });
+        if found.is_some() {
+            self.count_fired(Stage::Data, 1);
+        }
+        found
     }
 
     /// Whether a RefuseAuth fault takes this attempt.
     pub(crate) fn refuse_auth(&self) -> bool {
-        lock(&self.faults)
+        let refused = lock(&self.faults)
             .iter_mut()
-            .any(|slot| slot.fault.action == FaultAction::RefuseAuth && slot.fire())
+            .any(|slot| slot.fault.action == FaultAction::RefuseAuth && slot.fire());
+        if refused {
+            self.count_fired(Stage::Auth, 1);
+        }
+        refused
+    }
+
+    pub(crate) fn record_command(&self, command: ReceivedCommand) {
+        lock(&self.commands).push(command);
+    }
+
+    pub(crate) fn record_discarded_before_tls(&self, bytes: usize) {
+        self.discarded_before_tls.fetch_add(1, Ordering::SeqCst);
+        self.discarded_bytes_before_tls
+            .fetch_add(bytes as u64, Ordering::SeqCst);
     }
 
     pub(crate) fn record_message(&self, message: ReceivedMessage) {
@@ -607,6 +853,8 @@ async fn accept_loop(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let id = state.connections.fetch_add(1, Ordering::SeqCst) + 1;
+                    // The session's guard takes it off again.
+                    state.open_connections.fetch_add(1, Ordering::SeqCst);
                     tracing::debug!(id, %peer, "dev SMTP connection");
                     let state = Arc::clone(&state);
                     let shutdown = shutdown.clone();
@@ -717,6 +965,54 @@ impl DevSmtpServer {
         self.state.connections.load(Ordering::SeqCst)
     }
 
+    /// How many sessions are running now (accepted and not yet closed by
+    /// either side).
+    pub fn open_connections(&self) -> u64 {
+        self.state.open_connections.load(Ordering::SeqCst)
+    }
+
+    /// Every command line received so far, in order, all connections (see
+    /// [`ReceivedCommand`]).
+    pub fn commands(&self) -> Vec<ReceivedCommand> {
+        lock(&self.state.commands).clone()
+    }
+
+    /// The command lines received on one connection (1 for the first), in
+    /// order.
+    pub fn commands_on(&self, connection: u64) -> Vec<ReceivedCommand> {
+        lock(&self.state.commands)
+            .iter()
+            .filter(|c| c.connection == connection)
+            .cloned()
+            .collect()
+    }
+
+    /// How many times faults fired at `stage` so far (each firing of each
+    /// fault counts once; [`FaultAction::stage`] says where a fault
+    /// belongs). Not reset by [`DevSmtpServer::clear`].
+    pub fn faults_fired(&self, stage: Stage) -> u64 {
+        lock(&self.state.faults_fired)
+            .get(&stage)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// How many times bytes the client sent after its STARTTLS line were
+    /// already buffered when the server was about to start the TLS
+    /// handshake: the client did not wait for the `220` (RFC 3207 section
+    /// 4: STARTTLS must be the last command of a pipelined group). The server dropped those bytes unprocessed and
+    /// did the handshake as usual; they are not in
+    /// [`DevSmtpServer::commands`]. Bytes still in flight then go into the
+    /// handshake and make it fail. Not reset by [`DevSmtpServer::clear`].
+    pub fn discarded_before_tls(&self) -> u64 {
+        self.state.discarded_before_tls.load(Ordering::SeqCst)
+    }
+
+    /// How many plaintext bytes were dropped that way, in all.
+    pub fn discarded_bytes_before_tls(&self) -> u64 {
+        self.state.discarded_bytes_before_tls.load(Ordering::SeqCst)
+    }
+
     /// Waits until at least `n` messages were accepted, or `timeout` passed;
     /// returns the messages accepted by then.
     pub async fn wait_for_messages(&self, n: usize, timeout: Duration) -> Vec<ReceivedMessage> {
@@ -725,9 +1021,10 @@ impl DevSmtpServer {
         self.messages()
     }
 
-    /// Forgets the recorded messages and auth attempts (not the counters of
-    /// connections or faults).
+    /// Forgets the recorded messages, auth attempts and commands (not the
+    /// counters of connections, faults or discarded input).
     pub fn clear(&self) {
+        lock(&self.state.commands).clear();
         lock(&self.state.messages).clear();
         lock(&self.state.auth_attempts).clear();
         self.state.message_count.send_replace(0);

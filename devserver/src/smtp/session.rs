@@ -12,12 +12,19 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
-use super::message::{AuthAttempt, AuthInfo, ReceivedMessage, bare_line_endings};
+use super::message::{AuthAttempt, AuthInfo, ReceivedCommand, ReceivedMessage, bare_line_endings};
 use super::sasl;
-use super::{Mechanism, ServerState, Stage, TlsMode};
+use super::{Mechanism, Replacement, ServerState, Stage, StageFaults, TlsMode};
 
 /// Replies with a code of 500 or more, after which the session is closed.
 const MAX_ERRORS: u32 = 20;
+
+/// Size of one write of a flood fault: large, so hundreds of MB go fast.
+const FLOOD_BLOCK: usize = 64 * 1024;
+
+/// How much unprocessed input the session reads ahead while a trickle
+/// fault writes (it reads only to notice a client that hangs up).
+const READ_AHEAD: usize = 64 * 1024;
 
 /// Why a session ended.
 #[derive(Debug)]
@@ -34,6 +41,9 @@ enum End {
     Timeout,
     /// A fault closed the connection.
     FaultDisconnect,
+    /// The server shut down while a fault was writing: no farewell, the
+    /// client is in the middle of a reply already.
+    ShutdownDuringFault,
     /// Reading, writing or the TLS handshake failed.
     Io(io::Error),
 }
@@ -96,8 +106,8 @@ enum Line {
     Text(Vec<u8>),
     /// Longer than the limit; consumed up to its end.
     TooLong,
-    /// Ended in a bare LF while bare LF is refused.
-    BareLf,
+    /// Ended in a bare LF while bare LF is refused; the line without it.
+    BareLf(Vec<u8>),
 }
 
 /// A line as received.
@@ -135,6 +145,23 @@ struct Session {
     rcpt_to: Vec<String>,
     errors: u32,
     accepted: u64,
+    /// Bytes read into `buf` since the connection (or TLS) started.
+    received: u64,
+    /// `received` when the last write to the client finished.
+    received_at_reply: u64,
+    /// Where (in `received` terms) the last line read ended.
+    line_end: u64,
+}
+
+/// Counts a session as open while it lives, even if its task is dropped.
+struct OpenGuard(Arc<ServerState>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0
+            .open_connections
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 pub(crate) async fn run(
@@ -144,6 +171,8 @@ pub(crate) async fn run(
     shutdown: watch::Receiver<()>,
 ) {
     let _ = stream.set_nodelay(true);
+    // The accept loop counted the session as open.
+    let _open = OpenGuard(Arc::clone(&state));
     let mut session = Session {
         id,
         state,
@@ -160,6 +189,9 @@ pub(crate) async fn run(
         rcpt_to: Vec::new(),
         errors: 0,
         accepted: 0,
+        received: 0,
+        received_at_reply: 0,
+        line_end: 0,
     };
     let end = session.serve().await;
     match &end {
@@ -181,6 +213,39 @@ fn is_cmd(verb: &str, name: &str) -> bool {
     verb.eq_ignore_ascii_case(name)
 }
 
+/// Splits a command line into its verb and trimmed argument.
+fn split_command(text: &str) -> (&str, &str) {
+    match text.split_once(' ') {
+        Some((v, a)) => (v, a.trim()),
+        None => (text, ""),
+    }
+}
+
+/// A write or read error that only means the client went away.
+fn io_end(e: io::Error) -> End {
+    match e.kind() {
+        io::ErrorKind::BrokenPipe
+        | io::ErrorKind::ConnectionReset
+        | io::ErrorKind::ConnectionAborted
+        | io::ErrorKind::UnexpectedEof => End::Closed,
+        _ => End::Io(e),
+    }
+}
+
+/// `code text` as reply lines: `code-line` for all but the last line.
+fn format_reply(code: u16, text: &str) -> Vec<u8> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = String::new();
+    if lines.is_empty() {
+        out.push_str(&format!("{code} \r\n"));
+    }
+    for (i, line) in lines.iter().enumerate() {
+        let sep = if i + 1 == lines.len() { ' ' } else { '-' };
+        out.push_str(&format!("{code}{sep}{line}\r\n"));
+    }
+    out.into_bytes()
+}
+
 impl Session {
     fn config(&self) -> &super::Config {
         &self.state.config
@@ -197,19 +262,21 @@ impl Session {
             let line = match self.read_line().await? {
                 Line::Text(line) => line,
                 Line::TooLong => {
+                    self.log_command("<TOO-LONG>", "");
                     self.error(500, "5.5.2 Error: line too long").await?;
                     continue;
                 }
-                Line::BareLf => {
+                Line::BareLf(line) => {
+                    let text = String::from_utf8_lossy(&line);
+                    let (verb, arg) = split_command(&text);
+                    self.log_command(verb, arg);
                     self.error(500, "5.5.2 Error: bare <LF> received").await?;
                     continue;
                 }
             };
             let text = String::from_utf8_lossy(&line).into_owned();
-            let (verb, arg) = match text.split_once(' ') {
-                Some((v, a)) => (v, a.trim()),
-                None => (text.as_str(), ""),
-            };
+            let (verb, arg) = split_command(&text);
+            self.log_command(verb, arg);
             tracing::trace!(id = self.id, verb, "dev SMTP command");
             if is_cmd(verb, "QUIT") {
                 self.respond(Stage::Quit, 221, "2.0.0 Bye").await?;
@@ -265,6 +332,10 @@ impl Session {
                 "8BITMIME".to_owned(),
                 "ENHANCEDSTATUSCODES".to_owned(),
             ];
+            if config.pipelining {
+                // Listed where Postfix lists it.
+                lines.insert(1, "PIPELINING".to_owned());
+            }
             if matches!(config.tls, TlsMode::StartTls { .. }) && !self.tls {
                 lines.push("STARTTLS".to_owned());
             }
@@ -301,9 +372,22 @@ impl Session {
             == 220
         {
             // RFC 3207: forget everything, including input pipelined after
-            // STARTTLS (the "STARTTLS command injection" defence).
+            // STARTTLS (the "STARTTLS command injection" defence): such
+            // bytes are never run as commands after the handshake.
+            let pending = self.buf.len() - self.pos;
+            if pending > 0 {
+                tracing::debug!(
+                    id = self.id,
+                    bytes = pending,
+                    "plaintext after STARTTLS discarded"
+                );
+                self.state.record_discarded_before_tls(pending);
+            }
             self.buf.clear();
             self.pos = 0;
+            self.received = 0;
+            self.received_at_reply = 0;
+            self.line_end = 0;
             self.start_tls().await?;
             self.greeted = false;
             self.extended = false;
@@ -513,19 +597,37 @@ impl Session {
         code: u16,
         text: &str,
     ) -> Result<u16> {
-        match self.apply_faults(Stage::Auth).await? {
-            Some((code, text)) => {
-                self.auth_reply(mech, user, secret, code, &text).await?;
-                if code == 421 {
-                    return Err(End::Sent421);
-                }
-                Ok(code)
-            }
-            None => {
-                self.auth_reply(mech, user, secret, code, text).await?;
-                Ok(code)
-            }
+        let faults = self.apply_faults(Stage::Auth).await?;
+        // Raw bytes or a trickle stand for the normal reply; another reply
+        // is what the client gets.
+        let taken = match &faults.replace {
+            Some(Replacement::Reply { code, .. }) => *code,
+            _ => code,
+        };
+        self.record_auth(mech, user, secret, taken);
+        let sent = self.deliver(faults, code, text).await?;
+        if sent >= 500 {
+            self.count_error().await?;
         }
+        Ok(sent)
+    }
+
+    fn record_auth(
+        &self,
+        mechanism: Mechanism,
+        user: Option<String>,
+        secret: Option<String>,
+        code: u16,
+    ) {
+        self.state.record_auth(AuthAttempt {
+            connection_id: self.id,
+            mechanism,
+            user,
+            secret,
+            success: code == 235,
+            tls: self.tls,
+            reply_code: code,
+        });
     }
 
     /// Records the attempt and sends `code text`.
@@ -537,15 +639,7 @@ impl Session {
         code: u16,
         text: &str,
     ) -> Result<()> {
-        self.state.record_auth(AuthAttempt {
-            connection_id: self.id,
-            mechanism,
-            user,
-            secret,
-            success: code == 235,
-            tls: self.tls,
-            reply_code: code,
-        });
+        self.record_auth(mechanism, user, secret, code);
         if code >= 500 {
             self.error(code, text).await
         } else {
@@ -581,9 +675,11 @@ impl Session {
     /// Sends `334 challenge` and reads the client's response.
     async fn prompt(&mut self, challenge: &str) -> Result<SaslInput> {
         self.write_line(&format!("334 {challenge}")).await?;
-        match self.read_line().await? {
+        let line = self.read_line().await?;
+        self.log_command("<SASL>", "");
+        match line {
             Line::Text(line) => Ok(Self::sasl_input(&line)),
-            Line::TooLong | Line::BareLf => Ok(SaslInput::Bad),
+            Line::TooLong | Line::BareLf(_) => Ok(SaslInput::Bad),
         }
     }
 
@@ -759,8 +855,11 @@ impl Session {
             tracing::debug!(id = self.id, "bare CR in message data");
             return self.error(550, "5.5.2 Error: bare <CR> received").await;
         }
-        if let Some((code, text)) = self.apply_faults(Stage::DataEnd).await? {
-            return self.send_override(code, &text).await.map(drop);
+        let faults = self.apply_faults(Stage::DataEnd).await?;
+        if let Some(Replacement::Reply { code, text }) = &faults.replace {
+            // A reply in place of the 250 refuses the message.
+            let (code, text) = (*code, text.clone());
+            return self.deliver(faults, code, &text).await.map(drop);
         }
         self.accepted += 1;
         let queue_id = format!("DEV{}X{}", self.id, self.accepted);
@@ -774,7 +873,7 @@ impl Session {
             self.tls,
             self.auth.clone(),
         ));
-        self.send(250, &reply).await
+        self.deliver(faults, 250, &reply).await.map(drop)
     }
 
     // ----- helpers --------------------------------------------------------
@@ -793,9 +892,27 @@ impl Session {
         self.rcpt_to.clear();
     }
 
-    /// Waits and applies the faults of `stage`; returns the reply that
-    /// replaces the normal one, if any.
-    async fn apply_faults(&mut self, stage: Stage) -> Result<Option<(u16, String)>> {
+    /// Records a command line (see [`ReceivedCommand`]).
+    fn log_command(&self, verb: &str, arg: &str) {
+        let verb = verb.to_ascii_uppercase();
+        // Never an AUTH initial response: it holds the credentials.
+        let arg = if verb == "AUTH" {
+            arg.split_whitespace().next().unwrap_or("")
+        } else {
+            arg
+        };
+        self.state.record_command(ReceivedCommand {
+            connection: self.id,
+            verb,
+            arg: arg.to_owned(),
+            tls: self.tls,
+            pipelined: self.line_end <= self.received_at_reply,
+        });
+    }
+
+    /// Waits and applies the delay and disconnect faults of `stage`;
+    /// returns what replaces or accompanies the normal reply.
+    async fn apply_faults(&mut self, stage: Stage) -> Result<StageFaults> {
         let faults = self.state.stage_faults(stage);
         if !faults.delay.is_zero() {
             tracing::debug!(id = self.id, ?stage, delay = ?faults.delay, "fault: delay");
@@ -808,28 +925,141 @@ impl Session {
             tracing::debug!(id = self.id, ?stage, "fault: disconnect");
             return Err(End::FaultDisconnect);
         }
-        Ok(faults.reply)
+        Ok(faults)
     }
 
-    /// Sends the normal reply for `stage`, or the fault's; returns the code
-    /// sent.
+    /// Sends the normal reply for `stage`, or what the faults put in its
+    /// place; returns the code the client is taken to have received.
     async fn respond(&mut self, stage: Stage, code: u16, text: &str) -> Result<u16> {
-        match self.apply_faults(stage).await? {
-            Some((code, text)) => self.send_override(code, &text).await,
-            None => {
-                self.write_reply(code, text).await?;
-                Ok(code)
-            }
-        }
+        let faults = self.apply_faults(stage).await?;
+        self.deliver(faults, code, text).await
     }
 
-    async fn send_override(&mut self, code: u16, text: &str) -> Result<u16> {
-        tracing::debug!(id = self.id, code, "fault: reply");
-        self.write_reply(code, text).await?;
-        if code == 421 {
+    /// Sends the normal reply `code text` as `faults` say; returns the code
+    /// the client is taken to have received: a replacing reply's, else
+    /// `code` (raw bytes and trickles stand for the normal reply).
+    async fn deliver(&mut self, faults: StageFaults, code: u16, text: &str) -> Result<u16> {
+        let plain = faults.replace.is_none() && faults.append.is_empty();
+        let (mut out, sent) = match faults.replace {
+            None => (format_reply(code, text), code),
+            Some(Replacement::Reply { code, text }) => {
+                tracing::debug!(id = self.id, code, "fault: reply");
+                (format_reply(code, &text), code)
+            }
+            Some(Replacement::Raw(bytes)) => {
+                tracing::debug!(id = self.id, bytes = bytes.len(), "fault: raw reply");
+                (bytes, code)
+            }
+            Some(Replacement::Flood { chunk, total }) => {
+                self.flood(&chunk, total).await?;
+                return Err(End::FaultDisconnect);
+            }
+            Some(Replacement::Trickle {
+                bytes,
+                interval,
+                forever,
+            }) => {
+                self.trickle(&bytes, interval, forever).await?;
+                return Ok(code);
+            }
+        };
+        if plain {
+            self.write_raw(&out).await?;
+        } else {
+            if !faults.append.is_empty() {
+                tracing::debug!(
+                    id = self.id,
+                    bytes = faults.append.len(),
+                    "fault: bytes appended to the reply"
+                );
+            }
+            // One buffer, one write: reply and extra bytes leave together.
+            out.extend_from_slice(&faults.append);
+            self.write_fault_bytes(&out).await?;
+        }
+        if sent == 421 {
             return Err(End::Sent421);
         }
-        Ok(code)
+        Ok(sent)
+    }
+
+    /// Writes `chunk` over and over, `total` bytes in all, in large writes;
+    /// a client that hangs up ends it early, which is fine.
+    async fn flood(&mut self, chunk: &[u8], total: u64) -> Result<()> {
+        tracing::debug!(id = self.id, chunk = chunk.len(), total, "fault: flood");
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        let block = chunk.repeat((FLOOD_BLOCK / chunk.len()).max(1));
+        let mut written = 0u64;
+        while written < total {
+            // `block` holds whole chunks, so each write starts a chunk.
+            let n = (total - written).min(block.len() as u64) as usize;
+            match self.write_fault_bytes(&block[..n]).await {
+                Ok(()) => written += n as u64,
+                Err(End::Closed | End::Io(_)) => {
+                    tracing::debug!(id = self.id, written, "flood: client went away");
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `bytes` one byte per `interval` (the first one at once);
+    /// `forever`: starts over at the end until the client leaves.
+    async fn trickle(&mut self, bytes: &[u8], interval: Duration, forever: bool) -> Result<()> {
+        tracing::debug!(
+            id = self.id,
+            bytes = bytes.len(),
+            ?interval,
+            forever,
+            "fault: trickle"
+        );
+        if bytes.is_empty() {
+            if !forever {
+                return Ok(());
+            }
+            loop {
+                self.pause(Duration::from_secs(3600)).await?;
+            }
+        }
+        let mut next = 0;
+        loop {
+            self.write_fault_bytes(&bytes[next..next + 1]).await?;
+            next += 1;
+            if next == bytes.len() {
+                if !forever {
+                    return Ok(());
+                }
+                next = 0;
+            }
+            self.pause(interval).await?;
+        }
+    }
+
+    /// Waits `interval` while watching the connection: a client that hangs
+    /// up ends the wait (and the session); what it sends meanwhile is kept
+    /// for later, up to [`READ_AHEAD`] bytes.
+    async fn pause(&mut self, interval: Duration) -> Result<()> {
+        let sleep = tokio::time::sleep(interval);
+        tokio::pin!(sleep);
+        loop {
+            let room = self.buf.len() - self.pos < READ_AHEAD;
+            if room {
+                self.buf.reserve(8 * 1024);
+            }
+            tokio::select! {
+                _ = &mut sleep => return Ok(()),
+                _ = self.shutdown.changed() => return Err(End::ShutdownDuringFault),
+                read = self.stream.read_buf(&mut self.buf), if room => match read {
+                    Ok(0) => return Err(End::Closed),
+                    Ok(n) => self.received += n as u64,
+                    Err(e) => return Err(io_end(e)),
+                },
+            }
+        }
     }
 
     async fn send(&mut self, code: u16, text: &str) -> Result<()> {
@@ -839,6 +1069,11 @@ impl Session {
     /// Sends an error reply and closes after too many of them.
     async fn error(&mut self, code: u16, text: &str) -> Result<()> {
         self.write_reply(code, text).await?;
+        self.count_error().await
+    }
+
+    /// Counts an error reply sent; after too many, says 421 and closes.
+    async fn count_error(&mut self) -> Result<()> {
         self.errors += 1;
         if self.errors >= MAX_ERRORS {
             self.write_reply(421, "4.7.0 Error: too many errors")
@@ -849,16 +1084,7 @@ impl Session {
     }
 
     async fn write_reply(&mut self, code: u16, text: &str) -> Result<()> {
-        let lines: Vec<&str> = text.lines().collect();
-        let mut out = String::new();
-        if lines.is_empty() {
-            out.push_str(&format!("{code} \r\n"));
-        }
-        for (i, line) in lines.iter().enumerate() {
-            let sep = if i + 1 == lines.len() { ' ' } else { '-' };
-            out.push_str(&format!("{code}{sep}{line}\r\n"));
-        }
-        self.write_raw(out.as_bytes()).await
+        self.write_raw(&format_reply(code, text)).await
     }
 
     async fn write_line(&mut self, line: &str) -> Result<()> {
@@ -867,14 +1093,40 @@ impl Session {
 
     async fn write_raw(&mut self, bytes: &[u8]) -> Result<()> {
         let timeout = self.config().idle_timeout;
+        let stream = &mut self.stream;
         let write = async {
-            self.stream.write_all(bytes).await?;
-            self.stream.flush().await
+            stream.write_all(bytes).await?;
+            stream.flush().await
         };
         match tokio::time::timeout(timeout, write).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(End::Io(e)),
+            Ok(Ok(())) => {
+                self.received_at_reply = self.received;
+                Ok(())
+            }
+            Ok(Err(e)) => Err(io_end(e)),
             Err(_) => Err(End::Timeout),
+        }
+    }
+
+    /// Like `write_raw`, for what a fault writes: may take long (a flood,
+    /// a client that does not read), so server shutdown interrupts it.
+    async fn write_fault_bytes(&mut self, bytes: &[u8]) -> Result<()> {
+        let timeout = self.config().idle_timeout;
+        let stream = &mut self.stream;
+        let write = async {
+            stream.write_all(bytes).await?;
+            stream.flush().await
+        };
+        tokio::select! {
+            r = tokio::time::timeout(timeout, write) => match r {
+                Ok(Ok(())) => {
+                    self.received_at_reply = self.received;
+                    Ok(())
+                }
+                Ok(Err(e)) => Err(io_end(e)),
+                Err(_) => Err(End::Timeout),
+            },
+            _ = self.shutdown.changed() => Err(End::ShutdownDuringFault),
         }
     }
 
@@ -891,7 +1143,7 @@ impl Session {
         if line.last() == Some(&b'\r') {
             line.pop();
         } else if self.config().reject_bare_lf {
-            return Ok(Line::BareLf);
+            return Ok(Line::BareLf(line));
         }
         Ok(Line::Text(line))
     }
@@ -906,6 +1158,7 @@ impl Session {
                 let start = self.pos;
                 let end = start + n + 1;
                 self.pos = end;
+                self.line_end = self.received - (self.buf.len() - end) as u64;
                 if discarding || n + 1 > max {
                     let before = if n > 0 {
                         self.buf[end - 2]
@@ -936,13 +1189,14 @@ impl Session {
         self.buf.reserve(8 * 1024);
         let timeout = self.config().idle_timeout;
         let n = tokio::select! {
-            read = self.stream.read_buf(&mut self.buf) => read.map_err(End::Io)?,
+            read = self.stream.read_buf(&mut self.buf) => read.map_err(io_end)?,
             _ = self.shutdown.changed() => return Err(End::Shutdown),
             _ = tokio::time::sleep(timeout) => return Err(End::Timeout),
         };
         if n == 0 {
             return Err(End::Closed);
         }
+        self.received += n as u64;
         Ok(())
     }
 

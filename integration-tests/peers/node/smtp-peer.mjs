@@ -18,6 +18,7 @@
 //   scope              scope named in the XOAUTH2 error challenge
 //   refuseFirstAuth    refuse the first n otherwise-valid AUTH attempts (whole server)
 //   failMail, failRcpt, failData   reply code for every MAIL / RCPT / end of DATA
+//   failRcptFor        {address: code}: refuse RCPT TO of these addresses only
 //   watchStdin         exit when stdin closes (the Rust harness sets it, so a
 //                      peer never outlives its test process)
 //
@@ -159,9 +160,13 @@ const options = {
         callback();
     },
 
-    onRcptTo(_address, _session, callback) {
+    onRcptTo(address, _session, callback) {
         if (cfg.failRcpt) {
             return callback(smtpError(Number(cfg.failRcpt), 'RCPT refused by test peer (failRcpt)'));
+        }
+        const code = (cfg.failRcptFor || {})[address.address];
+        if (code) {
+            return callback(smtpError(Number(code), `RCPT refused by test peer for ${address.address} (failRcptFor)`));
         }
         callback();
     },

@@ -14,6 +14,8 @@ Python-specific notes:
   reply, so a client never hangs.
 * ``requireStarttls`` maps to aiosmtpd's ``require_starttls``: every command
   but EHLO/HELO/NOOP/QUIT/STARTTLS is refused with 530 until TLS is on.
+* ``pipelining`` (Python only): advertise PIPELINING. aiosmtpd reads
+  pipelined commands in order but does not advertise the extension itself.
 
 Passwords and tokens are never printed. Diagnostics go to stderr.
 """
@@ -108,7 +110,10 @@ class Handler:
         # aiosmtpd prints a bare "250-AUTH " when every mechanism is excluded
         # (the open relay): drop it so no AUTH is advertised at all.
         session.host_name = hostname
-        return [r for r in responses if r.strip() != "250-AUTH"]
+        responses = [r for r in responses if r.strip() != "250-AUTH"]
+        if self.cfg.get("pipelining") and len(responses) > 1:
+            responses.insert(1, "250-PIPELINING")
+        return responses
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
         if self.cfg.get("failMail"):
@@ -120,6 +125,9 @@ class Handler:
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if self.cfg.get("failRcpt"):
             return f"{int(self.cfg['failRcpt'])} RCPT refused by test peer (failRcpt)"
+        code = (self.cfg.get("failRcptFor") or {}).get(address)
+        if code:
+            return f"{int(code)} RCPT refused by test peer for {address} (failRcptFor)"
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         return "250 OK"
