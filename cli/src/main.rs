@@ -1,8 +1,9 @@
 //! `mailgate`: send mail with the settings of an RV&S server's config folder.
 //!
-//! Exit codes follow sysexits: 0 ok, 64 usage, 65 bad message input, 69
-//! server unreachable, 74 stdout could not be written, 75 temporary failure,
-//! 77 authentication refused, 78 configuration error.
+//! Exit codes follow sysexits: 0 ok, 64 usage, 65 bad message input, 68
+//! unknown host, 69 unavailable or refused for good, 74 stdout could not be
+//! written, 75 temporary failure (refused connection, timeout, 4xx), 77
+//! authentication refused, 78 configuration error.
 //!
 //! A closed stdout (`mailgate token | head -c 0`, a reader that quit) is not
 //! a crash: the command exits 74 (EX_IOERR) without a message, because its
@@ -349,6 +350,7 @@ async fn check(mailer: &Mailer, args: &CheckArgs) -> Result<(), Failure> {
                     "server_name": r.server_name,
                     "encrypted": r.encrypted,
                     "authenticated_with": r.strategy,
+                    "extensions": r.extensions,
                     "elapsed_ms": r.elapsed.as_millis() as u64,
                 }),
                 Err(e) => serde_json::json!({
@@ -393,6 +395,7 @@ async fn check(mailer: &Mailer, args: &CheckArgs) -> Result<(), Failure> {
                     r.strategy,
                     r.elapsed.as_millis()
                 );
+                let _ = write!(text, "\noffers:   {}", r.extensions.join(" "));
             }
             // The error itself is printed once, on stderr, by `main`.
             Some(Err(e)) => {
