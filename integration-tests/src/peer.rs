@@ -123,6 +123,12 @@ pub struct PeerConfig {
     /// Reply code after DATA (the message is then not recorded).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fail_data: Option<u16>,
+    /// Reply code for RCPT TO of these addresses only.
+    pub fail_rcpt_for: BTreeMap<String, u16>,
+    /// Python peer: advertise PIPELINING (aiosmtpd handles pipelined
+    /// commands in order but does not advertise it by itself). Nodemailer's
+    /// smtp-server always advertises it.
+    pub pipelining: bool,
 }
 
 impl PeerConfig {
@@ -224,6 +230,18 @@ impl PeerConfig {
     /// Answer every RCPT TO with `code`.
     pub fn fail_rcpt(mut self, code: u16) -> Self {
         self.fail_rcpt = Some(code);
+        self
+    }
+
+    /// Answer RCPT TO of `address` (only) with `code`.
+    pub fn fail_rcpt_for(mut self, address: &str, code: u16) -> Self {
+        self.fail_rcpt_for.insert(address.to_owned(), code);
+        self
+    }
+
+    /// Python peer: advertise PIPELINING.
+    pub fn pipelining(mut self) -> Self {
+        self.pipelining = true;
         self
     }
 
