@@ -620,3 +620,83 @@ fn token_endpoint_failures_exit_with_their_codes() {
     );
     assert!(peer.messages().is_empty());
 }
+
+/// A server that echoes the XOAUTH2 initial response, the token and the
+/// client secret in its refusal (and in a 334 challenge): none of it reaches
+/// stderr, at any verbosity.
+#[test]
+fn echoed_xoauth2_payload_token_and_secret_are_masked() {
+    use mailgate_devserver::{DevSmtpServer, Fault, Mechanism, Stage};
+
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let payload = b64(&format!("user={USER}\x01auth=Bearer {TOKEN}\x01\x01"));
+    // RFC 3986 percent-encoding leaves `~` literal.
+    let secret_rfc3986 = form_encode(SECRET).replace("%7E", "~");
+    let echoes = [
+        (535, format!("5.7.8 rejected {payload} for {TOKEN}")),
+        (
+            535,
+            format!(
+                "5.7.8 secret was {SECRET} / {secret_rfc3986} / {}",
+                b64(SECRET)
+            ),
+        ),
+        (
+            334,
+            b64(&format!("{{\"status\":\"401\",\"echo\":\"{TOKEN}\"}}")),
+        ),
+    ];
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let endpoint = TokenEndpoint::start(vec![Canned::token(TOKEN)]);
+    for (reply_code, echo) in echoes {
+        let server = runtime.block_on(async {
+            DevSmtpServer::builder()
+                .starttls_required()
+                .mechanisms([Mechanism::XOAuth2])
+                .accept_token(TOKEN)
+                .fault(Fault::reply(Stage::Auth, reply_code, echo.clone()))
+                .start()
+                .await
+                .expect("dev server starts")
+        });
+        let dir = ConfigDir::new();
+        server
+            .ca()
+            .write_ca_pem(dir.path().join("ca.pem"))
+            .expect("CA written");
+        let port = server.port().to_string();
+        dir.write_is(&[
+            ("mksis.smtp.oauth.authentication", "true"),
+            ("mksis.smtp.authentication", "false"),
+            ("mksis.smtp.ssl.enabled", "true"),
+            ("mksis.logging.email.from", USER),
+            ("mksis.logging.email.server.hostname", "localhost"),
+            ("mksis.logging.email.server.port", &port),
+            ("mailgate.smtp.ssl.caFile", "ca.pem"),
+            ("mailgate.smtp.timeoutSeconds", "10"),
+        ]);
+        dir.write_security(&[
+            ("mksis.security.smtp.oauth.clientID", CLIENT_ID),
+            ("mksis.security.smtp.oauth.clientSecret", SECRET),
+            (
+                "mksis.security.smtp.oauth.tokenEndpointURL",
+                &endpoint.url(),
+            ),
+            ("mksis.security.smtp.oauth.scope", SCOPE),
+        ]);
+        for level in ["-q", "", "-v", "-vv"] {
+            let out = send(dir.path(), level);
+            let (_, stderr) = text(&out);
+            assert_ne!(code(&out), 0, "{stderr}");
+            assert_no_secret(&out);
+            assert!(!stderr.contains(&secret_rfc3986), "{stderr}");
+            if reply_code == 535 {
+                assert!(
+                    stderr.contains("<redacted>"),
+                    "{reply_code} {level}: {stderr}"
+                );
+            }
+        }
+        assert!(server.messages().is_empty());
+    }
+}

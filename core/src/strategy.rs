@@ -188,7 +188,8 @@ impl<'a> SmtpSession<'a> {
                     server: self.server().to_owned(),
                     stage: Stage::Auth,
                     reason: format!(
-                        "the server asked for more after the {strategy} exchange; cancelled ({})",
+                        "the server asked for more ({}) after the {strategy} exchange; cancelled ({})",
+                        self.clean(&reply.to_string()),
                         self.clean(&cancel.to_string())
                     ),
                 })

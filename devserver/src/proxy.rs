@@ -261,6 +261,19 @@ async fn relay(client: TcpStream, upstream: SocketAddr, one_way: Duration, recor
     tracing::debug!(id, "delay proxy connection done");
 }
 
+/// Waits until `due` to within tens of microseconds. tokio's timer has
+/// millisecond ticks and rounds up, which alone would add about a
+/// millisecond to every delay (a 20 ms RTT would measure 22 ms): sleep to a
+/// millisecond before, then yield until the time has come.
+async fn wait_until(due: Instant) {
+    if let Some(early) = due.checked_sub(Duration::from_millis(1)) {
+        tokio::time::sleep_until(early).await;
+    }
+    while Instant::now() < due {
+        tokio::task::yield_now().await;
+    }
+}
+
 /// What the reader hands the writer: bytes (holding their share of the
 /// in-flight budget) or the end of the stream.
 type Item = Option<(Vec<u8>, OwnedSemaphorePermit)>;
@@ -303,7 +316,7 @@ async fn pipe(
     };
     let writing = async move {
         while let Some((due, item)) = rx.recv().await {
-            tokio::time::sleep_until(due).await;
+            wait_until(due).await;
             let Some((bytes, _permit)) = item else {
                 break;
             };

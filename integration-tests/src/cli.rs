@@ -1,8 +1,11 @@
 //! Running the `mailgate` binary from the command line's own tests (only they
 //! know its path, through `env!("CARGO_BIN_EXE_mailgate")`).
 
+use std::io::Read;
+use std::os::unix::process::ExitStatusExt as _;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// Runs `bin --config-dir dir args...` with no stdin and without
 /// `MAILGATE_CONFIG_DIR` from the test's environment.
@@ -28,4 +31,83 @@ pub fn output_text(out: &Output) -> (String, String) {
 /// The exit code; panics if the process was killed by a signal.
 pub fn exit_code(out: &Output) -> i32 {
     out.status.code().expect("exited normally")
+}
+
+/// A run of the binary with what it cost.
+#[derive(Debug)]
+pub struct MeasuredRun {
+    /// Exit status, stdout and stderr.
+    pub output: Output,
+    /// Wall-clock time from spawn to exit.
+    pub elapsed: Duration,
+    /// The process's peak resident set size (getrusage `ru_maxrss`), KiB.
+    pub peak_rss_kib: u64,
+}
+
+/// [`run_mailgate`] with `extra_env`, measuring wall time and the child's
+/// peak RSS (Linux: `wait4`). A child still running after `kill_after` is
+/// killed (its status then says so), so a hang fails the test instead of
+/// stalling it.
+pub fn run_mailgate_measured(
+    bin: &str,
+    config_dir: &Path,
+    args: &[&str],
+    kill_after: Duration,
+) -> MeasuredRun {
+    let start = Instant::now();
+    let mut child = Command::new(bin)
+        .arg("--config-dir")
+        .arg(config_dir)
+        .args(args)
+        .env_remove("MAILGATE_CONFIG_DIR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("running {bin}: {e}"));
+    let pid = child.id() as libc::pid_t;
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let out_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stdout.read_to_end(&mut buf);
+        buf
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stderr.read_to_end(&mut buf);
+        buf
+    });
+    let killer = std::thread::spawn(move || {
+        let deadline = Instant::now() + kill_after;
+        while Instant::now() < deadline {
+            // SAFETY: kill with signal 0 only checks whether the pid exists.
+            if unsafe { libc::kill(pid, 0) } != 0 {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // SAFETY: the pid is our unreaped child (wait4 below reaps it).
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    });
+    let mut status = 0;
+    // SAFETY: zeroed rusage is a valid value for wait4 to fill in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: pid is our child; status and usage are valid for writes.
+    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(reaped, pid, "wait4 on {bin}");
+    let elapsed = start.elapsed();
+    // The child is reaped; std must not wait on it again.
+    std::mem::forget(child);
+    let _ = killer.join();
+    let output = Output {
+        status: ExitStatus::from_raw(status),
+        stdout: out_reader.join().unwrap_or_default(),
+        stderr: err_reader.join().unwrap_or_default(),
+    };
+    MeasuredRun {
+        output,
+        elapsed,
+        peak_rss_kib: u64::try_from(usage.ru_maxrss).unwrap_or(0),
+    }
 }

@@ -38,7 +38,7 @@ mod net;
 mod peer;
 mod pki;
 
-pub use cli::{exit_code, output_text, run_mailgate};
+pub use cli::{MeasuredRun, exit_code, output_text, run_mailgate, run_mailgate_measured};
 pub use config_dir::{ConfigDir, IS_PROPERTIES, SECURITY_PROPERTIES, properties_text};
 pub use install::{ensure_installed, peers_dir};
 pub use net::unused_port;
