@@ -364,3 +364,35 @@ async fn authentication_replies_exit_77_with_or_without_enhanced_codes() {
         assert!(server.messages().is_empty());
     }
 }
+
+// ---------------------------------------------------------------------------
+// Nothing to talk to
+
+#[tokio::test]
+async fn refused_connection_is_75_and_unknown_host_68() {
+    for (host, port, code, says) in [
+        (
+            "127.0.0.1",
+            mailgate_integration_tests::unused_port(),
+            75,
+            "cannot connect to SMTP server",
+        ),
+        ("no-such-host.mailgate.invalid", 25, 68, "does not resolve"),
+    ] {
+        let dir = ConfigDir::with_properties(
+            &[
+                ("mksis.logging.email.server.hostname", host),
+                ("mksis.logging.email.server.port", &port.to_string()),
+                ("mksis.logging.email.from", USER),
+                (
+                    "mailgate.smtp.timeoutSeconds",
+                    &TIMEOUT.as_secs().to_string(),
+                ),
+            ],
+            &[],
+        );
+        let run = send(&dir, &[]).await;
+        assert_failed(&run, code);
+        assert!(stderr(&run).contains(says), "{}", stderr(&run));
+    }
+}
