@@ -10,19 +10,20 @@
 //! output did not reach the reader (as a pipeline under `set -o pipefail`
 //! should see) but the reader chose to stop, so there is nothing to explain.
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[cfg(feature = "demo")]
 mod demo;
 mod encrypt;
+mod send;
 
 use clap::{Args, Parser, Subcommand};
 use mailgate::properties::ConfigFiles;
 use mailgate::secrecy::ExposeSecret;
 use mailgate::settings::LoadOptions;
-use mailgate::{Error, Mailer, MailerBuilder, OutgoingMessage, Registry, Settings};
+use mailgate::{Error, Mailer, MailerBuilder, Registry, Settings};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser, Debug)]
@@ -59,8 +60,12 @@ struct Cli {
 enum Command {
     /// Validate the settings; print the chosen strategy and the rule that chose it
     Check(CheckArgs),
-    /// Send a message
-    Send(SendArgs),
+    /// Send a message composed from options, or a prepared one (--raw)
+    Send(Box<send::SendArgs>),
+    /// Read a message on stdin and send it, as /usr/sbin/sendmail does
+    /// (also what runs when this binary is called `sendmail`)
+    #[command(disable_help_flag = true)]
+    Sendmail(SendmailCommand),
     /// Print an OAuth access token on stdout, and nothing else there
     Token,
     /// Print HOST:PORT of the SMTP server
@@ -73,6 +78,15 @@ enum Command {
     Demo(demo::DemoArgs),
 }
 
+/// sendmail's own options, parsed by [`send::parse_sendmail_args`].
+#[derive(Args, Debug)]
+struct SendmailCommand {
+    /// [-t] [-i] [-oi] [-f ADDR] [-F NAME] [-C DIR] [--] [RCPT...]; other
+    /// sendmail options (-oem, -odi, -bm, -B, -N, ...) are accepted and ignored
+    #[arg(allow_hyphen_values = true, trailing_var_arg = true, num_args = 0.., value_name = "ARGS")]
+    args: Vec<String>,
+}
+
 #[derive(Args, Debug)]
 struct CheckArgs {
     /// Print one JSON object
@@ -83,36 +97,34 @@ struct CheckArgs {
     connect: bool,
 }
 
-#[derive(Args, Debug)]
-struct SendArgs {
-    /// Recipient; repeat or separate with commas
-    #[arg(long, required = true, value_name = "ADDR")]
-    to: Vec<String>,
-    /// Carbon-copy recipient
-    #[arg(long, value_name = "ADDR")]
-    cc: Vec<String>,
-    /// Blind carbon-copy recipient
-    #[arg(long, value_name = "ADDR")]
-    bcc: Vec<String>,
-    /// Subject line
-    #[arg(long)]
-    subject: String,
-    /// Body text (else --body-file, else stdin)
-    #[arg(long, conflicts_with = "body_file")]
-    body: Option<String>,
-    /// Read the body from a file
-    #[arg(long, value_name = "FILE")]
-    body_file: Option<PathBuf>,
-    /// Sender [default: mksis.logging.email.from]
-    #[arg(long, value_name = "ADDR")]
-    from: Option<String>,
-    /// The body is HTML
-    #[arg(long)]
-    html: bool,
+/// Where a binary called `sendmail` finds its config folder when neither
+/// `-C DIR` nor `$MAILGATE_CONFIG_DIR` says.
+const SENDMAIL_CONFIG_DIR: &str = "/etc/mailgate";
+
+/// Called as `sendmail` (a symlink): `mailgate sendmail ARGS`, with the
+/// config folder from `-C`, else `$MAILGATE_CONFIG_DIR`, else /etc/mailgate.
+fn sendmail_argv() -> Option<Vec<std::ffi::OsString>> {
+    let mut argv = std::env::args_os();
+    let argv0 = PathBuf::from(argv.next()?);
+    if argv0.file_name()? != "sendmail" {
+        return None;
+    }
+    let mut out: Vec<std::ffi::OsString> = vec!["mailgate".into()];
+    if std::env::var_os("MAILGATE_CONFIG_DIR").is_none() {
+        out.push("--config-dir".into());
+        out.push(SENDMAIL_CONFIG_DIR.into());
+    }
+    out.push("sendmail".into());
+    out.extend(argv);
+    Some(out)
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let parsed = match sendmail_argv() {
+        Some(argv) => Cli::try_parse_from(argv),
+        None => Cli::try_parse(),
+    };
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {
             let code = if e.use_stderr() { 64 } else { 0 };
@@ -156,7 +168,7 @@ fn main() -> ExitCode {
 const EXIT_IOERR: u8 = 74;
 
 /// Why a command failed.
-enum Failure {
+pub(crate) enum Failure {
     /// A mailgate error: its message goes to stderr, its kind picks the exit code.
     Mailgate(Error),
     /// stdout could not be written, e.g. a closed pipe.
@@ -171,7 +183,7 @@ impl From<Error> for Failure {
 
 /// Writes `text` to stdout and flushes; a failed write (a closed pipe) is a
 /// [`Failure::Stdout`] instead of `println!`'s panic.
-fn print_out(text: std::fmt::Arguments<'_>) -> Result<(), Failure> {
+pub(crate) fn print_out(text: std::fmt::Arguments<'_>) -> Result<(), Failure> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "{text}")
         .and_then(|()| out.flush())
@@ -286,15 +298,27 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         _ => {}
     }
-    // The body first: a usage error (no body) comes before the settings are loaded.
-    let body = match &cli.command {
-        Command::Send(args) => Some(read_body(args)?),
+    // Usage errors (no recipient, no body) come before the settings are loaded.
+    let sendmail_args = match &cli.command {
+        Command::Send(args) => {
+            send::check_send_args(args)?;
+            None
+        }
+        Command::Sendmail(cmd) => Some(send::parse_sendmail_args(&cmd.args)?),
         _ => None,
     };
-    let mailer = builder(&cli)?.build()?;
+    let mut builder = builder(&cli)?;
+    if let Some(dir) = sendmail_args.as_ref().and_then(|a| a.config_dir.as_ref()) {
+        builder = builder.config_dir(dir);
+    }
+    let mailer = builder.build()?;
     let result = match &cli.command {
         Command::Check(args) => check(&mailer, args).await,
-        Command::Send(args) => send(&mailer, args, body.unwrap_or_default()).await,
+        Command::Send(args) => send::send(&mailer, args, cli.quiet).await,
+        Command::Sendmail(_) => match &sendmail_args {
+            Some(args) => send::sendmail(&mailer, args).await,
+            None => unreachable!("parsed above"),
+        },
         Command::Token => match mailer.oauth_access_token().await {
             Ok(token) => print_out(format_args!("{}", token.expose_secret())),
             Err(e) => Err(e.into()),
@@ -413,44 +437,4 @@ async fn check(mailer: &Mailer, args: &CheckArgs) -> Result<(), Failure> {
         Some(Err(e)) => Err(e.into()),
         _ => Ok(()),
     }
-}
-
-/// The body: `--body`, else `--body-file`, else stdin, unless stdin is a
-/// terminal (then nobody is piping a body and reading it would just wait).
-fn read_body(args: &SendArgs) -> Result<String, Error> {
-    match (&args.body, &args.body_file) {
-        (Some(body), _) => Ok(body.clone()),
-        (None, Some(path)) => std::fs::read_to_string(path).map_err(|e| Error::InvalidMessage {
-            field: "--body-file".into(),
-            reason: format!("cannot read {}: {e}", path.display()),
-        }),
-        (None, None) if std::io::stdin().is_terminal() => Err(Error::Usage(
-            "no message body: pass --body TEXT, --body-file FILE, or pipe the body on stdin (stdin is a terminal)".into(),
-        )),
-        (None, None) => {
-            let mut body = String::new();
-            std::io::stdin()
-                .read_to_string(&mut body)
-                .map_err(|e| Error::InvalidMessage {
-                    field: "body".into(),
-                    reason: format!("cannot read the body from stdin: {e}"),
-                })?;
-            Ok(body)
-        }
-    }
-}
-
-async fn send(mailer: &Mailer, args: &SendArgs, body: String) -> Result<(), Failure> {
-    let message = OutgoingMessage {
-        from: args.from.clone(),
-        to: args.to.clone(),
-        cc: args.cc.clone(),
-        bcc: args.bcc.clone(),
-        subject: args.subject.clone(),
-        body,
-        html: args.html,
-    }
-    .build(mailer.settings().sender())?;
-    let delivery = mailer.send(&message).await?;
-    print_out(format_args!("sent: {}", delivery.reply))
 }

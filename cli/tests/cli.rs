@@ -460,7 +460,7 @@ fn send_without_a_body_on_a_terminal_exits_64_with_a_hint() {
     let out = child.wait_with_output().unwrap();
     let (terminal, _) = text(&out);
     assert_eq!(code(&out), 64, "{terminal}");
-    for hint in ["--body", "--body-file", "pipe the body"] {
+    for hint in ["--body", "--body-file", "--raw", "pipe it on stdin"] {
         assert!(terminal.contains(hint), "{terminal}");
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod error;
 mod mailer;
+pub mod message;
 pub mod properties;
 pub mod registry;
 pub mod resolver;
@@ -17,7 +18,8 @@ pub mod smtp;
 pub mod strategy;
 
 pub use error::{ConfigError, Error, ErrorKind, Origin, RecipientRefusal, Result, Stage};
-pub use mailer::{DEFAULT_MAX_CONNECTIONS, Mailer, MailerBuilder, OutgoingMessage};
+pub use mailer::{DEFAULT_MAX_CONNECTIONS, Mailer, MailerBuilder};
+pub use message::{Attachment, OutgoingMessage};
 pub use registry::Registry;
 pub use resolver::{AuthFlags, Resolution, Rule, resolve};
 pub use settings::{Settings, TlsMode, key_file_path, keys};
@@ -29,7 +31,7 @@ pub use async_trait::async_trait;
 /// Re-exported so strategy crates submit descriptors with the same `inventory`.
 pub use inventory;
 /// Re-exported: messages are built with lettre's builder.
-pub use lettre::{self, Message, message::Mailbox};
+pub use lettre::{self, Message, address::Envelope, message::Mailbox};
 /// Encryption of secrets at rest (`ENC(...)` values, key files).
 pub use mailgate_secrets as secrets;
 /// Re-exported: secrets are `secrecy` types.

@@ -4,16 +4,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use lettre::Message;
+use lettre::address::Envelope;
 use lettre::message::Mailbox;
-use lettre::message::header::ContentType;
 use secrecy::SecretString;
 
 use crate::error::{Error, Origin, Result};
+use crate::message::{self, OutgoingMessage, raw};
 use crate::properties::{ConfigFiles, Properties};
 use crate::registry::Registry;
 use crate::resolver::{Resolution, resolve};
 use crate::settings::{LoadOptions, Settings};
-use crate::smtp::{ConnectReport, Delivery, Transport};
+use crate::smtp::{Capabilities, ConnectReport, Delivery, Payload, Transport};
 
 pub use crate::settings::DEFAULT_MAX_CONNECTIONS;
 
@@ -229,12 +230,78 @@ impl Mailer {
         }
     }
 
-    /// Sends a message built with lettre's builder.
+    /// Sends a message built with lettre's builder, as lettre formats it,
+    /// with header lines folded to at most 998 octets.
     ///
     /// With a strategy that authenticates as a user (basic), the envelope
     /// sender must be that user; this is checked before anything is sent.
     pub async fn send(&self, message: &Message) -> Result<Delivery> {
         let envelope = message.envelope();
+        self.check_sender(envelope)?;
+        let bytes = raw::fold_header_lines(&message.formatted(), None)?;
+        self.inner
+            .transport
+            .send(envelope, Payload::Ready(&bytes))
+            .await
+    }
+
+    /// Composes and sends `message`: its text goes as 8-bit when the server
+    /// offers 8BITMIME, quoted-printable or base64 otherwise. The sender
+    /// defaults to `mksis.logging.email.from`, the Message-ID domain to
+    /// `mailgate.smtp.messageIdDomain`, else the sender's.
+    pub async fn send_message(&self, message: OutgoingMessage) -> Result<Delivery> {
+        let mut message = message;
+        if message.message_id_domain.is_none() {
+            message.message_id_domain = self.inner.settings.message_id_domain().map(str::to_owned);
+        }
+        let default_from = self.inner.settings.sender().cloned();
+        // Built once to check everything and find the envelope before any
+        // connection is opened; the bytes are built for the server's
+        // capabilities once it has been greeted.
+        let envelope = message.build(default_from.as_ref())?.envelope().clone();
+        self.check_sender(&envelope)?;
+        let compose = move |caps: &Capabilities| {
+            message.to_wire(default_from.as_ref(), caps.eight_bit_mime())
+        };
+        self.inner
+            .transport
+            .send(&envelope, Payload::Compose(Box::new(compose)))
+            .await
+    }
+
+    /// Sends a prepared RFC 5322 message to `envelope` as it is, adding only
+    /// what it lacks of Date, Message-ID, MIME-Version and From (the
+    /// envelope sender) and folding header lines longer than 998 octets.
+    /// A body line over 998 octets is refused (exit 65).
+    pub async fn send_raw(&self, envelope: &Envelope, message: &[u8]) -> Result<Delivery> {
+        self.check_sender(envelope)?;
+        for address in envelope.from().into_iter().chain(envelope.to()) {
+            message::parse_mailbox("address", address.as_ref())?;
+        }
+        let from = envelope.from().map(|a| Mailbox::new(None, a.clone()));
+        let domain = self
+            .inner
+            .settings
+            .message_id_domain()
+            .map(str::to_owned)
+            .or_else(|| envelope.from().map(|a| a.domain().to_owned()))
+            .unwrap_or_default();
+        let bytes = raw::complete(
+            message,
+            &raw::Completion {
+                from: from.as_ref(),
+                message_id_domain: &domain,
+            },
+        )?;
+        self.inner
+            .transport
+            .send(envelope, Payload::Ready(&bytes))
+            .await
+    }
+
+    /// With a strategy that authenticates as a user (basic), the envelope
+    /// sender must be that user.
+    fn check_sender(&self, envelope: &Envelope) -> Result<()> {
         if let (Some(user), Some(from)) = (
             self.inner.transport.strategy().required_sender(),
             envelope.from(),
@@ -248,10 +315,7 @@ impl Mailer {
                 ),
             ));
         }
-        self.inner
-            .transport
-            .send(envelope, &message.formatted())
-            .await
+        Ok(())
     }
 
     /// The trigger API's `sendmail(from, to, subject, message)`: a plain-text
@@ -263,15 +327,14 @@ impl Mailer {
         subject: &str,
         message: &str,
     ) -> Result<Delivery> {
-        let message = OutgoingMessage {
+        self.send_message(OutgoingMessage {
             from: Some(from.to_owned()),
             to: vec![to.to_owned()],
             subject: subject.to_owned(),
             body: message.to_owned(),
             ..OutgoingMessage::default()
-        }
-        .build(None)?;
-        self.send(&message).await
+        })
+        .await
     }
 
     /// Connects, negotiates TLS and authenticates, then quits without sending.
@@ -282,192 +345,5 @@ impl Mailer {
     /// Politely closes the pooled connections (QUIT). Dropping the mailer closes them too, abruptly.
     pub async fn close(&self) {
         self.inner.transport.close().await;
-    }
-}
-
-/// A message described by its parts; [`OutgoingMessage::build`] validates them.
-#[derive(Clone, Debug, Default)]
-pub struct OutgoingMessage {
-    /// Sender; `None` uses `mksis.logging.email.from`.
-    pub from: Option<String>,
-    /// Recipients; each entry may be a comma-separated list.
-    pub to: Vec<String>,
-    /// Carbon copies.
-    pub cc: Vec<String>,
-    /// Blind carbon copies (envelope only).
-    pub bcc: Vec<String>,
-    /// Subject (one line).
-    pub subject: String,
-    /// Body.
-    pub body: String,
-    /// The body is HTML.
-    pub html: bool,
-}
-
-impl OutgoingMessage {
-    /// Validates and builds the message. CR or LF in a header field, a bad
-    /// address or no recipient is [`Error::InvalidMessage`] (exit 65).
-    pub fn build(&self, default_from: Option<&Mailbox>) -> Result<Message> {
-        let from = match &self.from {
-            Some(from) => mailbox("from", from)?,
-            None => default_from.cloned().ok_or_else(|| {
-                Error::Usage(
-                    "no sender: pass --from or set mksis.logging.email.from in is.properties"
-                        .into(),
-                )
-            })?,
-        };
-        reject_line_breaks("subject", &self.subject)?;
-        let mut builder = Message::builder().from(from).subject(self.subject.clone());
-        let mut recipients = 0;
-        for (field, list) in [("to", &self.to), ("cc", &self.cc), ("bcc", &self.bcc)] {
-            for addr in list
-                .iter()
-                .flat_map(|s| split_addresses(s))
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-            {
-                let mbox = mailbox(field, addr)?;
-                recipients += 1;
-                builder = match field {
-                    "to" => builder.to(mbox),
-                    "cc" => builder.cc(mbox),
-                    _ => builder.bcc(mbox),
-                };
-            }
-        }
-        if recipients == 0 {
-            return Err(Error::invalid_message("to", "no recipient given"));
-        }
-        let content_type = if self.html {
-            ContentType::TEXT_HTML
-        } else {
-            ContentType::TEXT_PLAIN
-        };
-        builder
-            .header(content_type)
-            .body(self.body.clone())
-            .map_err(|e| Error::invalid_message("message", e.to_string()))
-    }
-}
-
-/// Splits an address list at commas outside quoted names, so that
-/// `"Doe, John" <j@example.com>, a@example.com` is two addresses.
-fn split_addresses(list: &str) -> Vec<&str> {
-    let mut parts = Vec::new();
-    let (mut start, mut quoted, mut escaped) = (0, false, false);
-    for (i, c) in list.char_indices() {
-        match c {
-            _ if escaped => escaped = false,
-            '\\' if quoted => escaped = true,
-            '"' => quoted = !quoted,
-            ',' if !quoted => {
-                parts.push(&list[start..i]);
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    parts.push(&list[start..]);
-    parts
-}
-
-fn reject_line_breaks(field: &str, value: &str) -> Result<()> {
-    if value.contains(['\r', '\n']) {
-        return Err(Error::invalid_message(
-            field,
-            "it contains a line break (CR or LF), which could inject headers; nothing was sent",
-        ));
-    }
-    Ok(())
-}
-
-fn mailbox(field: &str, value: &str) -> Result<Mailbox> {
-    reject_line_breaks(field, value)?;
-    value.trim().parse::<Mailbox>().map_err(|e| {
-        Error::invalid_message(
-            field,
-            format!("`{}` is not a valid address ({e})", value.trim()),
-        )
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn msg(to: &[&str], subject: &str) -> OutgoingMessage {
-        OutgoingMessage {
-            from: Some("alm@example.com".into()),
-            to: to.iter().map(|s| (*s).to_owned()).collect(),
-            subject: subject.into(),
-            body: "hello".into(),
-            ..OutgoingMessage::default()
-        }
-    }
-
-    #[test]
-    fn header_injection_in_subject_is_rejected() {
-        let err = msg(&["a@example.com"], "hi\r\nBcc: victim@example.com")
-            .build(None)
-            .unwrap_err();
-        assert_eq!(err.exit_code(), 65);
-        assert!(err.to_string().contains("subject"), "{err}");
-    }
-
-    #[test]
-    fn header_injection_in_address_is_rejected() {
-        let err = msg(&["a@example.com\nBcc: x@example.com"], "s")
-            .build(None)
-            .unwrap_err();
-        assert_eq!(err.exit_code(), 65);
-        assert!(err.to_string().contains("invalid to"), "{err}");
-    }
-
-    #[test]
-    fn comma_separated_recipients() {
-        let m = msg(&["a@example.com, b@example.com", "c@example.com"], "s")
-            .build(None)
-            .unwrap();
-        assert_eq!(m.envelope().to().len(), 3);
-    }
-
-    #[test]
-    fn quoted_names_may_hold_commas() {
-        let m = msg(&["\"Doe, John\" <j@example.com>, a@example.com"], "s")
-            .build(None)
-            .unwrap();
-        let to: Vec<String> = m.envelope().to().iter().map(ToString::to_string).collect();
-        assert_eq!(to, ["j@example.com", "a@example.com"]);
-        assert_eq!(
-            split_addresses(r#""a \" ,b" <x@y>, z@w"#),
-            [r#""a \" ,b" <x@y>"#, " z@w"]
-        );
-    }
-
-    #[test]
-    fn bad_address_names_field() {
-        let err = msg(&["not-an-address"], "s").build(None).unwrap_err();
-        assert!(err.to_string().contains("`not-an-address`"), "{err}");
-        assert_eq!(err.exit_code(), 65);
-    }
-
-    #[test]
-    fn no_recipient() {
-        let err = msg(&[" , "], "s").build(None).unwrap_err();
-        assert_eq!(err.exit_code(), 65);
-    }
-
-    #[test]
-    fn default_sender_is_used() {
-        let mut m = msg(&["a@example.com"], "s");
-        m.from = None;
-        assert_eq!(m.build(None).unwrap_err().exit_code(), 64);
-        let from: Mailbox = "alm@example.com".parse().unwrap();
-        let built = m.build(Some(&from)).unwrap();
-        assert_eq!(
-            built.envelope().from().unwrap().to_string(),
-            "alm@example.com"
-        );
     }
 }

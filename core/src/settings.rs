@@ -47,6 +47,10 @@ pub mod keys {
     pub const ALLOW_PLAINTEXT_AUTH: &str = "mailgate.smtp.allowPlaintextAuth";
     /// Bound on simultaneous SMTP connections of one `Mailer` (default 4).
     pub const MAX_CONNECTIONS: &str = "mailgate.smtp.maxConnections";
+    /// Domain of the Message-IDs mailgate writes (default: the sender's).
+    pub const MESSAGE_ID_DOMAIN: &str = "mailgate.smtp.messageIdDomain";
+    /// Largest message read from a file or stdin, in bytes (default 25 MiB).
+    pub const MAX_MESSAGE_BYTES: &str = "mailgate.smtp.maxMessageBytes";
     /// Picks a registered strategy by name, overriding the flags.
     pub const AUTH_STRATEGY: &str = "mailgate.smtp.auth.strategy";
     /// Key file for `ENC(...)` values (default `mailgate.key` in the config folder).
@@ -82,6 +86,8 @@ pub mod keys {
         HELO_NAME,
         ALLOW_PLAINTEXT_AUTH,
         MAX_CONNECTIONS,
+        MESSAGE_ID_DOMAIN,
+        MAX_MESSAGE_BYTES,
         AUTH_STRATEGY,
         CRYPTO_KEY_FILE,
     ];
@@ -130,6 +136,9 @@ pub struct CaFile {
     /// Where `mailgate.smtp.ssl.caFile` named it.
     pub origin: Origin,
 }
+
+/// Default bound on a message read from a file or stdin: 25 MiB.
+pub const DEFAULT_MAX_MESSAGE_BYTES: u64 = 25 * 1024 * 1024;
 
 /// Default bound on simultaneous SMTP connections of one `Mailer`.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4;
@@ -202,6 +211,8 @@ pub struct Settings {
     flags: AuthFlags,
     server: ServerSettings,
     sender: Option<Mailbox>,
+    message_id_domain: Option<String>,
+    max_message_bytes: u64,
     warnings: Vec<Warning>,
     key_file_override: Option<PathBuf>,
 }
@@ -264,6 +275,8 @@ impl Settings {
                 max_connections: DEFAULT_MAX_CONNECTIONS,
             },
             sender: None,
+            message_id_domain: None,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             warnings: Vec::new(),
             key_file_override: key_file,
         };
@@ -280,6 +293,13 @@ impl Settings {
         }
         settings.warnings = warnings;
         settings.sender = settings.optional_mailbox(keys::EMAIL_FROM)?;
+        settings.message_id_domain = settings.message_id_domain_setting()?;
+        settings.max_message_bytes = match settings.value(keys::MAX_MESSAGE_BYTES) {
+            None => DEFAULT_MAX_MESSAGE_BYTES,
+            Some(v) => v.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                settings.invalid(keys::MAX_MESSAGE_BYTES, "a number of bytes above 0")
+            })?,
+        };
         Ok(settings)
     }
 
@@ -369,6 +389,24 @@ impl Settings {
             max_connections,
         };
         Ok((server, warnings))
+    }
+
+    fn message_id_domain_setting(&self) -> Result<Option<String>, ConfigError> {
+        let Some(domain) = self.value(keys::MESSAGE_ID_DOMAIN) else {
+            return Ok(None);
+        };
+        let ascii = idna::domain_to_ascii(domain).ok().filter(|d| {
+            !d.is_empty()
+                && d.len() <= 253
+                && d.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        });
+        ascii.map(Some).ok_or_else(|| {
+            self.invalid(
+                keys::MESSAGE_ID_DOMAIN,
+                "a domain name such as mail.example.com",
+            )
+        })
     }
 
     fn ca_files(&self) -> Result<Vec<CaFile>, ConfigError> {
@@ -512,6 +550,17 @@ impl Settings {
     /// `mksis.logging.email.from`, when set.
     pub fn sender(&self) -> Option<&Mailbox> {
         self.sender.as_ref()
+    }
+
+    /// `mailgate.smtp.messageIdDomain`, when set.
+    pub fn message_id_domain(&self) -> Option<&str> {
+        self.message_id_domain.as_deref()
+    }
+
+    /// `mailgate.smtp.maxMessageBytes` (default [`DEFAULT_MAX_MESSAGE_BYTES`]):
+    /// the most a message read from a file or stdin may hold.
+    pub fn max_message_bytes(&self) -> u64 {
+        self.max_message_bytes
     }
 
     /// The files that were read.

@@ -19,7 +19,7 @@ pub mod reply;
 
 pub use capabilities::Capabilities;
 pub use data::encode_data;
-pub(crate) use pool::Transport;
 pub use pool::{ConnectReport, Delivery};
+pub(crate) use pool::{Payload, Transport};
 pub use redact::{Redactor, escape_controls};
 pub use reply::{Reply, ReplyError, ReplyLimits, ReplyReader};

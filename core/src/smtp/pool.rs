@@ -7,9 +7,11 @@ use lettre::address::Envelope;
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 
+use super::capabilities::Capabilities;
 use super::connection::{Connection, Peer};
 use super::transaction;
 use crate::error::{Error, Result, Stage};
+use crate::message::raw::HeaderSection;
 use crate::settings::{ServerSettings, TlsMode};
 use crate::strategy::{AuthStrategy, SmtpSession};
 
@@ -27,6 +29,22 @@ pub struct Delivery {
     pub reply: String,
     /// Whether a pooled connection was reused.
     pub reused_connection: bool,
+    /// The Message-ID of the message sent, when it has one.
+    pub message_id: Option<String>,
+    /// How many distinct recipients the server accepted.
+    pub recipients: usize,
+}
+
+/// Builds a message's bytes for a server's capabilities.
+pub(crate) type Compose<'a> = Box<dyn FnOnce(&Capabilities) -> Result<Vec<u8>> + Send + 'a>;
+
+/// The message a send carries.
+pub(crate) enum Payload<'a> {
+    /// Formatted RFC 5322 bytes.
+    Ready(&'a [u8]),
+    /// Built once the server's capabilities are known (8-bit text when it
+    /// offers 8BITMIME); built once, reused if the send moves to a new connection.
+    Compose(Compose<'a>),
 }
 
 /// What `check --connect` found.
@@ -94,16 +112,34 @@ impl Transport {
     }
 
     /// Sends one message, reusing a pooled connection when one is alive.
-    pub(crate) async fn send(&self, envelope: &Envelope, message: &[u8]) -> Result<Delivery> {
+    pub(crate) async fn send(&self, envelope: &Envelope, payload: Payload<'_>) -> Result<Delivery> {
         let _permit = self.permit().await?;
         let (mut conn, reused) = self.checkout().await?;
+        let composed;
+        let message: &[u8] = match payload {
+            Payload::Ready(bytes) => bytes,
+            Payload::Compose(build) => match build(conn.caps()) {
+                Ok(bytes) => {
+                    composed = bytes;
+                    &composed
+                }
+                Err(e) => {
+                    self.checkin(conn);
+                    return Err(e);
+                }
+            },
+        };
+        let message_id = message_id_of(message);
+        let delivered = |sent: transaction::Sent, reused_connection| Delivery {
+            reply: sent.reply,
+            reused_connection,
+            message_id: message_id.clone(),
+            recipients: sent.recipients,
+        };
         match transaction::send(&mut conn, envelope, message).await {
-            Ok(reply) => {
+            Ok(sent) => {
                 self.checkin(conn);
-                Ok(Delivery {
-                    reply,
-                    reused_connection: reused,
-                })
+                Ok(delivered(sent, reused))
             }
             // The server closed a pooled connection (or is closing it: 421) before
             // MAIL: nothing was accepted yet, so a fresh connection is safe and
@@ -116,10 +152,9 @@ impl Transport {
                 drop(conn);
                 let mut conn = self.open().await?;
                 let result = transaction::send(&mut conn, envelope, message).await;
-                self.finish(conn, result).await.map(|reply| Delivery {
-                    reply,
-                    reused_connection: false,
-                })
+                self.finish(conn, result)
+                    .await
+                    .map(|sent| delivered(sent, false))
             }
             Err(e) => {
                 self.recover(conn, &e).await;
@@ -128,7 +163,11 @@ impl Transport {
         }
     }
 
-    async fn finish(&self, conn: Connection, result: Result<String>) -> Result<String> {
+    async fn finish(
+        &self,
+        conn: Connection,
+        result: Result<transaction::Sent>,
+    ) -> Result<transaction::Sent> {
         match result {
             Ok(reply) => {
                 self.checkin(conn);
@@ -304,4 +343,14 @@ fn final_refusal(e: Error) -> Error {
         },
         other => other,
     }
+}
+
+/// The Message-ID field's value, for the caller's records.
+fn message_id_of(message: &[u8]) -> Option<String> {
+    let section = HeaderSection::parse(message);
+    let field = section.fields.iter().find(|f| f.is("Message-ID"))?;
+    let raw = &message[field.start..field.end];
+    let value = String::from_utf8_lossy(&raw[field.name.len() + 1..]);
+    let value = value.split_whitespace().collect::<Vec<_>>().join("");
+    (!value.is_empty()).then_some(value)
 }

@@ -17,20 +17,29 @@ use super::connection::Connection;
 use super::data::encode_data;
 use super::reply::Reply;
 use crate::error::{Error, RecipientRefusal, Result, Stage};
+use crate::message::address::{ascii_domain, recipient_key};
 
-/// Sends `message` (RFC 5322 bytes) to the envelope's recipients; returns the
-/// server's final reply text.
+/// What a transaction delivered.
+pub(crate) struct Sent {
+    /// The final reply's text, cleaned.
+    pub(crate) reply: String,
+    /// Distinct recipients the server accepted.
+    pub(crate) recipients: usize,
+}
+
+/// Sends `message` (RFC 5322 bytes) to the envelope's distinct recipients.
 pub(crate) async fn send(
     conn: &mut Connection,
     envelope: &Envelope,
     message: &[u8],
-) -> Result<String> {
+) -> Result<Sent> {
     let data = encode_data(message);
-    let mail = mail_command(conn, envelope, message, data.len())?;
-    let rcpts: Vec<String> = envelope
-        .to()
+    let paths = Paths::for_server(conn, envelope, message)?;
+    let mail = mail_command(conn, &paths, message, data.len())?;
+    let rcpts: Vec<String> = paths
+        .to
         .iter()
-        .map(|to| format!("RCPT TO:<{}>", addr(to)))
+        .map(|to| format!("RCPT TO:<{to}>"))
         .collect();
 
     let deadline = conn.peer().deadline();
@@ -39,7 +48,7 @@ pub(crate) async fn send(
     } else {
         stepwise_envelope(conn, &mail, &rcpts, deadline).await?
     };
-    if let Some(data_reply) = envelope_replies.check(conn, envelope)? {
+    if let Some(data_reply) = envelope_replies.check(conn, &paths.to)? {
         if data_reply.code != 354 {
             return Err(conn.peer().smtp_error(Stage::Data, &data_reply));
         }
@@ -56,7 +65,70 @@ pub(crate) async fn send(
         }
         return Err(conn.peer().smtp_error(Stage::Data, &reply));
     }
-    Ok(conn.peer().clean(&reply.text()))
+    Ok(Sent {
+        reply: conn.peer().clean(&reply.text()),
+        recipients: paths.to.len(),
+    })
+}
+
+/// The envelope as this server takes it: one path per distinct recipient
+/// (domains compared without case), international domains as A-labels
+/// unless the server offers SMTPUTF8.
+struct Paths {
+    from: String,
+    to: Vec<String>,
+    /// Some path needs SMTPUTF8 (a non-ASCII local part, with a server that offers it).
+    utf8: bool,
+}
+
+impl Paths {
+    fn for_server(conn: &Connection, envelope: &Envelope, message: &[u8]) -> Result<Self> {
+        let smtputf8 = conn.caps().smtputf8();
+        let mut utf8 = false;
+        let mut path = |address: &lettre::Address| -> Result<String> {
+            let text = addr(address);
+            if text.is_ascii() {
+                return Ok(text.to_owned());
+            }
+            if smtputf8 {
+                utf8 = true;
+                return Ok(text.to_owned());
+            }
+            if address.user().is_ascii() {
+                return Ok(addr(&ascii_domain("address", address)?).to_owned());
+            }
+            Err(Error::invalid_message(
+                "address",
+                format!(
+                    "`{}` has a non-ASCII local part, which needs SMTPUTF8, and {} does not offer it; nothing was sent",
+                    conn.peer().clean(text),
+                    conn.peer().address
+                ),
+            ))
+        };
+        let from = envelope
+            .from()
+            .map(&mut path)
+            .transpose()?
+            .unwrap_or_default();
+        let mut seen = std::collections::HashSet::new();
+        let mut to = Vec::with_capacity(envelope.to().len());
+        for address in envelope.to() {
+            let p = path(address)?;
+            if seen.insert(recipient_key(&p)) {
+                to.push(p);
+            }
+        }
+        // UTF-8 in the headers (an address written as is) needs SMTPUTF8 too.
+        let head_end = message
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or(message.len());
+        if smtputf8 && !message[..head_end].is_ascii() {
+            utf8 = true;
+        }
+        Ok(Self { from, to, utf8 })
+    }
 }
 
 /// The address as it goes in the envelope (no copy, no formatting).
@@ -67,34 +139,28 @@ fn addr(address: &lettre::Address) -> &str {
 /// `MAIL FROM:<addr>` with the parameters the message needs and the server offers.
 fn mail_command(
     conn: &Connection,
-    envelope: &Envelope,
+    paths: &Paths,
     message: &[u8],
     wire_size: usize,
 ) -> Result<String> {
     let caps = conn.caps();
     let peer = conn.peer();
-    let from = envelope.from().map(addr).unwrap_or_default();
-    let mut line = format!("MAIL FROM:<{from}>");
-    let non_ascii = envelope
-        .from()
-        .into_iter()
-        .chain(envelope.to())
-        .find(|a| !addr(a).is_ascii());
-    if let Some(address) = non_ascii {
-        if !caps.smtputf8() {
+    let mut line = format!("MAIL FROM:<{}>", paths.from);
+    if paths.utf8 {
+        line.push_str(" SMTPUTF8");
+    }
+    if !message.is_ascii() {
+        if caps.eight_bit_mime() {
+            line.push_str(" BODY=8BITMIME");
+        } else if !paths.utf8 {
             return Err(Error::invalid_message(
-                "address",
+                "message",
                 format!(
-                    "`{}` has non-ASCII characters but {} does not support SMTPUTF8; nothing was sent",
-                    peer.clean(addr(address)),
+                    "it holds 8-bit data but {} offers no 8BITMIME (RFC 6152); send it encoded (quoted-printable or base64); nothing was sent",
                     peer.address
                 ),
             ));
         }
-        line.push_str(" SMTPUTF8");
-    }
-    if !message.is_ascii() && caps.eight_bit_mime() {
-        line.push_str(" BODY=8BITMIME");
     }
     if caps.supports("SIZE") {
         if let Some(limit) = caps.size_limit()
@@ -123,7 +189,7 @@ struct EnvelopeReplies {
 impl EnvelopeReplies {
     /// The reply to DATA when every envelope command was accepted; else the
     /// error, with the connection poisoned where it is out of step.
-    fn check(self, conn: &mut Connection, envelope: &Envelope) -> Result<Option<Reply>> {
+    fn check(self, conn: &mut Connection, to: &[String]) -> Result<Option<Reply>> {
         let peer = conn.peer().clone();
         let data_started = self.data.as_ref().is_some_and(|r| r.code == 354);
         let closing = std::iter::once(&self.mail)
@@ -139,13 +205,12 @@ impl EnvelopeReplies {
         if let Some(closing) = self.rcpts.iter().find(|r| r.code == 421) {
             return Err(peer.smtp_error(Stage::Rcpt, closing));
         }
-        let refused: Vec<RecipientRefusal> = envelope
-            .to()
+        let refused: Vec<RecipientRefusal> = to
             .iter()
             .zip(&self.rcpts)
             .filter(|(_, reply)| !reply.is_positive())
             .map(|(address, reply)| RecipientRefusal {
-                address: peer.clean(addr(address)),
+                address: peer.clean(address),
                 code: reply.code,
                 reply: peer.clean(&reply.text()),
             })
@@ -153,7 +218,7 @@ impl EnvelopeReplies {
         if !refused.is_empty() {
             return Err(Error::Recipients {
                 server: peer.address.clone(),
-                total: envelope.to().len(),
+                total: to.len(),
                 refused,
             });
         }

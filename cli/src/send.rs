@@ -1,0 +1,542 @@
+//! `mailgate send` (composed or `--raw`) and `mailgate sendmail`, the
+//! drop-in for `/usr/sbin/sendmail`.
+
+use std::io::{IsTerminal, Read};
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use mailgate::message::raw;
+use mailgate::{Attachment, Envelope, Error, Mailer, OutgoingMessage};
+
+use crate::{Failure, print_out};
+
+/// Options of `mailgate send`.
+#[derive(Args, Debug)]
+pub(crate) struct SendArgs {
+    /// Recipient; repeat or separate with commas
+    #[arg(long, value_name = "ADDR", help_heading = "Envelope")]
+    to: Vec<String>,
+    /// Carbon-copy recipient
+    #[arg(long, value_name = "ADDR", help_heading = "Envelope")]
+    cc: Vec<String>,
+    /// Blind carbon-copy recipient (envelope only)
+    #[arg(long, value_name = "ADDR", help_heading = "Envelope")]
+    bcc: Vec<String>,
+    /// Sender [default: mksis.logging.email.from]
+    #[arg(long, value_name = "ADDR", help_heading = "Envelope")]
+    from: Option<String>,
+    /// Subject line
+    #[arg(long, help_heading = "Message")]
+    subject: Option<String>,
+    /// Body text (else --body-file, else stdin)
+    #[arg(long, conflicts_with = "body_file", help_heading = "Message")]
+    body: Option<String>,
+    /// Read the body from a file (`-`: stdin)
+    #[arg(long, value_name = "FILE", help_heading = "Message")]
+    body_file: Option<PathBuf>,
+    /// The body is HTML
+    #[arg(long, help_heading = "Message")]
+    html: bool,
+    /// An HTML version of the text body: the message becomes multipart/alternative
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with = "html",
+        help_heading = "Message"
+    )]
+    html_file: Option<PathBuf>,
+    /// Attach a file (repeatable); its type is guessed from its name
+    #[arg(long, value_name = "FILE", help_heading = "Message")]
+    attach: Vec<PathBuf>,
+    /// Reply-To address (repeatable)
+    #[arg(long, value_name = "ADDR", help_heading = "Message")]
+    reply_to: Vec<String>,
+    /// Extra header, `Name: value` (repeatable)
+    #[arg(long, value_name = "'NAME: VALUE'", help_heading = "Message")]
+    header: Vec<String>,
+    /// Send a prepared RFC 5322 message from FILE (`-`: stdin) as it is;
+    /// recipients from --to/--cc/--bcc, else from its To, Cc and Bcc
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with_all = ["subject", "body", "body_file", "html", "html_file", "attach", "reply_to", "header"],
+        help_heading = "Message"
+    )]
+    raw: Option<PathBuf>,
+    /// Print one JSON object: message_id, recipients, status
+    #[arg(long, help_heading = "Output")]
+    json: bool,
+}
+
+/// Where the body comes from, decided before anything is read.
+enum BodySource {
+    Text(String),
+    File(PathBuf),
+    Stdin,
+}
+
+/// Checks the arguments that need no settings: usage errors come first.
+pub(crate) fn check_send_args(args: &SendArgs) -> Result<(), Error> {
+    if args.raw.is_some() {
+        if args.raw.as_deref() == Some(Path::new("-")) {
+            stdin_ready()?;
+        }
+        return Ok(());
+    }
+    if args.to.is_empty() && args.cc.is_empty() && args.bcc.is_empty() {
+        return Err(Error::Usage(
+            "no recipient: pass --to ADDR (or --cc, --bcc)".into(),
+        ));
+    }
+    if args.subject.is_none() {
+        return Err(Error::Usage("no subject: pass --subject TEXT".into()));
+    }
+    if matches!(body_source(args), BodySource::Stdin) {
+        stdin_ready()?;
+    }
+    Ok(())
+}
+
+fn body_source(args: &SendArgs) -> BodySource {
+    match (&args.body, &args.body_file) {
+        (Some(text), _) => BodySource::Text(text.clone()),
+        (None, Some(path)) if path.as_os_str() == "-" => BodySource::Stdin,
+        (None, Some(path)) => BodySource::File(path.clone()),
+        (None, None) => BodySource::Stdin,
+    }
+}
+
+/// stdin can be read: it is not a terminal (nobody is piping a body) and
+/// not closed. A process started with fd 0 closed finds it reopened on
+/// /dev/null for reading and writing (Rust's runtime does that); a shell's
+/// `< /dev/null` opens it for reading only, and sends an empty body.
+fn stdin_ready() -> Result<(), Error> {
+    if std::io::stdin().is_terminal() {
+        return Err(Error::Usage(
+            "no message: pass --body TEXT, --body-file FILE or --raw FILE, or pipe it on stdin (stdin is a terminal)".into(),
+        ));
+    }
+    if stdin_was_closed() {
+        return Err(Error::Usage(
+            "stdin is closed (no file descriptor 0): pass --body, --body-file or --raw FILE, or give the command an input".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn stdin_was_closed() -> bool {
+    use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
+    // SAFETY: F_GETFL on fd 0 only reads its flags.
+    let flags = unsafe { libc::fcntl(0, libc::F_GETFL) };
+    if flags == -1 {
+        return true;
+    }
+    if flags & libc::O_ACCMODE != libc::O_RDWR {
+        return false;
+    }
+    let (Ok(stdin), Ok(null)) = (
+        std::fs::metadata("/proc/self/fd/0"),
+        std::fs::metadata("/dev/null"),
+    ) else {
+        return false;
+    };
+    stdin.file_type().is_char_device() && stdin.rdev() == null.rdev()
+}
+
+/// Reads at most `limit` bytes from `source`; more is an error naming it.
+fn read_bounded(mut source: impl Read, what: &str, limit: u64) -> Result<Vec<u8>, Error> {
+    let mut buf = Vec::new();
+    source
+        .by_ref()
+        .take(limit + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| Error::InvalidMessage {
+            field: what.to_owned(),
+            reason: format!("cannot read it: {e}"),
+        })?;
+    if buf.len() as u64 > limit {
+        return Err(Error::InvalidMessage {
+            field: what.to_owned(),
+            reason: format!(
+                "it is larger than {limit} bytes (`mailgate.smtp.maxMessageBytes`); nothing was sent"
+            ),
+        });
+    }
+    Ok(buf)
+}
+
+fn read_file(path: &Path, what: &str, limit: u64) -> Result<Vec<u8>, Error> {
+    let file = std::fs::File::open(path).map_err(|e| Error::InvalidMessage {
+        field: what.to_owned(),
+        reason: format!("cannot open {}: {e}", path.display()),
+    })?;
+    read_bounded(file, &format!("{what} {}", path.display()), limit)
+}
+
+fn utf8(bytes: Vec<u8>, what: &str) -> Result<String, Error> {
+    String::from_utf8(bytes).map_err(|e| Error::InvalidMessage {
+        field: what.to_owned(),
+        reason: format!(
+            "it is not UTF-8 (invalid byte at offset {}); send it as an attachment (--attach) or with --raw",
+            e.utf8_error().valid_up_to()
+        ),
+    })
+}
+
+/// `mailgate send`.
+pub(crate) async fn send(mailer: &Mailer, args: &SendArgs, quiet: bool) -> Result<(), Failure> {
+    let limit = mailer.settings().max_message_bytes();
+    let delivery = match &args.raw {
+        Some(path) => {
+            let message = if path.as_os_str() == "-" {
+                read_bounded(std::io::stdin().lock(), "message on stdin", limit)?
+            } else {
+                read_file(path, "--raw", limit)?
+            };
+            let envelope = raw_envelope(mailer, args, &message)?;
+            mailer.send_raw(&envelope, &message).await?
+        }
+        None => {
+            let body = match body_source(args) {
+                BodySource::Text(text) => text,
+                BodySource::File(path) => {
+                    utf8(read_file(&path, "--body-file", limit)?, "--body-file")?
+                }
+                BodySource::Stdin => utf8(
+                    read_bounded(std::io::stdin().lock(), "body on stdin", limit)?,
+                    "body on stdin",
+                )?,
+            };
+            let html_alternative = match &args.html_file {
+                Some(path) => Some(utf8(read_file(path, "--html-file", limit)?, "--html-file")?),
+                None => None,
+            };
+            let mut attachments = Vec::new();
+            for path in &args.attach {
+                attachments.push(attachment(path, limit)?);
+            }
+            let mut headers = Vec::new();
+            for h in &args.header {
+                headers.push(parse_header(h)?);
+            }
+            let message = OutgoingMessage {
+                from: args.from.clone(),
+                to: args.to.clone(),
+                cc: args.cc.clone(),
+                bcc: args.bcc.clone(),
+                reply_to: args.reply_to.clone(),
+                subject: args.subject.clone().unwrap_or_default(),
+                body,
+                html: args.html,
+                html_alternative,
+                headers,
+                attachments,
+                message_id_domain: None,
+            };
+            mailer.send_message(message).await?
+        }
+    };
+    if args.json {
+        let obj = serde_json::json!({
+            "message_id": delivery.message_id,
+            "recipients": delivery.recipients,
+            "status": "sent",
+        });
+        print_out(format_args!("{obj}"))
+    } else if quiet {
+        Ok(())
+    } else {
+        print_out(format_args!("sent: {}", delivery.reply))
+    }
+}
+
+/// The envelope of a `--raw` message: the options, else its headers.
+fn raw_envelope(mailer: &Mailer, args: &SendArgs, message: &[u8]) -> Result<Envelope, Error> {
+    let mut recipients: Vec<String> = args
+        .to
+        .iter()
+        .chain(&args.cc)
+        .chain(&args.bcc)
+        .flat_map(|l| mailgate::message::split_addresses(l))
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if recipients.is_empty() {
+        recipients = raw::header_recipients(message)?;
+    }
+    let from = match &args.from {
+        Some(from) => Some(from.clone()),
+        None => mailer.settings().sender().map(|m| m.email.to_string()),
+    };
+    envelope(from.as_deref(), &recipients)
+}
+
+fn envelope(from: Option<&str>, recipients: &[String]) -> Result<Envelope, Error> {
+    if recipients.is_empty() {
+        return Err(Error::InvalidMessage {
+            field: "to".into(),
+            reason: "no recipient: none given and none in the message's To, Cc or Bcc".into(),
+        });
+    }
+    let from = from
+        .map(|f| mailgate::message::parse_mailbox("from", f).map(|m| m.email))
+        .transpose()?;
+    let mut to = Vec::new();
+    for r in recipients {
+        to.push(mailgate::message::parse_mailbox("to", r)?.email);
+    }
+    Envelope::new(from, to).map_err(|e| Error::InvalidMessage {
+        field: "to".into(),
+        reason: e.to_string(),
+    })
+}
+
+fn attachment(path: &Path, limit: u64) -> Result<Attachment, Error> {
+    let content = read_file(path, "--attach", limit)?;
+    let filename = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "attachment".to_owned());
+    let content_type = mime_guess::from_path(path)
+        .first_or_octet_stream()
+        .essence_str()
+        .to_owned();
+    Ok(Attachment {
+        filename,
+        content_type,
+        content,
+    })
+}
+
+fn parse_header(spec: &str) -> Result<(String, String), Error> {
+    match spec.split_once(':') {
+        Some((name, value)) if !name.trim().is_empty() => {
+            Ok((name.trim().to_owned(), value.trim().to_owned()))
+        }
+        _ => Err(Error::Usage(format!(
+            "--header `{}`: expected `Name: value`",
+            mailgate::smtp::escape_controls(spec, 80)
+        ))),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// sendmail
+
+/// A sendmail command line, as cron, PHP's mail(), git send-email and
+/// monitoring tools write it.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct SendmailArgs {
+    /// `-t`: recipients from the message's To, Cc and Bcc (Bcc then removed).
+    pub(crate) from_headers: bool,
+    /// `-i` / `-oi`: a line with a single `.` does not end the message.
+    pub(crate) ignore_dots: bool,
+    /// `-f ADDR` / `-r ADDR`: the envelope sender.
+    pub(crate) sender: Option<String>,
+    /// `-F NAME`: the full name for a From the message lacks.
+    pub(crate) full_name: Option<String>,
+    /// `-C DIR`: the config folder.
+    pub(crate) config_dir: Option<PathBuf>,
+    /// Recipients given as arguments.
+    pub(crate) recipients: Vec<String>,
+}
+
+/// Options that take a value and are accepted and ignored (as msmtp does).
+const IGNORED_WITH_VALUE: &[char] = &['B', 'h', 'L', 'N', 'O', 'R', 'V', 'X'];
+/// Options without a value that are accepted and ignored.
+const IGNORED_FLAGS: &[char] = &['G', 'U', 'm', 'n', 'v', 'd'];
+
+/// Parses sendmail's options: single letters, values attached (`-fADDR`) or
+/// separate (`-f ADDR`), `-o*` flags ignored but for `-oi`, `--` ends them.
+pub(crate) fn parse_sendmail_args(args: &[String]) -> Result<SendmailArgs, Error> {
+    let mut out = SendmailArgs::default();
+    let mut i = 0;
+    let usage = |msg: String| Error::Usage(format!("sendmail: {msg}"));
+    while i < args.len() {
+        let arg = &args[i];
+        i += 1;
+        if arg == "--" {
+            out.recipients.extend(args[i..].iter().cloned());
+            break;
+        }
+        let Some(opt) = arg.strip_prefix('-').filter(|o| !o.is_empty()) else {
+            out.recipients.push(arg.clone());
+            continue;
+        };
+        let mut chars = opt.chars();
+        let letter = chars.next().unwrap_or_default();
+        let attached = chars.as_str();
+        let mut value = |name: char| -> Result<String, Error> {
+            if !attached.is_empty() {
+                return Ok(attached.to_owned());
+            }
+            let v = args
+                .get(i)
+                .cloned()
+                .ok_or_else(|| usage(format!("-{name} needs a value")))?;
+            i += 1;
+            Ok(v)
+        };
+        match letter {
+            't' if attached.is_empty() => out.from_headers = true,
+            'i' if attached.is_empty() => out.ignore_dots = true,
+            'o' => {
+                // -oi and -o i mean -i; every other -o option is ignored.
+                if attached == "i" {
+                    out.ignore_dots = true;
+                }
+            }
+            'f' | 'r' => out.sender = Some(value(letter)?),
+            'F' => out.full_name = Some(value('F')?),
+            'C' => out.config_dir = Some(PathBuf::from(value('C')?)),
+            'b' => match attached {
+                "m" | "" => {}
+                other => {
+                    return Err(usage(format!(
+                        "-b{other} is not supported: mailgate only delivers a message (-bm)"
+                    )));
+                }
+            },
+            c if IGNORED_WITH_VALUE.contains(&c) => {
+                let _ = value(c)?;
+            }
+            c if IGNORED_FLAGS.contains(&c) => {}
+            _ => {
+                return Err(usage(format!(
+                    "unknown option -{}",
+                    mailgate::smtp::escape_controls(opt, 40)
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Reads the message from stdin: to EOF with `-i`, else up to a line that
+/// holds only `.` (traditional sendmail).
+fn read_sendmail_input(ignore_dots: bool, limit: u64) -> Result<Vec<u8>, Error> {
+    let input = read_bounded(std::io::stdin().lock(), "message on stdin", limit)?;
+    if ignore_dots {
+        return Ok(input);
+    }
+    let mut start = 0;
+    while start < input.len() {
+        let end = input[start..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(input.len(), |n| start + n + 1);
+        let line = &input[start..end];
+        if line == b".\n" || line == b".\r\n" || line == b"." {
+            return Ok(input[..start].to_vec());
+        }
+        start = end;
+    }
+    Ok(input)
+}
+
+/// `mailgate sendmail`: reads the message on stdin and sends it (silent on
+/// success, like sendmail).
+pub(crate) async fn sendmail(mailer: &Mailer, args: &SendmailArgs) -> Result<(), Failure> {
+    let limit = mailer.settings().max_message_bytes();
+    let mut message = read_sendmail_input(args.ignore_dots, limit)?;
+    let mut recipients: Vec<String> = args
+        .recipients
+        .iter()
+        .flat_map(|r| mailgate::message::split_addresses(r))
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if args.from_headers {
+        recipients.extend(raw::header_recipients(&message)?);
+        message = raw::remove_fields(&message, "Bcc");
+    }
+    if recipients.is_empty() {
+        return Err(Error::Usage(
+            "sendmail: no recipient: give addresses as arguments, or -t to read To, Cc and Bcc"
+                .into(),
+        )
+        .into());
+    }
+    let sender = match &args.sender {
+        Some(s) => Some(s.clone()),
+        None => mailer.settings().sender().map(|m| m.email.to_string()),
+    };
+    // A From the message lacks: -F NAME with the envelope sender.
+    if let (Some(name), Some(sender)) = (&args.full_name, &sender)
+        && !raw::HeaderSection::parse(&message).has("From")
+    {
+        let from = mailgate::message::parse_mailbox("from", sender)?;
+        let named = mailgate::Mailbox::new(Some(name.clone()), from.email);
+        let mut with_from = format!("From: {named}\r\n").into_bytes();
+        if raw::HeaderSection::parse(&message).fields.is_empty() {
+            with_from.extend_from_slice(b"\r\n");
+        }
+        with_from.extend_from_slice(&message);
+        message = with_from;
+    }
+    let envelope = envelope(sender.as_deref(), &recipients)?;
+    mailer.send_raw(&envelope, &message).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<SendmailArgs, Error> {
+        let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+        parse_sendmail_args(&args)
+    }
+
+    #[test]
+    fn sendmail_options_as_callers_write_them() {
+        let a = parse(&[
+            "-t",
+            "-i",
+            "-f",
+            "alm@example.com",
+            "-FCron Daemon",
+            "--",
+            "-odd@example.com",
+        ])
+        .unwrap();
+        assert!(a.from_headers && a.ignore_dots);
+        assert_eq!(a.sender.as_deref(), Some("alm@example.com"));
+        assert_eq!(a.full_name.as_deref(), Some("Cron Daemon"));
+        assert_eq!(a.recipients, ["-odd@example.com"]);
+
+        let a = parse(&[
+            "-oi",
+            "-oem",
+            "-odi",
+            "-bm",
+            "-B8BITMIME",
+            "-N",
+            "never",
+            "-v",
+            "-falm@example.com",
+            "root",
+        ])
+        .unwrap();
+        assert!(a.ignore_dots && !a.from_headers);
+        assert_eq!(a.sender.as_deref(), Some("alm@example.com"));
+        assert_eq!(a.recipients, ["root"]);
+
+        assert_eq!(parse(&["-bp"]).unwrap_err().exit_code(), 64);
+        assert_eq!(parse(&["-f"]).unwrap_err().exit_code(), 64);
+        assert_eq!(parse(&["-Q"]).unwrap_err().exit_code(), 64);
+    }
+
+    #[test]
+    fn headers_from_the_command_line() {
+        assert_eq!(
+            parse_header("X-Build: 42").unwrap(),
+            ("X-Build".into(), "42".into())
+        );
+        assert_eq!(
+            parse_header("X-Empty:").unwrap(),
+            ("X-Empty".into(), String::new())
+        );
+        assert_eq!(parse_header("nocolon").unwrap_err().exit_code(), 64);
+    }
+}

@@ -1,0 +1,454 @@
+//! Prepared RFC 5322 messages: their header section found byte for byte,
+//! missing Date, Message-ID, MIME-Version and From added, header lines folded
+//! so none exceeds 998 octets, Bcc removed, recipients read from the headers.
+//! Everything else is left exactly as it came.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use lettre::message::Mailbox;
+
+use super::address::{ascii_domain, is_forbidden_char, shown};
+use crate::error::{Error, Result};
+
+/// RFC 5322 §2.1.1: no line may be longer, CRLF excluded.
+pub const MAX_LINE: usize = 998;
+
+/// Where lines are folded in messages mailgate composes (RFC 5322 §2.1.1's
+/// "SHOULD"); a line is only folded where it has whitespace.
+pub const SOFT_LINE: usize = 78;
+
+/// One header field: its name as written and its bytes, continuation lines
+/// and line ends included.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeaderField {
+    /// The name, as written.
+    pub name: String,
+    /// Offset of its first byte.
+    pub start: usize,
+    /// Offset after its last line end.
+    pub end: usize,
+}
+
+impl HeaderField {
+    /// Whether it is called `name` (case-insensitive).
+    pub fn is(&self, name: &str) -> bool {
+        self.name.eq_ignore_ascii_case(name)
+    }
+}
+
+/// The header section of a message.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HeaderSection {
+    /// The fields, in order.
+    pub fields: Vec<HeaderField>,
+    /// Offset of the body: after the empty line, or where the first line
+    /// that is not a header field starts (then there is no empty line).
+    pub body_start: usize,
+    /// Whether an empty line separates header and body.
+    pub has_separator: bool,
+}
+
+impl HeaderSection {
+    /// Finds the header section of `message`, in one pass.
+    pub fn parse(message: &[u8]) -> Self {
+        let mut section = HeaderSection::default();
+        let mut pos = 0;
+        while pos < message.len() {
+            let end = message[pos..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(message.len(), |n| pos + n + 1);
+            let line = &message[pos..end];
+            let content = line
+                .strip_suffix(b"\n")
+                .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+                .unwrap_or(line);
+            if content.is_empty() {
+                section.body_start = end;
+                section.has_separator = true;
+                return section;
+            }
+            if matches!(content[0], b' ' | b'\t') {
+                match section.fields.last_mut() {
+                    Some(field) => field.end = end,
+                    None => break,
+                }
+            } else {
+                let Some(colon) = content.iter().position(|&b| b == b':') else {
+                    break;
+                };
+                let name = &content[..colon];
+                if name.is_empty() || !name.iter().all(|&b| (33..=126).contains(&b)) {
+                    break;
+                }
+                section.fields.push(HeaderField {
+                    name: String::from_utf8_lossy(name).into_owned(),
+                    start: pos,
+                    end,
+                });
+            }
+            pos = end;
+        }
+        section.body_start = pos;
+        section
+    }
+
+    /// Whether a field called `name` is present.
+    pub fn has(&self, name: &str) -> bool {
+        self.fields.iter().any(|f| f.is(name))
+    }
+}
+
+/// What [`complete`] may add to a prepared message.
+#[derive(Clone, Debug, Default)]
+pub struct Completion<'a> {
+    /// The From to add when the message has none.
+    pub from: Option<&'a Mailbox>,
+    /// The domain for a Message-ID, when the message has none.
+    pub message_id_domain: &'a str,
+}
+
+/// `message` with the Date, Message-ID, MIME-Version and From it lacks added
+/// at the top, every header line folded to at most 998 octets (at
+/// whitespace), and CRLF line ends in the added lines. Nothing else changes.
+///
+/// Errors (exit 65) when a header line cannot be folded or a body line is
+/// longer than 998 octets: a server would refuse it after the recipients
+/// were accepted.
+pub fn complete(message: &[u8], completion: &Completion<'_>) -> Result<Vec<u8>> {
+    let section = HeaderSection::parse(message);
+    let mut added = String::new();
+    if !section.has("Date") {
+        added.push_str(&format!("Date: {}\r\n", rfc5322_date(SystemTime::now())));
+    }
+    if !section.has("Message-ID") {
+        added.push_str(&format!(
+            "Message-ID: {}\r\n",
+            message_id(completion.message_id_domain)
+        ));
+    }
+    if !section.has("MIME-Version") {
+        added.push_str("MIME-Version: 1.0\r\n");
+    }
+    if !section.has("From")
+        && let Some(from) = completion.from
+    {
+        let from = Mailbox::new(from.name.clone(), ascii_domain("from", &from.email)?);
+        added.push_str(&format!("From: {from}\r\n"));
+    }
+    let mut out = Vec::with_capacity(message.len() + added.len() + 2);
+    out.extend_from_slice(added.as_bytes());
+    if section.fields.is_empty() && !section.has_separator && !message.is_empty() {
+        // No header at all: what came is all body.
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(message);
+    let out = fold_header_lines(&out, None)?;
+    check_body_lines(&out)?;
+    Ok(out)
+}
+
+/// Folds header lines longer than `soft` (when given) or [`MAX_LINE`] at
+/// their last whitespace within the limit. A line over [`MAX_LINE`] without
+/// such whitespace is an error naming the header; one over `soft` only
+/// stays as it is.
+pub fn fold_header_lines(message: &[u8], soft: Option<usize>) -> Result<Vec<u8>> {
+    let section = HeaderSection::parse(message);
+    let limit = soft.unwrap_or(MAX_LINE).min(MAX_LINE);
+    let too_long = section
+        .fields
+        .iter()
+        .any(|f| lines(&message[f.start..f.end]).any(|l| l.len() > limit));
+    if !too_long {
+        return Ok(message.to_vec());
+    }
+    let mut out = Vec::with_capacity(message.len() + 64);
+    let mut copied = 0;
+    for field in &section.fields {
+        out.extend_from_slice(&message[copied..field.start]);
+        for line in lines(&message[field.start..field.end]) {
+            fold_line(line, limit, &field.name, &mut out)?;
+            out.extend_from_slice(b"\r\n");
+        }
+        copied = field.end;
+    }
+    out.extend_from_slice(&message[copied..]);
+    Ok(out)
+}
+
+/// The lines of a header field without their line ends.
+fn lines(field: &[u8]) -> impl Iterator<Item = &[u8]> {
+    field
+        .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .filter(|l| !l.is_empty())
+}
+
+fn fold_line(mut line: &[u8], limit: usize, name: &str, out: &mut Vec<u8>) -> Result<()> {
+    while line.len() > limit {
+        // The whitespace stays as the start of the continuation line; never
+        // fold right after the field name or at the very start.
+        let min = name.len() + 2;
+        let fold_point = |within: usize| {
+            line[..=within.min(line.len() - 1)]
+                .iter()
+                .rposition(|&b| b == b' ' || b == b'\t')
+                .filter(|&i| i > min && line[..i].iter().any(|&b| b != b' ' && b != b'\t'))
+        };
+        // Within the soft limit if possible, else anywhere within 998.
+        let at = fold_point(limit).or_else(|| fold_point(MAX_LINE));
+        match at {
+            Some(i) => {
+                out.extend_from_slice(&line[..i]);
+                out.extend_from_slice(b"\r\n");
+                line = &line[i..];
+            }
+            None if line.len() <= MAX_LINE => break,
+            None => {
+                return Err(Error::invalid_message(
+                    "message",
+                    format!(
+                        "the `{}` header has a line of {} octets with no space to fold it at; a line may hold {MAX_LINE} (RFC 5322); nothing was sent",
+                        shown(name),
+                        line.len()
+                    ),
+                ));
+            }
+        }
+    }
+    out.extend_from_slice(line);
+    Ok(())
+}
+
+/// Refuses a body line longer than [`MAX_LINE`] octets (servers refuse it
+/// at the end of DATA, after the recipients were accepted).
+pub fn check_body_lines(message: &[u8]) -> Result<()> {
+    let section = HeaderSection::parse(message);
+    let body = &message[section.body_start..];
+    for (n, line) in body.split(|&b| b == b'\n').enumerate() {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.len() > MAX_LINE {
+            return Err(Error::invalid_message(
+                "message",
+                format!(
+                    "body line {} is {} octets long; a line may hold {MAX_LINE} (RFC 5322): encode the body (quoted-printable or base64) or wrap it; nothing was sent",
+                    n + 1,
+                    line.len()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `message` without any field called `name` (e.g. Bcc for `sendmail -t`).
+pub fn remove_fields(message: &[u8], name: &str) -> Vec<u8> {
+    let section = HeaderSection::parse(message);
+    let mut out = Vec::with_capacity(message.len());
+    let mut copied = 0;
+    for field in section.fields.iter().filter(|f| f.is(name)) {
+        out.extend_from_slice(&message[copied..field.start]);
+        copied = field.end;
+    }
+    out.extend_from_slice(&message[copied..]);
+    out
+}
+
+/// The addresses of the `To`, `Cc` and `Bcc` fields (every occurrence,
+/// groups included), as `sendmail -t` takes them; malformed ones are errors
+/// naming the field.
+pub fn header_recipients(message: &[u8]) -> Result<Vec<String>> {
+    use mail_parser::{HeaderName, HeaderValue, MessageParser};
+    let section = HeaderSection::parse(message);
+    let header_bytes = &message[..section.body_start];
+    let parsed = MessageParser::new()
+        .parse_headers(header_bytes)
+        .ok_or_else(|| Error::invalid_message("message", "its header section cannot be read"))?;
+    let mut out = Vec::new();
+    for (name, field) in [
+        (HeaderName::To, "To"),
+        (HeaderName::Cc, "Cc"),
+        (HeaderName::Bcc, "Bcc"),
+    ] {
+        for value in parsed.header_values(name) {
+            let HeaderValue::Address(list) = value else {
+                if matches!(value, HeaderValue::Empty) {
+                    continue;
+                }
+                return Err(Error::invalid_message(
+                    field,
+                    "the header holds no address list that can be read",
+                ));
+            };
+            for addr in list.iter() {
+                if let Some(address) = addr.address.as_deref() {
+                    if address.chars().any(is_forbidden_char) {
+                        return Err(Error::invalid_message(
+                            field,
+                            format!(
+                                "`{}` contains a control or invisible character",
+                                shown(address)
+                            ),
+                        ));
+                    }
+                    out.push(address.to_owned());
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A date as RFC 5322 writes it, in UTC: `Tue, 01 Dec 2026 20:30:42 +0000`.
+pub fn rfc5322_date(at: SystemTime) -> String {
+    let http = httpdate::fmt_http_date(at);
+    match http.strip_suffix(" GMT") {
+        Some(rest) => format!("{rest} +0000"),
+        None => http,
+    }
+}
+
+/// `<random@domain>`: 128 bits from a per-process random seed, the time
+/// and a counter, so two calls never give the same id.
+pub fn message_id(domain: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let seed = RandomState::new();
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut halves = [0u64; 2];
+    for (i, half) in halves.iter_mut().enumerate() {
+        let mut h = seed.build_hasher();
+        h.write_u128(now);
+        h.write_u64(count);
+        h.write_u32(std::process::id());
+        h.write_usize(i);
+        *half = h.finish();
+    }
+    let domain = if domain.is_empty() {
+        "localhost"
+    } else {
+        domain
+    };
+    format!("<{:016x}{:016x}@{domain}>", halves[0], halves[1])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_section_byte_for_byte() {
+        let msg = b"Subject: a\r\n b\r\nTo: x@y\nX-Empty:\r\n\r\nbody\r\n";
+        let s = HeaderSection::parse(msg);
+        assert_eq!(s.fields.len(), 3);
+        assert_eq!(
+            &msg[s.fields[0].start..s.fields[0].end],
+            b"Subject: a\r\n b\r\n"
+        );
+        assert_eq!(&msg[s.body_start..], b"body\r\n");
+        assert!(s.has_separator);
+        let s = HeaderSection::parse(b"just a body line\n");
+        assert!(s.fields.is_empty() && s.body_start == 0 && !s.has_separator);
+    }
+
+    #[test]
+    fn complete_adds_only_what_is_missing() {
+        let from: Mailbox = "Alm <alm@bücher.example>".parse().unwrap();
+        let c = Completion {
+            from: Some(&from),
+            message_id_domain: "example.com",
+        };
+        let msg = b"Subject: hi\r\nDate: Mon, 1 Jan 2024 00:00:00 +0000\r\n\r\nbody\n";
+        let out = String::from_utf8(complete(msg, &c).unwrap()).unwrap();
+        assert!(out.starts_with("Message-ID: <"), "{out}");
+        assert!(out.contains("@example.com>\r\nMIME-Version: 1.0\r\nFrom: Alm <alm@xn--bcher-kva.example>\r\nSubject: hi\r\n"), "{out}");
+        assert_eq!(out.matches("Date:").count(), 1);
+        assert!(out.ends_with("\r\n\r\nbody\n"), "body untouched: {out:?}");
+
+        let out = String::from_utf8(complete(b"no headers here\n", &c).unwrap()).unwrap();
+        assert!(
+            out.ends_with("From: Alm <alm@xn--bcher-kva.example>\r\n\r\nno headers here\n"),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn long_header_lines_fold_at_whitespace_or_fail_by_name() {
+        let long_to = format!(
+            "To: {}\r\n\r\nb",
+            (0..80)
+                .map(|i| format!("u{i}@example.com"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let out = fold_header_lines(long_to.as_bytes(), None).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.split("\r\n").all(|l| l.len() <= MAX_LINE), "{text}");
+        let unfolded = text.replace("\r\n ", " ");
+        assert_eq!(unfolded, long_to);
+
+        let soft = fold_header_lines(long_to.as_bytes(), Some(SOFT_LINE)).unwrap();
+        let soft = String::from_utf8(soft).unwrap();
+        assert!(soft.split("\r\n").all(|l| l.len() <= SOFT_LINE), "{soft}");
+        assert_eq!(soft.replace("\r\n ", " "), long_to);
+
+        let unfoldable = format!("X-Long: {}\r\n\r\nb", "x".repeat(2000));
+        let err = fold_header_lines(unfoldable.as_bytes(), None).unwrap_err();
+        assert!(
+            err.to_string().contains("`X-Long` header has a line of"),
+            "{err}"
+        );
+        assert_eq!(err.exit_code(), 65);
+    }
+
+    #[test]
+    fn long_body_lines_are_refused_with_their_number() {
+        let msg = format!("Subject: s\r\n\r\nok\r\n{}\r\n", "y".repeat(999));
+        let err = check_body_lines(msg.as_bytes()).unwrap_err();
+        assert!(
+            err.to_string().contains("body line 2 is 999 octets"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bcc_removed_and_recipients_read() {
+        let msg = b"To: A <a@example.com>, b@example.com\r\nCc: undisclosed-recipients:;\r\nBcc: secret@example.com,\r\n other@example.com\r\nCc: \"Doe, J\" <j@example.com>\r\nSubject: x\r\n\r\nBcc: stays in the body\r\n";
+        let rcpts = header_recipients(msg).unwrap();
+        assert_eq!(
+            rcpts,
+            [
+                "a@example.com",
+                "b@example.com",
+                "j@example.com",
+                "secret@example.com",
+                "other@example.com"
+            ]
+        );
+        let out = String::from_utf8(remove_fields(msg, "bcc")).unwrap();
+        assert!(!out.contains("secret@") && !out.contains("other@"), "{out}");
+        assert!(
+            out.ends_with("Subject: x\r\n\r\nBcc: stays in the body\r\n"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn ids_and_dates() {
+        let a = message_id("example.com");
+        let b = message_id("example.com");
+        assert_ne!(a, b);
+        assert!(
+            a.starts_with('<') && a.ends_with("@example.com>") && a.len() == 46,
+            "{a}"
+        );
+        let d = rfc5322_date(SystemTime::UNIX_EPOCH);
+        assert_eq!(d, "Thu, 01 Jan 1970 00:00:00 +0000");
+    }
+}
