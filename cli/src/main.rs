@@ -11,7 +11,7 @@
 //! should see) but the reader chose to stop, so there is nothing to explain.
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[cfg(feature = "demo")]
@@ -219,9 +219,16 @@ fn init_logging(verbose: u8, quiet: bool) {
 /// The files to read: `--config-dir`, else `$MAILGATE_CONFIG_DIR`, else
 /// `./config`; `--is` and `--security` name files directly.
 fn config_files(cli: &Cli) -> Result<ConfigFiles, Error> {
-    let dir = cli
-        .config_dir
-        .clone()
+    config_files_in(cli, None)
+}
+
+/// [`config_files`], with `sendmail -C DIR` naming the folder before
+/// anything else (called as `sendmail`, `--config-dir /etc/mailgate` is
+/// only the default, and neither it nor `$MAILGATE_CONFIG_DIR` is looked at).
+fn config_files_in(cli: &Cli, sendmail_dir: Option<&Path>) -> Result<ConfigFiles, Error> {
+    let dir = sendmail_dir
+        .map(Path::to_path_buf)
+        .or_else(|| cli.config_dir.clone())
         .or_else(|| std::env::var_os("MAILGATE_CONFIG_DIR").map(PathBuf::from));
     let mut files = match (dir, &cli.is_file) {
         (Some(dir), _) => {
@@ -256,8 +263,8 @@ fn config_files(cli: &Cli) -> Result<ConfigFiles, Error> {
     Ok(files)
 }
 
-fn builder(cli: &Cli) -> Result<MailerBuilder, Error> {
-    let mut builder = Mailer::builder().files(config_files(cli)?);
+fn builder(cli: &Cli, sendmail_dir: Option<&Path>) -> Result<MailerBuilder, Error> {
+    let mut builder = Mailer::builder().files(config_files_in(cli, sendmail_dir)?);
     if let Some(key) = &cli.key_file {
         builder = builder.key_file(key);
     }
@@ -307,11 +314,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Sendmail(cmd) => Some(send::parse_sendmail_args(&cmd.args)?),
         _ => None,
     };
-    let mut builder = builder(&cli)?;
-    if let Some(dir) = sendmail_args.as_ref().and_then(|a| a.config_dir.as_ref()) {
-        builder = builder.config_dir(dir);
-    }
-    let mailer = builder.build()?;
+    let sendmail_dir = sendmail_args.as_ref().and_then(|a| a.config_dir.as_deref());
+    let mailer = builder(&cli, sendmail_dir)?.build()?;
     let result = match &cli.command {
         Command::Check(args) => check(&mailer, args).await,
         Command::Send(args) => send::send(&mailer, args, cli.quiet).await,

@@ -55,7 +55,8 @@ pub(crate) struct SendArgs {
     #[arg(long, value_name = "'NAME: VALUE'", help_heading = "Message")]
     header: Vec<String>,
     /// Send a prepared RFC 5322 message from FILE (`-`: stdin) as it is;
-    /// recipients from --to/--cc/--bcc, else from its To, Cc and Bcc
+    /// recipients from --to/--cc/--bcc, else from its To, Cc and Bcc; its
+    /// Bcc field is removed either way
     #[arg(
         long,
         value_name = "FILE",
@@ -193,6 +194,7 @@ pub(crate) async fn send(mailer: &Mailer, args: &SendArgs, quiet: bool) -> Resul
             } else {
                 read_file(path, "--raw", limit)?
             };
+            // send_raw removes the Bcc field whoever the recipients are.
             let envelope = raw_envelope(mailer, args, &message)?;
             mailer.send_raw(&envelope, &message).await?
         }
@@ -250,7 +252,8 @@ pub(crate) async fn send(mailer: &Mailer, args: &SendArgs, quiet: bool) -> Resul
     }
 }
 
-/// The envelope of a `--raw` message: the options, else its headers.
+/// The envelope of a `--raw` message: the options, else its headers; and
+/// whether the recipients came from its headers.
 fn raw_envelope(mailer: &Mailer, args: &SendArgs, message: &[u8]) -> Result<Envelope, Error> {
     let mut recipients: Vec<String> = args
         .to
@@ -448,7 +451,6 @@ pub(crate) async fn sendmail(mailer: &Mailer, args: &SendmailArgs) -> Result<(),
         .collect();
     if args.from_headers {
         recipients.extend(raw::header_recipients(&message)?);
-        message = raw::remove_fields(&message, "Bcc");
     }
     if recipients.is_empty() {
         return Err(Error::Usage(

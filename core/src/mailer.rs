@@ -231,14 +231,18 @@ impl Mailer {
     }
 
     /// Sends a message built with lettre's builder, as lettre formats it,
-    /// with header lines folded to at most 998 octets.
+    /// with header lines folded to at most 998 octets and what it lacks of
+    /// Message-ID and MIME-Version added (lettre adds neither to a message
+    /// built with `body()`, nor a Message-ID to any). A body line over 998
+    /// octets is refused (exit 65).
     ///
     /// With a strategy that authenticates as a user (basic), the envelope
     /// sender must be that user; this is checked before anything is sent.
     pub async fn send(&self, message: &Message) -> Result<Delivery> {
         let envelope = message.envelope();
         self.check_sender(envelope)?;
-        let bytes = raw::fold_header_lines(&message.formatted(), None)?;
+        let domain = message_id_domain(self.inner.settings.message_id_domain(), envelope);
+        let bytes = lettre_wire(message, &domain)?;
         self.inner
             .transport
             .send(envelope, Payload::Ready(&bytes))
@@ -255,13 +259,13 @@ impl Mailer {
             message.message_id_domain = self.inner.settings.message_id_domain().map(str::to_owned);
         }
         let default_from = self.inner.settings.sender().cloned();
-        // Built once to check everything and find the envelope before any
-        // connection is opened; the bytes are built for the server's
-        // capabilities once it has been greeted.
-        let envelope = message.build(default_from.as_ref())?.envelope().clone();
+        // Everything but the body is checked and the envelope found before
+        // any connection is opened; the bytes are built once, for the
+        // server's capabilities, after it has been greeted.
+        let envelope = message.envelope(default_from.as_ref())?;
         self.check_sender(&envelope)?;
         let compose = move |caps: &Capabilities| {
-            message.to_wire(default_from.as_ref(), caps.eight_bit_mime())
+            message.into_wire(default_from.as_ref(), caps.eight_bit_mime())
         };
         self.inner
             .transport
@@ -279,13 +283,7 @@ impl Mailer {
             message::parse_mailbox("address", address.as_ref())?;
         }
         let from = envelope.from().map(|a| Mailbox::new(None, a.clone()));
-        let domain = self
-            .inner
-            .settings
-            .message_id_domain()
-            .map(str::to_owned)
-            .or_else(|| envelope.from().map(|a| a.domain().to_owned()))
-            .unwrap_or_default();
+        let domain = message_id_domain(self.inner.settings.message_id_domain(), envelope);
         let bytes = raw::complete(
             message,
             &raw::Completion {
@@ -345,5 +343,88 @@ impl Mailer {
     /// Politely closes the pooled connections (QUIT). Dropping the mailer closes them too, abruptly.
     pub async fn close(&self) {
         self.inner.transport.close().await;
+    }
+}
+
+/// The domain of a Message-ID mailgate adds: the configured one, else the
+/// envelope sender's as an A-label (a header is ASCII unless the server
+/// takes SMTPUTF8, and a msg-id is ASCII in any case). Empty when there is
+/// neither (then `localhost`).
+fn message_id_domain(configured: Option<&str>, envelope: &Envelope) -> String {
+    if let Some(domain) = configured {
+        return domain.to_owned();
+    }
+    envelope
+        .from()
+        .and_then(|a| message::address::ascii_domain("from", a).ok())
+        .map(|a| a.domain().to_owned())
+        .unwrap_or_default()
+}
+
+/// A lettre message as [`Mailer::send`] sends it: completed like a prepared
+/// message ([`raw::complete`]; lettre always writes Date and From).
+fn lettre_wire(message: &Message, message_id_domain: &str) -> Result<Vec<u8>> {
+    raw::complete(
+        &message.formatted(),
+        &raw::Completion {
+            from: None,
+            message_id_domain,
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lettre::message::SinglePart;
+
+    fn head_of(wire: &[u8]) -> String {
+        let text = String::from_utf8(wire.to_vec()).unwrap();
+        text.split("\r\n\r\n").next().unwrap().to_owned()
+    }
+
+    #[test]
+    fn lettre_messages_get_a_message_id_and_mime_version() {
+        let m = Message::builder()
+            .from("alm@example.com".parse().unwrap())
+            .to("dev@example.com".parse().unwrap())
+            .subject("s")
+            .body(String::from("hi"))
+            .unwrap();
+        let wire = lettre_wire(&m, "example.org").unwrap();
+        let head = head_of(&wire);
+        assert_eq!(head.matches("Message-ID: <").count(), 1, "{head}");
+        assert!(head.contains("@example.org>"), "{head}");
+        assert_eq!(head.matches("MIME-Version: 1.0").count(), 1, "{head}");
+        assert_eq!(head.matches("Date: ").count(), 1, "{head}");
+        assert!(wire.ends_with(b"\r\n\r\nhi"));
+
+        // What a message has is kept, not doubled.
+        let m = Message::builder()
+            .from("alm@example.com".parse().unwrap())
+            .to("dev@example.com".parse().unwrap())
+            .message_id(Some("<own@example.com>".into()))
+            .singlepart(SinglePart::plain(String::from("hi")))
+            .unwrap();
+        let head = head_of(&lettre_wire(&m, "example.org").unwrap());
+        assert_eq!(head.matches("Message-ID:").count(), 1, "{head}");
+        assert!(head.contains("Message-ID: <own@example.com>"), "{head}");
+        assert_eq!(head.matches("MIME-Version: 1.0").count(), 1, "{head}");
+    }
+
+    #[test]
+    fn message_id_domains_are_ascii() {
+        let envelope = Envelope::new(
+            Some("alm@bücher.example".parse().unwrap()),
+            vec!["dev@example.com".parse().unwrap()],
+        )
+        .unwrap();
+        assert_eq!(message_id_domain(None, &envelope), "xn--bcher-kva.example");
+        assert_eq!(
+            message_id_domain(Some("mail.example.org"), &envelope),
+            "mail.example.org"
+        );
+        let no_sender = Envelope::new(None, vec!["dev@example.com".parse().unwrap()]).unwrap();
+        assert_eq!(message_id_domain(None, &no_sender), "");
     }
 }

@@ -40,14 +40,16 @@ pub struct MeasuredRun {
     pub output: Output,
     /// Wall-clock time from spawn to exit.
     pub elapsed: Duration,
-    /// The process's peak resident set size (getrusage `ru_maxrss`), KiB.
+    /// The process's peak resident set size, KiB: the highest `VmHWM` of
+    /// `/proc/PID/status` seen while it ran, sampled every few milliseconds.
+    /// (`getrusage`'s `ru_maxrss` cannot be used: a child started from a
+    /// large test process inherits that process's peak at `exec`.)
     pub peak_rss_kib: u64,
 }
 
-/// [`run_mailgate`] with `extra_env`, measuring wall time and the child's
-/// peak RSS (Linux: `wait4`). A child still running after `kill_after` is
-/// killed (its status then says so), so a hang fails the test instead of
-/// stalling it.
+/// [`run_mailgate`], measuring wall time and the child's peak RSS (Linux).
+/// A child still running after `kill_after` is killed (its status then says
+/// so), so a hang fails the test instead of stalling it.
 pub fn run_mailgate_measured(
     bin: &str,
     config_dir: &Path,
@@ -78,28 +80,41 @@ pub fn run_mailgate_measured(
         let _ = stderr.read_to_end(&mut buf);
         buf
     });
-    let killer = std::thread::spawn(move || {
+    let watcher = std::thread::spawn(move || {
         let deadline = Instant::now() + kill_after;
-        while Instant::now() < deadline {
-            // SAFETY: kill with signal 0 only checks whether the pid exists.
-            if unsafe { libc::kill(pid, 0) } != 0 {
-                return;
+        let status = format!("/proc/{pid}/status");
+        let mut peak = 0;
+        loop {
+            // Until the child is reaped its status file exists; a zombie's
+            // has no VmHWM any more.
+            let Ok(text) = std::fs::read_to_string(&status) else {
+                return peak;
+            };
+            if let Some(kib) = text
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            {
+                peak = peak.max(kib);
+            } else if text.contains("State:\tZ") {
+                return peak;
             }
-            std::thread::sleep(Duration::from_millis(20));
+            if Instant::now() >= deadline {
+                // SAFETY: the pid is our unreaped child (wait4 below reaps it).
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                return peak;
+            }
+            std::thread::sleep(Duration::from_millis(2));
         }
-        // SAFETY: the pid is our unreaped child (wait4 below reaps it).
-        unsafe { libc::kill(pid, libc::SIGKILL) };
     });
     let mut status = 0;
-    // SAFETY: zeroed rusage is a valid value for wait4 to fill in.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: pid is our child; status and usage are valid for writes.
-    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    // SAFETY: pid is our child; status is valid for writes.
+    let reaped = unsafe { libc::waitpid(pid, &mut status, 0) };
     assert_eq!(reaped, pid, "wait4 on {bin}");
     let elapsed = start.elapsed();
     // The child is reaped; std must not wait on it again.
     std::mem::forget(child);
-    let _ = killer.join();
+    let peak_rss_kib = watcher.join().unwrap_or(0);
     let output = Output {
         status: ExitStatus::from_raw(status),
         stdout: out_reader.join().unwrap_or_default(),
@@ -108,6 +123,6 @@ pub fn run_mailgate_measured(
     MeasuredRun {
         output,
         elapsed,
-        peak_rss_kib: u64::try_from(usage.ru_maxrss).unwrap_or(0),
+        peak_rss_kib,
     }
 }

@@ -288,9 +288,20 @@ pub struct ReceivedMessage {
     pub user: Option<String>,
     /// AUTH mechanism used, if any.
     pub method: Option<String>,
+    /// MAIL FROM parameters as the server parsed them, keys upper-case:
+    /// `KEY=value` or `KEY` (e.g. `["BODY=8BITMIME", "SMTPUTF8", "SIZE=312"]`),
+    /// in the order sent (Python) or first-seen order (Node).
+    #[serde(default)]
+    pub mail_options: Vec<String>,
     /// The full message text (headers and body) as sent after DATA, with
-    /// dot-stuffing removed.
+    /// dot-stuffing removed, as UTF-8 text: lossy (U+FFFD) for 8-bit bytes
+    /// that are not UTF-8. [`raw`](Self::raw) has the exact bytes.
     pub data: String,
+    /// The message exactly as the server received it after DATA: with
+    /// dot-stuffing removed and without the terminating `.` line, every
+    /// other byte as it came (the peers send it as base64).
+    #[serde(default, deserialize_with = "base64_bytes")]
+    pub raw: Vec<u8>,
 }
 
 impl ReceivedMessage {
@@ -340,6 +351,14 @@ impl ReceivedMessage {
 
 fn null_as_empty<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
+}
+
+fn base64_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+    use base64::Engine as _;
+    let text = Option::<String>::deserialize(d)?.unwrap_or_default();
+    base64::engine::general_purpose::STANDARD
+        .decode(text.as_bytes())
+        .map_err(serde::de::Error::custom)
 }
 
 /// One line of the peer's event log (its stdout).
@@ -780,6 +799,18 @@ mod tests {
         assert_eq!(m.header("subject").as_deref(), Some("a b"));
         assert_eq!(m.header("To").as_deref(), Some("x"));
         assert_eq!(m.body(), "hi\r\n");
+        assert!(m.raw.is_empty() && m.mail_options.is_empty());
+        let e: PeerEvent = serde_json::from_str(
+            r#"{"event":"message","conn":1,"from":"a@x","to":["b@x"],"secure":false,
+                "user":null,"method":null,"mail_options":["BODY=8BITMIME","SMTPUTF8"],
+                "data":"X: \ufffd\r\n\r\n","raw":"WDog/w0KDQo="}"#,
+        )
+        .unwrap();
+        let PeerEvent::Message(m) = e else {
+            panic!("not a message")
+        };
+        assert_eq!(m.raw, b"X: \xff\r\n\r\n");
+        assert_eq!(m.mail_options, ["BODY=8BITMIME", "SMTPUTF8"]);
         let e: PeerEvent = serde_json::from_str(
             r#"{"event":"auth","conn":1,"method":"XOAUTH2","user":"u","ok":false,"reason":"invalid"}"#,
         )

@@ -2,11 +2,13 @@
 //! hold, built in time linear in their size.
 
 use lettre::Message;
-use lettre::message::header::{ContentTransferEncoding, ContentType, HeaderName, HeaderValue};
+use lettre::message::header::{
+    ContentTransferEncoding, ContentType, HeaderName, HeaderValue, MIME_VERSION_1_0,
+};
 use lettre::message::{Attachment as LettreAttachment, Body, Mailbox, MultiPart, SinglePart};
 
 use super::address::{ascii_domain, parse_mailbox, shown, split_addresses};
-use super::raw::{SOFT_LINE, fold_header_lines, message_id};
+use super::raw::{MAX_LINE, SOFT_LINE, fold_header_lines, message_id};
 use crate::error::{Error, Result};
 
 /// Longest subject accepted, in bytes.
@@ -30,7 +32,7 @@ const RESERVED_HEADERS: &[&str] = &[
 ];
 
 /// A file attached to a message.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Attachment {
     /// The name the recipient sees.
     pub filename: String,
@@ -48,7 +50,10 @@ pub struct Attachment {
 /// MIME-Version; its header lines are folded at 78 octets where they have
 /// whitespace (address lists between addresses; a long subject becomes
 /// several encoded-words) and never exceed 998; its text arrives as given,
-/// with CRLF line ends (LF and lone CR become CRLF, in one pass).
+/// with CRLF line ends (LF and lone CR become CRLF, in one pass). A
+/// single-part text that does not end in a line break gains one (SMTP data
+/// ends with a line end); one that does gains nothing; an empty text stays
+/// empty.
 #[derive(Clone, Debug, Default)]
 pub struct OutgoingMessage {
     /// Sender; `None` uses the default sender given to `build`.
@@ -91,9 +96,60 @@ impl OutgoingMessage {
     }
 
     /// [`OutgoingMessage::build`], with text sent as 8-bit (RFC 6152) when
-    /// `eight_bit` and it has no line over 998 octets: for a server that
-    /// offers 8BITMIME.
+    /// `eight_bit` and it has no line over 998 octets and no NUL: for a
+    /// server that offers 8BITMIME.
     pub fn build_with(&self, default_from: Option<&Mailbox>, eight_bit: bool) -> Result<Message> {
+        self.build_inner(
+            self.body.clone(),
+            self.html_alternative.clone(),
+            default_from,
+            eight_bit,
+        )
+    }
+
+    /// The envelope (sender and recipients), with every header checked, without
+    /// building the body: cheap whatever the body's size.
+    pub fn envelope(&self, default_from: Option<&Mailbox>) -> Result<lettre::address::Envelope> {
+        let light = OutgoingMessage {
+            from: self.from.clone(),
+            to: self.to.clone(),
+            cc: self.cc.clone(),
+            bcc: self.bcc.clone(),
+            reply_to: self.reply_to.clone(),
+            subject: self.subject.clone(),
+            headers: self.headers.clone(),
+            message_id_domain: self.message_id_domain.clone(),
+            ..OutgoingMessage::default()
+        };
+        for a in &self.attachments {
+            attachment_part(&a.clone_without_content())?;
+        }
+        Ok(light
+            .build_inner(String::new(), None, default_from, false)?
+            .envelope()
+            .clone())
+    }
+
+    /// The message as it goes on the wire, taking the text by value so that
+    /// a large body is not copied: [`OutgoingMessage::build_with`],
+    /// formatted, header lines folded at 78 octets where they have
+    /// whitespace.
+    pub fn into_wire(mut self, default_from: Option<&Mailbox>, eight_bit: bool) -> Result<Vec<u8>> {
+        let body = std::mem::take(&mut self.body);
+        let html = self.html_alternative.take();
+        let message = self.build_inner(body, html, default_from, eight_bit)?;
+        let formatted = message.formatted();
+        drop(message);
+        fold_header_lines(formatted, Some(SOFT_LINE))
+    }
+
+    fn build_inner(
+        &self,
+        body: String,
+        html_alternative: Option<String>,
+        default_from: Option<&Mailbox>,
+        eight_bit: bool,
+    ) -> Result<Message> {
         let from = match &self.from {
             Some(from) => parse_mailbox("from", from)?,
             None => default_from
@@ -139,8 +195,9 @@ impl OutgoingMessage {
             .unwrap_or_else(|| from.email.domain().to_owned());
         builder = builder.message_id(Some(message_id(&domain)));
 
-        let text = normalize_crlf(&self.body);
-        let main = if let Some(html) = &self.html_alternative {
+        let has_alternative = html_alternative.is_some();
+        let text = normalize_crlf(body);
+        let main = if let Some(html) = html_alternative {
             let html = normalize_crlf(html);
             MultiPart::alternative()
                 .singlepart(text_part(ContentType::TEXT_PLAIN, text, eight_bit))
@@ -151,6 +208,16 @@ impl OutgoingMessage {
             } else {
                 ContentType::TEXT_PLAIN
             };
+            if self.attachments.is_empty() && text.is_empty() {
+                // lettre ends a single part with CRLF: after an empty text
+                // that is a blank line, so an empty body goes as a raw one.
+                return builder
+                    .header(MIME_VERSION_1_0)
+                    .header(kind)
+                    .header(ContentTransferEncoding::SevenBit)
+                    .body(Vec::new())
+                    .map_err(|e| Error::invalid_message("message", e.to_string()));
+            }
             if self.attachments.is_empty() {
                 return builder
                     .singlepart(top_level_text_part(kind, text, eight_bit))
@@ -161,7 +228,7 @@ impl OutgoingMessage {
         let body = if self.attachments.is_empty() {
             main
         } else {
-            let mut mixed = if self.html_alternative.is_some() {
+            let mut mixed = if has_alternative {
                 MultiPart::mixed().multipart(main)
             } else {
                 main
@@ -176,12 +243,29 @@ impl OutgoingMessage {
             .map_err(|e| Error::invalid_message("message", e.to_string()))
     }
 
-    /// The message as it goes on the wire: [`OutgoingMessage::build_with`],
-    /// formatted, header lines folded at 78 octets where they have
-    /// whitespace.
+    /// [`OutgoingMessage::into_wire`] of a copy.
     pub fn to_wire(&self, default_from: Option<&Mailbox>, eight_bit: bool) -> Result<Vec<u8>> {
-        let message = self.build_with(default_from, eight_bit)?;
-        fold_header_lines(&message.formatted(), Some(SOFT_LINE))
+        self.clone().into_wire(default_from, eight_bit)
+    }
+}
+
+impl std::fmt::Debug for Attachment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Attachment")
+            .field("filename", &self.filename)
+            .field("content_type", &self.content_type)
+            .field("bytes", &self.content.len())
+            .finish()
+    }
+}
+
+impl Attachment {
+    fn clone_without_content(&self) -> Attachment {
+        Attachment {
+            filename: self.filename.clone(),
+            content_type: self.content_type.clone(),
+            content: Vec::new(),
+        }
     }
 }
 
@@ -288,15 +372,26 @@ fn custom_header(name: &str, value: &str) -> Result<HeaderValue> {
 /// A text part: 8-bit when asked and possible, else lettre's choice of
 /// 7bit, quoted-printable or base64.
 fn text_part(kind: ContentType, text: String, eight_bit: bool) -> SinglePart {
-    let body = if eight_bit && !text.is_ascii() {
-        Body::new_with_encoding(text, ContentTransferEncoding::EightBit).unwrap_or_else(|text| {
-            // A line over 998 octets or a NUL: lettre encodes it.
-            Body::new(text)
-        })
-    } else {
-        Body::new(text)
-    };
-    SinglePart::builder().header(kind).body(body)
+    SinglePart::builder()
+        .header(kind)
+        .body(text_body(text, eight_bit))
+}
+
+/// The encoded text (`text` has CRLF line ends already). 8-bit when asked
+/// and every line fits in [`MAX_LINE`] octets, as RFC 6152 allows: lettre's
+/// own check refuses 8bit from 76 octets on, which would send an ordinary
+/// paragraph base64. A NUL is never sent as it is (RFC 5322 text and RFC
+/// 2045 7bit/8bit data hold none, and lettre would send it so):
+/// quoted-printable writes it `=00`.
+fn text_body(text: String, eight_bit: bool) -> Body {
+    if text.contains('\0') {
+        return Body::new_with_encoding(text, ContentTransferEncoding::QuotedPrintable)
+            .unwrap_or_else(Body::new);
+    }
+    if eight_bit && !text.is_ascii() && text.split("\r\n").all(|l| l.len() <= MAX_LINE) {
+        return Body::dangerous_pre_encoded(text.into_bytes(), ContentTransferEncoding::EightBit);
+    }
+    Body::new(text)
 }
 
 /// A text part that is the whole message. lettre ends a single part with
@@ -305,13 +400,9 @@ fn text_part(kind: ContentType, text: String, eight_bit: bool) -> SinglePart {
 /// CRLF is dropped where the encoding is line-based (7bit, 8bit, a
 /// quoted-printable hard break). Base64 ignores line breaks: kept.
 fn top_level_text_part(kind: ContentType, text: String, eight_bit: bool) -> SinglePart {
-    let part = text_part(kind.clone(), text, eight_bit);
-    let encoding = part
-        .headers()
-        .get::<ContentTransferEncoding>()
-        .unwrap_or(ContentTransferEncoding::SevenBit);
-    let mut body = part.raw_body().to_vec();
-    drop(part);
+    let body = text_body(text, eight_bit);
+    let encoding = body.encoding();
+    let mut body = body.into_vec();
     let line_based = !matches!(encoding, ContentTransferEncoding::Base64);
     if line_based && body.ends_with(b"\r\n") && !body.ends_with(b"=\r\n") {
         body.truncate(body.len() - 2);
@@ -330,23 +421,27 @@ fn attachment_part(a: &Attachment) -> Result<SinglePart> {
             format!("bad content type `{}`: {e}", shown(&a.content_type)),
         )
     })?;
-    Ok(LettreAttachment::new(a.filename.clone()).body(Body::new(a.content.clone()), content_type))
+    // Base64 whatever the bytes: lettre would send ASCII bytes as 7bit,
+    // and their bare LF or CR would become CRLF on the wire.
+    let body = Body::new_with_encoding(a.content.clone(), ContentTransferEncoding::Base64)
+        .unwrap_or_else(Body::new);
+    Ok(LettreAttachment::new(a.filename.clone()).body(body, content_type))
 }
 
 /// `text` with every LF and lone CR turned into CRLF, in one pass (lettre
 /// would insert each CR with `String::insert`: quadratic on LF text). A
-/// text that already has only CRLF is returned without copying.
-pub fn normalize_crlf(text: &str) -> String {
+/// text that already has only CRLF is returned as it is, without copying.
+pub fn normalize_crlf(text: String) -> String {
     let bytes = text.as_bytes();
     let already = !bytes.iter().enumerate().any(|(i, &b)| {
         (b == b'\n' && (i == 0 || bytes[i - 1] != b'\r'))
             || (b == b'\r' && bytes.get(i + 1) != Some(&b'\n'))
     });
     if already {
-        return text.to_owned();
+        return text;
     }
     let mut out = String::with_capacity(text.len() + text.len() / 32 + 2);
-    let mut rest = text;
+    let mut rest = text.as_str();
     while let Some(i) = rest.find(['\r', '\n']) {
         out.push_str(&rest[..i]);
         out.push_str("\r\n");
@@ -514,10 +609,90 @@ mod tests {
     }
 
     #[test]
+    fn eight_bit_up_to_998_octets_a_line() {
+        let paragraph = format!("{}\n", "Bücher über Äpfel. ".repeat(40));
+        let mut m = msg(&["a@example.com"], "s");
+        m.body = paragraph.clone();
+        let eight = String::from_utf8(m.to_wire(None, true).unwrap()).unwrap();
+        assert!(eight.contains("Content-Transfer-Encoding: 8bit"), "{eight}");
+        assert!(
+            eight.ends_with(&paragraph.replace('\n', "\r\n")),
+            "{eight:?}"
+        );
+        // Over 998 octets: encoded, with short lines.
+        m.body = "ü".repeat(500);
+        let long = m.to_wire(None, true).unwrap();
+        assert!(long.is_ascii());
+        assert!(long.split(|&b| b == b'\n').all(|l| l.len() <= 999));
+    }
+
+    #[test]
+    fn a_nul_is_never_sent_as_it_is() {
+        for (body, eight_bit) in [("a\0b\n", false), ("a\0b\n", true), ("ü\0\n", true)] {
+            let mut m = msg(&["a@example.com"], "s");
+            m.body = body.into();
+            let wire = m.to_wire(None, eight_bit).unwrap();
+            assert!(
+                !wire.contains(&0),
+                "{body:?}: {:?}",
+                String::from_utf8_lossy(&wire)
+            );
+            let parsed = mail_parser::MessageParser::new().parse(&wire).unwrap();
+            let text = parsed.text_part(0).unwrap().contents();
+            assert_eq!(text, body.replace('\n', "\r\n").as_bytes(), "{body:?}");
+        }
+    }
+
+    #[test]
+    fn attachments_are_base64_whatever_their_bytes() {
+        let mut m = msg(&["a@example.com"], "s");
+        let texty = b"one\ntwo\rthree\0".to_vec();
+        m.attachments = vec![Attachment {
+            filename: "t.txt".into(),
+            content_type: "text/plain".into(),
+            content: texty.clone(),
+        }];
+        let wire = m.to_wire(None, false).unwrap();
+        let parsed = mail_parser::MessageParser::new().parse(&wire).unwrap();
+        let part = parsed.attachment(0).unwrap();
+        assert_eq!(
+            mail_parser::MimeHeaders::content_transfer_encoding(part),
+            Some("base64")
+        );
+        assert_eq!(part.contents(), texty);
+    }
+
+    #[test]
+    fn an_empty_text_is_an_empty_body() {
+        for html in [false, true] {
+            let mut m = msg(&["a@example.com"], "s");
+            m.body = String::new();
+            m.html = html;
+            let text = wire(&m);
+            assert!(text.ends_with("\r\n\r\n"), "{text:?}");
+            assert!(!text.ends_with("\r\n\r\n\r\n"), "a blank line: {text:?}");
+            let head = text.split("\r\n\r\n").next().unwrap();
+            assert_eq!(head.matches("MIME-Version: 1.0").count(), 1, "{head}");
+            let kind = if html { "text/html" } else { "text/plain" };
+            assert!(head.contains(&format!("Content-Type: {kind}")), "{head}");
+            assert!(head.contains("Content-Transfer-Encoding: 7bit"), "{head}");
+            let parsed = mail_parser::MessageParser::new()
+                .parse(text.as_bytes())
+                .unwrap();
+            assert_eq!(parsed.subject(), Some("s"));
+        }
+        // One line break is a body of one empty line, as before.
+        let mut m = msg(&["a@example.com"], "s");
+        m.body = "\n".into();
+        assert!(wire(&m).ends_with("\r\n\r\n\r\n"));
+    }
+
+    #[test]
     fn normalize_crlf_in_one_pass() {
-        assert_eq!(normalize_crlf("a\nb\r\nc\rd\r"), "a\r\nb\r\nc\r\nd\r\n");
-        assert_eq!(normalize_crlf("\n\n"), "\r\n\r\n");
-        assert_eq!(normalize_crlf("x\r\n"), "x\r\n");
-        assert_eq!(normalize_crlf(""), "");
+        let n = |s: &str| normalize_crlf(s.to_owned());
+        assert_eq!(n("a\nb\r\nc\rd\r"), "a\r\nb\r\nc\r\nd\r\n");
+        assert_eq!(n("\n\n"), "\r\n\r\n");
+        assert_eq!(n("x\r\n"), "x\r\n");
+        assert_eq!(n(""), "");
     }
 }

@@ -112,13 +112,22 @@ pub struct Completion<'a> {
 }
 
 /// `message` with the Date, Message-ID, MIME-Version and From it lacks added
-/// at the top, every header line folded to at most 998 octets (at
-/// whitespace), and CRLF line ends in the added lines. Nothing else changes.
+/// at the top, its Bcc fields removed (no copy may show the blind
+/// recipients; Postfix's cleanup does the same), every header line folded
+/// to at most 998 octets (at whitespace), and CRLF line ends in the added
+/// lines. Nothing else changes.
 ///
 /// Errors (exit 65) when a header line cannot be folded or a body line is
 /// longer than 998 octets: a server would refuse it after the recipients
 /// were accepted.
 pub fn complete(message: &[u8], completion: &Completion<'_>) -> Result<Vec<u8>> {
+    let without_bcc;
+    let message = if HeaderSection::parse(message).has("Bcc") {
+        without_bcc = remove_fields(message, "Bcc");
+        &without_bcc[..]
+    } else {
+        message
+    };
     let section = HeaderSection::parse(message);
     let mut added = String::new();
     if !section.has("Date") {
@@ -146,7 +155,7 @@ pub fn complete(message: &[u8], completion: &Completion<'_>) -> Result<Vec<u8>> 
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(message);
-    let out = fold_header_lines(&out, None)?;
+    let out = fold_header_lines(out, None)?;
     check_body_lines(&out)?;
     Ok(out)
 }
@@ -154,29 +163,30 @@ pub fn complete(message: &[u8], completion: &Completion<'_>) -> Result<Vec<u8>> 
 /// Folds header lines longer than `soft` (when given) or [`MAX_LINE`] at
 /// their last whitespace within the limit. A line over [`MAX_LINE`] without
 /// such whitespace is an error naming the header; one over `soft` only
-/// stays as it is.
-pub fn fold_header_lines(message: &[u8], soft: Option<usize>) -> Result<Vec<u8>> {
-    let section = HeaderSection::parse(message);
+/// stays as it is. Only the header section is rewritten: the body is not
+/// copied.
+pub fn fold_header_lines(mut message: Vec<u8>, soft: Option<usize>) -> Result<Vec<u8>> {
+    let section = HeaderSection::parse(&message);
     let limit = soft.unwrap_or(MAX_LINE).min(MAX_LINE);
     let too_long = section
         .fields
         .iter()
         .any(|f| lines(&message[f.start..f.end]).any(|l| l.len() > limit));
     if !too_long {
-        return Ok(message.to_vec());
+        return Ok(message);
     }
-    let mut out = Vec::with_capacity(message.len() + 64);
-    let mut copied = 0;
+    let Some(last) = section.fields.last() else {
+        return Ok(message);
+    };
+    let mut head = Vec::with_capacity(last.end + 64);
     for field in &section.fields {
-        out.extend_from_slice(&message[copied..field.start]);
         for line in lines(&message[field.start..field.end]) {
-            fold_line(line, limit, &field.name, &mut out)?;
-            out.extend_from_slice(b"\r\n");
+            fold_line(line, limit, &field.name, &mut head)?;
+            head.extend_from_slice(b"\r\n");
         }
-        copied = field.end;
     }
-    out.extend_from_slice(&message[copied..]);
-    Ok(out)
+    message.splice(..last.end, head);
+    Ok(message)
 }
 
 /// The lines of a header field without their line ends.
@@ -369,6 +379,8 @@ mod tests {
         assert!(out.starts_with("Message-ID: <"), "{out}");
         assert!(out.contains("@example.com>\r\nMIME-Version: 1.0\r\nFrom: Alm <alm@xn--bcher-kva.example>\r\nSubject: hi\r\n"), "{out}");
         assert_eq!(out.matches("Date:").count(), 1);
+        let with_bcc = complete(b"Bcc: hidden@example.com\r\nSubject: s\r\n\r\nb", &c).unwrap();
+        assert!(!String::from_utf8(with_bcc).unwrap().contains("hidden@"));
         assert!(out.ends_with("\r\n\r\nbody\n"), "body untouched: {out:?}");
 
         let out = String::from_utf8(complete(b"no headers here\n", &c).unwrap()).unwrap();
@@ -387,19 +399,19 @@ mod tests {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        let out = fold_header_lines(long_to.as_bytes(), None).unwrap();
+        let out = fold_header_lines(long_to.as_bytes().to_vec(), None).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(text.split("\r\n").all(|l| l.len() <= MAX_LINE), "{text}");
         let unfolded = text.replace("\r\n ", " ");
         assert_eq!(unfolded, long_to);
 
-        let soft = fold_header_lines(long_to.as_bytes(), Some(SOFT_LINE)).unwrap();
+        let soft = fold_header_lines(long_to.as_bytes().to_vec(), Some(SOFT_LINE)).unwrap();
         let soft = String::from_utf8(soft).unwrap();
         assert!(soft.split("\r\n").all(|l| l.len() <= SOFT_LINE), "{soft}");
         assert_eq!(soft.replace("\r\n ", " "), long_to);
 
         let unfoldable = format!("X-Long: {}\r\n\r\nb", "x".repeat(2000));
-        let err = fold_header_lines(unfoldable.as_bytes(), None).unwrap_err();
+        let err = fold_header_lines(unfoldable.as_bytes().to_vec(), None).unwrap_err();
         assert!(
             err.to_string().contains("`X-Long` header has a line of"),
             "{err}"

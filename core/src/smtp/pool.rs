@@ -9,9 +9,8 @@ use tokio::time::Instant;
 
 use super::capabilities::Capabilities;
 use super::connection::{Connection, Peer};
-use super::transaction;
+use super::transaction::{self, WireMessage};
 use crate::error::{Error, Result, Stage};
-use crate::message::raw::HeaderSection;
 use crate::settings::{ServerSettings, TlsMode};
 use crate::strategy::{AuthStrategy, SmtpSession};
 
@@ -115,21 +114,19 @@ impl Transport {
     pub(crate) async fn send(&self, envelope: &Envelope, payload: Payload<'_>) -> Result<Delivery> {
         let _permit = self.permit().await?;
         let (mut conn, reused) = self.checkout().await?;
-        let composed;
-        let message: &[u8] = match payload {
-            Payload::Ready(bytes) => bytes,
+        // Encoded once; a composed message's bytes are dropped right after.
+        let message = match payload {
+            Payload::Ready(bytes) => WireMessage::new(bytes),
             Payload::Compose(build) => match build(conn.caps()) {
-                Ok(bytes) => {
-                    composed = bytes;
-                    &composed
-                }
+                Ok(bytes) => WireMessage::new(&bytes),
                 Err(e) => {
                     self.checkin(conn);
                     return Err(e);
                 }
             },
         };
-        let message_id = message_id_of(message);
+        let message = &message;
+        let message_id = message.message_id.clone();
         let delivered = |sent: transaction::Sent, reused_connection| Delivery {
             reply: sent.reply,
             reused_connection,
@@ -343,14 +340,4 @@ fn final_refusal(e: Error) -> Error {
         },
         other => other,
     }
-}
-
-/// The Message-ID field's value, for the caller's records.
-fn message_id_of(message: &[u8]) -> Option<String> {
-    let section = HeaderSection::parse(message);
-    let field = section.fields.iter().find(|f| f.is("Message-ID"))?;
-    let raw = &message[field.start..field.end];
-    let value = String::from_utf8_lossy(&raw[field.name.len() + 1..]);
-    let value = value.split_whitespace().collect::<Vec<_>>().join("");
-    (!value.is_empty()).then_some(value)
 }

@@ -18,6 +18,7 @@ use super::data::encode_data;
 use super::reply::Reply;
 use crate::error::{Error, RecipientRefusal, Result, Stage};
 use crate::message::address::{ascii_domain, recipient_key};
+use crate::message::raw::HeaderSection;
 
 /// What a transaction delivered.
 pub(crate) struct Sent {
@@ -27,13 +28,48 @@ pub(crate) struct Sent {
     pub(crate) recipients: usize,
 }
 
-/// Sends `message` (RFC 5322 bytes) to the envelope's distinct recipients.
+/// A message ready for the DATA phase, encoded once however often it is
+/// sent (a pooled connection found closed means a second attempt).
+pub(crate) struct WireMessage {
+    /// Dot-stuffed, CRLF only, with the end-of-data line.
+    data: Vec<u8>,
+    /// The message has 8-bit bytes.
+    eight_bit: bool,
+    /// Its header section has 8-bit bytes (UTF-8 addresses: needs SMTPUTF8).
+    eight_bit_headers: bool,
+    /// The Message-ID field's value.
+    pub(crate) message_id: Option<String>,
+}
+
+impl WireMessage {
+    pub(crate) fn new(message: &[u8]) -> Self {
+        let section = HeaderSection::parse(message);
+        let eight_bit = !message.is_ascii();
+        Self {
+            data: encode_data(message),
+            eight_bit,
+            eight_bit_headers: eight_bit && !message[..section.body_start].is_ascii(),
+            message_id: message_id_of(message, &section),
+        }
+    }
+}
+
+/// The Message-ID field's value, for the caller's records.
+fn message_id_of(message: &[u8], section: &HeaderSection) -> Option<String> {
+    let field = section.fields.iter().find(|f| f.is("Message-ID"))?;
+    let raw = &message[field.start..field.end];
+    let value = String::from_utf8_lossy(&raw[field.name.len() + 1..]);
+    let value: String = value.split_whitespace().collect();
+    (!value.is_empty()).then_some(value)
+}
+
+/// Sends the message to the envelope's distinct recipients.
 pub(crate) async fn send(
     conn: &mut Connection,
     envelope: &Envelope,
-    message: &[u8],
+    message: &WireMessage,
 ) -> Result<Sent> {
-    let data = encode_data(message);
+    let data = &message.data;
     let paths = Paths::for_server(conn, envelope, message)?;
     let mail = mail_command(conn, &paths, message, data.len())?;
     let rcpts: Vec<String> = paths
@@ -54,9 +90,9 @@ pub(crate) async fn send(
         }
     }
 
-    tracing::debug!(target: "mailgate::smtp", "C: <message, {} bytes>", message.len());
+    tracing::debug!(target: "mailgate::smtp", "C: <message, {} bytes on the wire>", data.len());
     let deadline = conn.peer().deadline();
-    conn.write_all(&data, Stage::Data, deadline).await?;
+    conn.write_all(data, Stage::Data, deadline).await?;
     let reply = conn.read_reply(Stage::Data, deadline).await?;
     tracing::debug!(target: "mailgate::smtp", "S: {}", conn.peer().clean(&reply.to_string()));
     if reply.code != 250 {
@@ -82,7 +118,7 @@ struct Paths {
 }
 
 impl Paths {
-    fn for_server(conn: &Connection, envelope: &Envelope, message: &[u8]) -> Result<Self> {
+    fn for_server(conn: &Connection, envelope: &Envelope, message: &WireMessage) -> Result<Self> {
         let smtputf8 = conn.caps().smtputf8();
         let mut utf8 = false;
         let mut path = |address: &lettre::Address| -> Result<String> {
@@ -120,11 +156,7 @@ impl Paths {
             }
         }
         // UTF-8 in the headers (an address written as is) needs SMTPUTF8 too.
-        let head_end = message
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .unwrap_or(message.len());
-        if smtputf8 && !message[..head_end].is_ascii() {
+        if smtputf8 && message.eight_bit_headers {
             utf8 = true;
         }
         Ok(Self { from, to, utf8 })
@@ -140,7 +172,7 @@ fn addr(address: &lettre::Address) -> &str {
 fn mail_command(
     conn: &Connection,
     paths: &Paths,
-    message: &[u8],
+    message: &WireMessage,
     wire_size: usize,
 ) -> Result<String> {
     let caps = conn.caps();
@@ -149,7 +181,17 @@ fn mail_command(
     if paths.utf8 {
         line.push_str(" SMTPUTF8");
     }
-    if !message.is_ascii() {
+    if message.eight_bit_headers && !paths.utf8 {
+        // RFC 6532: UTF-8 in header fields only with SMTPUTF8.
+        return Err(Error::invalid_message(
+            "message",
+            format!(
+                "its header fields hold 8-bit (UTF-8) text, which needs SMTPUTF8, and {} does not offer it; encode them (RFC 2047) or use A-label domains; nothing was sent",
+                peer.address
+            ),
+        ));
+    }
+    if message.eight_bit {
         if caps.eight_bit_mime() {
             line.push_str(" BODY=8BITMIME");
         } else if !paths.utf8 {

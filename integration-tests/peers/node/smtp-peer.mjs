@@ -23,12 +23,18 @@
 //                      peer never outlives its test process)
 //
 // Output on stdout, one line each: first `LISTENING <port>`, then one JSON
-// object per event:
+// object per event (a message's `to` lists every accepted RCPT TO in order,
+// repeats included; smtp-server shows international domains as U-labels):
 //   {"event":"connect","conn":1,"secure":false}
 //   {"event":"tls","conn":1}                       (STARTTLS or implicit TLS done)
 //   {"event":"auth","conn":1,"method":"PLAIN","user":"u","ok":true,"reason":null}
 //   {"event":"message","conn":1,"from":"a@x","to":["b@y"],"secure":true,
-//    "user":"u","method":"PLAIN","data":"<full message text>"}
+//    "user":"u","method":"PLAIN","mail_options":["BODY=8BITMIME","SIZE=123"],
+//    "data":"<full message text>","raw":"<base64>"}
+//     data: the message as UTF-8 text (lossy for 8-bit or invalid bytes);
+//     raw: base64 of the DATA content exactly as received (after the server's
+//     dot-unstuffing, without the terminating `.` line);
+//     mail_options: the MAIL FROM parameters, upper-case keys, `KEY=value` or `KEY`.
 //   {"event":"close","conn":1}
 //   {"event":"error","conn":null,"message":"..."}
 // Passwords and tokens are never printed. Diagnostics go to stderr.
@@ -157,16 +163,26 @@ const options = {
         if (cfg.failMail) {
             return callback(smtpError(Number(cfg.failMail), 'MAIL refused by test peer (failMail)'));
         }
+        const state = conns.get(session.id);
+        if (state) {
+            state.rcpts = [];
+        }
         callback();
     },
 
-    onRcptTo(address, _session, callback) {
+    onRcptTo(address, session, callback) {
         if (cfg.failRcpt) {
             return callback(smtpError(Number(cfg.failRcpt), 'RCPT refused by test peer (failRcpt)'));
         }
         const code = (cfg.failRcptFor || {})[address.address];
         if (code) {
             return callback(smtpError(Number(code), `RCPT refused by test peer for ${address.address} (failRcptFor)`));
+        }
+        // Every accepted RCPT TO, in order, as the Python peer records them
+        // (smtp-server's own envelope merges repeats of an address).
+        const state = conns.get(session.id);
+        if (state && state.rcpts) {
+            state.rcpts.push(address.address);
         }
         callback();
     },
@@ -181,15 +197,21 @@ const options = {
             }
             const state = conns.get(session.id) || {};
             const envelope = session.envelope || {};
+            const content = Buffer.concat(chunks);
+            const mailArgs = (envelope.mailFrom && envelope.mailFrom.args) || {};
+            const rcpts = state.rcpts;
+            state.rcpts = null;
             emit({
                 event: 'message',
                 conn: state.conn ?? null,
                 from: envelope.mailFrom ? envelope.mailFrom.address : null,
-                to: (envelope.rcptTo || []).map(r => r.address),
+                to: rcpts || (envelope.rcptTo || []).map(r => r.address),
                 secure: !!session.secure,
                 user: session.user ?? null,
                 method: session.user ? (state.method ?? null) : null,
-                data: Buffer.concat(chunks).toString('utf8')
+                mail_options: Object.entries(mailArgs).map(([k, v]) => (v === true ? k : `${k}=${v}`)),
+                data: content.toString('utf8'),
+                raw: content.toString('base64')
             });
             callback(null, 'Message accepted');
         });

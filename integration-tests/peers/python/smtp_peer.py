@@ -16,6 +16,8 @@ Python-specific notes:
   but EHLO/HELO/NOOP/QUIT/STARTTLS is refused with 530 until TLS is on.
 * ``pipelining`` (Python only): advertise PIPELINING. aiosmtpd reads
   pipelined commands in order but does not advertise the extension itself.
+* ``mail_options`` in the message event are the MAIL FROM parameters as
+  aiosmtpd hands them over (upper-cased), e.g. ``["SIZE=123", "BODY=8BITMIME"]``.
 
 Passwords and tokens are never printed. Diagnostics go to stderr.
 """
@@ -144,7 +146,11 @@ class Handler:
             "secure": server.is_secure(),
             "user": user,
             "method": server.auth_method if user is not None else None,
+            "mail_options": list(envelope.mail_options),
             "data": envelope.original_content.decode("utf-8", "replace"),
+            # With decode_data=False, original_content holds the DATA bytes
+            # exactly as received (dot-unstuffed, without the final "." line).
+            "raw": base64.b64encode(envelope.original_content).decode("ascii"),
         })
         return "250 OK Message accepted"
 

@@ -1,0 +1,375 @@
+//! Shared by `compose.rs` and `sendmail.rs`: an open-relay dev server and
+//! its config folder, running a command with a given stdin (piped bytes,
+//! empty, or closed), and reading what the server received.
+
+// Each test file uses its own subset.
+#![allow(dead_code)]
+
+use std::io::{Read as _, Write as _};
+use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use mail_parser::{Message, MessageParser, MimeHeaders};
+use mailgate_devserver::{DevSmtpServer, ReceivedMessage};
+use mailgate_integration_tests::ConfigDir;
+
+/// `mksis.logging.email.from` in these tests.
+pub const SENDER: &str = "alm@example.com";
+/// A run that takes longer is killed and fails the test.
+pub const KILL_AFTER: Duration = Duration::from_secs(60);
+
+/// The dev server as an open relay: no TLS, no AUTH.
+pub async fn relay() -> DevSmtpServer {
+    DevSmtpServer::builder()
+        .start()
+        .await
+        .expect("dev server starts")
+}
+
+/// An open-relay config folder for `server`, plus `extra` keys.
+pub fn config(server: &DevSmtpServer, extra: &[(&str, &str)]) -> ConfigDir {
+    let port = server.port().to_string();
+    let mut is = vec![
+        ("mksis.smtp.oauth.authentication", "false"),
+        ("mksis.smtp.authentication", "false"),
+        ("mksis.smtp.ssl.enabled", "false"),
+        ("mksis.logging.email.from", SENDER),
+        ("mksis.logging.email.server.hostname", "127.0.0.1"),
+        ("mksis.logging.email.server.port", port.as_str()),
+        ("mailgate.smtp.timeoutSeconds", "10"),
+    ];
+    is.extend_from_slice(extra);
+    ConfigDir::with_properties(&is, &[])
+}
+
+/// What the child's stdin is.
+pub enum Input {
+    /// `Stdio::null()`: an empty stdin, open for reading.
+    Empty,
+    /// A pipe carrying these bytes, then closed.
+    Bytes(Vec<u8>),
+    /// No file descriptor 0 at all.
+    Closed,
+}
+
+impl Input {
+    pub fn text(text: &str) -> Self {
+        Input::Bytes(text.as_bytes().to_vec())
+    }
+}
+
+/// A finished run.
+pub struct Run {
+    pub output: Output,
+    /// Wall-clock time from spawn to exit.
+    pub elapsed: Duration,
+    /// The child's CPU time (user and system): what it cost, whatever else
+    /// the machine was doing.
+    pub cpu: Duration,
+}
+
+impl Run {
+    /// Refused "within a second": at most a second of CPU, and no wait
+    /// (a hang, a timeout) on the clock. The CPU time is the bound: the
+    /// tests share two cores with parallel tests and builds, so the wall
+    /// clock is only checked against a generous limit.
+    #[track_caller]
+    pub fn assert_quick(&self) {
+        assert!(
+            self.cpu < Duration::from_secs(1),
+            "{:?} of CPU time ({:?} on the clock)",
+            self.cpu,
+            self.elapsed
+        );
+        assert!(
+            self.elapsed < Duration::from_secs(5),
+            "{:?} on the clock ({:?} of CPU time)",
+            self.elapsed,
+            self.cpu
+        );
+    }
+
+    pub fn code(&self) -> Option<i32> {
+        self.output.status.code()
+    }
+
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.output.stdout).into_owned()
+    }
+
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.output.stderr).into_owned()
+    }
+
+    #[track_caller]
+    pub fn assert_code(&self, code: i32) {
+        assert_eq!(
+            self.code(),
+            Some(code),
+            "status {}\nstdout:\n{}\nstderr:\n{}",
+            self.output.status,
+            self.stdout(),
+            self.stderr()
+        );
+    }
+
+    /// stdout as one JSON value (the whole of it).
+    #[track_caller]
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.output.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not one JSON value ({e}):\n{}", self.stdout()))
+    }
+}
+
+/// Runs `cmd` with `input` in a blocking thread (the dev server runs on the
+/// test's runtime), measuring its wall and CPU time; a run longer than
+/// [`KILL_AFTER`] is killed and fails.
+pub async fn run(mut cmd: Command, input: Input) -> Run {
+    tokio::task::spawn_blocking(move || {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let bytes = match input {
+            Input::Empty => {
+                cmd.stdin(Stdio::null());
+                None
+            }
+            Input::Bytes(bytes) => {
+                cmd.stdin(Stdio::piped());
+                Some(bytes)
+            }
+            Input::Closed => {
+                cmd.stdin(Stdio::null());
+                // SAFETY: close(2) is async-signal-safe; this runs in the
+                // child after its stdio is set up, before exec.
+                unsafe {
+                    cmd.pre_exec(|| {
+                        libc::close(0);
+                        Ok(())
+                    });
+                }
+                None
+            }
+        };
+        let start = Instant::now();
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        let writer = child.stdin.take().map(|mut stdin| {
+            let bytes = bytes.unwrap_or_default();
+            // The child may refuse early and close its end: not our error.
+            std::thread::spawn(move || {
+                let _ = stdin.write_all(&bytes);
+            })
+        });
+        let mut stdout = child.stdout.take().expect("piped stdout");
+        let mut stderr = child.stderr.take().expect("piped stderr");
+        let out_reader = std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = stdout.read_to_end(&mut buf);
+            buf
+        });
+        let err_reader = std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = stderr.read_to_end(&mut buf);
+            buf
+        });
+        let pid = child.id() as libc::pid_t;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            let mut status = 0;
+            // SAFETY: zeroed rusage is a valid value for wait4 to fill in.
+            let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+            // SAFETY: pid is our child, not reaped by anyone else (std
+            // never waits on it: `child` is not waited on); status and
+            // usage are valid for writes.
+            let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+            let _ = tx.send((reaped, status, usage));
+        });
+        let (reaped, status, usage) = match rx.recv_timeout(KILL_AFTER) {
+            Ok(result) => result,
+            Err(_) => {
+                // SAFETY: the child is not reaped yet (its waiter is still
+                // waiting), so the pid is still ours.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                let _ = waiter.join();
+                panic!("{cmd:?} still ran after {KILL_AFTER:?}: killed");
+            }
+        };
+        let elapsed = start.elapsed();
+        assert_eq!(reaped, pid, "wait4 on {cmd:?}");
+        let _ = waiter.join();
+        drop(child);
+        if let Some(writer) = writer {
+            let _ = writer.join();
+        }
+        let output = Output {
+            status: ExitStatus::from_raw(status),
+            stdout: out_reader.join().unwrap_or_default(),
+            stderr: err_reader.join().unwrap_or_default(),
+        };
+        let cpu = |t: libc::timeval| {
+            Duration::from_secs(u64::try_from(t.tv_sec).unwrap_or(0))
+                + Duration::from_micros(u64::try_from(t.tv_usec).unwrap_or(0))
+        };
+        let cpu = cpu(usage.ru_utime) + cpu(usage.ru_stime);
+        Run {
+            output,
+            elapsed,
+            cpu,
+        }
+    })
+    .await
+    .expect("runner thread")
+}
+
+/// The `mailgate` binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_mailgate")
+}
+
+/// `mailgate --config-dir DIR ARGS...`, without `MAILGATE_CONFIG_DIR`.
+pub fn mailgate_cmd(dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(bin());
+    cmd.arg("--config-dir")
+        .arg(dir)
+        .args(args)
+        .env_remove("MAILGATE_CONFIG_DIR");
+    cmd
+}
+
+/// `mailgate --config-dir DIR ARGS...` with `input` on stdin.
+pub async fn mailgate(dir: &ConfigDir, args: &[&str], input: Input) -> Run {
+    run(mailgate_cmd(dir.path(), args), input).await
+}
+
+/// The one message the server received.
+#[track_caller]
+pub fn only_message(server: &DevSmtpServer) -> ReceivedMessage {
+    let mut messages = server.messages();
+    assert_eq!(messages.len(), 1, "messages received: {messages:#?}");
+    messages.remove(0)
+}
+
+/// Neither a transaction nor a message reached the server.
+#[track_caller]
+pub fn assert_nothing_sent(server: &DevSmtpServer) {
+    assert!(server.messages().is_empty(), "{:#?}", server.messages());
+    let verbs: Vec<String> = server.commands().into_iter().map(|c| c.verb).collect();
+    for verb in ["MAIL", "RCPT", "DATA"] {
+        assert!(
+            !verbs.iter().any(|v| v == verb),
+            "{verb} was sent: {verbs:?}"
+        );
+    }
+}
+
+/// The received message, parsed.
+#[track_caller]
+pub fn parse(message: &ReceivedMessage) -> Message<'_> {
+    MessageParser::default()
+        .parse(&message.data)
+        .unwrap_or_else(|| panic!("mail-parser cannot read:\n{}", message.data_str()))
+}
+
+/// `type/subtype` of a message or part, lower-case.
+#[track_caller]
+pub fn mime_type<'x>(part: &impl MimeHeaders<'x>) -> String {
+    let ct = part.content_type().expect("a Content-Type");
+    format!(
+        "{}/{}",
+        ct.ctype().to_ascii_lowercase(),
+        ct.subtype().unwrap_or_default().to_ascii_lowercase()
+    )
+}
+
+/// The addresses of an address header, in order.
+pub fn addresses(address: Option<&mail_parser::Address<'_>>) -> Vec<String> {
+    address
+        .map(|a| {
+            a.iter()
+                .filter_map(|a| a.address().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The header section of received data, up to the empty line.
+pub fn head_of(data: &[u8]) -> String {
+    let text = String::from_utf8_lossy(data);
+    text.split("\r\n\r\n").next().unwrap_or_default().to_owned()
+}
+
+/// The names of the header fields of `head`, in order.
+pub fn field_names(head: &str) -> Vec<String> {
+    head.split("\r\n")
+        .filter(|l| !l.starts_with([' ', '\t']))
+        .filter_map(|l| l.split_once(':').map(|(n, _)| n.to_owned()))
+        .collect()
+}
+
+/// How many header fields of `data` are called `name` (case-insensitive).
+pub fn count_fields(data: &[u8], name: &str) -> usize {
+    field_names(&head_of(data))
+        .iter()
+        .filter(|f| f.eq_ignore_ascii_case(name))
+        .count()
+}
+
+/// The received data is `original` with exactly the fields `added` put in
+/// front of it, and nothing else changed; it has one Date, one Message-ID
+/// and one MIME-Version.
+#[track_caller]
+pub fn assert_intact(received: &ReceivedMessage, original: &str, added: &[&str]) {
+    let data = received.data_str();
+    let prefix = data.strip_suffix(original).unwrap_or_else(|| {
+        panic!("the message changed; expected it to end with\n{original}\ngot\n{data}")
+    });
+    let mut names = field_names(prefix);
+    names.sort_unstable();
+    let mut want: Vec<String> = added.iter().map(|s| (*s).to_owned()).collect();
+    want.sort_unstable();
+    assert_eq!(names, want, "added in front:\n{prefix}");
+    for name in ["Date", "Message-ID", "MIME-Version"] {
+        assert_eq!(
+            count_fields(&received.data, name),
+            1,
+            "{name} fields:\n{}",
+            head_of(&received.data)
+        );
+    }
+}
+
+/// `text` with CRLF line ends turned into LF.
+pub fn lf(text: &str) -> String {
+    text.replace("\r\n", "\n")
+}
+
+/// `text` with LF line ends turned into CRLF.
+pub fn crlf(text: &str) -> String {
+    lf(text).replace('\n', "\r\n")
+}
+
+/// A temporary folder for input files, symlinks and repositories.
+pub struct TempFiles(tempfile::TempDir);
+
+impl TempFiles {
+    pub fn new() -> Self {
+        Self(tempfile::tempdir().expect("temp dir"))
+    }
+
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+
+    pub fn write(&self, name: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.0.path().join(name);
+        std::fs::write(&path, bytes).expect("file written");
+        path
+    }
+}
+
+/// A path as an argument.
+pub fn s(path: &Path) -> &str {
+    path.to_str().expect("UTF-8 path")
+}
