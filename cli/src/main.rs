@@ -17,6 +17,7 @@ use std::process::ExitCode;
 #[cfg(feature = "demo")]
 mod demo;
 mod encrypt;
+mod queue;
 mod send;
 
 use clap::{Args, Parser, Subcommand};
@@ -68,6 +69,13 @@ enum Command {
     Sendmail(SendmailCommand),
     /// Print an OAuth access token on stdout, and nothing else there
     Token,
+    /// The outbox: list, flush, retry, delete, stats
+    Queue {
+        #[command(subcommand)]
+        command: queue::QueueCommand,
+    },
+    /// Deliver queued messages until SIGTERM (several workers may share a PostgreSQL outbox)
+    Deliver,
     /// Print HOST:PORT of the SMTP server
     Server,
     /// Encrypt the secret properties in place (ENC(...) values)
@@ -154,6 +162,10 @@ fn main() -> ExitCode {
             eprintln!("mailgate: {e}");
             ExitCode::from(e.exit_code())
         }
+        Err(Failure::Exit(code, message)) => {
+            eprintln!("mailgate: {message}");
+            ExitCode::from(code)
+        }
         Err(Failure::Stdout(e)) => {
             // A reader that went away needs no explanation; anything else does.
             if e.kind() != std::io::ErrorKind::BrokenPipe {
@@ -173,6 +185,9 @@ pub(crate) enum Failure {
     Mailgate(Error),
     /// stdout could not be written, e.g. a closed pipe.
     Stdout(std::io::Error),
+    /// An outcome with its own exit code and message (`queue flush`, a
+    /// queued message that became dead).
+    Exit(u8, String),
 }
 
 impl From<Error> for Failure {
@@ -265,6 +280,11 @@ fn config_files_in(cli: &Cli, sendmail_dir: Option<&Path>) -> Result<ConfigFiles
 
 fn builder(cli: &Cli, sendmail_dir: Option<&Path>) -> Result<MailerBuilder, Error> {
     let mut builder = Mailer::builder().files(config_files_in(cli, sendmail_dir)?);
+    // Opened lazily: nothing is created until a command uses the outbox.
+    #[cfg(any(feature = "outbox-sqlite", feature = "outbox-postgres"))]
+    {
+        builder = builder.outbox(mailgate::open_outbox);
+    }
     if let Some(key) = &cli.key_file {
         builder = builder.key_file(key);
     }
@@ -323,6 +343,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             Some(args) => send::sendmail(&mailer, args).await,
             None => unreachable!("parsed above"),
         },
+        Command::Queue { command } => queue::run(&mailer, command).await,
+        Command::Deliver => queue::deliver(&mailer).await,
         Command::Token => match mailer.oauth_access_token().await {
             Ok(token) => print_out(format_args!("{}", token.expose_secret())),
             Err(e) => Err(e.into()),
@@ -357,6 +379,13 @@ async fn check(mailer: &Mailer, args: &CheckArgs) -> Result<(), Failure> {
     } else {
         None
     };
+    // The outbox: where, and what it holds (a file not created yet is read
+    // as empty, and not created by looking).
+    let outbox = match mailer.outbox() {
+        Err(_) => None,
+        Ok(store) if !store.created() => Some((store.describe(), Ok(None))),
+        Ok(store) => Some((store.describe(), store.stats().await.map(Some))),
+    };
     if args.json {
         let mut obj = serde_json::json!({
             "strategy": resolution.strategy,
@@ -371,6 +400,15 @@ async fn check(mailer: &Mailer, args: &CheckArgs) -> Result<(), Failure> {
             "details": details.iter().map(|(k, v)| ((*k).to_owned(), serde_json::Value::from(v.clone()))).collect::<serde_json::Map<_, _>>(),
             "warnings": settings.warnings().iter().map(|w| w.0.clone()).collect::<Vec<_>>(),
         });
+        if let Some((location, stats)) = &outbox {
+            obj["outbox"] = match stats {
+                Ok(Some(stats)) => queue::stats_json(stats, location),
+                Ok(None) => serde_json::json!({ "outbox": location, "created": false }),
+                Err(e) => {
+                    serde_json::json!({ "outbox": location, "error": e.to_string(), "exit_code": e.exit_code() })
+                }
+            };
+        }
         if let Some(result) = &connect {
             obj["connect"] = match result {
                 Ok(r) => serde_json::json!({
@@ -408,6 +446,29 @@ async fn check(mailer: &Mailer, args: &CheckArgs) -> Result<(), Failure> {
         for (key, value) in &details {
             let _ = write!(text, "\n{:<9} {value}", format!("{key}:"));
         }
+        match &outbox {
+            Some((location, Ok(Some(stats)))) => {
+                let _ = write!(
+                    text,
+                    "\noutbox:   {location}\n          {}",
+                    queue::stats_text(stats)
+                );
+            }
+            Some((location, Ok(None))) => {
+                let _ = write!(
+                    text,
+                    "\noutbox:   {location} (not created yet: it is on first use)"
+                );
+            }
+            Some((location, Err(e))) => {
+                let _ = write!(
+                    text,
+                    "\noutbox:   {location}: FAILED (exit {}; the error is on stderr)",
+                    e.exit_code()
+                );
+            }
+            None => {}
+        }
         match &connect {
             Some(Ok(r)) => {
                 let _ = write!(
@@ -437,8 +498,9 @@ async fn check(mailer: &Mailer, args: &CheckArgs) -> Result<(), Failure> {
         }
         print_out(format_args!("{text}"))?;
     }
-    match connect {
-        Some(Err(e)) => Err(e.into()),
+    match (connect, outbox) {
+        (Some(Err(e)), _) => Err(e.into()),
+        (_, Some((_, Err(e)))) => Err(e.into()),
         _ => Ok(()),
     }
 }

@@ -64,9 +64,20 @@ pub(crate) struct SendArgs {
         help_heading = "Message"
     )]
     raw: Option<PathBuf>,
-    /// Print one JSON object: message_id, recipients, status
+    /// Store the message in the outbox first, then try it once: it is
+    /// delivered later if the server cannot take it now. Prints `sent ID`
+    /// or `queued ID`
+    #[arg(long, help_heading = "Output")]
+    queue: bool,
+    /// Print one JSON object: message_id, recipients, status (with --queue: id, status)
     #[arg(long, help_heading = "Output")]
     json: bool,
+}
+
+/// What `send` does with the message: send it now, or store it first.
+enum Dispatch {
+    Delivery(mailgate::Delivery),
+    Queued(mailgate::outbox::MessageId),
 }
 
 /// Where the body comes from, decided before anything is read.
@@ -187,7 +198,7 @@ fn utf8(bytes: Vec<u8>, what: &str) -> Result<String, Error> {
 /// `mailgate send`.
 pub(crate) async fn send(mailer: &Mailer, args: &SendArgs, quiet: bool) -> Result<(), Failure> {
     let limit = mailer.settings().max_message_bytes();
-    let delivery = match &args.raw {
+    let dispatched = match &args.raw {
         Some(path) => {
             let message = if path.as_os_str() == "-" {
                 read_bounded(std::io::stdin().lock(), "message on stdin", limit)?
@@ -196,7 +207,11 @@ pub(crate) async fn send(mailer: &Mailer, args: &SendArgs, quiet: bool) -> Resul
             };
             // send_raw removes the Bcc field whoever the recipients are.
             let envelope = raw_envelope(mailer, args, &message)?;
-            mailer.send_raw(&envelope, &message).await?
+            if args.queue {
+                Dispatch::Queued(mailer.enqueue_raw(&envelope, &message).await?)
+            } else {
+                Dispatch::Delivery(mailer.send_raw(&envelope, &message).await?)
+            }
         }
         None => {
             let body = match body_source(args) {
@@ -235,8 +250,18 @@ pub(crate) async fn send(mailer: &Mailer, args: &SendArgs, quiet: bool) -> Resul
                 attachments,
                 message_id_domain: None,
             };
-            mailer.send_message(message).await?
+            if args.queue {
+                Dispatch::Queued(mailer.enqueue_message(message).await?)
+            } else {
+                Dispatch::Delivery(mailer.send_message(message).await?)
+            }
         }
+    };
+    let delivery = match dispatched {
+        Dispatch::Queued(id) => {
+            return crate::queue::send_queued(mailer, id, args.json, quiet).await;
+        }
+        Dispatch::Delivery(delivery) => delivery,
     };
     if args.json {
         let obj = serde_json::json!({
@@ -477,8 +502,22 @@ pub(crate) async fn sendmail(mailer: &Mailer, args: &SendmailArgs) -> Result<(),
         message = with_from;
     }
     let envelope = envelope(sender.as_deref(), &recipients)?;
-    mailer.send_raw(&envelope, &message).await?;
-    Ok(())
+    if mailer.outbox().is_err() {
+        // A build without an outbox store sends at once.
+        mailer.send_raw(&envelope, &message).await?;
+        return Ok(());
+    }
+    // As sendmail does: durable first, then one attempt; silent on success.
+    match mailer.enqueue_raw(&envelope, &message).await {
+        Ok(id) => crate::queue::send_queued(mailer, id, false, true).await,
+        Err(e @ Error::Outbox { .. }) => {
+            // The mail still goes out; the operator learns the outbox is unusable.
+            tracing::warn!("{e}; sending directly, without the outbox");
+            mailer.send_raw(&envelope, &message).await?;
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 #[cfg(test)]

@@ -42,6 +42,8 @@ pub enum ErrorKind {
     InvalidInput,
     /// The server's host name does not resolve (EX_NOHOST, 68).
     NoHost,
+    /// Reading or writing local storage failed: the outbox (EX_IOERR, 74).
+    Io,
     /// The server cannot do what is configured, or refused for good (EX_UNAVAILABLE, 69).
     Unavailable,
     /// Try again later: refused connections, 4xx replies, timeouts, broken
@@ -60,6 +62,7 @@ impl ErrorKind {
             ErrorKind::Usage => 64,
             ErrorKind::InvalidInput => 65,
             ErrorKind::NoHost => 68,
+            ErrorKind::Io => 74,
             ErrorKind::Unavailable => 69,
             ErrorKind::Temporary => 75,
             ErrorKind::AuthRefused => 77,
@@ -382,6 +385,15 @@ pub enum Error {
         /// The cause, free of secrets.
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The outbox could not be read or written; nothing was changed by the
+    /// failed call (exit 74).
+    #[error("outbox {location}: {reason}")]
+    Outbox {
+        /// The backend and where it is (no password).
+        location: String,
+        /// What failed and what to do.
+        reason: String,
+    },
     /// The call does not fit the configuration (e.g. a token from a strategy that has none).
     #[error("{0}")]
     Usage(String),
@@ -433,6 +445,7 @@ impl Error {
             Error::Protocol { .. } | Error::Timeout { .. } => ErrorKind::Temporary,
             Error::Strategy { kind, .. } => *kind,
             Error::Usage(_) => ErrorKind::Usage,
+            Error::Outbox { .. } => ErrorKind::Io,
         }
     }
 

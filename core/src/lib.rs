@@ -9,6 +9,7 @@
 pub mod error;
 mod mailer;
 pub mod message;
+pub mod outbox;
 pub mod properties;
 pub mod registry;
 pub mod resolver;

@@ -10,6 +10,7 @@ use secrecy::SecretString;
 
 use crate::error::{Error, Origin, Result};
 use crate::message::{self, OutgoingMessage, raw};
+use crate::outbox::{MessageId, NewMessage, OutboxSettings, OutboxStore};
 use crate::properties::{ConfigFiles, Properties};
 use crate::registry::Registry;
 use crate::resolver::{Resolution, resolve};
@@ -31,7 +32,6 @@ pub use crate::settings::DEFAULT_MAX_CONNECTIONS;
 ///     .await?;
 /// # Ok(()) }
 /// ```
-#[derive(Debug)]
 #[must_use]
 pub struct MailerBuilder {
     files: ConfigFiles,
@@ -39,6 +39,23 @@ pub struct MailerBuilder {
     env: bool,
     key_file: Option<PathBuf>,
     max_connections: Option<usize>,
+    outbox: Option<OutboxOpener>,
+}
+
+/// Opens the outbox a [`Mailer`] is built with, from its settings.
+pub type OutboxOpener = Box<dyn FnOnce(&OutboxSettings) -> Result<Arc<dyn OutboxStore>> + Send>;
+
+impl std::fmt::Debug for MailerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MailerBuilder")
+            .field("files", &self.files)
+            .field("overrides", &self.overrides)
+            .field("env", &self.env)
+            .field("key_file", &self.key_file)
+            .field("max_connections", &self.max_connections)
+            .field("outbox", &self.outbox.is_some())
+            .finish()
+    }
 }
 
 impl Default for MailerBuilder {
@@ -49,6 +66,7 @@ impl Default for MailerBuilder {
             env: true,
             key_file: None,
             max_connections: None,
+            outbox: None,
         }
     }
 }
@@ -115,6 +133,18 @@ impl MailerBuilder {
         self
     }
 
+    /// Keeps messages in an outbox opened by `open` from the settings
+    /// (`mailgate.outbox.*`): [`Mailer::enqueue`] and the [`Worker`] use it.
+    /// The `mailgate` facade's `outbox` module opens the SQLite and
+    /// PostgreSQL stores.
+    pub fn outbox(
+        mut self,
+        open: impl FnOnce(&OutboxSettings) -> Result<Arc<dyn OutboxStore>> + Send + 'static,
+    ) -> Self {
+        self.outbox = Some(Box::new(open));
+        self
+    }
+
     /// Reads and validates the settings and builds the chosen strategy.
     pub fn build(self) -> Result<Mailer> {
         let registry = Registry::collect()?;
@@ -139,11 +169,16 @@ impl MailerBuilder {
             self.max_connections
                 .unwrap_or(settings.server().max_connections),
         )?;
+        let outbox = self
+            .outbox
+            .map(|open| open(settings.outbox()))
+            .transpose()?;
         Ok(Mailer {
             inner: Arc::new(Inner {
                 settings,
                 resolution,
                 transport,
+                outbox,
             }),
         })
     }
@@ -153,6 +188,7 @@ struct Inner {
     settings: Settings,
     resolution: Resolution,
     transport: Transport,
+    outbox: Option<Arc<dyn OutboxStore>>,
 }
 
 /// Sends mail with the settings of an RV&S config folder. Cheap to clone;
@@ -279,22 +315,27 @@ impl Mailer {
     /// A body line over 998 octets is refused (exit 65).
     pub async fn send_raw(&self, envelope: &Envelope, message: &[u8]) -> Result<Delivery> {
         self.check_sender(envelope)?;
+        let bytes = self.complete_raw(envelope, message)?;
+        self.inner
+            .transport
+            .send(envelope, Payload::Ready(&bytes))
+            .await
+    }
+
+    /// A prepared message with what it lacks added ([`raw::complete`]).
+    fn complete_raw(&self, envelope: &Envelope, message: &[u8]) -> Result<Vec<u8>> {
         for address in envelope.from().into_iter().chain(envelope.to()) {
             message::parse_mailbox("address", address.as_ref())?;
         }
         let from = envelope.from().map(|a| Mailbox::new(None, a.clone()));
         let domain = message_id_domain(self.inner.settings.message_id_domain(), envelope);
-        let bytes = raw::complete(
+        raw::complete(
             message,
             &raw::Completion {
                 from: from.as_ref(),
                 message_id_domain: &domain,
             },
-        )?;
-        self.inner
-            .transport
-            .send(envelope, Payload::Ready(&bytes))
-            .await
+        )
     }
 
     /// With a strategy that authenticates as a user (basic), the envelope
@@ -338,6 +379,76 @@ impl Mailer {
     /// Connects, negotiates TLS and authenticates, then quits without sending.
     pub async fn check_connection(&self) -> Result<ConnectReport> {
         self.inner.transport.check().await
+    }
+
+    /// Bound on simultaneous SMTP connections.
+    pub fn max_connections(&self) -> usize {
+        self.inner.transport.max_connections()
+    }
+
+    /// The outbox this mailer was built with ([`MailerBuilder::outbox`]).
+    pub fn outbox(&self) -> Result<&Arc<dyn OutboxStore>> {
+        self.inner.outbox.as_ref().ok_or_else(|| {
+            Error::Usage(
+                "this mailer has no outbox: build it with MailerBuilder::outbox (the mailgate crate's outbox::open)".into(),
+            )
+        })
+    }
+
+    /// Stores a message built with lettre in the outbox, complete (Date,
+    /// Message-ID, MIME-Version) as it will be sent; returns its id once it
+    /// is durable. A [`Worker`] (or `mailgate deliver`) sends it.
+    pub async fn enqueue(&self, message: &Message) -> Result<MessageId> {
+        self.enqueue_raw(message.envelope(), &message.formatted())
+            .await
+    }
+
+    /// Composes `message` (every part encoded so that any server takes it)
+    /// and stores it in the outbox; returns its id once it is durable.
+    pub async fn enqueue_message(&self, message: OutgoingMessage) -> Result<MessageId> {
+        let mut message = message;
+        if message.message_id_domain.is_none() {
+            message.message_id_domain = self.inner.settings.message_id_domain().map(str::to_owned);
+        }
+        let default_from = self.inner.settings.sender().cloned();
+        let envelope = message.envelope(default_from.as_ref())?;
+        self.check_sender(&envelope)?;
+        let bytes = message.into_wire(default_from.as_ref(), false)?;
+        self.store(&envelope, bytes).await
+    }
+
+    /// Stores a prepared message in the outbox, completed as
+    /// [`Mailer::send_raw`] completes it; returns its id once it is durable.
+    pub async fn enqueue_raw(&self, envelope: &Envelope, message: &[u8]) -> Result<MessageId> {
+        self.check_sender(envelope)?;
+        let bytes = self.complete_raw(envelope, message)?;
+        self.store(envelope, bytes).await
+    }
+
+    async fn store(&self, envelope: &Envelope, bytes: Vec<u8>) -> Result<MessageId> {
+        let store = self.outbox()?;
+        let (subject, message_id) = raw::subject_and_message_id(&bytes);
+        let new = NewMessage {
+            from: envelope.from().map(|a| a.to_string()).unwrap_or_default(),
+            to: envelope.to().iter().map(ToString::to_string).collect(),
+            subject,
+            message_id,
+            bytes,
+        };
+        store.enqueue(new).await
+    }
+
+    /// Sends bytes that are complete already (the outbox's), as they are.
+    pub(crate) async fn send_prepared(
+        &self,
+        envelope: &Envelope,
+        message: &[u8],
+    ) -> Result<Delivery> {
+        self.check_sender(envelope)?;
+        self.inner
+            .transport
+            .send(envelope, Payload::Ready(message))
+            .await
     }
 
     /// Politely closes the pooled connections (QUIT). Dropping the mailer closes them too, abruptly.

@@ -8,6 +8,7 @@ use lettre::message::Mailbox;
 use secrecy::SecretString;
 
 use crate::error::{ConfigError, Origin, Result};
+use crate::outbox::{OutboxLocation, OutboxSettings};
 use crate::properties::{ConfigFiles, Entry, Properties, is_secret_key};
 use crate::resolver::AuthFlags;
 
@@ -51,6 +52,18 @@ pub mod keys {
     pub const MESSAGE_ID_DOMAIN: &str = "mailgate.smtp.messageIdDomain";
     /// Largest message read from a file or stdin, in bytes (default 25 MiB).
     pub const MAX_MESSAGE_BYTES: &str = "mailgate.smtp.maxMessageBytes";
+    /// Where the outbox lives: `sqlite:PATH` (relative to the config folder) or `postgres://...`.
+    pub const OUTBOX_URL: &str = "mailgate.outbox.url";
+    /// First retry delay in seconds (default 30).
+    pub const OUTBOX_RETRY_INITIAL: &str = "mailgate.outbox.retry.initialSeconds";
+    /// Longest retry delay in seconds (default 1800).
+    pub const OUTBOX_RETRY_MAX: &str = "mailgate.outbox.retry.maxSeconds";
+    /// A queued message older than this many hours is dead (default 72).
+    pub const OUTBOX_MAX_AGE: &str = "mailgate.outbox.maxAgeHours";
+    /// Sent messages are kept this many hours (default 24).
+    pub const OUTBOX_KEEP_SENT: &str = "mailgate.outbox.keepSentHours";
+    /// A worker's lease on a message, in seconds (default 300).
+    pub const OUTBOX_LEASE: &str = "mailgate.outbox.leaseSeconds";
     /// Picks a registered strategy by name, overriding the flags.
     pub const AUTH_STRATEGY: &str = "mailgate.smtp.auth.strategy";
     /// Key file for `ENC(...)` values (default `mailgate.key` in the config folder).
@@ -88,6 +101,12 @@ pub mod keys {
         MAX_CONNECTIONS,
         MESSAGE_ID_DOMAIN,
         MAX_MESSAGE_BYTES,
+        OUTBOX_URL,
+        OUTBOX_RETRY_INITIAL,
+        OUTBOX_RETRY_MAX,
+        OUTBOX_MAX_AGE,
+        OUTBOX_KEEP_SENT,
+        OUTBOX_LEASE,
         AUTH_STRATEGY,
         CRYPTO_KEY_FILE,
     ];
@@ -136,6 +155,9 @@ pub struct CaFile {
     /// Where `mailgate.smtp.ssl.caFile` named it.
     pub origin: Origin,
 }
+
+/// The outbox file in the config folder when `mailgate.outbox.url` is not set.
+pub const DEFAULT_OUTBOX_FILE: &str = "mailgate-outbox.db";
 
 /// Default bound on a message read from a file or stdin: 25 MiB.
 pub const DEFAULT_MAX_MESSAGE_BYTES: u64 = 25 * 1024 * 1024;
@@ -213,6 +235,7 @@ pub struct Settings {
     sender: Option<Mailbox>,
     message_id_domain: Option<String>,
     max_message_bytes: u64,
+    outbox: OutboxSettings,
     warnings: Vec<Warning>,
     key_file_override: Option<PathBuf>,
 }
@@ -277,6 +300,14 @@ impl Settings {
             sender: None,
             message_id_domain: None,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            outbox: OutboxSettings {
+                location: OutboxLocation::Sqlite(PathBuf::new()),
+                retry_initial: Duration::from_secs(30),
+                retry_max: Duration::from_secs(1800),
+                max_age: Duration::from_secs(72 * 3600),
+                keep_sent: Duration::from_secs(24 * 3600),
+                lease: Duration::from_secs(300),
+            },
             warnings: Vec::new(),
             key_file_override: key_file,
         };
@@ -294,6 +325,7 @@ impl Settings {
         settings.warnings = warnings;
         settings.sender = settings.optional_mailbox(keys::EMAIL_FROM)?;
         settings.message_id_domain = settings.message_id_domain_setting()?;
+        settings.outbox = settings.outbox_settings()?;
         settings.max_message_bytes = match settings.value(keys::MAX_MESSAGE_BYTES) {
             None => DEFAULT_MAX_MESSAGE_BYTES,
             Some(v) => v.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| {
@@ -389,6 +421,72 @@ impl Settings {
             max_connections,
         };
         Ok((server, warnings))
+    }
+
+    /// `mailgate.outbox.*`, validated.
+    fn outbox_settings(&self) -> Result<OutboxSettings, ConfigError> {
+        let location = match self.value(keys::OUTBOX_URL) {
+            None => OutboxLocation::Sqlite(self.base_dir().join(DEFAULT_OUTBOX_FILE)),
+            Some(url) => {
+                if let Some(path) = url.strip_prefix("sqlite:") {
+                    let path = path.trim_start_matches("//");
+                    if path.is_empty() || path.contains('?') {
+                        return Err(self.invalid(
+                            keys::OUTBOX_URL,
+                            "`sqlite:PATH` (a file, relative to the config folder) or `postgres://USER@HOST/DB`",
+                        ));
+                    }
+                    OutboxLocation::Sqlite(self.base_dir().join(path))
+                } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+                    OutboxLocation::Postgres(url.to_owned())
+                } else {
+                    return Err(ConfigError::Invalid {
+                        key: keys::OUTBOX_URL.to_owned(),
+                        origin: self.entry(keys::OUTBOX_URL).map(|e| e.origin.clone()).unwrap_or(Origin::Builder),
+                        value: Some(crate::outbox::shown_url(url)),
+                        expected: "`sqlite:PATH` (relative to the config folder) or `postgres://USER@HOST/DB`".into(),
+                    });
+                }
+            }
+        };
+        let seconds = |key: &str, default: u64, max: u64| -> Result<Duration, ConfigError> {
+            match self.value(key) {
+                None => Ok(Duration::from_secs(default)),
+                Some(v) => v
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| (1..=max).contains(n))
+                    .map(Duration::from_secs)
+                    .ok_or_else(|| self.invalid(key, &format!("a whole number from 1 to {max}"))),
+            }
+        };
+        let hours = |key: &str, default: u64| -> Result<Duration, ConfigError> {
+            seconds(key, default, 24 * 365).map(|d| d * 3600)
+        };
+        let outbox = OutboxSettings {
+            location,
+            retry_initial: seconds(keys::OUTBOX_RETRY_INITIAL, 30, 86_400)?,
+            retry_max: seconds(keys::OUTBOX_RETRY_MAX, 1800, 7 * 86_400)?,
+            max_age: hours(keys::OUTBOX_MAX_AGE, 72)?,
+            keep_sent: hours(keys::OUTBOX_KEEP_SENT, 24)?,
+            lease: seconds(keys::OUTBOX_LEASE, 300, 86_400)?,
+        };
+        if outbox.retry_max < outbox.retry_initial {
+            return Err(self.invalid(
+                keys::OUTBOX_RETRY_MAX,
+                &format!(
+                    "at least {} (`{}`)",
+                    outbox.retry_initial.as_secs(),
+                    keys::OUTBOX_RETRY_INITIAL
+                ),
+            ));
+        }
+        Ok(outbox)
+    }
+
+    /// The outbox settings (`mailgate.outbox.*`).
+    pub fn outbox(&self) -> &OutboxSettings {
+        &self.outbox
     }
 
     fn message_id_domain_setting(&self) -> Result<Option<String>, ConfigError> {

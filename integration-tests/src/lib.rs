@@ -15,6 +15,9 @@
 //! - [`ConfigDir`]: a temporary config folder holding `is.properties` and
 //!   `security.properties`, written with Java `.properties` escaping.
 //! - [`unused_port`]: a loopback port nothing listens on.
+//! - [`PgServer`]: a throwaway PostgreSQL server (`initdb`, `pg_ctl`) on a
+//!   free loopback port, run as `nobody` when the tests run as root, with a
+//!   password role and a database; stopped and removed on drop.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -37,6 +40,7 @@ mod install;
 mod net;
 mod peer;
 mod pki;
+mod postgres;
 
 pub use cli::{MeasuredRun, exit_code, output_text, run_mailgate, run_mailgate_measured};
 pub use config_dir::{ConfigDir, IS_PROPERTIES, SECURITY_PROPERTIES, properties_text};
@@ -46,3 +50,4 @@ pub use peer::{
     AuthAttempt, PeerConfig, PeerError, PeerEvent, PeerKind, ReceivedMessage, SmtpPeer,
 };
 pub use pki::TestPki;
+pub use postgres::PgServer;

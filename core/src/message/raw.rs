@@ -312,6 +312,20 @@ pub fn header_recipients(message: &[u8]) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// The decoded Subject (empty when there is none) and the Message-ID of a
+/// message, for listings.
+pub fn subject_and_message_id(message: &[u8]) -> (String, Option<String>) {
+    let section = HeaderSection::parse(message);
+    let Some(parsed) =
+        mail_parser::MessageParser::new().parse_headers(&message[..section.body_start])
+    else {
+        return (String::new(), None);
+    };
+    let subject = parsed.subject().unwrap_or_default().to_owned();
+    let message_id = parsed.message_id().map(|id| format!("<{id}>"));
+    (subject, message_id)
+}
+
 /// A date as RFC 5322 writes it, in UTC: `Tue, 01 Dec 2026 20:30:42 +0000`.
 pub fn rfc5322_date(at: SystemTime) -> String {
     let http = httpdate::fmt_http_date(at);

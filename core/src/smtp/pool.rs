@@ -106,6 +106,10 @@ impl Transport {
         })
     }
 
+    pub(crate) fn max_connections(&self) -> usize {
+        self.max_connections
+    }
+
     pub(crate) fn strategy(&self) -> &Arc<dyn AuthStrategy> {
         &self.strategy
     }

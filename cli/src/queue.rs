@@ -1,0 +1,358 @@
+//! The outbox on the command line: `send --queue`, `queue ...`, `deliver`.
+
+use std::io::IsTerminal as _;
+use std::time::SystemTime;
+
+use clap::{Args, Subcommand};
+use mailgate::outbox::{DeliveryOutcome, MessageId, QueuedMessage, Stats, Status, Worker};
+use mailgate::{Error, Mailer};
+
+use crate::{Failure, print_out};
+
+/// `mailgate queue ...`
+#[derive(Subcommand, Debug)]
+pub(crate) enum QueueCommand {
+    /// List the messages (sent ones only with --all)
+    List(ListArgs),
+    /// Try every queued message now, whatever its back-off
+    Flush,
+    /// Make a queued or dead message due now (--dead: every dead message)
+    Retry(RetryArgs),
+    /// Delete a message (not one being sent)
+    Delete {
+        /// The message's id
+        id: MessageId,
+    },
+    /// Messages per state
+    Stats {
+        /// Print one JSON object
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `queue list`
+#[derive(Args, Debug)]
+pub(crate) struct ListArgs {
+    /// Include sent messages (kept mailgate.outbox.keepSentHours)
+    #[arg(long)]
+    all: bool,
+    /// Print a JSON array
+    #[arg(long)]
+    json: bool,
+}
+
+/// `queue retry`
+#[derive(Args, Debug)]
+pub(crate) struct RetryArgs {
+    /// The message's id
+    #[arg(required_unless_present = "dead", conflicts_with = "dead")]
+    id: Option<MessageId>,
+    /// Every dead message
+    #[arg(long)]
+    dead: bool,
+}
+
+/// EX_TEMPFAIL and EX_UNAVAILABLE, for `queue flush`.
+const EXIT_TEMPFAIL: u8 = 75;
+const EXIT_UNAVAILABLE: u8 = 69;
+
+/// What a `send --queue` printed, and its exit code.
+pub(crate) async fn send_queued(
+    mailer: &Mailer,
+    id: MessageId,
+    json: bool,
+    quiet: bool,
+) -> Result<(), Failure> {
+    let worker = Worker::new(mailer)?;
+    // Durable already: a failure of this first attempt only leaves it queued.
+    let outcome = match worker.deliver_id(id).await {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            tracing::warn!("message {id} is queued; the first attempt failed: {e}");
+            None
+        }
+    };
+    let (status, dead) = match &outcome {
+        Some(DeliveryOutcome::Sent(_)) => ("sent", None),
+        Some(DeliveryOutcome::Dead { error, exit_code }) => ("dead", Some((error, *exit_code))),
+        Some(DeliveryOutcome::Retry { error, .. }) => {
+            if !quiet {
+                eprintln!("mailgate: message {id} is queued; it will be tried again: {error}");
+            }
+            ("queued", None)
+        }
+        None => ("queued", None),
+    };
+    if json {
+        print_out(format_args!(
+            "{}",
+            serde_json::json!({ "id": id, "status": status })
+        ))?;
+    } else if !quiet || dead.is_some() {
+        print_out(format_args!("{status} {id}"))?;
+    }
+    match dead {
+        // Stored, but it will never be delivered: the caller must know.
+        Some((error, exit_code)) => Err(Failure::Exit(
+            exit_code,
+            format!("message {id} is dead: {error}"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// `mailgate queue ...`
+pub(crate) async fn run(mailer: &Mailer, command: &QueueCommand) -> Result<(), Failure> {
+    let store = mailer.outbox()?;
+    let now = SystemTime::now();
+    match command {
+        QueueCommand::List(args) => {
+            let messages = store.list(args.all).await?;
+            if args.json {
+                let list: Vec<serde_json::Value> = messages.iter().map(json_of).collect();
+                print_out(format_args!("{}", serde_json::Value::Array(list)))
+            } else {
+                print_out(format_args!("{}", table(&messages)))
+            }
+        }
+        QueueCommand::Flush => flush(mailer).await,
+        QueueCommand::Retry(args) => match (args.id, args.dead) {
+            (_, true) => {
+                let n = store.retry_dead(now).await?;
+                print_out(format_args!("{n} dead message(s) queued again"))
+            }
+            (Some(id), false) => {
+                if store.retry(id, now).await? {
+                    print_out(format_args!("queued {id}"))
+                } else {
+                    Err(Error::Usage(format!(
+                        "no queued or dead message {id} (see `mailgate queue list --all`)"
+                    ))
+                    .into())
+                }
+            }
+            (None, false) => unreachable!("clap requires an id or --dead"),
+        },
+        QueueCommand::Delete { id } => {
+            if store.delete(*id).await? {
+                print_out(format_args!("deleted {id}"))
+            } else {
+                Err(Error::Usage(format!(
+                    "no message {id} that can be deleted (it does not exist, or it is being sent)"
+                ))
+                .into())
+            }
+        }
+        QueueCommand::Stats { json } => {
+            let stats = store.stats().await?;
+            if *json {
+                print_out(format_args!("{}", stats_json(&stats, &store.describe())))
+            } else {
+                print_out(format_args!(
+                    "outbox:   {}\n{}",
+                    store.describe(),
+                    stats_text(&stats)
+                ))
+            }
+        }
+    }
+}
+
+/// `queue flush`: every queued message now, a progress bar on a terminal.
+async fn flush(mailer: &Mailer) -> Result<(), Failure> {
+    let worker = Worker::new(mailer)?;
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} messages ({elapsed})")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let report = worker
+        .flush(|done, total| {
+            if let Some(bar) = &bar {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            }
+        })
+        .await?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let left = mailer.outbox()?.stats().await?.queued;
+    print_out(format_args!(
+        "flushed: {} sent, {} still queued, {} dead",
+        report.sent, left, report.dead
+    ))?;
+    if left > 0 {
+        Err(Failure::Exit(
+            EXIT_TEMPFAIL,
+            format!("{left} message(s) remain queued"),
+        ))
+    } else if report.dead > 0 {
+        Err(Failure::Exit(
+            EXIT_UNAVAILABLE,
+            format!(
+                "{} message(s) became dead (see `mailgate queue list`)",
+                report.dead
+            ),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// `mailgate deliver`: until SIGTERM or SIGINT, then the delivery in hand
+/// is finished and the exit is 0.
+pub(crate) async fn deliver(mailer: &Mailer) -> Result<(), Failure> {
+    let worker = Worker::new(mailer)?;
+    tracing::info!(
+        "delivering from {} as worker {}",
+        mailer.outbox()?.describe(),
+        worker.id()
+    );
+    eprintln!(
+        "mailgate: delivering from {} (worker {})",
+        mailer.outbox()?.describe(),
+        worker.id()
+    );
+    worker.run(shutdown_signal()).await?;
+    Ok(())
+}
+
+/// SIGTERM or SIGINT.
+pub(crate) async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers the default action (exit) applies.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// One object of `queue list --json` (the contract scripts parse).
+fn json_of(m: &QueuedMessage) -> serde_json::Value {
+    serde_json::json!({
+        "id": m.id,
+        "status": m.status.as_str(),
+        "attempts": m.attempts,
+        "last_error": m.last_error,
+        "next_attempt": m.next_attempt.filter(|_| m.status == Status::Queued).map(rfc3339),
+        "from": m.from,
+        "to": m.to,
+        "subject": m.subject,
+        "message_id": m.message_id,
+        "created": rfc3339(m.created),
+        "size": m.size,
+    })
+}
+
+fn table(messages: &[QueuedMessage]) -> String {
+    if messages.is_empty() {
+        return "the outbox is empty".into();
+    }
+    let mut out = format!(
+        "{:>6}  {:<7}  {:>8}  {:<20}  {:<28}  {:<30}  last error",
+        "id", "status", "attempts", "next attempt", "to", "subject"
+    );
+    for m in messages {
+        let next = m
+            .next_attempt
+            .filter(|_| m.status == Status::Queued)
+            .map(rfc3339)
+            .unwrap_or_else(|| "-".into());
+        let to = cut(&m.to.join(", "), 28);
+        out.push_str(&format!(
+            "\n{:>6}  {:<7}  {:>8}  {:<20}  {:<28}  {:<30}  {}",
+            m.id,
+            m.status.as_str(),
+            m.attempts,
+            next,
+            to,
+            cut(&m.subject, 30),
+            cut(m.last_error.as_deref().unwrap_or("-"), 120)
+        ));
+    }
+    out
+}
+
+fn cut(text: &str, max: usize) -> String {
+    mailgate::smtp::escape_controls(text, max)
+}
+
+pub(crate) fn stats_text(stats: &Stats) -> String {
+    let oldest = stats
+        .oldest_waiting
+        .map(|t| format!(", oldest waiting since {}", rfc3339(t)))
+        .unwrap_or_default();
+    format!(
+        "messages: {} queued, {} sending, {} sent, {} dead{oldest}",
+        stats.queued, stats.sending, stats.sent, stats.dead
+    )
+}
+
+pub(crate) fn stats_json(stats: &Stats, location: &str) -> serde_json::Value {
+    serde_json::json!({
+        "outbox": location,
+        "queued": stats.queued,
+        "sending": stats.sending,
+        "sent": stats.sent,
+        "dead": stats.dead,
+        "oldest_waiting": stats.oldest_waiting.map(rfc3339),
+    })
+}
+
+/// `2026-12-01T20:54:37Z` (RFC 3339, UTC, seconds).
+pub(crate) fn rfc3339(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's
+/// algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = u32::try_from(doy - (153 * mp + 2) / 5 + 1).unwrap_or(1);
+    let m = u32::try_from(if mp < 10 { mp + 3 } else { mp - 9 }).unwrap_or(1);
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_158_477);
+        assert_eq!(rfc3339(t), "2026-12-01T20:54:37Z");
+        let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400);
+        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00Z");
+    }
+}

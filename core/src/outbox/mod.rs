@@ -1,0 +1,390 @@
+//! The durable outbox: messages stored before they are sent, retried with
+//! back-off while the server is down, kept when they cannot be delivered.
+//!
+//! A message moves `queued -> sending -> sent | dead`. It is marked `sent`
+//! only after the server's final 250 (at-least-once: a crash between that
+//! reply and the mark sends that one message again, nothing else is lost or
+//! doubled). Temporary failures (exit 75: refused connections, timeouts,
+//! 4xx, token endpoint 5xx) are retried with exponential back-off and jitter
+//! until `mailgate.outbox.maxAgeHours`; permanent ones make it `dead` at once
+//! with the server's reply kept.
+//!
+//! Core defines the store ([`OutboxStore`]), the policy and the delivery
+//! loop ([`Worker`]); the `mailgate-outbox` crate holds the SQLite and
+//! PostgreSQL stores, each behind a cargo feature.
+
+mod worker;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+
+pub use worker::{DeliveryOutcome, FlushReport, Worker};
+
+use crate::error::Result;
+
+/// A message's id in the outbox.
+pub type MessageId = i64;
+
+/// Where a message is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Status {
+    /// Waiting for its next attempt.
+    Queued,
+    /// Leased by a worker that is sending it.
+    Sending,
+    /// The server accepted it (kept `mailgate.outbox.keepSentHours` for audit).
+    Sent,
+    /// It cannot be delivered: a permanent failure, or too old.
+    Dead,
+}
+
+impl Status {
+    /// Every status, in order.
+    pub const ALL: [Status; 4] = [Status::Queued, Status::Sending, Status::Sent, Status::Dead];
+
+    /// `queued`, `sending`, `sent` or `dead`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Queued => "queued",
+            Status::Sending => "sending",
+            Status::Sent => "sent",
+            Status::Dead => "dead",
+        }
+    }
+
+    /// The status named `s`.
+    pub fn parse(s: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A message to store: the bytes exactly as they will be sent (Message-ID
+/// fixed), and its envelope.
+#[derive(Clone)]
+pub struct NewMessage {
+    /// Envelope sender (empty: the null sender).
+    pub from: String,
+    /// Envelope recipients.
+    pub to: Vec<String>,
+    /// The Subject, for listings.
+    pub subject: String,
+    /// The Message-ID, for listings and logs.
+    pub message_id: Option<String>,
+    /// The RFC 5322 bytes.
+    pub bytes: Vec<u8>,
+}
+
+impl fmt::Debug for NewMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NewMessage")
+            .field("from", &self.from)
+            .field("to", &self.to)
+            .field("subject", &self.subject)
+            .field("message_id", &self.message_id)
+            .field("bytes", &self.bytes.len())
+            .finish()
+    }
+}
+
+/// What a listing shows of a message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueuedMessage {
+    /// Its id.
+    pub id: MessageId,
+    /// Its status.
+    pub status: Status,
+    /// Delivery attempts so far.
+    pub attempts: u32,
+    /// The last failure (the server's reply, cleaned), if any.
+    pub last_error: Option<String>,
+    /// When it will be tried next (queued messages only).
+    pub next_attempt: Option<SystemTime>,
+    /// When it was stored.
+    pub created: SystemTime,
+    /// Where its `mailgate.outbox.maxAgeHours` counts from: when it was
+    /// stored, or when an operator last retried it by hand.
+    pub age_from: SystemTime,
+    /// When it was sent.
+    pub sent_at: Option<SystemTime>,
+    /// Envelope sender.
+    pub from: String,
+    /// Envelope recipients.
+    pub to: Vec<String>,
+    /// Subject.
+    pub subject: String,
+    /// Message-ID.
+    pub message_id: Option<String>,
+    /// Size of the stored message in bytes.
+    pub size: u64,
+}
+
+/// A message leased to a worker, with its bytes.
+#[derive(Clone, Debug)]
+pub struct Claimed {
+    /// What the listing shows.
+    pub message: QueuedMessage,
+    /// The bytes to send.
+    pub bytes: Vec<u8>,
+}
+
+/// Messages per status, and the age of the oldest waiting one.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// `queued` messages.
+    pub queued: u64,
+    /// `sending` messages (leased).
+    pub sending: u64,
+    /// `sent` messages still kept.
+    pub sent: u64,
+    /// `dead` messages.
+    pub dead: u64,
+    /// When the oldest `queued` or `sending` message was stored.
+    pub oldest_waiting: Option<SystemTime>,
+}
+
+/// How a claim ends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Completion {
+    /// The server said 250; the reply text.
+    Sent {
+        /// The final reply.
+        reply: String,
+    },
+    /// Try again at `next_attempt`.
+    Retry {
+        /// Why it failed.
+        error: String,
+        /// When to try again.
+        next_attempt: SystemTime,
+    },
+    /// Give up: permanent failure or too old.
+    Dead {
+        /// Why.
+        error: String,
+    },
+}
+
+/// A store of outbox messages. Implementations make every change durable
+/// before they return (an acknowledged enqueue survives a power loss), and
+/// lease claims so that a worker that dies releases its messages when the
+/// lease runs out.
+#[async_trait]
+pub trait OutboxStore: Send + Sync + fmt::Debug {
+    /// `sqlite` or `postgres`, and the location without any password.
+    fn describe(&self) -> String;
+
+    /// Whether the store exists yet (a SQLite file is created on first
+    /// use); `check` reads nothing from one that does not.
+    fn created(&self) -> bool {
+        true
+    }
+
+    /// Stores a message as `queued`, due now; returns its id once durable.
+    async fn enqueue(&self, message: NewMessage) -> Result<MessageId>;
+
+    /// Leases up to `limit` due messages to `worker` until `now + lease`:
+    /// `queued` ones whose next attempt has come, and `sending` ones whose
+    /// lease ran out (their worker died). Each claim counts as an attempt.
+    async fn claim(
+        &self,
+        worker: &str,
+        lease: Duration,
+        limit: usize,
+        now: SystemTime,
+    ) -> Result<Vec<Claimed>>;
+
+    /// Leases message `id` to `worker` if it is `queued` (due or not):
+    /// `send --queue`'s immediate attempt and `queue flush`.
+    async fn claim_one(
+        &self,
+        id: MessageId,
+        worker: &str,
+        lease: Duration,
+        now: SystemTime,
+    ) -> Result<Option<Claimed>>;
+
+    /// Ends `worker`'s lease on `id`. A lease that was lost (expired and
+    /// taken by another worker) changes nothing and returns `false`.
+    async fn complete(
+        &self,
+        id: MessageId,
+        worker: &str,
+        completion: Completion,
+        now: SystemTime,
+    ) -> Result<bool>;
+
+    /// Messages, oldest first; `sent` ones only with `include_sent`.
+    async fn list(&self, include_sent: bool) -> Result<Vec<QueuedMessage>>;
+
+    /// Ids of the `queued` messages, oldest first.
+    async fn queued_ids(&self) -> Result<Vec<MessageId>>;
+
+    /// Makes `id` (`queued` or `dead`) due now as `queued`, with its
+    /// attempts and its maximum age counted afresh; false if there is no
+    /// such message in those states.
+    async fn retry(&self, id: MessageId, now: SystemTime) -> Result<bool>;
+
+    /// [`OutboxStore::retry`] for every `dead` message; how many.
+    async fn retry_dead(&self, now: SystemTime) -> Result<u64>;
+
+    /// Deletes `id` whatever its status, unless it is being sent; false if
+    /// there is no such message (or it is being sent).
+    async fn delete(&self, id: MessageId) -> Result<bool>;
+
+    /// Counts per status.
+    async fn stats(&self) -> Result<Stats>;
+
+    /// Deletes `sent` messages sent before `before`; how many.
+    async fn purge_sent(&self, before: SystemTime) -> Result<u64>;
+
+    /// The earliest next attempt of a `queued` message and the earliest
+    /// lease end of a `sending` one, for a worker to sleep until.
+    async fn next_due(&self) -> Result<Option<SystemTime>>;
+}
+
+/// The outbox settings (`mailgate.outbox.*`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboxSettings {
+    /// Where the messages are kept.
+    pub location: OutboxLocation,
+    /// First retry delay (`mailgate.outbox.retry.initialSeconds`, 30).
+    pub retry_initial: Duration,
+    /// Longest retry delay (`mailgate.outbox.retry.maxSeconds`, 1800).
+    pub retry_max: Duration,
+    /// A message older than this is dead (`mailgate.outbox.maxAgeHours`, 72).
+    pub max_age: Duration,
+    /// Sent messages are kept this long (`mailgate.outbox.keepSentHours`, 24).
+    pub keep_sent: Duration,
+    /// A claim's lease (`mailgate.outbox.leaseSeconds`, 300): a worker that
+    /// dies releases its messages after this.
+    pub lease: Duration,
+}
+
+/// Where an outbox lives.
+#[derive(Clone, PartialEq, Eq)]
+pub enum OutboxLocation {
+    /// A SQLite file (`sqlite:PATH`, relative to the config folder).
+    Sqlite(PathBuf),
+    /// A PostgreSQL database (`postgres://...`).
+    Postgres(String),
+}
+
+impl OutboxLocation {
+    /// `sqlite` or `postgres`.
+    pub fn scheme(&self) -> &'static str {
+        match self {
+            OutboxLocation::Sqlite(_) => "sqlite",
+            OutboxLocation::Postgres(_) => "postgres",
+        }
+    }
+
+    /// The location as it may be shown: a PostgreSQL URL without its
+    /// password and query.
+    pub fn shown(&self) -> String {
+        match self {
+            OutboxLocation::Sqlite(path) => path.display().to_string(),
+            OutboxLocation::Postgres(url) => shown_url(url),
+        }
+    }
+}
+
+impl fmt::Debug for OutboxLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.scheme(), self.shown())
+    }
+}
+
+/// `postgres://user@host:port/db`: password and query left out.
+pub fn shown_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
+    let rest = rest.split(['?', '#']).next().unwrap_or_default();
+    let (auth, host) = match rest.rsplit_once('@') {
+        Some((auth, host)) => (Some(auth), host),
+        None => (None, rest),
+    };
+    let user = auth.map(|a| a.split(':').next().unwrap_or_default());
+    match user {
+        Some(user) if !user.is_empty() => format!("{scheme}://{user}@{host}"),
+        _ => format!("{scheme}://{host}"),
+    }
+}
+
+/// The delay before attempt `attempts + 1` after `attempts` failures:
+/// `initial * 2^(attempts-1)`, at most `max`, then a random half to whole
+/// of it ("equal jitter"), so that workers retrying together spread out.
+pub fn backoff(settings: &OutboxSettings, attempts: u32, jitter: f64) -> Duration {
+    let exp = attempts.saturating_sub(1).min(30);
+    let base = settings
+        .retry_initial
+        .saturating_mul(1u32 << exp)
+        .min(settings.retry_max);
+    let jitter = jitter.clamp(0.0, 1.0);
+    base.mul_f64(0.5 + 0.5 * jitter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> OutboxSettings {
+        OutboxSettings {
+            location: OutboxLocation::Sqlite("x.db".into()),
+            retry_initial: Duration::from_secs(30),
+            retry_max: Duration::from_secs(1800),
+            max_age: Duration::from_secs(72 * 3600),
+            keep_sent: Duration::from_secs(24 * 3600),
+            lease: Duration::from_secs(300),
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_maximum_with_jitter() {
+        let s = settings();
+        assert_eq!(backoff(&s, 1, 1.0), Duration::from_secs(30));
+        assert_eq!(backoff(&s, 2, 1.0), Duration::from_secs(60));
+        assert_eq!(backoff(&s, 3, 1.0), Duration::from_secs(120));
+        assert_eq!(backoff(&s, 7, 1.0), Duration::from_secs(1800));
+        assert_eq!(backoff(&s, 1000, 1.0), Duration::from_secs(1800));
+        assert_eq!(backoff(&s, 1, 0.0), Duration::from_secs(15));
+        assert_eq!(backoff(&s, 0, 0.5), Duration::from_secs_f64(22.5));
+    }
+
+    #[test]
+    fn postgres_urls_are_shown_without_password_or_query() {
+        assert_eq!(
+            shown_url(
+                "postgres://mg:s3cret@db.example.com:5432/mailgate?sslmode=require&password=x"
+            ),
+            "postgres://mg@db.example.com:5432/mailgate"
+        );
+        assert_eq!(
+            shown_url("postgresql://db/mailgate"),
+            "postgresql://db/mailgate"
+        );
+        assert_eq!(shown_url("postgres://:pw@db/x"), "postgres://db/x");
+        assert_eq!(
+            format!(
+                "{:?}",
+                OutboxLocation::Postgres("postgres://a:b@h/d".into())
+            ),
+            "postgres:postgres://a@h/d"
+        );
+    }
+
+    #[test]
+    fn statuses_round_trip() {
+        for st in Status::ALL {
+            assert_eq!(Status::parse(st.as_str()), Some(st));
+        }
+        assert_eq!(Status::parse("nope"), None);
+    }
+}

@@ -1,0 +1,340 @@
+//! Delivering what the outbox holds: one message now, every due message, or
+//! a long-running loop that stops between messages.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use lettre::Address;
+use lettre::address::Envelope;
+
+use super::{Claimed, Completion, MessageId, OutboxSettings, OutboxStore, backoff};
+use crate::error::{Error, Result};
+use crate::mailer::Mailer;
+
+/// A worker sleeps at most this long between looks at the outbox, so that
+/// messages another process stored are seen without a signal.
+const POLL: Duration = Duration::from_secs(2);
+
+/// What became of one delivery attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    /// Sent; the server's final reply.
+    Sent(String),
+    /// Left queued for `next_attempt`; why it failed.
+    Retry {
+        /// The failure.
+        error: String,
+        /// When it will be tried again.
+        next_attempt: SystemTime,
+    },
+    /// Dead: the failure (permanent, or the message is too old).
+    Dead {
+        /// The failure.
+        error: String,
+        /// The exit code of the failure (sysexits).
+        exit_code: u8,
+    },
+}
+
+/// What `queue flush` did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FlushReport {
+    /// Messages sent.
+    pub sent: u64,
+    /// Messages that failed for now and stay queued.
+    pub requeued: u64,
+    /// Messages that became dead.
+    pub dead: u64,
+}
+
+/// Delivers outbox messages through one pooled [`Mailer`].
+///
+/// Several workers (tasks, processes, machines on one PostgreSQL outbox) may
+/// run at once: each message is leased to one of them at a time.
+#[derive(Clone)]
+pub struct Worker {
+    mailer: Mailer,
+    store: Arc<dyn OutboxStore>,
+    settings: OutboxSettings,
+    id: String,
+    clock: Arc<dyn Fn() -> SystemTime + Send + Sync>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("id", &self.id)
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Worker {
+    /// A worker for `mailer`'s outbox.
+    pub fn new(mailer: &Mailer) -> Result<Self> {
+        let store = Arc::clone(mailer.outbox()?);
+        Ok(Self {
+            settings: mailer.settings().outbox().clone(),
+            mailer: mailer.clone(),
+            store,
+            id: worker_id(),
+            clock: Arc::new(SystemTime::now),
+        })
+    }
+
+    /// Uses `clock` instead of the system time (tests of back-off).
+    pub fn with_clock(mut self, clock: impl Fn() -> SystemTime + Send + Sync + 'static) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// This worker's lease owner name: host, process and a random part.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Tries message `id` now if it is queued, whatever its back-off;
+    /// `None` if it is not queued (sent, dead, leased, or unknown).
+    pub async fn deliver_id(&self, id: MessageId) -> Result<Option<DeliveryOutcome>> {
+        let now = (self.clock)();
+        match self
+            .store
+            .claim_one(id, &self.id, self.settings.lease, now)
+            .await?
+        {
+            Some(claimed) => self.deliver(claimed).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Delivers one batch of due messages (and ones whose lease ran out):
+    /// as many as the mailer has connections, all at once; how many were tried.
+    pub async fn deliver_due(&self) -> Result<usize> {
+        let now = (self.clock)();
+        let keep = now.checked_sub(self.settings.keep_sent).unwrap_or(now);
+        self.store.purge_sent(keep).await?;
+        let batch = self.mailer.max_connections().max(1);
+        let claimed = self
+            .store
+            .claim(&self.id, self.settings.lease, batch, now)
+            .await?;
+        let n = claimed.len();
+        let mut tasks = tokio::task::JoinSet::new();
+        for c in claimed {
+            let worker = self.clone();
+            tasks.spawn(async move { worker.deliver(c).await });
+        }
+        let mut first_error = None;
+        while let Some(done) = tasks.join_next().await {
+            match done {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    first_error.get_or_insert(e);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(Error::Usage(format!("a delivery task failed: {e}")));
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(n),
+        }
+    }
+
+    /// Tries every queued message now, whatever its back-off, one after
+    /// another; `progress(done, total)` after each.
+    pub async fn flush(&self, mut progress: impl FnMut(usize, usize)) -> Result<FlushReport> {
+        let ids = self.store.queued_ids().await?;
+        let mut report = FlushReport::default();
+        for (i, id) in ids.iter().enumerate() {
+            match self.deliver_id(*id).await? {
+                Some(DeliveryOutcome::Sent(_)) => report.sent += 1,
+                Some(DeliveryOutcome::Retry { .. }) => report.requeued += 1,
+                Some(DeliveryOutcome::Dead { .. }) => report.dead += 1,
+                None => {}
+            }
+            progress(i + 1, ids.len());
+        }
+        Ok(report)
+    }
+
+    /// Delivers due messages until `shutdown` completes. Deliveries in hand
+    /// (at most one per connection) are finished first: `shutdown` is only
+    /// looked at between batches and while waiting. Store errors are logged
+    /// and retried after a pause (a database restarting must not stop the
+    /// worker).
+    pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<()> {
+        tokio::pin!(shutdown);
+        let mut failures = 0u32;
+        loop {
+            // Polled here first so that a signal handler behind it is in place.
+            tokio::select! {
+                biased;
+                () = &mut shutdown => return Ok(()),
+                () = std::future::ready(()) => {}
+            }
+            let pause = match self.deliver_due().await {
+                Ok(n) if n > 0 => {
+                    failures = 0;
+                    continue;
+                }
+                Ok(_) => {
+                    failures = 0;
+                    self.until_next_due().await
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    tracing::warn!("outbox: {e}; trying again");
+                    Duration::from_secs(1u64 << failures.min(5))
+                }
+            };
+            tokio::select! {
+                biased;
+                () = &mut shutdown => return Ok(()),
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    async fn until_next_due(&self) -> Duration {
+        let now = (self.clock)();
+        match self.store.next_due().await {
+            Ok(Some(at)) => at.duration_since(now).unwrap_or(Duration::ZERO).min(POLL),
+            _ => POLL,
+        }
+    }
+
+    /// Sends one claimed message and records the outcome.
+    async fn deliver(&self, claimed: Claimed) -> Result<DeliveryOutcome> {
+        let message = &claimed.message;
+        let outcome = match envelope_of(&message.from, &message.to) {
+            Err(e) => DeliveryOutcome::Dead {
+                error: e.to_string(),
+                exit_code: e.exit_code(),
+            },
+            Ok(envelope) => match self.mailer.send_prepared(&envelope, &claimed.bytes).await {
+                Ok(delivery) => DeliveryOutcome::Sent(delivery.reply),
+                Err(e) => {
+                    let now = (self.clock)();
+                    let next = now + backoff(&self.settings, message.attempts, jitter());
+                    let too_old = message
+                        .age_from
+                        .checked_add(self.settings.max_age)
+                        .is_some_and(|limit| next > limit);
+                    if !e.is_transient() {
+                        DeliveryOutcome::Dead {
+                            error: e.to_string(),
+                            exit_code: e.exit_code(),
+                        }
+                    } else if too_old {
+                        DeliveryOutcome::Dead {
+                            error: format!(
+                                "{e} (given up: older than mailgate.outbox.maxAgeHours)"
+                            ),
+                            exit_code: e.exit_code(),
+                        }
+                    } else {
+                        DeliveryOutcome::Retry {
+                            error: e.to_string(),
+                            next_attempt: next,
+                        }
+                    }
+                }
+            },
+        };
+        let completion = match &outcome {
+            DeliveryOutcome::Sent(reply) => Completion::Sent {
+                reply: reply.clone(),
+            },
+            DeliveryOutcome::Retry {
+                error,
+                next_attempt,
+            } => Completion::Retry {
+                error: error.clone(),
+                next_attempt: *next_attempt,
+            },
+            DeliveryOutcome::Dead { error, .. } => Completion::Dead {
+                error: error.clone(),
+            },
+        };
+        let now = (self.clock)();
+        let kept = self
+            .store
+            .complete(message.id, &self.id, completion, now)
+            .await?;
+        if !kept {
+            tracing::warn!(
+                "outbox: the lease on message {} ran out during delivery; another worker may send it again",
+                message.id
+            );
+        }
+        match &outcome {
+            DeliveryOutcome::Sent(reply) => tracing::info!(
+                id = message.id,
+                from = %message.from,
+                recipients = message.to.len(),
+                size = message.size,
+                attempts = message.attempts,
+                "outbox: sent: {reply}"
+            ),
+            DeliveryOutcome::Retry {
+                error,
+                next_attempt,
+            } => tracing::info!(
+                id = message.id,
+                attempts = message.attempts,
+                "outbox: deferred until {}: {error}",
+                crate::message::raw::rfc5322_date(*next_attempt)
+            ),
+            DeliveryOutcome::Dead { error, .. } => tracing::warn!(
+                id = message.id,
+                attempts = message.attempts,
+                "outbox: dead: {error}"
+            ),
+        }
+        Ok(outcome)
+    }
+}
+
+fn envelope_of(from: &str, to: &[String]) -> Result<Envelope> {
+    let bad = |what: &str, e: String| Error::invalid_message(what, format!("stored address: {e}"));
+    let from = if from.is_empty() {
+        None
+    } else {
+        Some(
+            from.parse::<Address>()
+                .map_err(|e| bad("from", e.to_string()))?,
+        )
+    };
+    let to = to
+        .iter()
+        .map(|t| t.parse::<Address>().map_err(|e| bad("to", e.to_string())))
+        .collect::<Result<Vec<_>>>()?;
+    Envelope::new(from, to).map_err(|e| bad("to", e.to_string()))
+}
+
+/// A number in [0, 1), different in every call.
+fn jitter() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+fn worker_id() -> String {
+    let host = hostname::get()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "host".into());
+    let id = crate::message::raw::message_id("x");
+    // The random hex of a fresh Message-ID: unique across restarts.
+    let random = id.trim_start_matches('<').get(..12).unwrap_or("0");
+    format!("{host}-{}-{random}", std::process::id())
+}

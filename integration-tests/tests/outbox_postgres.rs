@@ -1,0 +1,281 @@
+//! The PostgreSQL outbox against a real PostgreSQL 15 of its own
+//! ([`PgServer`]): the conformance suite every store passes, claims by
+//! concurrent workers, the schema migrated once by stores starting
+//! together, and the errors an operator meets, none showing the password.
+
+#[path = "../../outbox/tests/conformance/mod.rs"]
+mod conformance;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use mailgate_core::Error;
+use mailgate_core::outbox::{Completion, OutboxLocation, OutboxSettings, OutboxStore, shown_url};
+use mailgate_integration_tests::{PgServer, unused_port};
+use mailgate_outbox::PgOutbox;
+
+fn store(url: &str) -> Arc<dyn OutboxStore> {
+    Arc::new(PgOutbox::open(url).unwrap())
+}
+
+/// The error of the first use of the store at `url`.
+async fn first_use_error(url: &str) -> Error {
+    let store = PgOutbox::open(url).expect("open is lazy: it connects to nothing");
+    let err = store
+        .stats()
+        .await
+        .expect_err("the store should not be usable");
+    eprintln!("{err}");
+    err
+}
+
+#[test]
+fn a_server_starts_in_seconds() {
+    let started = Instant::now();
+    let server = PgServer::start();
+    let took = started.elapsed();
+    eprintln!("PgServer::start took {took:?}");
+    assert!(took < Duration::from_secs(30), "{took:?}");
+    assert_eq!(
+        server.psql(server.database(), "SELECT current_user"),
+        "postgres"
+    );
+    assert_eq!(
+        server.url(),
+        format!(
+            "postgres://mailgate:{}@127.0.0.1:{}/mailgate",
+            server.password(),
+            server.port()
+        )
+    );
+}
+
+#[tokio::test]
+async fn lifecycle() {
+    let server = PgServer::start();
+    conformance::lifecycle(store(&server.url())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_claims_are_exclusive() {
+    let server = PgServer::start();
+    conformance::concurrent_claims_are_exclusive(store(&server.url()), 1000, 4).await;
+}
+
+/// Workers in separate processes have separate stores (pools): each claims
+/// from its own, and still no message goes to two of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn workers_with_their_own_stores_claim_each_message_once() {
+    let server = PgServer::start();
+    let feeder = store(&server.url());
+    let n = 1000;
+    for i in 0..n {
+        feeder.enqueue(conformance::message(i)).await.unwrap();
+    }
+    let now = SystemTime::now() + Duration::from_secs(1);
+    let mut tasks = Vec::new();
+    for w in 0..3 {
+        let store = store(&server.url());
+        tasks.push(tokio::spawn(async move {
+            let me = format!("worker{w}");
+            let mut mine = Vec::new();
+            loop {
+                let got = store
+                    .claim(&me, Duration::from_secs(60), 10, now)
+                    .await
+                    .unwrap();
+                if got.is_empty() {
+                    break;
+                }
+                for c in got {
+                    mine.push(c.message.id);
+                    let done = Completion::Sent {
+                        reply: "250 ok".into(),
+                    };
+                    assert!(store.complete(c.message.id, &me, done, now).await.unwrap());
+                }
+            }
+            mine
+        }));
+    }
+    let mut per_worker = Vec::new();
+    let mut all = Vec::new();
+    for t in tasks {
+        let mine = t.await.unwrap();
+        per_worker.push(mine.len());
+        all.extend(mine);
+    }
+    all.sort();
+    let claimed = all.len();
+    all.dedup();
+    assert_eq!(claimed, all.len(), "a message was claimed twice");
+    assert_eq!(
+        all.len(),
+        n,
+        "every message claimed (per worker: {per_worker:?})"
+    );
+    let stats = feeder.stats().await.unwrap();
+    assert_eq!((stats.queued, stats.sending, stats.sent), (0, 0, n as u64));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_schema_is_migrated_once_when_four_stores_start_together() {
+    let server = PgServer::start();
+    let url = server.create_database("fresh");
+    let stores: Vec<_> = (0..4).map(|_| store(&url)).collect();
+    let mut tasks = Vec::new();
+    for (i, s) in stores.iter().enumerate() {
+        let s = Arc::clone(s);
+        tasks.push(tokio::spawn(async move {
+            s.enqueue(conformance::message(i)).await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().expect("every store starts");
+    }
+    assert_eq!(
+        server.psql(
+            "fresh",
+            "SELECT count(*), max(version) FROM mailgate_schema"
+        ),
+        "1|1",
+        "one migration, recorded once"
+    );
+    assert_eq!(stores[0].stats().await.unwrap().queued, 4);
+}
+
+#[tokio::test]
+async fn a_newer_schema_is_refused() {
+    let server = PgServer::start();
+    store(&server.url()).stats().await.unwrap();
+    server.psql(
+        server.database(),
+        "INSERT INTO mailgate_schema (version) VALUES (99)",
+    );
+    let err = first_use_error(&server.url()).await;
+    assert_eq!(err.exit_code(), 74, "{err}");
+    assert!(err.to_string().contains("version 99, newer"), "{err}");
+}
+
+#[tokio::test]
+async fn a_wrong_password_says_authentication_failed_without_either_password() {
+    let server = PgServer::start();
+    let wrong = "not-the-Pa55word";
+    let url = server.url_for(server.user(), wrong, server.database());
+    let err = first_use_error(&url).await;
+    assert_eq!(err.exit_code(), 74, "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("127.0.0.1:{}", server.port())),
+        "names the server: {text}"
+    );
+    assert!(text.contains("authentication failed"), "{text}");
+    assert!(text.contains("mailgate"), "names the user: {text}");
+    assert!(!text.contains(wrong), "shows the password: {text}");
+    assert!(!text.contains(server.password()), "{text}");
+    assert!(!format!("{err:?}").contains(wrong), "{err:?}");
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_refused_at_once() {
+    let port = unused_port();
+    let url = format!("postgres://mailgate:Secr3t-pw@127.0.0.1:{port}/mailgate");
+    let started = Instant::now();
+    let err = first_use_error(&url).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}: {err}",
+        started.elapsed()
+    );
+    assert_eq!(err.exit_code(), 74, "{err}");
+    let text = err.to_string();
+    assert!(text.contains("refused"), "{text}");
+    assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
+    assert!(!text.contains("Secr3t-pw"), "{text}");
+}
+
+#[tokio::test]
+async fn a_database_that_does_not_exist_is_named() {
+    let server = PgServer::start();
+    let url = server.url_for(server.user(), server.password(), "no_such_db");
+    let err = first_use_error(&url).await;
+    assert_eq!(err.exit_code(), 74, "{err}");
+    let text = err.to_string();
+    assert!(text.contains("no_such_db"), "{text}");
+    assert!(text.contains("does not exist"), "{text}");
+    assert!(!text.contains(server.password()), "{text}");
+}
+
+#[tokio::test]
+async fn a_role_without_rights_gets_permission_denied_then_works_once_granted() {
+    let server = PgServer::start();
+    server.psql("postgres", "CREATE ROLE clerk LOGIN PASSWORD 'clerk-Pw-42'");
+    let url = server.url_for("clerk", "clerk-Pw-42", server.database());
+
+    // PostgreSQL 15: no CREATE on the public schema for other roles.
+    let err = first_use_error(&url).await;
+    assert_eq!(err.exit_code(), 74, "{err}");
+    let text = err.to_string();
+    assert!(text.contains("permission denied"), "{text}");
+    assert!(text.contains("clerk"), "names the user: {text}");
+    assert!(!text.contains("clerk-Pw-42"), "{text}");
+
+    // The owner creates the schema; table rights are then enough.
+    store(&server.url()).stats().await.unwrap();
+    server.psql(
+        server.database(),
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON outbox_messages, mailgate_schema TO clerk; \
+         GRANT USAGE ON SEQUENCE outbox_messages_id_seq TO clerk",
+    );
+    let clerk = store(&url);
+    let id = clerk.enqueue(conformance::message(1)).await.unwrap();
+    assert_eq!(clerk.queued_ids().await.unwrap(), [id]);
+}
+
+#[tokio::test]
+async fn describe_and_debug_show_no_password() {
+    let server = PgServer::start();
+    let s = PgOutbox::open(&server.url()).unwrap();
+    s.stats().await.unwrap();
+    let expected = format!(
+        "postgres postgres://mailgate@127.0.0.1:{}/mailgate",
+        server.port()
+    );
+    assert_eq!(s.describe(), expected);
+    assert!(!format!("{s:?}").contains(server.password()), "{s:?}");
+    assert!(!s.describe().contains(server.password()));
+}
+
+#[tokio::test]
+async fn open_dispatches_a_postgres_url_to_pg_outbox() {
+    let server = PgServer::start();
+    let settings = OutboxSettings {
+        location: OutboxLocation::Postgres(server.url()),
+        retry_initial: Duration::from_secs(30),
+        retry_max: Duration::from_secs(1800),
+        max_age: Duration::from_secs(72 * 3600),
+        keep_sent: Duration::from_secs(24 * 3600),
+        lease: Duration::from_secs(300),
+    };
+    let s = mailgate_outbox::open(&settings).unwrap();
+    assert_eq!(
+        s.describe(),
+        format!("postgres {}", shown_url(&server.url()))
+    );
+    let id = s.enqueue(conformance::message(7)).await.unwrap();
+    let claimed = s
+        .claim_one(id, "w", Duration::from_secs(60), SystemTime::now())
+        .await
+        .unwrap();
+    assert_eq!(claimed.unwrap().bytes, conformance::message(7).bytes);
+}
+
+#[test]
+fn a_malformed_url_is_a_configuration_error_without_password() {
+    let err = PgOutbox::open("postgres://mailgate:Hidden-pw@127.0.0.1:99999/mailgate").unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("mailgate.outbox.url"), "{text}");
+    assert!(!text.contains("Hidden-pw"), "{text}");
+    assert!(!format!("{err:?}").contains("Hidden-pw"), "{err:?}");
+}

@@ -1,0 +1,208 @@
+//! The outbox through the library on SQLite, with an injected clock: the
+//! back-off between attempts, the maximum age, permanent failures, and the
+//! library API (`Mailer::enqueue*`, `Worker`).
+
+#![cfg(all(feature = "open", feature = "outbox"))]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use mailgate::outbox::{DeliveryOutcome, Status, Worker};
+use mailgate::{Mailer, OutgoingMessage};
+use mailgate_devserver::{DevSmtpServer, Fault, Stage};
+use mailgate_integration_tests::{ConfigDir, unused_port};
+
+fn open_mailer(dir: &ConfigDir) -> Mailer {
+    Mailer::builder()
+        .config_dir(dir.path())
+        .env_overrides(false)
+        .outbox(mailgate::open_outbox)
+        .build()
+        .expect("mailer builds")
+}
+
+fn folder(port: u16, extra: &[(&str, &str)]) -> ConfigDir {
+    let port = port.to_string();
+    let mut is = vec![
+        ("mksis.logging.email.from", "alm@example.com"),
+        ("mksis.logging.email.server.hostname", "127.0.0.1"),
+        ("mksis.logging.email.server.port", port.as_str()),
+        ("mailgate.smtp.timeoutSeconds", "5"),
+    ];
+    is.extend_from_slice(extra);
+    ConfigDir::with_properties(&is, &[])
+}
+
+fn message(subject: &str) -> OutgoingMessage {
+    OutgoingMessage {
+        to: vec!["dev@example.com".into()],
+        subject: subject.into(),
+        body: "outbox body\n".into(),
+        ..OutgoingMessage::default()
+    }
+}
+
+/// A clock the test moves: the real time at start plus an offset.
+#[derive(Clone)]
+struct Clock {
+    start: SystemTime,
+    offset_ms: Arc<AtomicU64>,
+}
+
+impl Clock {
+    fn new() -> Self {
+        Clock {
+            start: SystemTime::now(),
+            offset_ms: Arc::new(AtomicU64::new(0)),
+        }
+    }
+    fn now(&self) -> SystemTime {
+        self.start + Duration::from_millis(self.offset_ms.load(Ordering::SeqCst))
+    }
+    fn set(&self, offset: Duration) {
+        self.offset_ms
+            .store(offset.as_millis() as u64, Ordering::SeqCst);
+    }
+    fn worker(&self, mailer: &Mailer) -> Worker {
+        let clock = self.clone();
+        Worker::new(mailer).unwrap().with_clock(move || clock.now())
+    }
+}
+
+fn retry_at(outcome: Option<DeliveryOutcome>) -> SystemTime {
+    match outcome {
+        Some(DeliveryOutcome::Retry { next_attempt, .. }) => next_attempt,
+        other => panic!("expected a retry, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn back_off_doubles_with_jitter_and_waits_its_time() {
+    // initial 30 s, max 100 s: 15-30, 30-60, 50-100, 50-100 s (half to whole).
+    let dir = folder(
+        unused_port(),
+        &[
+            ("mailgate.outbox.retry.initialSeconds", "30"),
+            ("mailgate.outbox.retry.maxSeconds", "100"),
+        ],
+    );
+    let mailer = open_mailer(&dir);
+    let store = Arc::clone(mailer.outbox().unwrap());
+    let clock = Clock::new();
+    let worker = clock.worker(&mailer);
+    let id = mailer.enqueue_message(message("backoff")).await.unwrap();
+
+    let mut tried_at = clock.now();
+    let mut next = retry_at(worker.deliver_id(id).await.unwrap());
+    for (attempt, (lo, hi)) in [(15, 30), (30, 60), (50, 100), (50, 100)]
+        .into_iter()
+        .enumerate()
+    {
+        let delay = next.duration_since(tried_at).unwrap();
+        assert!(
+            delay >= Duration::from_secs(lo) - Duration::from_millis(5)
+                && delay <= Duration::from_secs(hi) + Duration::from_millis(5),
+            "after attempt {}: delay {delay:?} not in {lo}-{hi} s",
+            attempt + 1
+        );
+        // Not due a moment before its time; due at it.
+        clock.set(next.duration_since(clock.start).unwrap() - Duration::from_millis(500));
+        assert_eq!(worker.deliver_due().await.unwrap(), 0, "not due yet");
+        clock.set(next.duration_since(clock.start).unwrap() + Duration::from_millis(1));
+        tried_at = clock.now();
+        assert_eq!(worker.deliver_due().await.unwrap(), 1, "due");
+        next = store.list(false).await.unwrap()[0].next_attempt.unwrap();
+    }
+    let m = &store.list(false).await.unwrap()[0];
+    assert_eq!(m.attempts, 5);
+    assert!(m.last_error.as_deref().unwrap().contains("cannot connect"));
+}
+
+#[tokio::test]
+async fn too_old_is_dead_and_a_permanent_failure_is_dead_at_once() {
+    let dir = folder(unused_port(), &[("mailgate.outbox.maxAgeHours", "1")]);
+    let mailer = open_mailer(&dir);
+    let clock = Clock::new();
+    let worker = clock.worker(&mailer);
+    let id = mailer.enqueue_message(message("old")).await.unwrap();
+    clock.set(Duration::from_secs(3600));
+    match worker.deliver_id(id).await.unwrap() {
+        Some(DeliveryOutcome::Dead { error, exit_code }) => {
+            assert!(error.contains("maxAgeHours"), "{error}");
+            assert_eq!(exit_code, 75);
+        }
+        other => panic!("expected dead, got {other:?}"),
+    }
+
+    let server = DevSmtpServer::builder()
+        .fault(Fault::reply(Stage::Mail, 553, "5.7.1 Sender rejected"))
+        .start()
+        .await
+        .unwrap();
+    let dir = folder(server.port(), &[]);
+    let mailer = open_mailer(&dir);
+    let id = mailer.enqueue_message(message("refused")).await.unwrap();
+    let worker = Worker::new(&mailer).unwrap();
+    match worker.deliver_id(id).await.unwrap() {
+        Some(DeliveryOutcome::Dead { error, exit_code }) => {
+            assert!(
+                error.contains("553") && error.contains("Sender rejected"),
+                "{error}"
+            );
+            assert_eq!(exit_code, 77);
+        }
+        other => panic!("expected dead, got {other:?}"),
+    }
+    let m = &mailer.outbox().unwrap().list(false).await.unwrap()[0];
+    assert_eq!(m.status, Status::Dead);
+    assert_eq!(m.attempts, 1);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn enqueue_keeps_the_message_as_it_will_be_sent() {
+    let server = DevSmtpServer::builder().start().await.unwrap();
+    let dir = folder(server.port(), &[]);
+    let mailer = open_mailer(&dir);
+    let store = Arc::clone(mailer.outbox().unwrap());
+    let id = mailer.enqueue_message(message("kept")).await.unwrap();
+    let listed = store.list(false).await.unwrap();
+    let stored_id = listed[0]
+        .message_id
+        .clone()
+        .expect("a Message-ID is fixed at enqueue");
+    assert_eq!(listed[0].subject, "kept");
+    let worker = Worker::new(&mailer).unwrap();
+    assert!(matches!(
+        worker.deliver_id(id).await.unwrap(),
+        Some(DeliveryOutcome::Sent(_))
+    ));
+    let received = server.wait_for_messages(1, Duration::from_secs(10)).await;
+    let text = String::from_utf8_lossy(&received[0].data).into_owned();
+    assert!(text.contains(&format!("Message-ID: {stored_id}")), "{text}");
+
+    // A lettre message and a prepared one go the same way.
+    let lettre_message = mailgate::Message::builder()
+        .from("alm@example.com".parse().unwrap())
+        .to("qa@example.com".parse().unwrap())
+        .subject("lettre")
+        .body("hello".to_owned())
+        .unwrap();
+    mailer.enqueue(&lettre_message).await.unwrap();
+    let envelope = mailgate::Envelope::new(
+        Some("alm@example.com".parse().unwrap()),
+        vec!["ops@example.com".parse().unwrap()],
+    )
+    .unwrap();
+    mailer
+        .enqueue_raw(&envelope, b"Subject: prepared\r\n\r\nbody\r\n")
+        .await
+        .unwrap();
+    assert_eq!(worker.deliver_due().await.unwrap(), 2);
+    let received = server.wait_for_messages(3, Duration::from_secs(10)).await;
+    assert_eq!(received.len(), 3);
+    let stats = store.stats().await.unwrap();
+    assert_eq!((stats.sent, stats.queued), (3, 0));
+    server.shutdown().await;
+}

@@ -1,0 +1,839 @@
+//! The shared outbox: one PostgreSQL database, several workers.
+//!
+//! Claims take due rows with `FOR UPDATE SKIP LOCKED` and lease them to the
+//! worker (`lease_owner`, `lease_until`): workers on any number of machines
+//! never get the same message at once, and a worker that dies releases its
+//! messages when the lease runs out, exactly as with SQLite. Every change is
+//! one autocommitted statement, durable when it returns (the server's
+//! `synchronous_commit`, on by default).
+//!
+//! The schema is created or migrated on first use, versioned in a
+//! `mailgate_schema` table, in one transaction that holds a
+//! `pg_advisory_xact_lock`: workers starting together take turns, and the
+//! second finds the work done. A database whose schema is newer than this
+//! mailgate knows is refused. A role without `CREATE` works once the owner
+//! has created the tables (run mailgate once as the owner, then grant
+//! `SELECT, INSERT, UPDATE, DELETE` on `outbox_messages` and `USAGE` on its
+//! sequence).
+//!
+//! Times are milliseconds since the epoch in `BIGINT` columns, as in SQLite;
+//! the recipients are a JSON array in a `TEXT` column, the same encoding as
+//! SQLite: it is only ever read back whole (never searched in SQL, so
+//! `JSONB`'s operators and indexes would buy nothing), and both stores then
+//! share one row format.
+//!
+//! The password (in the URL, or from `PGPASSWORD` / `~/.pgpass` as libpq
+//! reads them) is never shown: not in [`OutboxStore::describe`], not in
+//! `Debug`, not in errors.
+
+use std::future::Future;
+use std::str::FromStr as _;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use mailgate_core::outbox::{
+    Claimed, Completion, MessageId, NewMessage, OutboxStore, QueuedMessage, Stats, Status,
+    shown_url,
+};
+use mailgate_core::{ConfigError, Error, Origin, Result, keys};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Connection as _, Row as _};
+use tokio::sync::OnceCell;
+
+use crate::{from_ms, to_ms};
+
+/// Versioned schema: each entry moves the database one version up, applied
+/// in one transaction with the version bump.
+const MIGRATIONS: &[&str] = &[
+    // 1: the messages.
+    "CREATE TABLE outbox_messages (
+        id BIGSERIAL PRIMARY KEY,
+        status TEXT NOT NULL CHECK (status IN ('queued', 'sending', 'sent', 'dead')),
+        created_at BIGINT NOT NULL,
+        age_from BIGINT NOT NULL,
+        next_attempt_at BIGINT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        lease_owner TEXT,
+        lease_until BIGINT,
+        sent_at BIGINT,
+        mail_from TEXT NOT NULL,
+        recipients TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        message_id TEXT,
+        size BIGINT NOT NULL,
+        message BYTEA NOT NULL
+    );
+    CREATE INDEX outbox_due ON outbox_messages (status, next_attempt_at);
+    CREATE INDEX outbox_lease ON outbox_messages (status, lease_until);",
+];
+
+/// The advisory lock the schema migration holds: "mailgate" in ASCII.
+/// Advisory locks are per database, so outboxes in different databases of
+/// one server do not wait for each other.
+const SCHEMA_LOCK: i64 = 0x6d61_696c_6761_7465;
+
+/// How long a new connection may take (TCP, TLS, authentication).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How long an operation waits for a pooled connection.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Connections per store: a worker claims a batch and completes its
+/// messages concurrently.
+const MAX_CONNECTIONS: u32 = 8;
+
+/// The columns a listing reads (never the message bytes), as a literal so
+/// that the queries stay `&'static str`.
+macro_rules! summary {
+    () => {
+        "id, status, attempts, last_error, next_attempt_at, created_at, age_from, \
+         sent_at, mail_from, recipients, subject, message_id, size"
+    };
+}
+
+/// An outbox in a PostgreSQL database (`postgres://USER[:PASSWORD]@HOST[:PORT]/DB`).
+pub struct PgOutbox {
+    /// Made on first use, inside the async runtime (a pool spawns its
+    /// maintenance task when made), once the schema is current.
+    pool: OnceCell<PgPool>,
+    /// For the pool, the connection that migrates the schema and for
+    /// diagnosing a pool that cannot connect. Holds the password: never shown.
+    options: PgConnectOptions,
+    /// The URL without password and query.
+    shown: String,
+    /// The password as written in the URL (raw and decoded), removed from
+    /// any text shown.
+    secrets: Vec<String>,
+}
+
+impl std::fmt::Debug for PgOutbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgOutbox")
+            .field("url", &self.shown)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgOutbox {
+    /// The outbox in the database `url` names. Nothing is connected until
+    /// first use, when the schema is created or migrated; a URL that cannot
+    /// be parsed is a configuration error (`mailgate.outbox.url`) shown
+    /// without its password.
+    ///
+    /// As with libpq, what the URL leaves out comes from the `PG*`
+    /// environment variables (`PGPASSWORD`, `PGSSLMODE`, ...) and
+    /// `~/.pgpass`; TLS is used when the server offers it
+    /// (`?sslmode=require` or `verify-full` to insist).
+    pub fn open(url: &str) -> Result<Self> {
+        let secrets = url_secrets(url);
+        let mut options = PgConnectOptions::from_str(url).map_err(|e| {
+            Error::from(ConfigError::Invalid {
+                key: keys::OUTBOX_URL.to_owned(),
+                origin: Origin::Builder,
+                value: Some(shown_url(url)),
+                expected: scrub(
+                    &format!(
+                        "a PostgreSQL URL `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` ({})",
+                        config_reason(&e)
+                    ),
+                    &secrets,
+                ),
+            })
+        })?;
+        if options.get_application_name().is_none() {
+            options = options.application_name("mailgate");
+        }
+        Ok(Self {
+            pool: OnceCell::new(),
+            options,
+            shown: shown_url(url),
+            secrets,
+        })
+    }
+
+    /// The URL as it may be shown: no password, no query.
+    pub fn shown_url(&self) -> &str {
+        &self.shown
+    }
+
+    /// Closes the pooled connections (they are also closed when the store
+    /// is dropped, less politely).
+    pub async fn close(&self) {
+        if let Some(pool) = self.pool.get() {
+            pool.close().await;
+        }
+    }
+
+    /// The pool, once the schema is current. The first call connects
+    /// directly (not through the pool, which would retry a refused
+    /// connection until its timeout) so that a wrong URL is reported at
+    /// once with its cause.
+    async fn pool(&self) -> Result<&PgPool> {
+        self.pool
+            .get_or_try_init(|| async {
+                self.migrate().await?;
+                Ok::<_, Error>(
+                    PgPoolOptions::new()
+                        .max_connections(MAX_CONNECTIONS)
+                        .min_connections(0)
+                        .acquire_timeout(ACQUIRE_TIMEOUT)
+                        .idle_timeout(Some(Duration::from_secs(300)))
+                        .connect_lazy_with(self.options.clone()),
+                )
+            })
+            .await
+    }
+
+    /// One connection outside the pool, with a timeout.
+    async fn connect(&self) -> std::result::Result<PgConnection, sqlx::Error> {
+        match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&self.options)).await
+        {
+            Ok(result) => result,
+            Err(_) => Err(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
+            ))),
+        }
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let mut conn = self.run(self.connect()).await?;
+        let result = self.run(migrate_on(&mut conn)).await;
+        let _ = conn.close().await;
+        match result? {
+            Ok(()) => Ok(()),
+            Err(version) => Err(self.error_with(format!(
+                "its schema is version {version}, newer than this mailgate knows ({}); use a newer mailgate",
+                MIGRATIONS.len()
+            ))),
+        }
+    }
+
+    /// Awaits a database call, turning its error into an outbox error.
+    async fn run<T>(
+        &self,
+        call: impl Future<Output = std::result::Result<T, sqlx::Error>>,
+    ) -> Result<T> {
+        match call.await {
+            Ok(value) => Ok(value),
+            Err(e) => Err(self.error(e).await),
+        }
+    }
+
+    /// What went wrong, for an operator: the cause and what to do.
+    async fn error(&self, e: sqlx::Error) -> Error {
+        let reason = match e {
+            // The pool retries refused connections until its timeout and
+            // then says only that it timed out: ask the server once more,
+            // directly, to name the cause.
+            sqlx::Error::PoolTimedOut => {
+                let waited = format!(
+                    "no database connection within {} s",
+                    ACQUIRE_TIMEOUT.as_secs()
+                );
+                match self.connect().await {
+                    Ok(conn) => {
+                        let _ = conn.close().await;
+                        format!(
+                            "{waited}: all {MAX_CONNECTIONS} connections of this process stayed busy; try again"
+                        )
+                    }
+                    Err(cause) => format!("{waited}: {}", self.describe_error(&cause)),
+                }
+            }
+            other => self.describe_error(&other),
+        };
+        self.error_with(reason)
+    }
+
+    fn error_with(&self, reason: String) -> Error {
+        Error::Outbox {
+            location: format!("postgres {}", self.shown),
+            reason: scrub(&reason, &self.secrets),
+        }
+    }
+
+    /// `host:port`, or the socket path.
+    fn server(&self) -> String {
+        match self.options.get_socket() {
+            Some(dir) => format!(
+                "the socket {}/.s.PGSQL.{}",
+                dir.display(),
+                self.options.get_port()
+            ),
+            None => {
+                let host = self.options.get_host();
+                if host.contains(':') && !host.starts_with('[') {
+                    format!("[{host}]:{}", self.options.get_port())
+                } else {
+                    format!("{host}:{}", self.options.get_port())
+                }
+            }
+        }
+    }
+
+    fn describe_error(&self, e: &sqlx::Error) -> String {
+        let user = self.options.get_username();
+        let database = self.options.get_database().unwrap_or(user);
+        let server = self.server();
+        match e {
+            sqlx::Error::Database(db) => {
+                let message = db.message();
+                let code = db.code().unwrap_or_default();
+                match code.as_ref() {
+                    "28P01" => format!(
+                        "authentication failed for user `{user}` at {server}: the password is wrong or missing (the server said: {message}); check the password in `mailgate.outbox.url`"
+                    ),
+                    "28000" => format!(
+                        "authentication failed for user `{user}` at {server}: {message}; the server's pg_hba.conf does not let this user in from here, or the role cannot log in"
+                    ),
+                    "3D000" => format!(
+                        "database `{database}` does not exist on {server}; create it (`createdb -O {user} {database}`) or fix the database name in `mailgate.outbox.url`"
+                    ),
+                    "42501" => format!(
+                        "{}; grant user `{user}` CREATE on the schema, or have the database owner run mailgate once to create the tables and grant `{user}` SELECT, INSERT, UPDATE, DELETE on outbox_messages and USAGE on its sequence",
+                        if message.starts_with("permission denied") {
+                            message.to_owned()
+                        } else {
+                            format!("permission denied: {message}")
+                        }
+                    ),
+                    "42P01" => format!(
+                        "{message}: the outbox tables are missing although mailgate_schema says they exist; restore them, or drop mailgate_schema to have them created afresh"
+                    ),
+                    "53300" => format!(
+                        "the server at {server} has no connection left ({message}); raise max_connections or run fewer workers"
+                    ),
+                    "53100" => {
+                        format!("the server's disk is full ({message}); nothing was written")
+                    }
+                    "25006" => format!(
+                        "{message}: the server at {server} is a read-only standby; point `mailgate.outbox.url` at the primary"
+                    ),
+                    "57P01" | "57P02" | "57P03" => format!(
+                        "the server at {server} is shutting down or starting up ({message}); try again"
+                    ),
+                    "" => message.to_owned(),
+                    code => format!("{message} (SQLSTATE {code})"),
+                }
+            }
+            sqlx::Error::Io(io) => match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => format!(
+                    "connection refused by {server}: is PostgreSQL running there, listening on that address and port (listen_addresses, port)?"
+                ),
+                std::io::ErrorKind::NotFound if self.options.get_socket().is_some() => format!(
+                    "there is no {server}: is PostgreSQL running, with unix_socket_directories set to that folder?"
+                ),
+                std::io::ErrorKind::TimedOut => {
+                    format!("cannot reach {server}: {io}; check the host name, port and firewall")
+                }
+                std::io::ErrorKind::PermissionDenied => {
+                    format!("cannot connect to {server}: {io}")
+                }
+                std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset => {
+                    format!(
+                        "{server} closed the connection ({io}); is it a PostgreSQL server, and is it running?"
+                    )
+                }
+                _ => format!("cannot reach {server}: {io}; check the host name and port"),
+            },
+            sqlx::Error::Tls(tls) => format!(
+                "TLS with {server} failed: {tls}; check `sslmode` and `sslrootcert` in `mailgate.outbox.url`"
+            ),
+            sqlx::Error::Configuration(_) => config_reason(e),
+            sqlx::Error::PoolClosed => "the store was closed".into(),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// The migration on `conn`: `Ok(Err(version))` when the database is newer
+/// than this build (nothing changed).
+async fn migrate_on(
+    conn: &mut PgConnection,
+) -> std::result::Result<std::result::Result<(), i64>, sqlx::Error> {
+    let mut tx = conn.begin().await?;
+    // Held until commit or rollback: workers starting together take turns.
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(SCHEMA_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    // CREATE TABLE IF NOT EXISTS needs CREATE on the schema even when the
+    // table is there; a role with only DML rights must not need it.
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('mailgate_schema') IS NOT NULL")
+        .fetch_one(&mut *tx)
+        .await?;
+    if !exists {
+        sqlx::raw_sql("CREATE TABLE mailgate_schema (version INTEGER NOT NULL)")
+            .execute(&mut *tx)
+            .await?;
+    }
+    let version: Option<i32> = sqlx::query_scalar("SELECT MAX(version) FROM mailgate_schema")
+        .fetch_one(&mut *tx)
+        .await?;
+    let version = i64::from(version.unwrap_or(0).max(0));
+    let known = MIGRATIONS.len();
+    if usize::try_from(version).unwrap_or(usize::MAX) > known {
+        tx.rollback().await?;
+        return Ok(Err(version));
+    }
+    for (i, migration) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(version).unwrap_or(0))
+    {
+        sqlx::raw_sql(*migration).execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO mailgate_schema (version) VALUES ($1)")
+            .bind(i32::try_from(i + 1).unwrap_or(i32::MAX))
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(Ok(()))
+}
+
+/// The password as the URL writes it (raw and percent-decoded, in the
+/// user info or as `?password=`), to be removed from anything shown.
+fn url_secrets(url: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(parsed) = url::Url::parse(url) {
+        if let Some(password) = parsed.password() {
+            out.push(password.to_owned());
+            out.push(percent_decode(password));
+        }
+        for (key, value) in parsed.query_pairs() {
+            if key == "password" {
+                out.push(value.into_owned());
+            }
+        }
+    }
+    // Also the raw text between `user:` and `@`, should the URL not parse.
+    if let Some((_, rest)) = url.split_once("://") {
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        let password = authority
+            .rsplit_once('@')
+            .and_then(|(auth, _)| auth.split_once(':'))
+            .map(|(_, password)| password);
+        if let Some(password) = password {
+            out.push(password.to_owned());
+            out.push(percent_decode(password));
+        }
+    }
+    out.retain(|s| !s.is_empty());
+    // Longest first, so that a secret containing another is replaced whole.
+    out.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    out.dedup();
+    out
+}
+
+/// `%XX` escapes decoded (invalid UTF-8 replaced).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| s.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(b) => {
+                out.push(b);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `text` with every secret replaced by `***`.
+fn scrub(text: &str, secrets: &[String]) -> String {
+    let mut text = text.to_owned();
+    for secret in secrets {
+        if !secret.is_empty() {
+            text = text.replace(secret.as_str(), "***");
+        }
+    }
+    text
+}
+
+/// A parse error of the URL, without sqlx's "error with configuration" prefix.
+fn config_reason(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Configuration(inner) => inner.to_string(),
+        other => other.to_string(),
+    }
+}
+
+fn summary(row: &PgRow) -> std::result::Result<QueuedMessage, sqlx::Error> {
+    let status: String = row.try_get("status")?;
+    let recipients: String = row.try_get("recipients")?;
+    Ok(QueuedMessage {
+        id: row.try_get("id")?,
+        status: Status::parse(&status).unwrap_or(Status::Dead),
+        attempts: u32::try_from(row.try_get::<i32, _>("attempts")?).unwrap_or(0),
+        last_error: row.try_get("last_error")?,
+        next_attempt: row
+            .try_get::<Option<i64>, _>("next_attempt_at")?
+            .map(from_ms),
+        created: from_ms(row.try_get("created_at")?),
+        age_from: from_ms(row.try_get("age_from")?),
+        sent_at: row.try_get::<Option<i64>, _>("sent_at")?.map(from_ms),
+        from: row.try_get("mail_from")?,
+        to: serde_json::from_str(&recipients).unwrap_or_default(),
+        subject: row.try_get("subject")?,
+        message_id: row.try_get("message_id")?,
+        size: u64::try_from(row.try_get::<i64, _>("size")?).unwrap_or(0),
+    })
+}
+
+fn claimed(row: &PgRow) -> std::result::Result<Claimed, sqlx::Error> {
+    Ok(Claimed {
+        message: summary(row)?,
+        bytes: row.try_get("message")?,
+    })
+}
+
+fn rows_to<T>(
+    rows: &[PgRow],
+    f: impl Fn(&PgRow) -> std::result::Result<T, sqlx::Error>,
+) -> std::result::Result<Vec<T>, sqlx::Error> {
+    rows.iter().map(f).collect()
+}
+
+#[async_trait]
+impl OutboxStore for PgOutbox {
+    fn describe(&self) -> String {
+        format!("postgres {}", self.shown)
+    }
+
+    async fn enqueue(&self, message: NewMessage) -> Result<MessageId> {
+        let pool = self.pool().await?;
+        let now = to_ms(SystemTime::now());
+        let recipients = serde_json::to_string(&message.to).unwrap_or_else(|_| "[]".into());
+        self.run(
+            sqlx::query_scalar(
+                "INSERT INTO outbox_messages
+                   (status, created_at, age_from, next_attempt_at, attempts, mail_from, recipients,
+                    subject, message_id, size, message)
+                 VALUES ('queued', $1, $1, $1, 0, $2, $3, $4, $5, $6, $7)
+                 RETURNING id",
+            )
+            .bind(now)
+            .bind(&message.from)
+            .bind(recipients)
+            .bind(&message.subject)
+            .bind(&message.message_id)
+            .bind(i64::try_from(message.bytes.len()).unwrap_or(i64::MAX))
+            .bind(&message.bytes)
+            .fetch_one(pool),
+        )
+        .await
+    }
+
+    async fn claim(
+        &self,
+        worker: &str,
+        lease: Duration,
+        limit: usize,
+        now: SystemTime,
+    ) -> Result<Vec<Claimed>> {
+        let pool = self.pool().await?;
+        // SKIP LOCKED: rows another worker is claiming right now are left
+        // to it; a row it claimed and committed meanwhile is re-checked
+        // (no longer due) and left out too.
+        let rows = self
+            .run(
+                sqlx::query(concat!(
+                    "UPDATE outbox_messages
+                        SET status = 'sending', lease_owner = $1, lease_until = $2,
+                            attempts = attempts + 1
+                      WHERE id IN (SELECT id FROM outbox_messages
+                                    WHERE (status = 'queued' AND next_attempt_at <= $3)
+                                       OR (status = 'sending' AND lease_until <= $3)
+                                    ORDER BY id LIMIT $4
+                                    FOR UPDATE SKIP LOCKED)
+                      RETURNING ",
+                    summary!(),
+                    ", message"
+                ))
+                .bind(worker)
+                .bind(to_ms(now + lease))
+                .bind(to_ms(now))
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                .fetch_all(pool),
+            )
+            .await?;
+        let mut out = self.run(async { rows_to(&rows, claimed) }).await?;
+        out.sort_by_key(|c| c.message.id);
+        Ok(out)
+    }
+
+    async fn claim_one(
+        &self,
+        id: MessageId,
+        worker: &str,
+        lease: Duration,
+        now: SystemTime,
+    ) -> Result<Option<Claimed>> {
+        let pool = self.pool().await?;
+        let row = self
+            .run(
+                sqlx::query(concat!(
+                    "UPDATE outbox_messages
+                        SET status = 'sending', lease_owner = $1, lease_until = $2,
+                            attempts = attempts + 1
+                      WHERE id = $3 AND status = 'queued'
+                      RETURNING ",
+                    summary!(),
+                    ", message"
+                ))
+                .bind(worker)
+                .bind(to_ms(now + lease))
+                .bind(id)
+                .fetch_optional(pool),
+            )
+            .await?;
+        self.run(async { row.as_ref().map(claimed).transpose() })
+            .await
+    }
+
+    async fn complete(
+        &self,
+        id: MessageId,
+        worker: &str,
+        completion: Completion,
+        now: SystemTime,
+    ) -> Result<bool> {
+        let pool = self.pool().await?;
+        let (status, error, next, sent) = match &completion {
+            Completion::Sent { .. } => (Status::Sent, None, None, Some(to_ms(now))),
+            Completion::Retry {
+                error,
+                next_attempt,
+            } => (
+                Status::Queued,
+                Some(error.as_str()),
+                Some(to_ms(*next_attempt)),
+                None,
+            ),
+            Completion::Dead { error } => (Status::Dead, Some(error.as_str()), None, None),
+        };
+        let done = self
+            .run(
+                sqlx::query(
+                    "UPDATE outbox_messages
+                        SET status = $1, last_error = COALESCE($2, last_error),
+                            next_attempt_at = $3, sent_at = $4,
+                            lease_owner = NULL, lease_until = NULL
+                      WHERE id = $5 AND status = 'sending' AND lease_owner = $6",
+                )
+                .bind(status.as_str())
+                .bind(error)
+                .bind(next)
+                .bind(sent)
+                .bind(id)
+                .bind(worker)
+                .execute(pool),
+            )
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn list(&self, include_sent: bool) -> Result<Vec<QueuedMessage>> {
+        let pool = self.pool().await?;
+        let sql = if include_sent {
+            concat!("SELECT ", summary!(), " FROM outbox_messages ORDER BY id")
+        } else {
+            concat!(
+                "SELECT ",
+                summary!(),
+                " FROM outbox_messages WHERE status <> 'sent' ORDER BY id"
+            )
+        };
+        let rows = self.run(sqlx::query(sql).fetch_all(pool)).await?;
+        self.run(async { rows_to(&rows, summary) }).await
+    }
+
+    async fn queued_ids(&self) -> Result<Vec<MessageId>> {
+        let pool = self.pool().await?;
+        self.run(
+            sqlx::query_scalar(
+                "SELECT id FROM outbox_messages WHERE status = 'queued' ORDER BY id",
+            )
+            .fetch_all(pool),
+        )
+        .await
+    }
+
+    async fn retry(&self, id: MessageId, now: SystemTime) -> Result<bool> {
+        let pool = self.pool().await?;
+        let done = self
+            .run(
+                sqlx::query(
+                    "UPDATE outbox_messages
+                        SET status = 'queued', next_attempt_at = $1, age_from = $1, attempts = 0
+                      WHERE id = $2 AND status IN ('queued', 'dead')",
+                )
+                .bind(to_ms(now))
+                .bind(id)
+                .execute(pool),
+            )
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn retry_dead(&self, now: SystemTime) -> Result<u64> {
+        let pool = self.pool().await?;
+        let done = self
+            .run(
+                sqlx::query(
+                    "UPDATE outbox_messages
+                        SET status = 'queued', next_attempt_at = $1, age_from = $1, attempts = 0
+                      WHERE status = 'dead'",
+                )
+                .bind(to_ms(now))
+                .execute(pool),
+            )
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn delete(&self, id: MessageId) -> Result<bool> {
+        let pool = self.pool().await?;
+        let done = self
+            .run(
+                sqlx::query("DELETE FROM outbox_messages WHERE id = $1 AND status <> 'sending'")
+                    .bind(id)
+                    .execute(pool),
+            )
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn stats(&self) -> Result<Stats> {
+        let pool = self.pool().await?;
+        let rows = self
+            .run(
+                sqlx::query(
+                    "SELECT status, COUNT(*) AS n FROM outbox_messages GROUP BY status
+                     UNION ALL
+                     SELECT 'oldest', MIN(created_at) FROM outbox_messages
+                      WHERE status IN ('queued', 'sending')",
+                )
+                .fetch_all(pool),
+            )
+            .await?;
+        let mut stats = Stats::default();
+        for row in rows {
+            let (status, n) = self
+                .run(async {
+                    Ok::<_, sqlx::Error>((
+                        row.try_get::<String, _>("status")?,
+                        row.try_get::<Option<i64>, _>("n")?,
+                    ))
+                })
+                .await?;
+            let count = u64::try_from(n.unwrap_or(0)).unwrap_or(0);
+            match (status.as_str(), Status::parse(&status)) {
+                ("oldest", _) => stats.oldest_waiting = n.map(from_ms),
+                (_, Some(Status::Queued)) => stats.queued = count,
+                (_, Some(Status::Sending)) => stats.sending = count,
+                (_, Some(Status::Sent)) => stats.sent = count,
+                (_, Some(Status::Dead)) => stats.dead = count,
+                (_, None) => {}
+            }
+        }
+        Ok(stats)
+    }
+
+    async fn purge_sent(&self, before: SystemTime) -> Result<u64> {
+        let pool = self.pool().await?;
+        let done = self
+            .run(
+                sqlx::query("DELETE FROM outbox_messages WHERE status = 'sent' AND sent_at < $1")
+                    .bind(to_ms(before))
+                    .execute(pool),
+            )
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn next_due(&self) -> Result<Option<SystemTime>> {
+        let pool = self.pool().await?;
+        let next: Option<i64> = self
+            .run(
+                sqlx::query_scalar(
+                    "SELECT MIN(t) FROM (
+                        SELECT MIN(next_attempt_at) AS t FROM outbox_messages
+                         WHERE status = 'queued'
+                        UNION ALL
+                        SELECT MIN(lease_until) AS t FROM outbox_messages
+                         WHERE status = 'sending') AS due",
+                )
+                .fetch_one(pool),
+            )
+            .await?;
+        Ok(next.map(from_ms))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_found_in_every_form() {
+        let s = url_secrets("postgres://mg:p%40ss%20w@db.example.com:5432/mail?password=q2");
+        assert!(s.contains(&"p%40ss%20w".to_owned()), "{s:?}");
+        assert!(s.contains(&"p@ss w".to_owned()), "{s:?}");
+        assert!(s.contains(&"q2".to_owned()), "{s:?}");
+        assert_eq!(
+            scrub("user mg:p@ss w failed, p%40ss%20w", &s),
+            "user mg:*** failed, ***"
+        );
+        assert!(url_secrets("postgres://mg@db/mail").is_empty());
+    }
+
+    #[test]
+    fn open_is_lazy_and_shows_no_password() {
+        let store = PgOutbox::open("postgres://mg:hunter2@127.0.0.1:1/mail").unwrap();
+        assert_eq!(store.describe(), "postgres postgres://mg@127.0.0.1:1/mail");
+        assert!(!format!("{store:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn a_malformed_url_is_a_configuration_error_without_password() {
+        let err = PgOutbox::open("postgres://mg:hunter2@db.example.com:notaport/mail").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("mailgate.outbox.url"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(
+            matches!(err, Error::Config(ConfigError::Invalid { .. })),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_named_at_once() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let store =
+            PgOutbox::open(&format!("postgres://mg:hunter2@127.0.0.1:{port}/mail")).unwrap();
+        let started = std::time::Instant::now();
+        let err = store.stats().await.unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(5), "{err}");
+        assert_eq!(err.exit_code(), 74);
+        let text = err.to_string();
+        assert!(text.contains("refused"), "{text}");
+        assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+    }
+}

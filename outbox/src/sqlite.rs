@@ -1,0 +1,535 @@
+//! The embedded outbox: one SQLite file.
+//!
+//! Durability: WAL journal with `synchronous=FULL`, so every commit is in
+//! the WAL and fsynced before `enqueue` returns: an acknowledged message
+//! survives a crash and a power loss. The file is created with mode 0600 (the
+//! WAL and shared-memory files SQLite creates take the same mode). Several
+//! processes on one machine may share it (WAL: readers never wait; writers
+//! wait up to 30 s for each other).
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr as _;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use mailgate_core::outbox::{
+    Claimed, Completion, MessageId, NewMessage, OutboxStore, QueuedMessage, Stats, Status,
+};
+use mailgate_core::{Error, Result};
+use sqlx::Row as _;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use tokio::sync::OnceCell;
+
+use crate::{from_ms, to_ms};
+
+/// Versioned schema: each entry moves the database one version up, applied
+/// in one transaction with the version bump.
+const MIGRATIONS: &[&str] = &[
+    // 1: the messages.
+    "CREATE TABLE outbox_messages (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        status TEXT NOT NULL CHECK (status IN ('queued', 'sending', 'sent', 'dead')),
+        created_at INTEGER NOT NULL,
+        age_from INTEGER NOT NULL,
+        next_attempt_at INTEGER,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        lease_owner TEXT,
+        lease_until INTEGER,
+        sent_at INTEGER,
+        mail_from TEXT NOT NULL,
+        recipients TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        message_id TEXT,
+        size INTEGER NOT NULL,
+        message BLOB NOT NULL
+    );
+    CREATE INDEX outbox_due ON outbox_messages (status, next_attempt_at);
+    CREATE INDEX outbox_lease ON outbox_messages (status, lease_until);",
+];
+
+/// The columns a listing reads (never the message bytes).
+const SUMMARY: &str = "id, status, attempts, last_error, next_attempt_at, created_at, age_from, \
+                       sent_at, mail_from, recipients, subject, message_id, size";
+
+/// An outbox in one SQLite file.
+pub struct SqliteOutbox {
+    options: SqliteConnectOptions,
+    path: PathBuf,
+    /// Made on first use (sqlx needs a running tokio runtime for it), with
+    /// the file and its schema.
+    pool: OnceCell<SqlitePool>,
+}
+
+impl std::fmt::Debug for SqliteOutbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteOutbox")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteOutbox {
+    /// The outbox in `path`. The file is created (mode 0600) and its schema
+    /// on first use; a file that is not a SQLite database is then refused.
+    pub fn open(path: &Path) -> Result<Self> {
+        let options = SqliteConnectOptions::from_str("sqlite://")
+            .map_err(|e| outbox_error(path, format!("bad options: {e}")))?
+            .filename(path)
+            .create_if_missing(false)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(30))
+            .foreign_keys(true);
+        Ok(Self {
+            options,
+            path: path.to_owned(),
+            pool: OnceCell::new(),
+        })
+    }
+
+    /// Whether the file exists yet (it is created on first use).
+    pub fn exists(&self) -> bool {
+        self.path.exists()
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn pool(&self) -> Result<&SqlitePool> {
+        self.pool
+            .get_or_try_init(|| async {
+                create_file(&self.path)?;
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(4)
+                    .acquire_timeout(Duration::from_secs(60))
+                    .connect_lazy_with(self.options.clone());
+                self.migrate(&pool).await?;
+                Ok(pool)
+            })
+            .await
+    }
+
+    async fn migrate(&self, pool: &SqlitePool) -> Result<()> {
+        let mut conn = pool.acquire().await.map_err(|e| self.err(e))?;
+        // IMMEDIATE: two processes starting at once take turns.
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| self.err(e))?;
+        let result = async {
+            sqlx::query("CREATE TABLE IF NOT EXISTS mailgate_schema (version INTEGER NOT NULL)")
+                .execute(&mut *conn)
+                .await?;
+            let version: Option<i64> =
+                sqlx::query_scalar("SELECT MAX(version) FROM mailgate_schema")
+                    .fetch_one(&mut *conn)
+                    .await?;
+            let version = usize::try_from(version.unwrap_or(0)).unwrap_or(0);
+            for (i, migration) in MIGRATIONS.iter().enumerate().skip(version) {
+                sqlx::raw_sql(*migration).execute(&mut *conn).await?;
+                sqlx::query("INSERT INTO mailgate_schema (version) VALUES (?)")
+                    .bind(i64::try_from(i + 1).unwrap_or(i64::MAX))
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            Ok::<usize, sqlx::Error>(version)
+        }
+        .await;
+        match result {
+            Ok(version) if version > MIGRATIONS.len() => {
+                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                Err(outbox_error(
+                    &self.path,
+                    format!(
+                        "its schema is version {version}, newer than this mailgate knows ({}); use a newer mailgate",
+                        MIGRATIONS.len()
+                    ),
+                ))
+            }
+            Ok(_) => sqlx::query("COMMIT")
+                .execute(&mut *conn)
+                .await
+                .map(drop)
+                .map_err(|e| self.err(e)),
+            Err(e) => {
+                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                Err(self.err(e))
+            }
+        }
+    }
+
+    fn err(&self, e: sqlx::Error) -> Error {
+        outbox_error(&self.path, describe(&e))
+    }
+}
+
+/// Creates the file with mode 0600 when it is missing (SQLite would use the
+/// umask), refusing anything but a regular file.
+fn create_file(path: &Path) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_file() => return Ok(()),
+        Ok(_) => {
+            return Err(outbox_error(
+                path,
+                "it is not a regular file; point `mailgate.outbox.url` at a file".into(),
+            ));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(outbox_error(path, format!("cannot read it: {e}"))),
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map(drop)
+        .or_else(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                Ok(())
+            } else {
+                Err(outbox_error(
+                    path,
+                    format!("cannot create it: {e}; check that its folder exists and is writable"),
+                ))
+            }
+        })
+}
+
+fn outbox_error(path: &Path, reason: String) -> Error {
+    Error::Outbox {
+        location: format!("sqlite {}", path.display()),
+        reason,
+    }
+}
+
+/// What went wrong, and what to do, from SQLite's result code.
+fn describe(e: &sqlx::Error) -> String {
+    if let sqlx::Error::Database(db) = e {
+        let code: i64 = db.code().and_then(|c| c.parse().ok()).unwrap_or(-1);
+        let hint = match code & 0xff {
+            13 => "the disk is full; free space and try again (nothing was written)",
+            8 => {
+                "the database is read-only for this process; check the file's and its folder's owner and permissions"
+            }
+            26 => {
+                "the file is not a SQLite database (or is damaged); move it aside and a new outbox is created, or point `mailgate.outbox.url` elsewhere"
+            }
+            11 => {
+                "the database is damaged; move it aside (keep it for recovery) and a new outbox is created"
+            }
+            5 | 6 => "the database stayed locked by another process for 30 s; try again",
+            14 => "cannot open the file; check that its folder exists and is writable",
+            10 => {
+                "writing failed; check that the disk has room (and the file size limit) and is healthy; nothing was written"
+            }
+            _ => "",
+        };
+        let message = db.message();
+        return if hint.is_empty() {
+            message.to_owned()
+        } else {
+            format!("{message}: {hint}")
+        };
+    }
+    match e {
+        sqlx::Error::PoolTimedOut => {
+            "no connection to the database within 60 s; another process holds it".into()
+        }
+        other => other.to_string(),
+    }
+}
+
+fn summary(row: &SqliteRow) -> std::result::Result<QueuedMessage, sqlx::Error> {
+    let status: String = row.try_get("status")?;
+    let recipients: String = row.try_get("recipients")?;
+    Ok(QueuedMessage {
+        id: row.try_get("id")?,
+        status: Status::parse(&status).unwrap_or(Status::Dead),
+        attempts: u32::try_from(row.try_get::<i64, _>("attempts")?).unwrap_or(u32::MAX),
+        last_error: row.try_get("last_error")?,
+        next_attempt: row
+            .try_get::<Option<i64>, _>("next_attempt_at")?
+            .map(from_ms),
+        created: from_ms(row.try_get("created_at")?),
+        age_from: from_ms(row.try_get("age_from")?),
+        sent_at: row.try_get::<Option<i64>, _>("sent_at")?.map(from_ms),
+        from: row.try_get("mail_from")?,
+        to: serde_json::from_str(&recipients).unwrap_or_default(),
+        subject: row.try_get("subject")?,
+        message_id: row.try_get("message_id")?,
+        size: u64::try_from(row.try_get::<i64, _>("size")?).unwrap_or(0),
+    })
+}
+
+fn claimed(row: &SqliteRow) -> std::result::Result<Claimed, sqlx::Error> {
+    Ok(Claimed {
+        message: summary(row)?,
+        bytes: row.try_get("message")?,
+    })
+}
+
+#[async_trait]
+impl OutboxStore for SqliteOutbox {
+    fn describe(&self) -> String {
+        format!("sqlite {}", self.path.display())
+    }
+
+    fn created(&self) -> bool {
+        self.exists()
+    }
+
+    async fn enqueue(&self, message: NewMessage) -> Result<MessageId> {
+        let pool = self.pool().await?;
+        let now = to_ms(SystemTime::now());
+        let recipients = serde_json::to_string(&message.to).unwrap_or_else(|_| "[]".into());
+        sqlx::query_scalar(
+            "INSERT INTO outbox_messages
+               (status, created_at, age_from, next_attempt_at, attempts, mail_from, recipients,
+                subject, message_id, size, message)
+             VALUES ('queued', ?, ?, ?, 0, ?, ?, ?, ?, ?, ?)
+             RETURNING id",
+        )
+        .bind(now)
+        .bind(now)
+        .bind(now)
+        .bind(&message.from)
+        .bind(recipients)
+        .bind(&message.subject)
+        .bind(&message.message_id)
+        .bind(i64::try_from(message.bytes.len()).unwrap_or(i64::MAX))
+        .bind(&message.bytes)
+        .fetch_one(pool)
+        .await
+        .map_err(|e| self.err(e))
+    }
+
+    async fn claim(
+        &self,
+        worker: &str,
+        lease: Duration,
+        limit: usize,
+        now: SystemTime,
+    ) -> Result<Vec<Claimed>> {
+        let pool = self.pool().await?;
+        let now_ms = to_ms(now);
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE outbox_messages
+                SET status = 'sending', lease_owner = ?, lease_until = ?, attempts = attempts + 1
+              WHERE id IN (SELECT id FROM outbox_messages
+                            WHERE (status = 'queued' AND next_attempt_at <= ?)
+                               OR (status = 'sending' AND lease_until <= ?)
+                            ORDER BY id LIMIT ?)
+              RETURNING {SUMMARY}, message"
+        )))
+        .bind(worker)
+        .bind(to_ms(now + lease))
+        .bind(now_ms)
+        .bind(now_ms)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        let mut out = rows
+            .iter()
+            .map(claimed)
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| self.err(e))?;
+        out.sort_by_key(|c| c.message.id);
+        Ok(out)
+    }
+
+    async fn claim_one(
+        &self,
+        id: MessageId,
+        worker: &str,
+        lease: Duration,
+        now: SystemTime,
+    ) -> Result<Option<Claimed>> {
+        let pool = self.pool().await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE outbox_messages
+                SET status = 'sending', lease_owner = ?, lease_until = ?, attempts = attempts + 1
+              WHERE id = ? AND status = 'queued'
+              RETURNING {SUMMARY}, message"
+        )))
+        .bind(worker)
+        .bind(to_ms(now + lease))
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        row.as_ref()
+            .map(claimed)
+            .transpose()
+            .map_err(|e| self.err(e))
+    }
+
+    async fn complete(
+        &self,
+        id: MessageId,
+        worker: &str,
+        completion: Completion,
+        now: SystemTime,
+    ) -> Result<bool> {
+        let pool = self.pool().await?;
+        let (status, error, next, sent) = match &completion {
+            Completion::Sent { .. } => (Status::Sent, None, None, Some(to_ms(now))),
+            Completion::Retry {
+                error,
+                next_attempt,
+            } => (
+                Status::Queued,
+                Some(error.as_str()),
+                Some(to_ms(*next_attempt)),
+                None,
+            ),
+            Completion::Dead { error } => (Status::Dead, Some(error.as_str()), None, None),
+        };
+        let done = sqlx::query(
+            "UPDATE outbox_messages
+                SET status = ?, last_error = COALESCE(?, last_error), next_attempt_at = ?,
+                    sent_at = ?, lease_owner = NULL, lease_until = NULL
+              WHERE id = ? AND status = 'sending' AND lease_owner = ?",
+        )
+        .bind(status.as_str())
+        .bind(error)
+        .bind(next)
+        .bind(sent)
+        .bind(id)
+        .bind(worker)
+        .execute(pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn list(&self, include_sent: bool) -> Result<Vec<QueuedMessage>> {
+        let pool = self.pool().await?;
+        let filter = if include_sent {
+            ""
+        } else {
+            "WHERE status <> 'sent'"
+        };
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {SUMMARY} FROM outbox_messages {filter} ORDER BY id"
+        )))
+        .fetch_all(pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        rows.iter()
+            .map(summary)
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| self.err(e))
+    }
+
+    async fn queued_ids(&self) -> Result<Vec<MessageId>> {
+        let pool = self.pool().await?;
+        sqlx::query_scalar("SELECT id FROM outbox_messages WHERE status = 'queued' ORDER BY id")
+            .fetch_all(pool)
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    async fn retry(&self, id: MessageId, now: SystemTime) -> Result<bool> {
+        let pool = self.pool().await?;
+        let now = to_ms(now);
+        let done = sqlx::query(
+            "UPDATE outbox_messages
+                SET status = 'queued', next_attempt_at = ?, age_from = ?, attempts = 0
+              WHERE id = ? AND status IN ('queued', 'dead')",
+        )
+        .bind(now)
+        .bind(now)
+        .bind(id)
+        .execute(pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn retry_dead(&self, now: SystemTime) -> Result<u64> {
+        let pool = self.pool().await?;
+        let now = to_ms(now);
+        let done = sqlx::query(
+            "UPDATE outbox_messages
+                SET status = 'queued', next_attempt_at = ?, age_from = ?, attempts = 0
+              WHERE status = 'dead'",
+        )
+        .bind(now)
+        .bind(now)
+        .execute(pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(done.rows_affected())
+    }
+
+    async fn delete(&self, id: MessageId) -> Result<bool> {
+        let pool = self.pool().await?;
+        let done = sqlx::query("DELETE FROM outbox_messages WHERE id = ? AND status <> 'sending'")
+            .bind(id)
+            .execute(pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn stats(&self) -> Result<Stats> {
+        let pool = self.pool().await?;
+        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM outbox_messages GROUP BY status")
+            .fetch_all(pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        let mut stats = Stats::default();
+        for row in rows {
+            let status: String = row.try_get("status").map_err(|e| self.err(e))?;
+            let n: i64 = row.try_get("n").map_err(|e| self.err(e))?;
+            let n = u64::try_from(n).unwrap_or(0);
+            match Status::parse(&status) {
+                Some(Status::Queued) => stats.queued = n,
+                Some(Status::Sending) => stats.sending = n,
+                Some(Status::Sent) => stats.sent = n,
+                Some(Status::Dead) => stats.dead = n,
+                None => {}
+            }
+        }
+        let oldest: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(created_at) FROM outbox_messages WHERE status IN ('queued', 'sending')",
+        )
+        .fetch_one(pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        stats.oldest_waiting = oldest.map(from_ms);
+        Ok(stats)
+    }
+
+    async fn purge_sent(&self, before: SystemTime) -> Result<u64> {
+        let pool = self.pool().await?;
+        let done = sqlx::query("DELETE FROM outbox_messages WHERE status = 'sent' AND sent_at < ?")
+            .bind(to_ms(before))
+            .execute(pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(done.rows_affected())
+    }
+
+    async fn next_due(&self) -> Result<Option<SystemTime>> {
+        let pool = self.pool().await?;
+        let next: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(t) FROM (
+                SELECT MIN(next_attempt_at) AS t FROM outbox_messages WHERE status = 'queued'
+                UNION ALL
+                SELECT MIN(lease_until) AS t FROM outbox_messages WHERE status = 'sending')",
+        )
+        .fetch_one(pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(next.map(from_ms))
+    }
+}

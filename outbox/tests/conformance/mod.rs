@@ -1,0 +1,286 @@
+//! What every outbox store must do, run against each backend.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use mailgate_core::outbox::{Completion, NewMessage, OutboxStore, Status};
+
+pub fn message(n: usize) -> NewMessage {
+    NewMessage {
+        from: "alm@example.com".into(),
+        to: vec![format!("dev{n}@example.com"), "qa@example.com".into()],
+        subject: format!("Build {n}"),
+        message_id: Some(format!("<id{n}@example.com>")),
+        bytes: format!("Subject: Build {n}\r\n\r\nbody {n} \u{e9}\u{0}\r\n").into_bytes(),
+    }
+}
+
+const LEASE: Duration = Duration::from_secs(60);
+
+/// Enqueue, claim, complete, list, retry, delete, stats, purge, leases.
+pub async fn lifecycle(store: Arc<dyn OutboxStore>) {
+    let t0 = SystemTime::now();
+    let a = store.enqueue(message(1)).await.unwrap();
+    let b = store.enqueue(message(2)).await.unwrap();
+    let c = store.enqueue(message(3)).await.unwrap();
+    assert!(a < b && b < c, "ids grow");
+
+    let stats = store.stats().await.unwrap();
+    assert_eq!(
+        (stats.queued, stats.sending, stats.sent, stats.dead),
+        (3, 0, 0, 0)
+    );
+    assert!(stats.oldest_waiting.is_some());
+
+    // Claim two; the bytes come back exactly.
+    let claimed = store
+        .claim("w1", LEASE, 2, t0 + Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 2);
+    assert_eq!(claimed[0].message.id, a);
+    assert_eq!(claimed[0].bytes, message(1).bytes);
+    assert_eq!(claimed[0].message.status, Status::Sending);
+    assert_eq!(claimed[0].message.attempts, 1);
+    assert_eq!(claimed[0].message.to, message(1).to);
+    assert_eq!(claimed[0].message.subject, "Build 1");
+    assert_eq!(
+        claimed[0].message.message_id.as_deref(),
+        Some("<id1@example.com>")
+    );
+    assert_eq!(claimed[0].message.size, message(1).bytes.len() as u64);
+
+    // A second worker gets only the third; leased ones are not handed out twice.
+    let other = store
+        .claim("w2", LEASE, 10, t0 + Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(other.iter().map(|c| c.message.id).collect::<Vec<_>>(), [c]);
+
+    // Only the lease owner completes.
+    let sent = Completion::Sent {
+        reply: "250 ok".into(),
+    };
+    assert!(!store.complete(a, "w2", sent.clone(), t0).await.unwrap());
+    assert!(
+        store
+            .complete(a, "w1", sent, t0 + Duration::from_secs(2))
+            .await
+            .unwrap()
+    );
+    let next = t0 + Duration::from_secs(100);
+    assert!(
+        store
+            .complete(
+                b,
+                "w1",
+                Completion::Retry {
+                    error: "451 later".into(),
+                    next_attempt: next
+                },
+                t0
+            )
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .complete(
+                c,
+                "w2",
+                Completion::Dead {
+                    error: "550 no such user".into()
+                },
+                t0
+            )
+            .await
+            .unwrap()
+    );
+
+    let all = store.list(true).await.unwrap();
+    assert_eq!(all.len(), 3);
+    let by_id = |id| all.iter().find(|m| m.id == id).unwrap().clone();
+    assert_eq!(by_id(a).status, Status::Sent);
+    assert!(by_id(a).sent_at.is_some());
+    assert_eq!(by_id(b).status, Status::Queued);
+    assert_eq!(by_id(b).last_error.as_deref(), Some("451 later"));
+    assert_eq!(by_id(b).next_attempt, Some(next_ms(next)));
+    assert_eq!(by_id(c).status, Status::Dead);
+    assert_eq!(by_id(c).last_error.as_deref(), Some("550 no such user"));
+    let not_sent = store.list(false).await.unwrap();
+    assert_eq!(not_sent.iter().map(|m| m.id).collect::<Vec<_>>(), [b, c]);
+
+    // Not due before its next attempt; due after.
+    assert!(
+        store
+            .claim("w1", LEASE, 10, t0 + Duration::from_secs(50))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.next_due().await.unwrap(), Some(next_ms(next)));
+    assert_eq!(store.queued_ids().await.unwrap(), [b]);
+    // claim_one ignores back-off (queue flush, send --queue).
+    let one = store
+        .claim_one(b, "w3", LEASE, t0 + Duration::from_secs(50))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(one.message.attempts, 2);
+    assert!(
+        store.claim_one(b, "w4", LEASE, t0).await.unwrap().is_none(),
+        "already leased"
+    );
+    assert!(
+        store.claim_one(c, "w4", LEASE, t0).await.unwrap().is_none(),
+        "dead is not claimed"
+    );
+    assert!(
+        !store.delete(b).await.unwrap(),
+        "a message being sent is not deleted"
+    );
+
+    // An expired lease is taken over by another worker; the first can no longer complete.
+    let later = t0 + Duration::from_secs(50) + LEASE + Duration::from_secs(1);
+    let taken = store.claim("w5", LEASE, 10, later).await.unwrap();
+    assert_eq!(taken.iter().map(|c| c.message.id).collect::<Vec<_>>(), [b]);
+    assert!(
+        !store
+            .complete(
+                b,
+                "w3",
+                Completion::Sent {
+                    reply: "250".into()
+                },
+                later
+            )
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .complete(
+                b,
+                "w5",
+                Completion::Sent {
+                    reply: "250".into()
+                },
+                later
+            )
+            .await
+            .unwrap()
+    );
+
+    // Retry a dead one by hand: attempts and age count afresh.
+    let t1 = t0 + Duration::from_secs(3600);
+    assert!(store.retry(c, t1).await.unwrap());
+    let m = store
+        .list(false)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|m| m.id == c)
+        .unwrap();
+    assert_eq!((m.status, m.attempts), (Status::Queued, 0));
+    assert_eq!(m.age_from, next_ms(t1));
+    assert!(
+        !store.retry(a, t1).await.unwrap(),
+        "a sent message is not retried"
+    );
+    assert!(!store.retry(9_999_999, t1).await.unwrap());
+
+    // retry --dead
+    let d = store.enqueue(message(4)).await.unwrap();
+    let got = store.claim_one(d, "w1", LEASE, t1).await.unwrap().unwrap();
+    assert!(
+        store
+            .complete(
+                got.message.id,
+                "w1",
+                Completion::Dead { error: "x".into() },
+                t1
+            )
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.retry_dead(t1).await.unwrap(), 1);
+
+    // Delete and purge.
+    assert!(store.delete(d).await.unwrap());
+    assert!(!store.delete(d).await.unwrap());
+    let stats = store.stats().await.unwrap();
+    assert_eq!(
+        (stats.queued, stats.sending, stats.sent, stats.dead),
+        (1, 0, 2, 0)
+    );
+    assert_eq!(
+        store
+            .purge_sent(SystemTime::now() + Duration::from_secs(3600 * 24 * 400))
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(store.stats().await.unwrap().sent, 0);
+}
+
+/// Times are kept to the millisecond.
+fn next_ms(t: SystemTime) -> SystemTime {
+    let ms = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    SystemTime::UNIX_EPOCH + Duration::from_millis(ms as u64)
+}
+
+/// Many workers claiming at once never get the same message.
+pub async fn concurrent_claims_are_exclusive(
+    store: Arc<dyn OutboxStore>,
+    n: usize,
+    workers: usize,
+) {
+    for i in 0..n {
+        store.enqueue(message(i)).await.unwrap();
+    }
+    let now = SystemTime::now() + Duration::from_secs(1);
+    let mut tasks = Vec::new();
+    for w in 0..workers {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let got = store.claim(&format!("w{w}"), LEASE, 7, now).await.unwrap();
+                if got.is_empty() {
+                    break;
+                }
+                for c in got {
+                    mine.push(c.message.id);
+                    assert!(
+                        store
+                            .complete(
+                                c.message.id,
+                                &format!("w{w}"),
+                                Completion::Sent {
+                                    reply: "250".into()
+                                },
+                                now
+                            )
+                            .await
+                            .unwrap()
+                    );
+                }
+            }
+            mine
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all.sort();
+    let before = all.len();
+    all.dedup();
+    assert_eq!(before, all.len(), "a message was claimed twice");
+    assert_eq!(all.len(), n);
+}
