@@ -95,8 +95,11 @@ macro_rules! summary {
 /// An outbox in a PostgreSQL database (`postgres://USER[:PASSWORD]@HOST[:PORT]/DB`).
 pub struct PgOutbox {
     /// Made on first use, inside the async runtime (a pool spawns its
-    /// maintenance task when made), once the schema is current.
-    pool: OnceCell<PgPool>,
+    /// maintenance task when made), once the schema is current: the
+    /// durable pool and the workers' pool (`synchronous_commit=off`: a
+    /// claim or completion lost with the server sends that message again,
+    /// which at-least-once allows).
+    pool: OnceCell<(PgPool, PgPool)>,
     /// For the pool, the connection that migrates the schema and for
     /// diagnosing a pool that cannot connect. Holds the password: never shown.
     options: PgConnectOptions,
@@ -160,8 +163,9 @@ impl PgOutbox {
     /// Closes the pooled connections (they are also closed when the store
     /// is dropped, less politely).
     pub async fn close(&self) {
-        if let Some(pool) = self.pool.get() {
-            pool.close().await;
+        if let Some((durable, worker)) = self.pool.get() {
+            durable.close().await;
+            worker.close().await;
         }
     }
 
@@ -170,17 +174,32 @@ impl PgOutbox {
     /// connection until its timeout) so that a wrong URL is reported at
     /// once with its cause.
     async fn pool(&self) -> Result<&PgPool> {
+        Ok(&self.pools().await?.0)
+    }
+
+    /// The pool for claims and completions: commits without waiting for
+    /// the WAL flush.
+    async fn worker_pool(&self) -> Result<&PgPool> {
+        Ok(&self.pools().await?.1)
+    }
+
+    async fn pools(&self) -> Result<&(PgPool, PgPool)> {
         self.pool
             .get_or_try_init(|| async {
                 self.migrate().await?;
-                Ok::<_, Error>(
+                let pool = |options: PgConnectOptions| {
                     PgPoolOptions::new()
                         .max_connections(MAX_CONNECTIONS)
                         .min_connections(0)
                         .acquire_timeout(ACQUIRE_TIMEOUT)
                         .idle_timeout(Some(Duration::from_secs(300)))
-                        .connect_lazy_with(self.options.clone()),
-                )
+                        .connect_lazy_with(options)
+                };
+                let worker = self
+                    .options
+                    .clone()
+                    .options([("synchronous_commit", "off")]);
+                Ok::<_, Error>((pool(self.options.clone()), pool(worker)))
             })
             .await
     }
@@ -543,7 +562,7 @@ impl OutboxStore for PgOutbox {
         limit: usize,
         now: SystemTime,
     ) -> Result<Vec<Claimed>> {
-        let pool = self.pool().await?;
+        let pool = self.worker_pool().await?;
         // SKIP LOCKED: rows another worker is claiming right now are left
         // to it; a row it claimed and committed meanwhile is re-checked
         // (no longer due) and left out too.
@@ -581,7 +600,7 @@ impl OutboxStore for PgOutbox {
         lease: Duration,
         now: SystemTime,
     ) -> Result<Option<Claimed>> {
-        let pool = self.pool().await?;
+        let pool = self.worker_pool().await?;
         let row = self
             .run(
                 sqlx::query(concat!(
@@ -610,7 +629,7 @@ impl OutboxStore for PgOutbox {
         completion: Completion,
         now: SystemTime,
     ) -> Result<bool> {
-        let pool = self.pool().await?;
+        let pool = self.worker_pool().await?;
         let (status, error, next, sent) = match &completion {
             Completion::Sent { .. } => (Status::Sent, None, None, Some(to_ms(now))),
             Completion::Retry {
@@ -643,6 +662,69 @@ impl OutboxStore for PgOutbox {
             )
             .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn complete_many(
+        &self,
+        worker: &str,
+        completions: &[(MessageId, Completion)],
+        now: SystemTime,
+    ) -> Result<Vec<bool>> {
+        let pool = self.worker_pool().await?;
+        let sent: Vec<MessageId> = completions
+            .iter()
+            .filter(|(_, c)| matches!(c, Completion::Sent { .. }))
+            .map(|(id, _)| *id)
+            .collect();
+        let mut kept_ids = std::collections::HashSet::new();
+        if !sent.is_empty() {
+            let ids: Vec<MessageId> = self
+                .run(
+                    sqlx::query_scalar(
+                        "UPDATE outbox_messages
+                            SET status = 'sent', sent_at = $1, next_attempt_at = NULL,
+                                lease_owner = NULL, lease_until = NULL
+                          WHERE id = ANY($2) AND status = 'sending' AND lease_owner = $3
+                          RETURNING id",
+                    )
+                    .bind(to_ms(now))
+                    .bind(&sent)
+                    .bind(worker)
+                    .fetch_all(pool),
+                )
+                .await?;
+            kept_ids.extend(ids);
+        }
+        for (id, completion) in completions {
+            if matches!(completion, Completion::Sent { .. }) {
+                continue;
+            }
+            if self.complete(*id, worker, completion.clone(), now).await? {
+                kept_ids.insert(*id);
+            }
+        }
+        Ok(completions
+            .iter()
+            .map(|(id, _)| kept_ids.contains(id))
+            .collect())
+    }
+
+    async fn release(&self, ids: &[MessageId], worker: &str) -> Result<u64> {
+        let pool = self.worker_pool().await?;
+        let done = self
+            .run(
+                sqlx::query(
+                    "UPDATE outbox_messages
+                        SET status = 'queued', lease_owner = NULL, lease_until = NULL,
+                            attempts = GREATEST(attempts - 1, 0)
+                      WHERE id = ANY($1) AND status = 'sending' AND lease_owner = $2",
+                )
+                .bind(ids)
+                .bind(worker)
+                .execute(pool),
+            )
+            .await?;
+        Ok(done.rows_affected())
     }
 
     async fn list(&self, include_sent: bool) -> Result<Vec<QueuedMessage>> {
@@ -753,7 +835,7 @@ impl OutboxStore for PgOutbox {
     }
 
     async fn purge_sent(&self, before: SystemTime) -> Result<u64> {
-        let pool = self.pool().await?;
+        let pool = self.worker_pool().await?;
         let done = self
             .run(
                 sqlx::query("DELETE FROM outbox_messages WHERE status = 'sent' AND sent_at < $1")

@@ -1,8 +1,13 @@
 //! The embedded outbox: one SQLite file.
 //!
-//! Durability: WAL journal with `synchronous=FULL`, so every commit is in
-//! the WAL and fsynced before `enqueue` returns: an acknowledged message
-//! survives a crash and a power loss. The file is created with mode 0600 (the
+//! Durability: WAL journal with `synchronous=FULL` for enqueues and the
+//! operator's changes, so they are in the WAL and fsynced before they
+//! return: an acknowledged message survives a crash and a power loss.
+//! Claims and completions go through connections with `synchronous=NORMAL`:
+//! they survive the process (the WAL is written before the call returns)
+//! and are fsynced at the next checkpoint; one lost with the machine makes
+//! that message go out again, which at-least-once allows, and spares the
+//! worker an fsync per message. The file is created with mode 0600 (the
 //! WAL and shared-memory files SQLite creates take the same mode). Several
 //! processes on one machine may share it (WAL: readers never wait; writers
 //! wait up to 30 s for each other).
@@ -60,8 +65,15 @@ pub struct SqliteOutbox {
     options: SqliteConnectOptions,
     path: PathBuf,
     /// Made on first use (sqlx needs a running tokio runtime for it), with
-    /// the file and its schema.
-    pool: OnceCell<SqlitePool>,
+    /// the file and its schema: the durable pool, and the workers' pool.
+    pools: OnceCell<Pools>,
+}
+
+struct Pools {
+    /// `synchronous=FULL`: enqueues and the operator's changes.
+    durable: SqlitePool,
+    /// `synchronous=NORMAL`: claims and completions.
+    worker: SqlitePool,
 }
 
 impl std::fmt::Debug for SqliteOutbox {
@@ -87,7 +99,7 @@ impl SqliteOutbox {
         Ok(Self {
             options,
             path: path.to_owned(),
-            pool: OnceCell::new(),
+            pools: OnceCell::new(),
         })
     }
 
@@ -101,18 +113,32 @@ impl SqliteOutbox {
         &self.path
     }
 
-    async fn pool(&self) -> Result<&SqlitePool> {
-        self.pool
+    async fn pools(&self) -> Result<&Pools> {
+        self.pools
             .get_or_try_init(|| async {
                 create_file(&self.path)?;
-                let pool = SqlitePoolOptions::new()
-                    .max_connections(4)
-                    .acquire_timeout(Duration::from_secs(60))
-                    .connect_lazy_with(self.options.clone());
-                self.migrate(&pool).await?;
-                Ok(pool)
+                let pool = |options: SqliteConnectOptions| {
+                    SqlitePoolOptions::new()
+                        .max_connections(4)
+                        .acquire_timeout(Duration::from_secs(60))
+                        .connect_lazy_with(options)
+                };
+                let durable = pool(self.options.clone());
+                self.migrate(&durable).await?;
+                let worker = pool(self.options.clone().synchronous(SqliteSynchronous::Normal));
+                Ok(Pools { durable, worker })
             })
             .await
+    }
+
+    /// The pool whose commits are fsynced before they return.
+    async fn pool(&self) -> Result<&SqlitePool> {
+        Ok(&self.pools().await?.durable)
+    }
+
+    /// The pool for claims and completions.
+    async fn worker_pool(&self) -> Result<&SqlitePool> {
+        Ok(&self.pools().await?.worker)
     }
 
     async fn migrate(&self, pool: &SqlitePool) -> Result<()> {
@@ -317,7 +343,7 @@ impl OutboxStore for SqliteOutbox {
         limit: usize,
         now: SystemTime,
     ) -> Result<Vec<Claimed>> {
-        let pool = self.pool().await?;
+        let pool = self.worker_pool().await?;
         let now_ms = to_ms(now);
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE outbox_messages
@@ -352,7 +378,7 @@ impl OutboxStore for SqliteOutbox {
         lease: Duration,
         now: SystemTime,
     ) -> Result<Option<Claimed>> {
-        let pool = self.pool().await?;
+        let pool = self.worker_pool().await?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE outbox_messages
                 SET status = 'sending', lease_owner = ?, lease_until = ?, attempts = attempts + 1
@@ -378,7 +404,7 @@ impl OutboxStore for SqliteOutbox {
         completion: Completion,
         now: SystemTime,
     ) -> Result<bool> {
-        let pool = self.pool().await?;
+        let pool = self.worker_pool().await?;
         let (status, error, next, sent) = match &completion {
             Completion::Sent { .. } => (Status::Sent, None, None, Some(to_ms(now))),
             Completion::Retry {
@@ -408,6 +434,72 @@ impl OutboxStore for SqliteOutbox {
         .await
         .map_err(|e| self.err(e))?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn complete_many(
+        &self,
+        worker: &str,
+        completions: &[(MessageId, Completion)],
+        now: SystemTime,
+    ) -> Result<Vec<bool>> {
+        let pool = self.worker_pool().await?;
+        let sent: Vec<MessageId> = completions
+            .iter()
+            .filter(|(_, c)| matches!(c, Completion::Sent { .. }))
+            .map(|(id, _)| *id)
+            .collect();
+        let mut kept_ids = std::collections::HashSet::new();
+        if !sent.is_empty() {
+            // One statement for every sent one: atomic on its own.
+            let ids: Vec<MessageId> = sqlx::query_scalar(
+                "UPDATE outbox_messages
+                    SET status = 'sent', sent_at = ?, next_attempt_at = NULL,
+                        lease_owner = NULL, lease_until = NULL
+                  WHERE id IN (SELECT value FROM json_each(?))
+                    AND status = 'sending' AND lease_owner = ?
+                  RETURNING id",
+            )
+            .bind(to_ms(now))
+            .bind(serde_json::to_string(&sent).unwrap_or_else(|_| "[]".into()))
+            .bind(worker)
+            .fetch_all(pool)
+            .await
+            .map_err(|e| self.err(e))?;
+            kept_ids.extend(ids);
+        }
+        // Failures are rare: one by one.
+        for (id, completion) in completions {
+            if matches!(completion, Completion::Sent { .. }) {
+                continue;
+            }
+            if self.complete(*id, worker, completion.clone(), now).await? {
+                kept_ids.insert(*id);
+            }
+        }
+        Ok(completions
+            .iter()
+            .map(|(id, _)| kept_ids.contains(id))
+            .collect())
+    }
+
+    async fn release(&self, ids: &[MessageId], worker: &str) -> Result<u64> {
+        let pool = self.worker_pool().await?;
+        let mut released = 0;
+        for id in ids {
+            let done = sqlx::query(
+                "UPDATE outbox_messages
+                    SET status = 'queued', lease_owner = NULL, lease_until = NULL,
+                        attempts = MAX(attempts - 1, 0)
+                  WHERE id = ? AND status = 'sending' AND lease_owner = ?",
+            )
+            .bind(id)
+            .bind(worker)
+            .execute(pool)
+            .await
+            .map_err(|e| self.err(e))?;
+            released += done.rows_affected();
+        }
+        Ok(released)
     }
 
     async fn list(&self, include_sent: bool) -> Result<Vec<QueuedMessage>> {
@@ -510,7 +602,7 @@ impl OutboxStore for SqliteOutbox {
     }
 
     async fn purge_sent(&self, before: SystemTime) -> Result<u64> {
-        let pool = self.pool().await?;
+        let pool = self.worker_pool().await?;
         let done = sqlx::query("DELETE FROM outbox_messages WHERE status = 'sent' AND sent_at < ?")
             .bind(to_ms(before))
             .execute(pool)

@@ -173,10 +173,12 @@ pub enum Completion {
     },
 }
 
-/// A store of outbox messages. Implementations make every change durable
-/// before they return (an acknowledged enqueue survives a power loss), and
-/// lease claims so that a worker that dies releases its messages when the
-/// lease runs out.
+/// A store of outbox messages. An enqueue is durable before it returns (it
+/// survives a power loss); claims and completions need only survive the
+/// process (a completion lost with the machine sends that message again,
+/// which at-least-once allows), so stores may commit them without waiting
+/// for the disk. Claims are leased, so that a worker that dies releases its
+/// messages when the lease runs out.
 #[async_trait]
 pub trait OutboxStore: Send + Sync + fmt::Debug {
     /// `sqlite` or `postgres`, and the location without any password.
@@ -221,6 +223,26 @@ pub trait OutboxStore: Send + Sync + fmt::Debug {
         completion: Completion,
         now: SystemTime,
     ) -> Result<bool>;
+
+    /// [`OutboxStore::complete`] for several messages of `worker`, in one
+    /// write where the store can; whether each lease was still held.
+    async fn complete_many(
+        &self,
+        worker: &str,
+        completions: &[(MessageId, Completion)],
+        now: SystemTime,
+    ) -> Result<Vec<bool>> {
+        let mut kept = Vec::with_capacity(completions.len());
+        for (id, completion) in completions {
+            kept.push(self.complete(*id, worker, completion.clone(), now).await?);
+        }
+        Ok(kept)
+    }
+
+    /// Gives back messages `worker` claimed but did not start (it is
+    /// stopping): `queued` again, due as before, the claim's attempt not
+    /// counted. How many.
+    async fn release(&self, ids: &[MessageId], worker: &str) -> Result<u64>;
 
     /// Messages, oldest first; `sent` ones only with `include_sent`.
     async fn list(&self, include_sent: bool) -> Result<Vec<QueuedMessage>>;

@@ -3,18 +3,25 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use lettre::Address;
 use lettre::address::Envelope;
 
-use super::{Claimed, Completion, MessageId, OutboxSettings, OutboxStore, backoff};
+use super::{Claimed, Completion, MessageId, OutboxSettings, OutboxStore, QueuedMessage, backoff};
 use crate::error::{Error, Result};
 use crate::mailer::Mailer;
 
 /// A worker sleeps at most this long between looks at the outbox, so that
 /// messages another process stored are seen without a signal.
 const POLL: Duration = Duration::from_secs(2);
+
+/// Messages claimed at once per connection: one claim for many deliveries.
+const BATCH_PER_CONNECTION: usize = 64;
+
+/// Sent messages past their keep time are deleted at most this often.
+const PURGE_EVERY: Duration = Duration::from_secs(60);
 
 /// What became of one delivery attempt.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,6 +66,9 @@ pub struct Worker {
     settings: OutboxSettings,
     id: String,
     clock: Arc<dyn Fn() -> SystemTime + Send + Sync>,
+    last_purge: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+    /// The stop flags of the batches in progress.
+    stop_flags: Arc<std::sync::Mutex<Vec<std::sync::Weak<AtomicBool>>>>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -80,6 +90,8 @@ impl Worker {
             store,
             id: worker_id(),
             clock: Arc::new(SystemTime::now),
+            last_purge: Arc::default(),
+            stop_flags: Arc::default(),
         })
     }
 
@@ -108,38 +120,124 @@ impl Worker {
         }
     }
 
-    /// Delivers one batch of due messages (and ones whose lease ran out):
-    /// as many as the mailer has connections, all at once; how many were tried.
+    /// Delivers the messages due now (and ones whose lease ran out): claims
+    /// a batch and sends it, as many at once as the mailer has
+    /// connections; how many were tried.
     pub async fn deliver_due(&self) -> Result<usize> {
+        self.deliver_batch(&AtomicBool::new(false)).await
+    }
+
+    /// One claimed batch. When `stopping` is set, the messages not started
+    /// yet are given back (queued, due) and only those in hand are finished.
+    async fn deliver_batch(&self, stopping: &AtomicBool) -> Result<usize> {
         let now = (self.clock)();
-        let keep = now.checked_sub(self.settings.keep_sent).unwrap_or(now);
-        self.store.purge_sent(keep).await?;
-        let batch = self.mailer.max_connections().max(1);
+        self.purge(now).await?;
+        let connections = self.mailer.max_connections().max(1);
         let claimed = self
             .store
-            .claim(&self.id, self.settings.lease, batch, now)
+            .claim(
+                &self.id,
+                self.settings.lease,
+                connections * BATCH_PER_CONNECTION,
+                now,
+            )
             .await?;
         let n = claimed.len();
+        let queue = Arc::new(std::sync::Mutex::new(std::collections::VecDeque::from(
+            claimed,
+        )));
+        let stopping = Arc::new(AtomicBool::new(stopping.load(Ordering::SeqCst)));
+        // Deliveries go on while a writer records the outcomes of the ones
+        // before, many in one write (group commit): each is recorded
+        // within one write of its 250.
+        let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
         let mut tasks = tokio::task::JoinSet::new();
-        for c in claimed {
+        for _ in 0..connections.min(n) {
             let worker = self.clone();
-            tasks.spawn(async move { worker.deliver(c).await });
+            let queue = Arc::clone(&queue);
+            let stopping = Arc::clone(&stopping);
+            let done_tx = done_tx.clone();
+            tasks.spawn(async move {
+                while !stopping.load(Ordering::SeqCst) {
+                    let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+                    let Some(claimed) = next else { break };
+                    let outcome = worker.attempt(claimed).await;
+                    if done_tx.send(outcome).is_err() {
+                        break;
+                    }
+                }
+            });
         }
-        let mut first_error = None;
-        while let Some(done) = tasks.join_next().await {
-            match done {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => {
+        drop(done_tx);
+        {
+            let mut flags = self.stop_flags.lock().unwrap_or_else(|p| p.into_inner());
+            flags.retain(|f| f.strong_count() > 0);
+            flags.push(Arc::downgrade(&stopping));
+        }
+        let writer = async {
+            let mut first_error = None;
+            while let Some(first) = done_rx.recv().await {
+                let mut group = vec![first];
+                while let Ok(more) = done_rx.try_recv() {
+                    group.push(more);
+                }
+                if let Err(e) = self.record(group).await {
                     first_error.get_or_insert(e);
                 }
-                Err(e) => {
+            }
+            first_error
+        };
+        let joiner = async {
+            let mut first_error = None;
+            while let Some(done) = tasks.join_next().await {
+                if let Err(e) = done {
                     first_error.get_or_insert(Error::Usage(format!("a delivery task failed: {e}")));
                 }
             }
+            first_error
+        };
+        let (write_error, join_error) = tokio::join!(writer, joiner);
+        let first_error = write_error.or(join_error);
+        let left: Vec<MessageId> = queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+            .map(|c| c.message.id)
+            .collect();
+        if !left.is_empty() {
+            self.store.release(&left, &self.id).await?;
         }
         match first_error {
             Some(e) => Err(e),
-            None => Ok(n),
+            None => Ok(n - left.len()),
+        }
+    }
+
+    /// Deletes sent messages past `mailgate.outbox.keepSentHours`, at most
+    /// once a minute.
+    async fn purge(&self, now: SystemTime) -> Result<()> {
+        {
+            let mut last = self.last_purge.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|t| t.elapsed() < PURGE_EVERY) {
+                return Ok(());
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        let keep = now.checked_sub(self.settings.keep_sent).unwrap_or(now);
+        self.store.purge_sent(keep).await.map(drop)
+    }
+
+    /// Asks the batches in progress to stop after the messages in hand.
+    fn stop_batches(&self) {
+        for flag in self
+            .stop_flags
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            if let Some(flag) = flag.upgrade() {
+                flag.store(true, Ordering::SeqCst);
+            }
         }
     }
 
@@ -175,7 +273,19 @@ impl Worker {
                 () = &mut shutdown => return Ok(()),
                 () = std::future::ready(()) => {}
             }
-            let pause = match self.deliver_due().await {
+            let batch = self.deliver_due();
+            tokio::pin!(batch);
+            let result = tokio::select! {
+                biased;
+                result = &mut batch => result,
+                () = &mut shutdown => {
+                    // Finish the messages in hand, give the others back.
+                    self.stop_batches();
+                    let _ = batch.await;
+                    return Ok(());
+                }
+            };
+            let pause = match result {
                 Ok(n) if n > 0 => {
                     failures = 0;
                     continue;
@@ -208,13 +318,20 @@ impl Worker {
 
     /// Sends one claimed message and records the outcome.
     async fn deliver(&self, claimed: Claimed) -> Result<DeliveryOutcome> {
-        let message = &claimed.message;
+        let (message, outcome) = self.attempt(claimed).await;
+        self.record(vec![(message, outcome.clone())]).await?;
+        Ok(outcome)
+    }
+
+    /// Sends one claimed message; what became of it (nothing recorded yet).
+    async fn attempt(&self, claimed: Claimed) -> (QueuedMessage, DeliveryOutcome) {
+        let Claimed { message, bytes } = claimed;
         let outcome = match envelope_of(&message.from, &message.to) {
             Err(e) => DeliveryOutcome::Dead {
                 error: e.to_string(),
                 exit_code: e.exit_code(),
             },
-            Ok(envelope) => match self.mailer.send_prepared(&envelope, &claimed.bytes).await {
+            Ok(envelope) => match self.mailer.send_prepared(&envelope, &bytes).await {
                 Ok(delivery) => DeliveryOutcome::Sent(delivery.reply),
                 Err(e) => {
                     let now = (self.clock)();
@@ -244,57 +361,70 @@ impl Worker {
                 }
             },
         };
-        let completion = match &outcome {
-            DeliveryOutcome::Sent(reply) => Completion::Sent {
-                reply: reply.clone(),
-            },
-            DeliveryOutcome::Retry {
-                error,
-                next_attempt,
-            } => Completion::Retry {
-                error: error.clone(),
-                next_attempt: *next_attempt,
-            },
-            DeliveryOutcome::Dead { error, .. } => Completion::Dead {
-                error: error.clone(),
-            },
-        };
+        (message, outcome)
+    }
+
+    /// Records outcomes in the store, all in one write, and logs them.
+    async fn record(&self, outcomes: Vec<(QueuedMessage, DeliveryOutcome)>) -> Result<()> {
+        let completions: Vec<(MessageId, Completion)> = outcomes
+            .iter()
+            .map(|(message, outcome)| {
+                let completion = match outcome {
+                    DeliveryOutcome::Sent(reply) => Completion::Sent {
+                        reply: reply.clone(),
+                    },
+                    DeliveryOutcome::Retry {
+                        error,
+                        next_attempt,
+                    } => Completion::Retry {
+                        error: error.clone(),
+                        next_attempt: *next_attempt,
+                    },
+                    DeliveryOutcome::Dead { error, .. } => Completion::Dead {
+                        error: error.clone(),
+                    },
+                };
+                (message.id, completion)
+            })
+            .collect();
         let now = (self.clock)();
         let kept = self
             .store
-            .complete(message.id, &self.id, completion, now)
+            .complete_many(&self.id, &completions, now)
             .await?;
-        if !kept {
-            tracing::warn!(
-                "outbox: the lease on message {} ran out during delivery; another worker may send it again",
-                message.id
-            );
+        for ((message, outcome), kept) in outcomes.iter().zip(kept) {
+            if !kept {
+                tracing::warn!(
+                    "outbox: the lease on message {} ran out during delivery; another worker may send it again",
+                    message.id
+                );
+            }
+            match outcome {
+                DeliveryOutcome::Sent(reply) => tracing::info!(
+                    id = message.id,
+                    from = %message.from,
+                    recipients = message.to.len(),
+                    size = message.size,
+                    attempts = message.attempts,
+                    "outbox: sent: {reply}"
+                ),
+                DeliveryOutcome::Retry {
+                    error,
+                    next_attempt,
+                } => tracing::info!(
+                    id = message.id,
+                    attempts = message.attempts,
+                    "outbox: deferred until {}: {error}",
+                    crate::message::raw::rfc5322_date(*next_attempt)
+                ),
+                DeliveryOutcome::Dead { error, .. } => tracing::warn!(
+                    id = message.id,
+                    attempts = message.attempts,
+                    "outbox: dead: {error}"
+                ),
+            }
         }
-        match &outcome {
-            DeliveryOutcome::Sent(reply) => tracing::info!(
-                id = message.id,
-                from = %message.from,
-                recipients = message.to.len(),
-                size = message.size,
-                attempts = message.attempts,
-                "outbox: sent: {reply}"
-            ),
-            DeliveryOutcome::Retry {
-                error,
-                next_attempt,
-            } => tracing::info!(
-                id = message.id,
-                attempts = message.attempts,
-                "outbox: deferred until {}: {error}",
-                crate::message::raw::rfc5322_date(*next_attempt)
-            ),
-            DeliveryOutcome::Dead { error, .. } => tracing::warn!(
-                id = message.id,
-                attempts = message.attempts,
-                "outbox: dead: {error}"
-            ),
-        }
-        Ok(outcome)
+        Ok(())
     }
 }
 

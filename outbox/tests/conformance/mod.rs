@@ -207,6 +207,81 @@ pub async fn lifecycle(store: Arc<dyn OutboxStore>) {
     );
     assert_eq!(store.retry_dead(t1).await.unwrap(), 1);
 
+    // Many completions at once; only the lease owner's count.
+    let f = store.enqueue(message(6)).await.unwrap();
+    let g = store.enqueue(message(7)).await.unwrap();
+    let h = store.enqueue(message(8)).await.unwrap();
+    for id in [f, g] {
+        store.claim_one(id, "wm", LEASE, t1).await.unwrap().unwrap();
+    }
+    store
+        .claim_one(h, "other", LEASE, t1)
+        .await
+        .unwrap()
+        .unwrap();
+    let kept = store
+        .complete_many(
+            "wm",
+            &[
+                (
+                    f,
+                    Completion::Sent {
+                        reply: "250".into(),
+                    },
+                ),
+                (
+                    g,
+                    Completion::Dead {
+                        error: "550 gone".into(),
+                    },
+                ),
+                (
+                    h,
+                    Completion::Sent {
+                        reply: "250".into(),
+                    },
+                ),
+            ],
+            t1,
+        )
+        .await
+        .unwrap();
+    assert_eq!(kept, [true, true, false]);
+    let all = store.list(true).await.unwrap();
+    let status = |id| all.iter().find(|m| m.id == id).unwrap().status;
+    assert_eq!(
+        (status(f), status(g), status(h)),
+        (Status::Sent, Status::Dead, Status::Sending)
+    );
+    assert_eq!(
+        all.iter()
+            .find(|m| m.id == g)
+            .unwrap()
+            .last_error
+            .as_deref(),
+        Some("550 gone")
+    );
+    store.release(&[h], "other").await.unwrap();
+    for id in [f, g, h] {
+        store.delete(id).await.unwrap();
+    }
+
+    // Release: claimed but not started, given back due, the attempt not counted.
+    let e = store.enqueue(message(5)).await.unwrap();
+    let got = store.claim_one(e, "w9", LEASE, t1).await.unwrap().unwrap();
+    assert_eq!(got.message.attempts, 1);
+    assert_eq!(store.release(&[e], "someone-else").await.unwrap(), 0);
+    assert_eq!(store.release(&[e], "w9").await.unwrap(), 1);
+    let m = store
+        .list(false)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|m| m.id == e)
+        .unwrap();
+    assert_eq!((m.status, m.attempts), (Status::Queued, 0));
+    assert!(store.delete(e).await.unwrap());
+
     // Delete and purge.
     assert!(store.delete(d).await.unwrap());
     assert!(!store.delete(d).await.unwrap());
