@@ -471,6 +471,15 @@ impl Settings {
             keep_sent: hours(keys::OUTBOX_KEEP_SENT, 24)?,
             lease: seconds(keys::OUTBOX_LEASE, 300, 86_400)?,
         };
+        if outbox.lease < self.server.timeout * 10 {
+            tracing::warn!(
+                "`{}` ({} s) is short: a delivery may take several `{}` and a worker that outlives its lease lets another send the message too; make it at least {} s",
+                keys::OUTBOX_LEASE,
+                outbox.lease.as_secs(),
+                keys::TIMEOUT_SECONDS,
+                (self.server.timeout * 10).as_secs()
+            );
+        }
         if outbox.retry_max < outbox.retry_initial {
             return Err(self.invalid(
                 keys::OUTBOX_RETRY_MAX,

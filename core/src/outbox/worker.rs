@@ -143,13 +143,16 @@ impl Worker {
             )
             .await?;
         let n = claimed.len();
+        // A message is started only in the first half of the lease, so that
+        // its delivery ends before another worker may take it over; the
+        // rest of the batch is given back.
+        let start_by = std::time::Instant::now() + self.settings.lease / 2;
         let queue = Arc::new(std::sync::Mutex::new(std::collections::VecDeque::from(
             claimed,
         )));
         let stopping = Arc::new(AtomicBool::new(stopping.load(Ordering::SeqCst)));
-        // Deliveries go on while a writer records the outcomes of the ones
-        // before, many in one write (group commit): each is recorded
-        // within one write of its 250.
+        // A writer records the outcomes that arrive while it writes in one
+        // write (group commit) and then lets their connections go on.
         let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..connections.min(n) {
@@ -158,11 +161,17 @@ impl Worker {
             let stopping = Arc::clone(&stopping);
             let done_tx = done_tx.clone();
             tasks.spawn(async move {
-                while !stopping.load(Ordering::SeqCst) {
+                while !stopping.load(Ordering::SeqCst) && std::time::Instant::now() < start_by {
                     let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
                     let Some(claimed) = next else { break };
                     let outcome = worker.attempt(claimed).await;
-                    if done_tx.send(outcome).is_err() {
+                    // The next message waits until this one is recorded:
+                    // a crash doubles at most one message per connection.
+                    let (recorded_tx, recorded_rx) = tokio::sync::oneshot::channel();
+                    if done_tx.send((outcome, recorded_tx)).is_err() {
+                        break;
+                    }
+                    if recorded_rx.await.is_err() {
                         break;
                     }
                 }
@@ -181,8 +190,18 @@ impl Worker {
                 while let Ok(more) = done_rx.try_recv() {
                     group.push(more);
                 }
-                if let Err(e) = self.record(group).await {
-                    first_error.get_or_insert(e);
+                let (outcomes, acks): (Vec<_>, Vec<_>) = group.into_iter().unzip();
+                match self.record(outcomes).await {
+                    Ok(()) => {
+                        for ack in acks {
+                            let _ = ack.send(());
+                        }
+                    }
+                    // Unacknowledged, the senders stop: nothing more is sent
+                    // that could not be recorded.
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
                 }
             }
             first_error
