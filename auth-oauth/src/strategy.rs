@@ -218,4 +218,8 @@ impl TokenSource for OAuthStrategy {
     async fn access_token(&self) -> Result<SecretString> {
         self.cache.token().await
     }
+
+    fn fetch_count(&self) -> Option<u64> {
+        Some(self.cache.fetch_count())
+    }
 }

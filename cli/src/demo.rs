@@ -7,7 +7,9 @@
 //! `mailgate encrypt` leaves them), builds the same `Mailer` that
 //! `mailgate --config-dir DIR send` builds from each, sends one message, and
 //! checks what the server recorded. `--serve` then keeps everything running
-//! for hand-made `mailgate` commands until Ctrl-C.
+//! for hand-made `mailgate` commands until Ctrl-C (or SIGTERM, SIGHUP).
+//! However it stops, short of SIGKILL, the temporary folder (config folders
+//! and key files) is removed.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -34,7 +36,7 @@ const EXIT_SETUP: u8 = 71;
 /// `mailgate demo --help`: the global options it lists do not all apply.
 pub(crate) const IGNORED_OPTIONS: &str = "The demo ignores --config-dir, --is, --security, --key-file and \
 MAILGATE_CONFIG_DIR: it writes its own config folders (and key files) in a temporary folder \
-and removes them when it ends. -v and -q apply.";
+and removes them when it ends, also on Ctrl-C, SIGTERM or SIGHUP. -v and -q apply.";
 
 /// `mailgate demo` options.
 #[derive(Args, Debug)]
@@ -243,8 +245,45 @@ impl Outcome {
     }
 }
 
-/// Runs the demo; the exit code is 0 only if every message arrived as expected.
+/// SIGINT, SIGTERM and SIGHUP, caught for the whole run so that the
+/// temporary folder (with its key files) is removed however the demo is
+/// stopped.
+struct Stop {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Stop {
+    fn new() -> std::io::Result<Stop> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Stop {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// The next of the three: its name and number.
+    async fn wait(&mut self) -> (&'static str, u8) {
+        tokio::select! {
+            _ = self.int.recv() => ("SIGINT", 2),
+            _ = self.term.recv() => ("SIGTERM", 15),
+            _ = self.hup.recv() => ("SIGHUP", 1),
+        }
+    }
+}
+
+/// Runs the demo; the exit code is 0 only if every message arrived as
+/// expected (128 + the signal's number when one stops the demo itself).
 pub(crate) async fn run(args: &DemoArgs) -> ExitCode {
+    let mut stop = match Stop::new() {
+        Ok(stop) => stop,
+        Err(e) => {
+            eprintln!("mailgate demo: cannot catch signals: {e}");
+            return ExitCode::from(EXIT_SETUP);
+        }
+    };
     let world = match World::start().await {
         Ok(world) => world,
         Err(e) => {
@@ -252,24 +291,55 @@ pub(crate) async fn run(args: &DemoArgs) -> ExitCode {
             return ExitCode::from(EXIT_SETUP);
         }
     };
+    let code = demo(&world, args, &mut stop).await;
+    let World {
+        relay,
+        submission,
+        endpoint,
+        root,
+    } = world;
+    relay.shutdown().await;
+    submission.shutdown().await;
+    endpoint.shutdown().await;
+    let path = root.path().to_owned();
+    if let Err(e) = root.close() {
+        eprintln!("mailgate demo: cannot remove {}: {e}", path.display());
+    }
+    ExitCode::from(code)
+}
+
+/// The demo itself, then `--serve`; its exit code. A signal during the
+/// demo stops it (128 + the signal's number); during `--serve` it ends the
+/// serving, as Ctrl-C does.
+async fn demo(world: &World, args: &DemoArgs, stop: &mut Stop) -> u8 {
     let mut dirs = Vec::new();
     for mode in Mode::ALL {
         match world.write_config(mode) {
             Ok(dir) => dirs.push((mode, dir)),
             Err(e) => {
                 eprintln!("mailgate demo: {e}");
-                return ExitCode::from(EXIT_SETUP);
+                return EXIT_SETUP;
             }
         }
     }
 
-    print_header(&world);
-    let mut outcomes = Vec::new();
-    for (mode, dir) in &dirs {
-        let outcome = send_one(&world, *mode, dir).await;
-        print_outcome(&outcome);
-        outcomes.push(outcome);
-    }
+    print_header(world);
+    let sends = async {
+        let mut outcomes = Vec::new();
+        for (mode, dir) in &dirs {
+            let outcome = send_one(world, *mode, dir).await;
+            print_outcome(&outcome);
+            outcomes.push(outcome);
+        }
+        outcomes
+    };
+    let outcomes = tokio::select! {
+        outcomes = sends => outcomes,
+        (name, number) = stop.wait() => {
+            eprintln!("mailgate demo: stopped by {name}; removing {}", world.root.path().display());
+            return 128 + number;
+        }
+    };
 
     let failed: Vec<&Outcome> = outcomes.iter().filter(|o| !o.ok()).collect();
     let code = if failed.is_empty() {
@@ -289,12 +359,9 @@ pub(crate) async fn run(args: &DemoArgs) -> ExitCode {
     };
 
     if args.serve {
-        serve(&world, &dirs).await;
+        serve(world, &dirs, stop).await;
     }
-    world.relay.shutdown().await;
-    world.submission.shutdown().await;
-    world.endpoint.shutdown().await;
-    ExitCode::from(code)
+    code
 }
 
 /// Builds the Mailer from `dir` as `mailgate --config-dir DIR send` does
@@ -474,13 +541,16 @@ fn print_outcome(o: &Outcome) {
 }
 
 /// Keeps the servers up, prints a command per folder, and reports each
-/// message that arrives until Ctrl-C.
-async fn serve(world: &World, dirs: &[(Mode, PathBuf)]) {
+/// message that arrives until Ctrl-C, SIGTERM or SIGHUP. Each arrival
+/// copies only the new messages, however many are stored.
+async fn serve(world: &World, dirs: &[(Mode, PathBuf)], stop: &mut Stop) {
     let exe = std::env::current_exe()
         .map(|p| shell_quote(&p.display().to_string()))
         .unwrap_or_else(|_| "mailgate".into());
     println!();
-    println!("serving until Ctrl-C; paste one of these into another terminal:");
+    println!(
+        "serving until Ctrl-C (or SIGTERM, SIGHUP); paste one of these into another terminal:"
+    );
     for (mode, dir) in dirs {
         println!();
         println!("  # {}: {}", mode.strategy(), mode.title());
@@ -491,27 +561,30 @@ async fn serve(world: &World, dirs: &[(Mode, PathBuf)]) {
         );
     }
     println!();
-    let mut seen_relay = world.relay.messages().len();
-    let mut seen_submission = world.submission.messages().len();
+    let mut seen_relay = world.relay.message_count();
+    let mut seen_submission = world.submission.message_count();
     let forever = Duration::from_secs(24 * 3600);
-    loop {
+    let name = loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
-            messages = world.relay.wait_for_messages(seen_relay + 1, forever) => {
-                for m in messages.iter().skip(seen_relay) {
+            (name, _) = stop.wait() => break name,
+            new = world.relay.wait_for_messages_after(seen_relay, forever) => {
+                for m in &new {
                     print_received("relay", m, world.endpoint.issued_count());
                 }
-                seen_relay = messages.len();
+                seen_relay += new.len();
             }
-            messages = world.submission.wait_for_messages(seen_submission + 1, forever) => {
-                for m in messages.iter().skip(seen_submission) {
+            new = world.submission.wait_for_messages_after(seen_submission, forever) => {
+                for m in &new {
                     print_received("submission", m, world.endpoint.issued_count());
                 }
-                seen_submission = messages.len();
+                seen_submission += new.len();
             }
         }
-    }
-    println!("stopping; removing {}", world.root.path().display());
+    };
+    println!(
+        "stopping on {name}; removing {}",
+        world.root.path().display()
+    );
 }
 
 fn print_received(server: &str, m: &ReceivedMessage, tokens: u64) {

@@ -102,10 +102,19 @@ pub(crate) async fn send_queued(
     }
 }
 
-/// `mailgate queue ...`
-pub(crate) async fn run(mailer: &Mailer, command: &QueueCommand) -> Result<(), Failure> {
+/// `mailgate queue ...`; with `quiet`, only `list` and `stats` (what was
+/// asked for) print on success.
+pub(crate) async fn run(
+    mailer: &Mailer,
+    command: &QueueCommand,
+    quiet: bool,
+) -> Result<(), Failure> {
     let store = mailer.outbox()?;
     let now = SystemTime::now();
+    // A confirmation, not asked-for output: -q leaves it out.
+    let confirm = |text: std::fmt::Arguments<'_>| {
+        if quiet { Ok(()) } else { print_out(text) }
+    };
     match command {
         QueueCommand::List(args) => {
             let messages = store.list(args.all).await?;
@@ -116,15 +125,15 @@ pub(crate) async fn run(mailer: &Mailer, command: &QueueCommand) -> Result<(), F
                 print_out(format_args!("{}", table(&messages)))
             }
         }
-        QueueCommand::Flush => flush(mailer).await,
+        QueueCommand::Flush => flush(mailer, quiet).await,
         QueueCommand::Retry(args) => match (args.id, args.dead) {
             (_, true) => {
                 let n = store.retry_dead(now).await?;
-                print_out(format_args!("{n} dead message(s) queued again"))
+                confirm(format_args!("{n} dead message(s) queued again"))
             }
             (Some(id), false) => {
                 if store.retry(id, now).await? {
-                    print_out(format_args!("queued {id}"))
+                    confirm(format_args!("queued {id}"))
                 } else {
                     Err(Error::Usage(format!(
                         "no queued or dead message {id} (see `mailgate queue list --all`)"
@@ -136,7 +145,7 @@ pub(crate) async fn run(mailer: &Mailer, command: &QueueCommand) -> Result<(), F
         },
         QueueCommand::Delete { id } => {
             if store.delete(*id).await? {
-                print_out(format_args!("deleted {id}"))
+                confirm(format_args!("deleted {id}"))
             } else {
                 Err(Error::Usage(format!(
                     "no message {id} that can be deleted (it does not exist, or it is being sent)"
@@ -160,9 +169,9 @@ pub(crate) async fn run(mailer: &Mailer, command: &QueueCommand) -> Result<(), F
 }
 
 /// `queue flush`: every queued message now, a progress bar on a terminal.
-async fn flush(mailer: &Mailer) -> Result<(), Failure> {
+async fn flush(mailer: &Mailer, quiet: bool) -> Result<(), Failure> {
     let worker = Worker::new(mailer)?;
-    let bar = std::io::stderr().is_terminal().then(|| {
+    let bar = (std::io::stderr().is_terminal() && !quiet).then(|| {
         let bar = indicatif::ProgressBar::new(0);
         bar.set_style(
             indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} messages ({elapsed})")
@@ -182,10 +191,12 @@ async fn flush(mailer: &Mailer) -> Result<(), Failure> {
         bar.finish_and_clear();
     }
     let left = mailer.outbox()?.stats().await?.queued;
-    print_out(format_args!(
-        "flushed: {} sent, {} still queued, {} dead",
-        report.sent, left, report.dead
-    ))?;
+    if !quiet || left > 0 || report.dead > 0 {
+        print_out(format_args!(
+            "flushed: {} sent, {} still queued, {} dead",
+            report.sent, left, report.dead
+        ))?;
+    }
     if left > 0 {
         Err(Failure::Exit(
             EXIT_TEMPFAIL,
@@ -206,18 +217,20 @@ async fn flush(mailer: &Mailer) -> Result<(), Failure> {
 
 /// `mailgate deliver`: until SIGTERM or SIGINT, then the delivery in hand
 /// is finished and the exit is 0.
-pub(crate) async fn deliver(mailer: &Mailer) -> Result<(), Failure> {
+pub(crate) async fn deliver(mailer: &Mailer, quiet: bool) -> Result<(), Failure> {
     let worker = Worker::new(mailer)?;
     tracing::info!(
         "delivering from {} as worker {}",
         mailer.outbox()?.describe(),
         worker.id()
     );
-    eprintln!(
-        "mailgate: delivering from {} (worker {})",
-        mailer.outbox()?.describe(),
-        worker.id()
-    );
+    if !quiet {
+        eprintln!(
+            "mailgate: delivering from {} (worker {})",
+            mailer.outbox()?.describe(),
+            worker.id()
+        );
+    }
     worker.run(shutdown_signal()).await?;
     Ok(())
 }

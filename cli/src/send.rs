@@ -177,12 +177,34 @@ fn read_bounded(mut source: impl Read, what: &str, limit: u64) -> Result<Vec<u8>
     Ok(buf)
 }
 
-fn read_file(path: &Path, what: &str, limit: u64) -> Result<Vec<u8>, Error> {
-    let file = std::fs::File::open(path).map_err(|e| Error::InvalidMessage {
-        field: what.to_owned(),
-        reason: format!("cannot open {}: {e}", path.display()),
-    })?;
-    read_bounded(file, &format!("{what} {}", path.display()), limit)
+/// EX_NOINPUT: an input file is missing, unreadable or not a regular file.
+const EXIT_NOINPUT: u8 = 66;
+
+/// Reads an input file: opened without blocking, refused unless it is a
+/// regular file (a FIFO, `/dev/zero`, a folder: exit 66, nothing read), and
+/// at most `limit` bytes (more: exit 65, nothing sent).
+fn read_file(path: &Path, what: &str, limit: u64) -> Result<Vec<u8>, Failure> {
+    use mailgate::properties::fs::{ReadError, read_regular};
+    read_regular(path, limit).map_err(|e| match e {
+        ReadError::TooLarge { .. } => Error::InvalidMessage {
+            field: format!("{what} {}", path.display()),
+            reason: format!(
+                "it is larger than {limit} bytes (`mailgate.smtp.maxMessageBytes`); nothing was sent"
+            ),
+        }
+        .into(),
+        ReadError::NotRegular { .. } => Failure::Exit(
+            EXIT_NOINPUT,
+            format!(
+                "{what} {}: {e}; nothing was sent (to read a pipe, give `-` and pipe it to stdin)",
+                path.display()
+            ),
+        ),
+        e => Failure::Exit(
+            EXIT_NOINPUT,
+            format!("{what}: cannot read {}: {e}; nothing was sent", path.display()),
+        ),
+    })
 }
 
 fn utf8(bytes: Vec<u8>, what: &str) -> Result<String, Error> {
@@ -319,7 +341,7 @@ fn envelope(from: Option<&str>, recipients: &[String]) -> Result<Envelope, Error
     })
 }
 
-fn attachment(path: &Path, limit: u64) -> Result<Attachment, Error> {
+fn attachment(path: &Path, limit: u64) -> Result<Attachment, Failure> {
     let content = read_file(path, "--attach", limit)?;
     let filename = path
         .file_name()

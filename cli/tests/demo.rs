@@ -1,11 +1,15 @@
-//! `mailgate demo` out of the box: the real binary starts its dev servers,
-//! sends one message per strategy and exits 0 only if each arrived as
-//! expected. Also the CLI side of `integration-tests/tests/faults.rs`: a
-//! fault case through the binary (only this package can name it).
+//! `mailgate demo` (cargo feature `demo`): the real binary starts its dev
+//! servers, sends one message per strategy and exits 0 only if each arrived
+//! as expected; `--serve` reports what arrives and removes its folder (key
+//! files included) on SIGTERM and SIGHUP as on Ctrl-C.
 
 #![cfg(feature = "demo")]
 
-use std::process::{Command, Stdio};
+use std::io::{BufRead as _, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 #[test]
 fn demo_delivers_with_all_three_strategies() {
@@ -27,7 +31,7 @@ fn demo_delivers_with_all_three_strategies() {
 
     // One section per strategy, each chosen by its rule and delivered.
     for (strategy, rule, auth, tls) in [
-        ("open", "neither", "AUTH none", "TLS no"),
+        ("open", "no-auth-flag", "AUTH none", "TLS no"),
         (
             "basic",
             "basic-only",
@@ -117,88 +121,134 @@ fn demo_help_says_the_config_options_do_not_apply() {
     );
 }
 
-mod fault {
-    //! A fault case through the real binary: the devserver refuses, the
-    //! exit code says what kind of failure it was.
+/// A `mailgate demo --serve` running, its stdout lines arriving on a channel.
+struct Serving {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
 
-    use std::time::{Duration, Instant};
-
-    use mailgate_devserver::{DevSmtpServer, Fault, Mechanism, Stage};
-    use mailgate_integration_tests::ConfigDir;
-
-    const USER: &str = "alm@example.com";
-    const PASSWORD: &str = "cli-fault-pw";
-
-    async fn server_and_config(fault: Fault, timeout: &str) -> (DevSmtpServer, ConfigDir) {
-        let server = DevSmtpServer::builder()
-            .starttls_required()
-            .mechanisms([Mechanism::Plain])
-            .user(USER, PASSWORD)
-            .fault(fault)
-            .start()
-            .await
-            .expect("dev server starts");
-        let dir = ConfigDir::new();
-        server
-            .ca()
-            .write_ca_pem(dir.path().join("ca.pem"))
-            .expect("CA written");
-        let port = server.port().to_string();
-        dir.write_is(&[
-            ("mksis.smtp.authentication", "true"),
-            ("mksis.smtp.ssl.enabled", "true"),
-            ("mksis.logging.email.from", USER),
-            ("mksis.logging.emailfrom.password", PASSWORD),
-            ("mksis.logging.email.server.hostname", "localhost"),
-            ("mksis.logging.email.server.port", &port),
-            ("mailgate.smtp.ssl.caFile", "ca.pem"),
-            ("mailgate.smtp.timeoutSeconds", timeout),
-        ]);
-        dir.write_security(&[]);
-        (server, dir)
+impl Serving {
+    fn start() -> Serving {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mailgate"))
+            .args(["demo", "--serve"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mailgate runs");
+        let stdout = child.stdout.take().expect("piped");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Serving {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
     }
 
-    async fn send(dir: &ConfigDir) -> std::process::Output {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_mailgate"))
-            .arg("--config-dir")
-            .arg(dir.path())
-            .args(["send", "--to", "dev@example.com", "--subject", "fault"])
-            .args(["--body", "b"])
-            .env_remove("MAILGATE_CONFIG_DIR")
-            .stdin(std::process::Stdio::null())
-            .output()
-            .await
-            .expect("mailgate runs")
+    /// The first line holding `text` (waiting up to 60 s for it).
+    fn wait_for(&mut self, text: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(line) = self.seen.iter().find(|l| l.contains(text)) {
+                return line.clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(_) => {
+                    let _ = self.child.kill();
+                    panic!("no line with {text:?} in:\n{}", self.seen.join("\n"));
+                }
+            }
+        }
     }
 
-    #[tokio::test]
-    async fn greylisting_451_at_rcpt_exits_75() {
-        let (server, dir) =
-            server_and_config(Fault::reply(Stage::Rcpt, 451, "4.7.1 Greylisted"), "10").await;
-        let out = send(&dir).await;
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(75), "{stderr}");
-        assert!(
-            stderr.contains("refused 1 of 1 recipient(s): <dev@example.com> 451"),
-            "{stderr}"
-        );
-        assert!(stderr.contains("Greylisted"), "{stderr}");
-        assert!(out.stdout.is_empty(), "nothing printed as sent");
-        assert!(server.messages().is_empty());
-        assert_eq!(server.auth_attempts().len(), 1);
+    /// The temporary folder holding the config folders.
+    fn root(&mut self) -> PathBuf {
+        let line = self.wait_for("  config folders   ");
+        let root = line
+            .trim()
+            .strip_prefix("config folders")
+            .and_then(|rest| rest.trim().strip_suffix("/{open,basic,oauth}"))
+            .unwrap_or_else(|| panic!("odd line {line:?}"));
+        PathBuf::from(root)
     }
 
-    #[tokio::test]
-    async fn slow_server_exits_75_within_the_timeout() {
-        let (server, dir) =
-            server_and_config(Fault::delay(Stage::Mail, Duration::from_secs(3)), "1").await;
-        let start = Instant::now();
-        let out = send(&dir).await;
-        let elapsed = start.elapsed();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(75), "{stderr}");
-        assert!(stderr.contains("mailgate.smtp.timeoutSeconds"), "{stderr}");
-        assert!(elapsed < Duration::from_millis(2500), "took {elapsed:?}");
-        assert!(server.messages().is_empty());
+    /// Sends `signal` and waits (up to 30 s) for the exit code.
+    fn stop(mut self, signal: i32) -> Option<i32> {
+        // SAFETY: kill(2) on our own child, not reaped yet.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("still running 30 s after signal {signal}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
+}
+
+fn serve_until(signal: i32) {
+    let mut serving = Serving::start();
+    let root = serving.root();
+    serving.wait_for("serving until Ctrl-C");
+    assert!(
+        root.join("basic/mailgate.key").exists(),
+        "{}",
+        root.display()
+    );
+    // The report loop follows arrivals: a hand-made send is reported.
+    let out = Command::new(env!("CARGO_BIN_EXE_mailgate"))
+        .arg("--config-dir")
+        .arg(root.join("open"))
+        .args([
+            "send",
+            "--to",
+            "dev@example.com",
+            "--subject",
+            "by hand",
+            "--body",
+            "b",
+        ])
+        .env_remove("MAILGATE_CONFIG_DIR")
+        .stdin(Stdio::null())
+        .output()
+        .expect("mailgate runs");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = serving.wait_for("received on the relay server");
+    assert!(line.contains("Subject \"by hand\""), "{line}");
+    assert_eq!(serving.stop(signal), Some(0), "serving ends as on Ctrl-C");
+    assert!(!root.exists(), "{} is left behind", root.display());
+}
+
+#[test]
+fn serve_removes_its_folder_on_sigterm() {
+    serve_until(libc::SIGTERM);
+}
+
+#[test]
+fn serve_removes_its_folder_on_sighup() {
+    serve_until(libc::SIGHUP);
+}
+
+#[test]
+fn serve_removes_its_folder_on_ctrl_c() {
+    serve_until(libc::SIGINT);
 }

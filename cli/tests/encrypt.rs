@@ -245,33 +245,29 @@ fn rotation_moves_values_to_the_new_key() {
     );
     let dir = basic_dir(peer.port(), &pki);
     ok(&mailgate(dir.path(), &["encrypt"]));
-    let new_key = dir.path().join("new.key");
-    let new_key = new_key.to_str().unwrap();
-    let stdout = ok(&mailgate(dir.path(), &["encrypt", "--rotate-key", new_key]));
+    let key_file = dir.path().join("mailgate.key");
+    let old_key = std::fs::read(&key_file).unwrap();
+    let stdout = ok(&mailgate(dir.path(), &["encrypt", "--rotate-key"]));
     assert!(
         stdout.contains("re-encrypted mksis.logging.emailfrom.password"),
         "{stdout}"
     );
+    assert!(stdout.contains("now holds the new key"), "{stdout}");
+    // The new key took the old one's place: nothing to point anywhere.
+    assert_ne!(std::fs::read(&key_file).unwrap(), old_key);
+    let mode = std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "key file mode");
+    ok(&mailgate(dir.path(), &["check"]));
 
-    let old = mailgate(dir.path(), &["check"]);
-    assert_eq!(old.status.code(), Some(78));
-    assert!(stderr(&old).contains("another key"), "{}", stderr(&old));
+    // The old key no longer reads the values.
+    let old = dir.path().join("old.key");
+    std::fs::write(&old, &old_key).unwrap();
+    std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = mailgate(dir.path(), &["--key-file", old.to_str().unwrap(), "check"]);
+    assert_eq!(out.status.code(), Some(78));
+    assert!(stderr(&out).contains("another key"), "{}", stderr(&out));
 
-    let out = mailgate(
-        dir.path(),
-        &[
-            "--key-file",
-            new_key,
-            "-v",
-            "send",
-            "--to",
-            "d@example.com",
-            "--subject",
-            "s",
-            "--body",
-            "b",
-        ],
-    );
+    let out = send(dir.path());
     ok(&out);
     assert_eq!(peer.wait_for_messages(1, WAIT).len(), 1);
 }

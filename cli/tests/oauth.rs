@@ -344,7 +344,7 @@ fn check_shows_the_endpoint_host_and_scope_never_the_secret() {
     let (stdout, stderr) = text(&out);
     assert_eq!(code(&out), 0, "{stderr}");
     assert!(stdout.contains("strategy: oauth"), "{stdout}");
-    assert!(stdout.contains("(oauth-only)"), "{stdout}");
+    assert!(stdout.contains("rule:     oauth-only: "), "{stdout}");
     assert!(
         stdout.contains(&format!("token endpoint: {}", endpoint.host())),
         "{stdout}"

@@ -95,7 +95,8 @@ pub enum ConfigError {
     },
     /// A key the chosen mode needs is absent.
     #[error(
-        "missing property `{key}`, required by the {needed_by} strategy; add it to {file} (read: {read})"
+        "missing property `{key}`, required by {}; add it to {file} (read: {read})",
+        needed_by_text(needed_by)
     )]
     Missing {
         /// The key.
@@ -108,7 +109,10 @@ pub enum ConfigError {
         read: String,
     },
     /// A key the chosen mode needs is present but blank.
-    #[error("property `{key}` at {origin} is blank, but the {needed_by} strategy requires a value")]
+    #[error(
+        "property `{key}` at {origin} is blank, but {} requires a value",
+        needed_by_text(needed_by)
+    )]
     Blank {
         /// The key.
         key: String,
@@ -128,6 +132,35 @@ pub enum ConfigError {
         value: Option<String>,
         /// What would be accepted.
         expected: String,
+    },
+    /// A value is longer than its key allows (a host name of megabytes).
+    #[error(
+        "property `{key}` at {origin} is {len} bytes long, more than the {max} it may hold{}; shorten it",
+        shown.as_ref().map(|v| format!(" (it begins `{v}`)")).unwrap_or_default()
+    )]
+    TooLong {
+        /// The key.
+        key: String,
+        /// Where it was set.
+        origin: Origin,
+        /// Its length in bytes.
+        len: usize,
+        /// The most it may hold.
+        max: usize,
+        /// Its start, escaped and cut short; `None` for secrets.
+        shown: Option<String>,
+    },
+    /// A secret holds a value another tool encrypted (the RV&S server's
+    /// `encryptPassword`): mailgate cannot decrypt it and does not send it as
+    /// the secret.
+    #[error(
+        "`{key}` at {origin} looks encrypted by another tool (the RV&S server's encryptPassword writes such values); mailgate cannot decrypt it and will not send it as the secret. Give mailgate its own copy of the files with the plain secret (see \"Secrets at rest\" in the README), then run `mailgate encrypt`"
+    )]
+    ForeignEncrypted {
+        /// The key.
+        key: String,
+        /// Where it was set.
+        origin: Origin,
     },
     /// A CA file named by `mailgate.smtp.ssl.caFile` is unusable.
     #[error("CA file {} (from `mailgate.smtp.ssl.caFile` at {origin}): {reason}", path.display())]
@@ -182,6 +215,15 @@ pub enum ConfigError {
         /// Why (never contains the value).
         reason: String,
     },
+}
+
+/// "every strategy" or "the NAME strategy".
+fn needed_by_text(needed_by: &str) -> String {
+    if needed_by == "every" {
+        "every strategy".to_owned()
+    } else {
+        format!("the {needed_by} strategy")
+    }
 }
 
 fn unknown_strategy_message(name: &str, available: &[String], feature: Option<&str>) -> String {

@@ -13,6 +13,11 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{ConfigError, Origin};
 
+/// The largest properties file read.
+pub use mailgate_properties::MAX_FILE_BYTES;
+/// Reading local files without blocking on a FIFO or a device, and bounded.
+pub use mailgate_properties::fs;
+
 /// One property with its origin.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -29,12 +34,18 @@ pub struct Properties {
 }
 
 impl Properties {
-    /// Reads one file. Fails on unreadable files and syntax errors.
+    /// Reads one file. Fails on unreadable files, on anything but a regular
+    /// file (a FIFO or a device is refused without blocking or reading), on
+    /// files over [`mailgate_properties::MAX_FILE_BYTES`] and on syntax errors.
     pub fn read_file(path: &Path) -> Result<Self, ConfigError> {
-        let bytes = std::fs::read(path).map_err(|source| ConfigError::Unreadable {
-            path: path.to_owned(),
-            source,
-        })?;
+        let bytes =
+            mailgate_properties::fs::read_regular(path, mailgate_properties::MAX_FILE_BYTES)
+                .map_err(|e| ConfigError::Unreadable {
+                    path: path.to_owned(),
+                    source: e.into(),
+                })?;
+        // The file may hold secrets: zeroed when dropped.
+        let bytes = zeroize::Zeroizing::new(bytes);
         Self::parse(&bytes, path)
     }
 

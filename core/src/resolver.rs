@@ -29,14 +29,15 @@ pub enum Rule {
 }
 
 impl Rule {
-    /// A stable identifier, for `check --json`.
+    /// A stable identifier that says which flags fired, for `check` and
+    /// `check --json`.
     pub fn id(self) -> &'static str {
         match self {
             Rule::Override => "override",
             Rule::OAuthAndBasic => "oauth-and-basic",
             Rule::OAuthOnly => "oauth-only",
             Rule::BasicOnly => "basic-only",
-            Rule::Neither => "neither",
+            Rule::Neither => "no-auth-flag",
         }
     }
 }
@@ -55,7 +56,7 @@ impl fmt::Display for Rule {
                 "mksis.smtp.oauth.authentication=false and mksis.smtp.authentication=true: closed mail relay (basic authentication)"
             }
             Rule::Neither => {
-                "mksis.smtp.oauth.authentication=false and mksis.smtp.authentication=false: open mail relay"
+                "neither mksis.smtp.oauth.authentication nor mksis.smtp.authentication is true: open mail relay"
             }
         })
     }
@@ -139,5 +140,6 @@ mod tests {
                 .contains("basic authentication wins")
         );
         assert!(Rule::Neither.to_string().contains("open mail relay"));
+        assert_eq!(Rule::Neither.id(), "no-auth-flag");
     }
 }

@@ -1,7 +1,7 @@
 //! Secrets at load time: `ENC(...)` values are decrypted with the key file,
 //! plain ones load with a warning that names the command that encrypts them.
 
-use mailgate_secrets::{SecretKey, decrypt_value, is_encrypted};
+use mailgate_secrets::{SecretKey, decrypt_value, is_encrypted, looks_foreign_encrypted};
 use secrecy::SecretString;
 
 use crate::error::{ConfigError, Origin};
@@ -15,6 +15,12 @@ pub(crate) fn reveal(
     origin: &Origin,
 ) -> Result<SecretString, ConfigError> {
     let trimmed = value.trim();
+    if looks_foreign_encrypted(trimmed) {
+        return Err(ConfigError::ForeignEncrypted {
+            key: key.to_owned(),
+            origin: origin.clone(),
+        });
+    }
     if !is_encrypted(trimmed) {
         // Only a file can be encrypted in place; the environment and code cannot.
         if matches!(origin, Origin::File { .. }) {
@@ -33,7 +39,17 @@ pub(crate) fn reveal(
     let key_path = settings.key_file();
     // Key-file errors already name the file and say what to do.
     let secret_key = SecretKey::load(&key_path).map_err(|e| fail(e.to_string()))?;
-    decrypt_value(&secret_key, key, value).map_err(|e| {
+    let decrypted = decrypt_value(&secret_key, key, value).or_else(|e| {
+        // A rotation that could not be finished at load: the value may be
+        // under the pending key already.
+        match (&e, mailgate_secrets::pending_key(&key_path)) {
+            (mailgate_secrets::Error::WrongKey { .. }, Ok(Some(pending))) => {
+                decrypt_value(&pending, key, value).map_err(|_| e)
+            }
+            _ => Err(e),
+        }
+    });
+    decrypted.map_err(|e| {
         let reason = e.to_string();
         let path = key_path.display().to_string();
         if reason.contains(&path) {

@@ -64,6 +64,28 @@ pub mod keys {
     pub const OUTBOX_KEEP_SENT: &str = "mailgate.outbox.keepSentHours";
     /// A worker's lease on a message, in seconds (default 300).
     pub const OUTBOX_LEASE: &str = "mailgate.outbox.leaseSeconds";
+    /// Where `mailgate relay` listens (default `127.0.0.1:2525`).
+    pub const RELAY_LISTEN: &str = "mailgate.relay.listen";
+    /// Clients allowed to submit to the relay: comma-separated CIDRs (default loopback).
+    pub const RELAY_ALLOW: &str = "mailgate.relay.allow";
+    /// Largest message the relay accepts, advertised as SIZE (default 26214400).
+    pub const RELAY_MAX_MESSAGE_BYTES: &str = "mailgate.relay.maxMessageBytes";
+    /// Most recipients per message (default 100).
+    pub const RELAY_MAX_RECIPIENTS: &str = "mailgate.relay.maxRecipients";
+    /// Most simultaneous client connections (default 100).
+    pub const RELAY_MAX_CONNECTIONS: &str = "mailgate.relay.maxConnections";
+    /// A client silent this long is dropped, in seconds (default 60).
+    pub const RELAY_IDLE_SECONDS: &str = "mailgate.relay.idleSeconds";
+    /// The relay's STARTTLS certificate chain (PEM), relative to the config folder.
+    pub const RELAY_TLS_CERT: &str = "mailgate.relay.tls.certFile";
+    /// The relay's STARTTLS private key (PEM), relative to the config folder.
+    pub const RELAY_TLS_KEY: &str = "mailgate.relay.tls.keyFile";
+    /// Local AUTH users (`name:argon2-hash` lines), relative to the config folder.
+    pub const RELAY_USERS_FILE: &str = "mailgate.relay.usersFile";
+    /// true: the envelope sender and From become the upstream user; the author moves to Reply-To.
+    pub const RELAY_REWRITE_FROM: &str = "mailgate.relay.rewriteFrom";
+    /// `HOST:PORT` of a Prometheus metrics endpoint (default: none).
+    pub const RELAY_METRICS: &str = "mailgate.relay.metrics";
     /// Picks a registered strategy by name, overriding the flags.
     pub const AUTH_STRATEGY: &str = "mailgate.smtp.auth.strategy";
     /// Key file for `ENC(...)` values (default `mailgate.key` in the config folder).
@@ -107,9 +129,66 @@ pub mod keys {
         OUTBOX_MAX_AGE,
         OUTBOX_KEEP_SENT,
         OUTBOX_LEASE,
+        RELAY_LISTEN,
+        RELAY_ALLOW,
+        RELAY_MAX_MESSAGE_BYTES,
+        RELAY_MAX_RECIPIENTS,
+        RELAY_MAX_CONNECTIONS,
+        RELAY_IDLE_SECONDS,
+        RELAY_TLS_CERT,
+        RELAY_TLS_KEY,
+        RELAY_USERS_FILE,
+        RELAY_REWRITE_FROM,
+        RELAY_METRICS,
         AUTH_STRATEGY,
         CRYPTO_KEY_FILE,
     ];
+
+    /// The vendor's own e-mail keys that mailgate does not read. They are
+    /// real keys of an RV&S `is.properties`, not misspellings of mailgate's:
+    /// no "did you mean" for them.
+    pub const VENDOR_EMAIL_KEYS: &[&str] = &[
+        "mksis.logging.email.to",
+        "mksis.logging.email.cc",
+        "mksis.logging.email.bcc",
+        "mksis.logging.email.subject",
+        "mksis.logging.email.enabled",
+        "mksis.logging.email.level",
+        "mksis.logging.email.threshold",
+        "mksis.logging.email.server.timeout",
+        "mksis.logging.email.server.connectiontimeout",
+        "mksis.smtp.starttls.enable",
+        "mksis.smtp.timeout",
+        "mksis.smtp.connectiontimeout",
+    ];
+
+    /// The longest value `key` may hold, in bytes: a host name is at most
+    /// 253 (DNS), a flag or number a few characters; anything else 4096.
+    pub fn max_value_len(key: &str) -> usize {
+        const SHORT: &[&str] = &[
+            OAUTH_AUTHENTICATION,
+            BASIC_AUTHENTICATION,
+            SSL_ENABLED,
+            SERVER_PORT,
+            SSL_MODE,
+            TIMEOUT_SECONDS,
+            ALLOW_PLAINTEXT_AUTH,
+            MAX_CONNECTIONS,
+            MAX_MESSAGE_BYTES,
+            OUTBOX_RETRY_INITIAL,
+            OUTBOX_RETRY_MAX,
+            OUTBOX_MAX_AGE,
+            OUTBOX_KEEP_SENT,
+            OUTBOX_LEASE,
+        ];
+        match key {
+            SERVER_HOSTNAME | HELO_NAME | MESSAGE_ID_DOMAIN => 253,
+            EMAIL_FROM | AUTH_STRATEGY | OAUTH_CLIENT_ID => 998,
+            OAUTH_TOKEN_ENDPOINT | OAUTH_SCOPE | OUTBOX_URL => 2048,
+            k if SHORT.contains(&k) => 64,
+            _ => 4096,
+        }
+    }
 
     /// The file a key belongs in, for "add it to ..." messages.
     pub fn file_of(key: &str) -> &'static str {
@@ -158,6 +237,13 @@ pub struct CaFile {
 
 /// The outbox file in the config folder when `mailgate.outbox.url` is not set.
 pub const DEFAULT_OUTBOX_FILE: &str = "mailgate-outbox.db";
+
+/// The largest CA file read (`mailgate.smtp.ssl.caFile`): 4 MiB, room for
+/// a whole system bundle (some hundred kilobytes).
+pub const MAX_CA_FILE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// The most CA files `mailgate.smtp.ssl.caFile` may list.
+pub const MAX_CA_FILES: usize = 16;
 
 /// Default bound on a message read from a file or stdin: 25 MiB.
 pub const DEFAULT_MAX_MESSAGE_BYTES: u64 = 25 * 1024 * 1024;
@@ -266,21 +352,29 @@ impl Settings {
             strategy_keys,
             key_file,
         } = options;
-        let (mut props, read) = files.read()?;
         let known: Vec<&'static str> = keys::CORE
             .iter()
             .copied()
             .chain(strategy_keys.iter().copied())
             .collect();
-        if env {
-            props.merge(Properties::from_env(known.iter().copied()));
+        let read_all = || -> Result<(Properties, Vec<PathBuf>), ConfigError> {
+            let (mut props, read) = files.read()?;
+            if env {
+                props.merge(Properties::from_env(known.iter().copied()));
+            }
+            props.merge(overrides.clone());
+            Ok((props, read))
+        };
+        let (mut props, mut read) = read_all()?;
+        if finish_rotation(&files, &props, key_file.as_deref()) {
+            (props, read) = read_all()?;
         }
-        props.merge(overrides);
 
         let mut warnings = near_miss_warnings(&props, &known);
         // The hundreds of unrelated keys (some of them other systems' secrets)
         // are not kept for the Mailer's lifetime.
         props.retain(|key| known.contains(&key));
+        check_lengths(&props)?;
 
         let mut settings = Settings {
             props,
@@ -522,19 +616,27 @@ impl Settings {
         };
         let base = self.base_dir();
         let mut out = Vec::new();
-        for name in entry
+        let names: Vec<&str> = entry
             .value
             .split(',')
             .map(str::trim)
             .filter(|s| !s.is_empty())
-        {
+            .collect();
+        if names.len() > MAX_CA_FILES {
+            return Err(self.invalid(
+                keys::SSL_CA_FILE,
+                &format!("at most {MAX_CA_FILES} CA files"),
+            ));
+        }
+        for name in names {
             let path = base.join(name);
             let fail = |reason: String| ConfigError::CaFile {
                 path: path.clone(),
                 origin: entry.origin.clone(),
                 reason,
             };
-            let pem = std::fs::read(&path).map_err(|e| fail(format!("cannot read it: {e}")))?;
+            let pem = mailgate_properties::fs::read_regular(&path, MAX_CA_FILE_BYTES)
+                .map_err(|e| fail(format!("cannot read it: {e}")))?;
             if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
                 return Err(fail(
                     "it holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into(),
@@ -554,6 +656,75 @@ impl Settings {
     /// The entry for `key`, if set.
     pub fn entry(&self, key: &str) -> Option<&Entry> {
         self.props.get(key)
+    }
+
+    /// Every key mailgate read (its own and the linked strategies'), sorted;
+    /// [`Settings::entry`] tells its value and where it came from.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.props.keys()
+    }
+
+    /// The value of `key` as it may be shown (`mailgate check`): a secret as
+    /// `<secret: ENC(...)>` or `<secret: plain text>`, never its value; a
+    /// URL without its password; control characters escaped; cut short.
+    pub fn shown(&self, key: &str) -> Option<String> {
+        let entry = self.entry(key)?;
+        Some(if is_secret_key(key) {
+            let v = entry.value.trim();
+            if v.is_empty() {
+                "<secret: empty>".to_owned()
+            } else if mailgate_secrets::is_encrypted(v)
+                && !mailgate_secrets::looks_foreign_encrypted(v)
+            {
+                "<secret: ENC(...)>".to_owned()
+            } else if mailgate_secrets::looks_foreign_encrypted(v) {
+                "<secret: encrypted by another tool>".to_owned()
+            } else {
+                "<secret: plain text>".to_owned()
+            }
+        } else if key == keys::OAUTH_TOKEN_ENDPOINT {
+            // The host only, as everywhere else: the path names the tenant.
+            let v = entry.value.trim();
+            match v.split_once("://") {
+                Some((scheme, rest)) => {
+                    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+                    let host = rest[..end].rsplit('@').next().unwrap_or_default();
+                    let more = if end < rest.len() { "/..." } else { "" };
+                    cut_short(
+                        &format!("{scheme}://{host}{more}")
+                            .escape_debug()
+                            .to_string(),
+                        SHOWN_CHARS,
+                    )
+                }
+                None => shown_value(v),
+            }
+        } else if key == keys::OUTBOX_URL {
+            cut_short(
+                &crate::outbox::shown_url(&entry.value)
+                    .escape_debug()
+                    .to_string(),
+                SHOWN_CHARS,
+            )
+        } else {
+            shown_value(&entry.value)
+        })
+    }
+
+    /// Decrypts every `ENC(...)` secret that is set, whichever strategy
+    /// needs it, so a value under another key is found before a send needs
+    /// it (`mailgate check`). A value another tool encrypted is an error too.
+    pub fn verify_secrets(&self) -> Result<(), ConfigError> {
+        for key in keys::SECRETS {
+            // A plain value needs no key (and was warned about at load).
+            if let Some(entry) = self.entry(key)
+                && (mailgate_secrets::is_encrypted(&entry.value)
+                    || mailgate_secrets::looks_foreign_encrypted(&entry.value))
+            {
+                crate::secret::reveal(self, key, &entry.value, &entry.origin)?;
+            }
+        }
+        Ok(())
     }
 
     /// The trimmed value of `key`, or `None` when absent or blank.
@@ -696,6 +867,36 @@ impl Settings {
     }
 }
 
+/// Finishes a key rotation a crash interrupted (`mailgate encrypt
+/// --rotate-key`, see `mailgate_secrets::recover_rotation`); true when files
+/// were rewritten and must be read again. When it cannot be finished now (no
+/// write permission, another process rotating), loading goes on: a value
+/// decrypts with the old or the pending key until `mailgate encrypt` finishes it.
+fn finish_rotation(files: &ConfigFiles, props: &Properties, given: Option<&Path>) -> bool {
+    let configured = props
+        .get(keys::CRYPTO_KEY_FILE)
+        .map(|e| e.value.trim())
+        .filter(|v| !v.is_empty());
+    let key_file = key_file_path(&files.base_dir(), configured, given);
+    if !mailgate_secrets::pending_key_path(&key_file).exists() {
+        return false;
+    }
+    match mailgate_secrets::recover_rotation(&key_file, keys::SECRETS) {
+        Ok(Some(_)) => {
+            tracing::warn!(
+                "finished a key rotation that was interrupted: every secret is now under {}",
+                key_file.display()
+            );
+            true
+        }
+        Ok(None) => false,
+        Err(e) => {
+            tracing::warn!("{e}; until then each secret is decrypted with the old or the new key");
+            false
+        }
+    }
+}
+
 /// The key file for `ENC(...)` values: `given` (the command line's), else
 /// `configured` (`mailgate.crypto.keyFile`, relative to `base`), else
 /// [`DEFAULT_KEY_FILE`] in `base`.
@@ -720,14 +921,47 @@ fn shown_value(value: &str) -> String {
         }
         None => value.to_owned(),
     };
-    value.escape_debug().to_string()
+    cut_short(&value.escape_debug().to_string(), SHOWN_CHARS)
+}
+
+/// At most this many characters of a value are echoed in an error.
+const SHOWN_CHARS: usize = 80;
+
+/// `text` cut to `max` characters, with `...` where it was cut.
+pub(crate) fn cut_short(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => format!("{}...", &text[..end]),
+        None => text.to_owned(),
+    }
+}
+
+/// Every value within its key's bound ([`keys::max_value_len`]).
+fn check_lengths(props: &Properties) -> Result<(), ConfigError> {
+    for key in props.keys() {
+        let Some(entry) = props.get(key) else {
+            continue;
+        };
+        let max = keys::max_value_len(key);
+        if entry.value.len() > max {
+            return Err(ConfigError::TooLong {
+                key: key.to_owned(),
+                origin: entry.origin.clone(),
+                len: entry.value.len(),
+                max,
+                shown: (!is_secret_key(key))
+                    .then(|| cut_short(&entry.value.escape_debug().to_string(), 40)),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The key file's name in the config folder when nothing else is set.
 pub const DEFAULT_KEY_FILE: &str = "mailgate.key";
 
 fn parse_mailbox(v: &str) -> Option<Mailbox> {
-    if v.contains(['\r', '\n']) {
+    // A control character would break the SMTP and SASL lines it goes into.
+    if v.chars().any(char::is_control) {
         return None;
     }
     v.parse::<Mailbox>().ok()
@@ -775,7 +1009,7 @@ fn near_miss_warnings(props: &Properties, known: &[&str]) -> Vec<Warning> {
         .collect();
     let mut out = Vec::new();
     for key in props.keys() {
-        if known.contains(&key) {
+        if known.contains(&key) || keys::VENDOR_EMAIL_KEYS.contains(&key) {
             continue;
         }
         let lower = key.to_ascii_lowercase();
@@ -801,11 +1035,15 @@ fn near_miss_warnings(props: &Properties, known: &[&str]) -> Vec<Warning> {
             .map(|e| e.origin.to_string())
             .unwrap_or_default();
         match best {
-            Some((d, k)) if d <= MAX_DISTANCE && key.len() > 8 => out.push(Warning(format!(
-                "unknown property `{key}` at {origin}; did you mean `{k}`?"
+            // Small relative to the key: one edit per ten characters, so
+            // `mksis.logging.email.to` is not taken for `...email.from`.
+            Some((d, k)) if d <= MAX_DISTANCE && d * 10 <= key.len() => out.push(Warning(format!(
+                "unknown property `{}` at {origin}; did you mean `{k}`?",
+                cut_short(&key.escape_debug().to_string(), SHOWN_CHARS)
             ))),
             _ if key.starts_with("mailgate.") => out.push(Warning(format!(
-                "unknown property `{key}` at {origin} is ignored"
+                "unknown property `{}` at {origin} is ignored",
+                cut_short(&key.escape_debug().to_string(), SHOWN_CHARS)
             ))),
             _ => {}
         }
@@ -1120,6 +1358,228 @@ mod tests {
         assert_eq!(
             s.entry(keys::HELO_NAME).unwrap().origin,
             Origin::Env { var }
+        );
+    }
+
+    #[test]
+    fn an_oversized_value_names_key_file_and_line_and_is_cut_short() {
+        let host = "h".repeat(8 * 1024);
+        let msg = config_err(load(&format!(
+            "# c\nmksis.logging.email.server.hostname={host}\n"
+        )));
+        assert!(
+            msg.contains("`mksis.logging.email.server.hostname`"),
+            "{msg}"
+        );
+        assert!(msg.contains("is.properties:2"), "{msg}");
+        assert!(msg.contains("8192 bytes long, more than the 253"), "{msg}");
+        assert!(
+            msg.len() < 400,
+            "the echo is cut short: {} bytes",
+            msg.len()
+        );
+        // A secret's start is never shown.
+        let pw = "p".repeat(10_000);
+        let msg = config_err(load(&format!(
+            "{HOST}mksis.logging.emailfrom.password={pw}\n"
+        )));
+        assert!(msg.contains("mksis.logging.emailfrom.password"), "{msg}");
+        assert!(!msg.contains("ppp"), "{msg}");
+    }
+
+    #[test]
+    fn invalid_values_are_echoed_cut_short() {
+        let long = "x".repeat(500);
+        let msg = config_err(load(&format!(
+            "{HOST}mailgate.smtp.ssl.mode={long}\nmksis.smtp.ssl.enabled=true\n"
+        )));
+        assert!(msg.contains("..."), "{msg}");
+        assert!(msg.len() < 400, "{msg}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn fifo_and_device_properties_files_are_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("is.properties");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        for path in [fifo.as_path(), Path::new("/dev/zero")] {
+            let start = std::time::Instant::now();
+            let err = Settings::load(LoadOptions {
+                files: ConfigFiles {
+                    dir: None,
+                    is: Some(path.to_owned()),
+                    security: None,
+                    security_optional: false,
+                },
+                ..LoadOptions::default()
+            })
+            .unwrap_err();
+            assert!(start.elapsed() < Duration::from_secs(2));
+            assert_eq!(err.exit_code(), 78);
+            let msg = err.to_string();
+            assert!(msg.contains("not a regular file"), "{msg}");
+            assert!(msg.contains(&path.display().to_string()), "{msg}");
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn fifo_and_device_ca_files_are_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("ca.pem");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        for ca in ["ca.pem", "/dev/zero", "/dev/urandom"] {
+            std::fs::write(
+                dir.path().join("is.properties"),
+                format!("{HOST}mailgate.smtp.ssl.caFile={ca}\n"),
+            )
+            .unwrap();
+            let start = std::time::Instant::now();
+            let err = Settings::load(LoadOptions {
+                files: ConfigFiles::in_dir(dir.path()),
+                ..LoadOptions::default()
+            })
+            .unwrap_err();
+            assert!(start.elapsed() < Duration::from_secs(2), "{ca}");
+            let msg = err.to_string();
+            assert!(msg.contains("not a regular file"), "{msg}");
+            assert!(msg.contains("mailgate.smtp.ssl.caFile"), "{msg}");
+            assert_eq!(err.exit_code(), 78);
+        }
+    }
+
+    #[test]
+    fn oversized_properties_and_ca_files_are_refused_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.pem");
+        let f = std::fs::File::create(&big).unwrap();
+        // Sparse: no disk needed, and nothing may be read from it.
+        f.set_len(MAX_CA_FILE_BYTES + 1).unwrap();
+        std::fs::write(
+            dir.path().join("is.properties"),
+            format!("{HOST}mailgate.smtp.ssl.caFile=big.pem\n"),
+        )
+        .unwrap();
+        let msg = Settings::load(LoadOptions {
+            files: ConfigFiles::in_dir(dir.path()),
+            ..LoadOptions::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(msg.contains("larger than 4194304 bytes"), "{msg}");
+        std::fs::File::create(dir.path().join("is.properties"))
+            .unwrap()
+            .set_len(mailgate_properties::MAX_FILE_BYTES + 1)
+            .unwrap();
+        let msg = Settings::load(LoadOptions {
+            files: ConfigFiles::in_dir(dir.path()),
+            ..LoadOptions::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(msg.contains("larger than 4194304 bytes"), "{msg}");
+        assert!(msg.contains("is.properties"), "{msg}");
+    }
+
+    #[test]
+    fn vendor_email_keys_and_far_edits_get_no_did_you_mean() {
+        let s = load(&format!(
+            "{HOST}mksis.logging.email.to=ops@example.com\nmksis.logging.email.form=a@example.com\nmksis.logging.email.subject=x\n"
+        ))
+        .unwrap();
+        let w: Vec<_> = s.warnings().iter().map(|w| w.0.as_str()).collect();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].contains("`mksis.logging.email.form`")
+                && w[0].contains("did you mean `mksis.logging.email.from`?"),
+            "{w:?}"
+        );
+    }
+
+    #[test]
+    fn a_control_character_in_the_sender_names_key_file_and_line() {
+        let msg = config_err(load(&format!(
+            "{HOST}mksis.logging.email.from=alm\\u0001@example.com\n"
+        )));
+        assert!(msg.contains("`mksis.logging.email.from`"), "{msg}");
+        assert!(msg.contains("is.properties:2"), "{msg}");
+        assert!(msg.contains("\\u{1}"), "{msg}");
+    }
+
+    #[test]
+    fn a_key_every_strategy_needs_says_so_in_english() {
+        let msg = config_err(load("mksis.smtp.authentication=false\n"));
+        assert!(msg.contains("required by every strategy"), "{msg}");
+        let s = load(HOST).unwrap();
+        let msg = s
+            .require(keys::OAUTH_SCOPE, "oauth")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("required by the oauth strategy"), "{msg}");
+    }
+
+    #[test]
+    fn a_vendor_encrypted_secret_is_reported_not_used() {
+        let s = load(&format!(
+            "{HOST}mksis.logging.emailfrom.password={{AES}}c2VjcmV0LXZhbHVlLWhlcmU=\n"
+        ))
+        .unwrap();
+        let e = s.require_secret(keys::EMAIL_PASSWORD, "basic").unwrap_err();
+        assert!(matches!(e, ConfigError::ForeignEncrypted { .. }), "{e}");
+        let msg = e.to_string();
+        assert!(msg.contains("is.properties:2"), "{msg}");
+        assert!(msg.contains("encryptPassword"), "{msg}");
+        assert!(!msg.contains("c2VjcmV0"), "{msg}");
+        assert!(s.verify_secrets().is_err());
+    }
+
+    #[test]
+    fn loading_finishes_an_interrupted_key_rotation() {
+        use mailgate_secrets::{RotationStep, SecretKey, rotate_key_with_hook};
+        use secrecy::ExposeSecret;
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join(DEFAULT_KEY_FILE);
+        let old = SecretKey::create(&key_file).unwrap();
+        let is = dir.path().join("is.properties");
+        let security = dir.path().join("security.properties");
+        std::fs::write(&is, format!("{HOST}{}=pw\n", keys::EMAIL_PASSWORD)).unwrap();
+        std::fs::write(&security, format!("{}=cs\n", keys::OAUTH_CLIENT_SECRET)).unwrap();
+        mailgate_secrets::encrypt_files(&[&is, &security], keys::SECRETS, &old).unwrap();
+        let new = SecretKey::generate().unwrap();
+        // Killed between the two files: is.properties under the new key,
+        // security.properties under the old one.
+        let crashed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            rotate_key_with_hook(
+                &key_file,
+                &[&is, &security],
+                keys::SECRETS,
+                &new,
+                &mut |s| {
+                    if s == RotationStep::FileRewritten(0) {
+                        panic!("killed");
+                    }
+                },
+            )
+        }));
+        assert!(crashed.is_err());
+        let s = Settings::load(LoadOptions {
+            files: ConfigFiles::in_dir(dir.path()),
+            ..LoadOptions::default()
+        })
+        .unwrap();
+        assert!(!mailgate_secrets::pending_key_path(&key_file).exists());
+        assert_eq!(SecretKey::load(&key_file).unwrap().id(), new.id());
+        s.verify_secrets().unwrap();
+        assert_eq!(
+            s.require_secret(keys::OAUTH_CLIENT_SECRET, "oauth")
+                .unwrap()
+                .expose_secret(),
+            "cs"
         );
     }
 }

@@ -58,6 +58,12 @@ pub trait AuthStrategy: Send + Sync + fmt::Debug {
 pub trait TokenSource: Send + Sync {
     /// A currently valid access token.
     async fn access_token(&self) -> Result<SecretString>;
+
+    /// Requests sent to the token endpoint so far, where the source counts
+    /// them (for metrics).
+    fn fetch_count(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Builds a strategy from the settings; errors name the missing or bad keys.

@@ -846,14 +846,14 @@ async fn respond(
             "A scope is required",
         );
     }
-    if let Some(allowed) = &state.scopes {
-        if !scope.split(' ').all(|s| allowed.iter().any(|a| a == s)) {
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_scope",
-                "The requested scope is invalid, unknown or malformed",
-            );
-        }
+    if let Some(allowed) = &state.scopes
+        && !scope.split(' ').all(|s| allowed.iter().any(|a| a == s))
+    {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+            "The requested scope is invalid, unknown or malformed",
+        );
     }
 
     let seq = state.issued.fetch_add(1, Ordering::SeqCst) + 1;

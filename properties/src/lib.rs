@@ -52,6 +52,12 @@
 use std::fmt;
 use std::ops::Range;
 
+pub mod fs;
+
+/// The largest properties file mailgate reads: 4 MiB. A real RV&S
+/// `is.properties` is some kilobytes; beyond this it is not a config file.
+pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
+
 use zeroize::Zeroizing;
 
 /// The UTF-8 byte order mark.

@@ -94,6 +94,31 @@ pub enum Error {
         reason: &'static str,
     },
 
+    /// A key rotation was interrupted and is not finished yet.
+    #[error(
+        "a key rotation is unfinished ({pending} exists); finish it first: run `mailgate encrypt`"
+    )]
+    RotationPending {
+        /// The pending key file.
+        pending: PathBuf,
+    },
+
+    /// Another process is rotating the key right now.
+    #[error(
+        "another process is rotating the key right now ({pending} is locked); wait for it and run the command again"
+    )]
+    RotationBusy {
+        /// The pending key file.
+        pending: PathBuf,
+    },
+
+    /// The new key of a rotation is the key already in use.
+    #[error("the new key is the key already in {path}; nothing to rotate")]
+    SameKey {
+        /// The key file.
+        path: PathBuf,
+    },
+
     /// A key file was to be created where one already exists.
     #[error("key file {path} already exists; not overwriting it")]
     KeyFileExists {
@@ -148,6 +173,21 @@ pub enum Error {
          (write it with \\uXXXX escapes, or save the file as UTF-8) and run again"
     )]
     Undecodable {
+        /// The property.
+        property: String,
+        /// Where it was found.
+        location: Location,
+    },
+
+    /// The value looks encrypted by another tool (the RV&S server's
+    /// `encryptPassword`): it is neither a plaintext nor a mailgate value.
+    #[error(
+        "{property}{location} looks encrypted by another tool (the RV&S server's \
+         encryptPassword writes such values): mailgate cannot decrypt it and will not \
+         encrypt it again as if it were the secret; give mailgate its own copy of the \
+         files with the plain secret, then run `mailgate encrypt`"
+    )]
+    ForeignEncrypted {
         /// The property.
         property: String,
         /// Where it was found.

@@ -5,7 +5,7 @@
 //! would have used.
 
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use mailgate_properties::{Document, Entry};
@@ -33,8 +33,11 @@ pub enum ValueState {
     Empty,
     /// A plaintext value.
     Plaintext,
-    /// An `ENC(...)` value.
+    /// An `ENC(v1:...)` value.
     Encrypted,
+    /// A value another tool encrypted (see [`crate::looks_foreign_encrypted`]):
+    /// neither plaintext nor decryptable here.
+    Foreign,
 }
 
 /// What [`encrypt_file`] or [`rotate_file`] did. It holds names, line
@@ -56,6 +59,8 @@ pub struct Report {
     pub plaintext: Vec<Occurrence>,
     /// Occurrences with an empty value: nothing to encrypt.
     pub empty: Vec<Occurrence>,
+    /// `rotate_file` only: values another tool encrypted, left alone.
+    pub foreign: Vec<Occurrence>,
     /// Listed secret keys that do not occur in the file.
     pub missing: Vec<String>,
     /// Whether the file was rewritten (false when nothing changed).
@@ -82,6 +87,8 @@ pub struct Report {
 /// * Empty values are left alone (reported in [`Report::empty`]).
 /// * Values already `ENC(...)` are left alone, but must decrypt with `key`:
 ///   a file is never left holding values under two keys.
+/// * A value another tool encrypted ([`crate::looks_foreign_encrypted`]) is
+///   refused with [`Error::ForeignEncrypted`]: it is not a plaintext.
 /// * A plaintext holding U+FFFD (bytes that were not text) is refused with
 ///   [`Error::Undecodable`].
 /// * The result is re-read and checked (every other value decodes as
@@ -200,6 +207,12 @@ fn prepare_encrypt(path: &Path, secret_keys: &[&str], key: &SecretKey) -> Result
         let occ = occurrence(e);
         match state(e) {
             ValueState::Empty => report.empty.push(occ),
+            ValueState::Foreign => {
+                return Err(Error::ForeignEncrypted {
+                    property: e.key.clone(),
+                    location: loc(path, e),
+                });
+            }
             ValueState::Encrypted => {
                 decrypt_value(key, &e.key, &e.value).map_err(|err| err.at(loc(path, e)))?;
                 report.unchanged.push(occ);
@@ -227,7 +240,7 @@ fn prepare_encrypt(path: &Path, secret_keys: &[&str], key: &SecretKey) -> Result
     })
 }
 
-fn prepare_rotate(
+pub(crate) fn prepare_rotate(
     path: &Path,
     secret_keys: &[&str],
     old_key: &SecretKey,
@@ -245,6 +258,7 @@ fn prepare_rotate(
         match state(e) {
             ValueState::Empty => report.empty.push(occ),
             ValueState::Plaintext => report.plaintext.push(occ),
+            ValueState::Foreign => report.foreign.push(occ),
             ValueState::Encrypted => {
                 let parsed = value::parse(&e.key, &e.value).map_err(|err| err.at(loc(path, e)))?;
                 if parsed.key_id() == new_key.id_bytes()
@@ -288,7 +302,7 @@ impl Report {
 }
 
 /// A file read and its checked new content, not written yet.
-struct Prepared {
+pub(crate) struct Prepared {
     source: Source,
     /// `None` when nothing changes.
     new: Option<Vec<u8>>,
@@ -296,7 +310,7 @@ struct Prepared {
 }
 
 impl Prepared {
-    fn commit(mut self) -> Result<Report> {
+    pub(crate) fn commit(mut self) -> Result<Report> {
         if let Some(new) = &self.new {
             self.report.warnings = self.source.replace(new)?;
             self.report.written = true;
@@ -306,6 +320,11 @@ impl Prepared {
 }
 
 fn commit_all(prepared: impl Iterator<Item = Result<Prepared>>) -> Result<Vec<Report>> {
+    dedup(prepared)?.into_iter().map(Prepared::commit).collect()
+}
+
+/// Every file prepared, each file (symlinks resolved) once; the first error stops.
+pub(crate) fn dedup(prepared: impl Iterator<Item = Result<Prepared>>) -> Result<Vec<Prepared>> {
     let mut all: Vec<Prepared> = Vec::new();
     for p in prepared {
         let p = p?;
@@ -313,7 +332,74 @@ fn commit_all(prepared: impl Iterator<Item = Result<Prepared>>) -> Result<Vec<Re
             all.push(p);
         }
     }
-    all.into_iter().map(Prepared::commit).collect()
+    Ok(all)
+}
+
+impl Prepared {
+    /// The file itself, symlinks resolved.
+    pub(crate) fn target(&self) -> &Path {
+        &self.source.target
+    }
+}
+
+/// The prefix and suffix of the temporary files [`encrypt_file`] and
+/// [`rotate_file`] write through (`.mailgate-XXXXXX.tmp`).
+const TEMP_PREFIX: &str = ".mailgate-";
+const TEMP_SUFFIX: &str = ".tmp";
+
+/// Removes, from `dir`, the temporary files a killed run of this crate left:
+/// `.mailgate-XXXXXX.tmp` (a properties file being replaced: it may hold
+/// plaintext secrets) and `.mailgate-key-XXXXXX` (a key file being written:
+/// raw key material), `XXXXXX` being six letters or digits. Only regular
+/// files of exactly that pattern, last modified before `before`, are removed.
+/// A file another run is writing right now would qualify if it started
+/// before `before`: the caller makes sure no other run works in `dir` (the
+/// `mailgate encrypt` command locks the folder). Returns what was removed.
+pub fn remove_stale_temp_files(dir: &Path, before: std::time::SystemTime) -> Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(removed),
+        Err(e) => return Err(Error::io("list", dir, e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("list", dir, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            continue;
+        };
+        if !is_temp_name(name) {
+            continue;
+        }
+        // Not followed: a symlink of that name is not ours.
+        let Ok(meta) = entry.metadata() else {
+            continue;
+        };
+        if !meta.file_type().is_file() || meta.modified().map_or(true, |m| m >= before) {
+            continue;
+        }
+        let path = entry.path();
+        match fs::remove_file(&path) {
+            Ok(()) => removed.push(path),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("remove", &path, e)),
+        }
+    }
+    if !removed.is_empty() {
+        sync_dir(dir).map_err(|e| Error::io("sync folder", dir, e))?;
+    }
+    Ok(removed)
+}
+
+/// `.mailgate-XXXXXX.tmp` or `.mailgate-key-XXXXXX`.
+fn is_temp_name(name: &str) -> bool {
+    let random = |s: &str| s.len() == 6 && s.bytes().all(|b| b.is_ascii_alphanumeric());
+    if let Some(rest) = name.strip_prefix(crate::key::KEY_TEMP_PREFIX) {
+        return random(rest);
+    }
+    name.strip_prefix(TEMP_PREFIX)
+        .and_then(|rest| rest.strip_suffix(TEMP_SUFFIX))
+        .is_some_and(random)
 }
 
 /// A file read for editing: symlinks resolved once, its bytes (zeroed when
@@ -330,21 +416,15 @@ struct Source {
 impl Source {
     fn read(path: &Path) -> Result<Self> {
         let target = fs::canonicalize(path).map_err(|e| Error::io("read", path, e))?;
-        let mut file = fs::File::open(&target).map_err(|e| Error::io("read", path, e))?;
-        let meta = file.metadata().map_err(|e| Error::io("inspect", path, e))?;
-        if !meta.is_file() {
-            return Err(Error::io(
-                "read",
-                path,
-                io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"),
-            ));
-        }
+        // Opened without blocking: a FIFO or a device is refused unread.
+        let (file, meta) = mailgate_properties::fs::open_regular(&target)
+            .map_err(|e| Error::io("read", path, e.into()))?;
         // Room for the whole file, so the buffer is not reallocated (which
         // would leave a copy of the plaintext behind).
-        let len = usize::try_from(meta.len()).unwrap_or(usize::MAX - 1);
-        let mut bytes = Zeroizing::new(Vec::with_capacity(len.saturating_add(1)));
-        file.read_to_end(&mut bytes)
-            .map_err(|e| Error::io("read", path, e))?;
+        let bytes = Zeroizing::new(
+            mailgate_properties::fs::read_open(file, &meta, mailgate_properties::MAX_FILE_BYTES)
+                .map_err(|e| Error::io("read", path, e.into()))?,
+        );
         if bytes.len() as u64 != meta.len() {
             return Err(Error::Changed {
                 path: path.to_path_buf(),
@@ -377,8 +457,8 @@ impl Source {
         let target = &self.target;
         let dir = parent_dir(target);
         let mut tmp = tempfile::Builder::new()
-            .prefix(".mailgate-")
-            .suffix(".tmp")
+            .prefix(TEMP_PREFIX)
+            .suffix(TEMP_SUFFIX)
             .tempfile_in(dir)
             .map_err(|e| Error::io("create a temporary file in", dir, e))?;
         let werr = |e: io::Error| Error::io("write", target, e);
@@ -514,6 +594,8 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<Document> {
 fn state(e: &Entry) -> ValueState {
     if e.value.is_empty() {
         ValueState::Empty
+    } else if value::looks_foreign_encrypted(&e.value) {
+        ValueState::Foreign
     } else if is_encrypted(&e.value) {
         ValueState::Encrypted
     } else {
@@ -613,6 +695,25 @@ mod tests {
         let p = dir.join(name);
         fs::write(&p, text).unwrap();
         p
+    }
+
+    #[test]
+    fn temp_names_are_exactly_ours() {
+        for ours in [".mailgate-a1B2c3.tmp", ".mailgate-key-Zz9yX0"] {
+            assert!(is_temp_name(ours), "{ours}");
+        }
+        for other in [
+            ".mailgate-a1B2c3.tmpx",
+            ".mailgate-a1B2c.tmp",
+            ".mailgate-key-a1B2c3d",
+            ".mailgate-key-a1-2c3",
+            "mailgate-a1B2c3.tmp",
+            "mailgate.key",
+            "mailgate.key.pending",
+            ".mailgate-outbox.db",
+        ] {
+            assert!(!is_temp_name(other), "{other}");
+        }
     }
 
     #[test]

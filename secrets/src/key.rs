@@ -130,24 +130,27 @@ impl SecretKey {
     /// Errors: [`Error::KeyFileMissing`] when there is no such file,
     /// [`Error::KeyFilePermissions`] when group or others have any access to
     /// it (checked on Unix only), [`Error::KeyFileFormat`] when it is not a
-    /// regular file (a FIFO or a device is refused before it is opened, so
-    /// it cannot block) or holds no valid key.
+    /// regular file (it is opened without blocking, so a FIFO or a device is
+    /// refused before a byte is read) or holds no valid key.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        // Look before opening: opening a FIFO for reading blocks until a
-        // writer comes.
-        let meta = match fs::metadata(path) {
-            Ok(m) => m,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+        // Opened without blocking (a FIFO without a writer would block a
+        // plain open), then what was opened is checked.
+        let mut file = match mailgate_properties::fs::open_regular(path) {
+            Ok((file, _)) => file,
+            Err(e) if e.is_not_found() => {
                 return Err(Error::KeyFileMissing {
                     path: path.to_path_buf(),
                 });
             }
-            Err(e) => return Err(Error::io("inspect key file", path, e)),
+            Err(mailgate_properties::fs::ReadError::NotRegular { .. }) => {
+                return Err(Error::KeyFileFormat {
+                    path: path.to_path_buf(),
+                    reason: "not a regular file",
+                });
+            }
+            Err(e) => return Err(Error::io("open key file", path, e.into())),
         };
-        check_key_file(path, &meta)?;
-        let mut file = fs::File::open(path).map_err(|e| Error::io("open key file", path, e))?;
-        // Check again what was opened, in case the file was replaced.
         let meta = file
             .metadata()
             .map_err(|e| Error::io("inspect key file", path, e))?;
@@ -199,35 +202,95 @@ impl SecretKey {
         if !dir.as_os_str().is_empty() && !dir.exists() {
             create_private_dirs(dir).map_err(|e| Error::io("create folder", dir, e))?;
         }
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".mailgate-key-")
-            .tempfile_in(dir)
-            .map_err(|e| Error::io("create a temporary file in", dir, e))?;
-        let mut text = Zeroizing::new(String::with_capacity(
-            KEY_FILE_HEADER.len() + 2 * KEY_LEN + 1,
-        ));
-        text.push_str(KEY_FILE_HEADER);
-        for b in key.bytes.iter() {
-            push_hex(&mut text, *b);
-        }
-        text.push('\n');
-        tmp.write_all(text.as_bytes())
-            .and_then(|()| tmp.as_file().sync_all())
-            .map_err(|e| Error::io("write key file", path, e))?;
-        match tmp.persist_noclobber(path) {
-            Ok(_) => {}
+        write_key_file(path, &key, "", WriteMode::CreateNew)?;
+        key.file = Some(path.to_path_buf());
+        Ok(key)
+    }
+
+    /// This key, remembered as loaded from or written to `path`.
+    pub(crate) fn with_file(mut self, path: &Path) -> Self {
+        self.file = Some(path.to_path_buf());
+        self
+    }
+}
+
+/// How [`write_key_file`] puts the file in place.
+pub(crate) enum WriteMode {
+    /// Only where no file is: [`Error::KeyFileExists`] otherwise.
+    CreateNew,
+    /// As `CreateNew`, with an exclusive `flock` taken before the file
+    /// appears under its name (held as long as the returned file is open).
+    CreateNewLocked,
+    /// Replacing what is there, atomically.
+    Replace,
+}
+
+/// Writes `key` as a key file at `path`, complete or not at all: the text
+/// (the header, then `comments`, then the key) goes to a temporary file in
+/// the same folder (mode 0600 on Unix), is synced, then linked or renamed
+/// into place, and the folder is synced. Returns the file, still open.
+pub(crate) fn write_key_file(
+    path: &Path,
+    key: &SecretKey,
+    comments: &str,
+    mode: WriteMode,
+) -> Result<fs::File> {
+    let dir = parent_dir(path);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(KEY_TEMP_PREFIX)
+        .tempfile_in(dir)
+        .map_err(|e| Error::io("create a temporary file in", dir, e))?;
+    let mut text = Zeroizing::new(String::with_capacity(
+        KEY_FILE_HEADER.len() + comments.len() + 2 * KEY_LEN + 1,
+    ));
+    text.push_str(KEY_FILE_HEADER);
+    text.push_str(comments);
+    for b in key.bytes.iter() {
+        push_hex(&mut text, *b);
+    }
+    text.push('\n');
+    tmp.write_all(text.as_bytes())
+        .and_then(|()| tmp.as_file().sync_all())
+        .map_err(|e| Error::io("write key file", path, e))?;
+    if matches!(mode, WriteMode::CreateNewLocked) {
+        lock_exclusive(tmp.as_file()).map_err(|e| Error::io("lock", path, e))?;
+    }
+    let file = match mode {
+        WriteMode::CreateNew | WriteMode::CreateNewLocked => match tmp.persist_noclobber(path) {
+            Ok(file) => file,
             Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => {
                 return Err(Error::KeyFileExists {
                     path: path.to_path_buf(),
                 });
             }
             Err(e) => return Err(Error::io("create key file", path, e.error)),
-        }
-        sync_dir(dir).map_err(|e| Error::io("sync folder", dir, e))?;
-        key.file = Some(path.to_path_buf());
-        Ok(key)
+        },
+        WriteMode::Replace => tmp
+            .persist(path)
+            .map_err(|e| Error::io("replace key file", path, e.error))?,
+    };
+    sync_dir(dir).map_err(|e| Error::io("sync folder", dir, e))?;
+    Ok(file)
+}
+
+#[cfg(unix)]
+fn lock_exclusive(file: &fs::File) -> io::Result<()> {
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: flock on a descriptor this function borrows.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
+
+#[cfg(not(unix))]
+fn lock_exclusive(_file: &fs::File) -> io::Result<()> {
+    Ok(())
+}
+
+/// The prefix of the temporary files key files are written through.
+pub(crate) const KEY_TEMP_PREFIX: &str = ".mailgate-key-";
 
 /// A regular file of plausible size, private on Unix.
 fn check_key_file(path: &Path, meta: &fs::Metadata) -> Result<()> {

@@ -11,7 +11,12 @@
 //!   [`decrypt_value`], [`is_encrypted`]),
 //! * edits properties files in place, byte for byte ([`encrypt_file`],
 //!   [`encrypt_files`], [`plaintext_secrets`], [`find_secrets`],
-//!   [`rotate_file`], [`rotate_files`]). Files are read with
+//!   [`rotate_file`], [`rotate_files`]),
+//! * rotates the key across the files and the key file, all or nothing,
+//!   and finishes a rotation a crash interrupted ([`rotate_key`],
+//!   [`recover_rotation`]),
+//! * removes the temporary files a killed run left
+//!   ([`remove_stale_temp_files`]). Files are read with
 //!   `mailgate-properties`, the reader mailgate's settings loader uses, so
 //!   what is encrypted is exactly the value loading would use.
 //!
@@ -61,15 +66,21 @@
 mod error;
 mod file;
 mod key;
+mod rotation;
 mod value;
 
 pub use error::{Error, KeyName, Location, Result};
 pub use file::{
     Occurrence, Report, ValueState, encrypt_file, encrypt_files, find_secrets, plaintext_secrets,
-    rotate_file, rotate_files,
+    remove_stale_temp_files, rotate_file, rotate_files,
 };
 pub use key::{KEY_LEN, KeyOrigin, SecretKey};
-pub use value::{decrypt_value, encrypt_value, is_encrypted};
+#[doc(hidden)]
+pub use rotation::rotate_key_with_hook;
+pub use rotation::{
+    Rotation, RotationStep, pending_key, pending_key_path, recover_rotation, rotate_key,
+};
+pub use value::{decrypt_value, encrypt_value, is_encrypted, looks_foreign_encrypted};
 
 /// The vendor's secret properties that may be encrypted: the basic-auth
 /// password (in `is.properties`) and the OAuth client secret (in

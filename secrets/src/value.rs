@@ -49,6 +49,37 @@ pub fn is_encrypted(value: &str) -> bool {
     v.len() >= PREFIX.len() + SUFFIX.len() && v.starts_with(PREFIX) && v.ends_with(SUFFIX)
 }
 
+/// True when `value` looks encrypted by another tool, so that it is neither
+/// a plaintext secret nor a mailgate value: the RV&S server's
+/// `encryptPassword`, Jasypt's `ENC(base64)` (an `ENC(...)` without
+/// mailgate's `v1:`), a `{AES}...`/`{xor}...` prefix, or PTC's
+/// `encrypted.<name>` reference. Such a value must not be sent as a password
+/// nor encrypted again as if it were one.
+pub fn looks_foreign_encrypted(value: &str) -> bool {
+    let v = value.trim_matches(is_ascii_ws);
+    if is_encrypted(v) {
+        let inner = &v[PREFIX.len()..v.len() - SUFFIX.len()];
+        // `v<digits>:` is mailgate's (a later version is an error of its own).
+        let ours = inner.strip_prefix('v').is_some_and(|rest| {
+            rest.split_once(':')
+                .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        });
+        return !ours;
+    }
+    if let Some(rest) = v.strip_prefix('{')
+        && let Some((tag, body)) = rest.split_once('}')
+    {
+        return (2..=16).contains(&tag.len())
+            && tag
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            && body.len() >= 8;
+    }
+    v.len() > "encrypted.".len()
+        && v.get(..10)
+            .is_some_and(|p| p.eq_ignore_ascii_case("encrypted."))
+}
+
 fn is_ascii_ws(c: char) -> bool {
     matches!(c, ' ' | '\t' | '\x0c' | '\r' | '\n')
 }
@@ -222,6 +253,32 @@ pub(crate) fn decrypt_parsed(
 mod tests {
     use super::*;
     use secrecy::ExposeSecret;
+
+    #[test]
+    fn foreign_encrypted_values_are_told_apart() {
+        for v in [
+            "ENC(3q2+7w==)",
+            " ENC(abc) ",
+            "{AES}bXlzZWNyZXRwYXNzd29yZA==",
+            "{xor}Lz4sLCgwLTs=",
+            "encrypted.mksis.logging.emailfrom.password",
+        ] {
+            assert!(looks_foreign_encrypted(v), "{v}");
+        }
+        let ours = encrypt_value(&key(1), "p", "x").unwrap();
+        for v in [
+            ours.as_str(),
+            "ENC(v2:abc)",
+            "hunter2",
+            "{short}",
+            "{}abcdefghijk",
+            "Pa55{word}more",
+            "openssl+rand/base64+32=",
+            "encrypted",
+        ] {
+            assert!(!looks_foreign_encrypted(v), "{v}");
+        }
+    }
 
     fn key(b: u8) -> SecretKey {
         SecretKey::from_bytes([b; 32])

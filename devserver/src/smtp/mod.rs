@@ -759,13 +759,13 @@ impl ServerState {
         );
         if written_whole && !out.disconnect {
             for slot in faults.iter_mut() {
-                if let FaultAction::Append { stage: s, bytes } = &slot.fault.action {
-                    if *s == stage {
-                        let bytes = bytes.clone();
-                        if slot.fire() {
-                            fired += 1;
-                            out.append.extend_from_slice(&bytes);
-                        }
+                if let FaultAction::Append { stage: s, bytes } = &slot.fault.action
+                    && *s == stage
+                {
+                    let bytes = bytes.clone();
+                    if slot.fire() {
+                        fired += 1;
+                        out.append.extend_from_slice(&bytes);
                     }
                 }
             }
@@ -784,10 +784,10 @@ impl ServerState {
     /// The byte count after which DATA is cut off, if a fault says so.
     pub(crate) fn data_disconnect(&self) -> Option<usize> {
         let found = lock(&self.faults).iter_mut().find_map(|slot| {
-            if let FaultAction::DisconnectDuringData { after_bytes } = slot.fault.action {
-                if slot.fire() {
-                    return Some(after_bytes);
-                }
+            if let FaultAction::DisconnectDuringData { after_bytes } = slot.fault.action
+                && slot.fire()
+            {
+                return Some(after_bytes);
             }
             None
         });
@@ -1019,6 +1019,34 @@ impl DevSmtpServer {
         let mut rx = self.state.message_count.subscribe();
         let _ = tokio::time::timeout(timeout, rx.wait_for(|count| *count >= n)).await;
         self.messages()
+    }
+
+    /// How many messages were accepted so far.
+    pub fn message_count(&self) -> usize {
+        lock(&self.state.messages).len()
+    }
+
+    /// The messages accepted after the first `seen`, in order: only those are
+    /// copied, so a caller that follows arrivals ([`DevSmtpServer::wait_for_messages_after`])
+    /// does not copy every stored message again for each new one.
+    pub fn messages_after(&self, seen: usize) -> Vec<ReceivedMessage> {
+        lock(&self.state.messages)
+            .get(seen..)
+            .map(<[ReceivedMessage]>::to_vec)
+            .unwrap_or_default()
+    }
+
+    /// Waits until more than `seen` messages were accepted, or `timeout`
+    /// passed; returns the messages after the first `seen` (none when the
+    /// time ran out). For following arrivals: `seen += new.len()`.
+    pub async fn wait_for_messages_after(
+        &self,
+        seen: usize,
+        timeout: Duration,
+    ) -> Vec<ReceivedMessage> {
+        let mut rx = self.state.message_count.subscribe();
+        let _ = tokio::time::timeout(timeout, rx.wait_for(|count| *count > seen)).await;
+        self.messages_after(seen)
     }
 
     /// Forgets the recorded messages, auth attempts and commands (not the
