@@ -1,9 +1,10 @@
 //! `mailgate`: send mail with the settings of an RV&S server's config folder.
 //!
-//! Exit codes follow sysexits: 0 ok, 64 usage, 65 bad message input, 68
-//! unknown host, 69 unavailable or refused for good, 74 stdout could not be
-//! written, 75 temporary failure (refused connection, timeout, 4xx), 77
-//! authentication refused, 78 configuration error.
+//! Exit codes follow sysexits: 0 ok, 64 usage, 65 bad message input, 66 an
+//! input file unusable, 68 unknown host, 69 unavailable or refused for good,
+//! 74 stdout could not be written, 75 temporary failure (refused connection,
+//! timeout, 4xx), 77 authentication refused, 78 configuration error (each
+//! command's `--help` lists its own, see `help.rs`).
 //!
 //! A closed stdout (`mailgate token | head -c 0`, a reader that quit) is not
 //! a crash: the command exits 74 (EX_IOERR) without a message, because its
@@ -17,7 +18,9 @@ use std::process::ExitCode;
 #[cfg(feature = "demo")]
 mod demo;
 mod encrypt;
+mod help;
 mod queue;
+mod relay;
 mod send;
 
 use clap::{Args, Parser, Subcommand};
@@ -31,27 +34,30 @@ use tracing_subscriber::EnvFilter;
 #[command(
     name = "mailgate",
     version,
-    about = "Send notification mail the way an RV&S server does"
+    // `mailgate check --version` works too.
+    propagate_version = true,
+    about = "Send notification mail the way an RV&S server does",
+    after_long_help = help::EXIT_CODES
 )]
 struct Cli {
     /// Folder holding is.properties and security.properties
     /// [default: $MAILGATE_CONFIG_DIR, else ./config]
-    #[arg(long, global = true, value_name = "DIR")]
+    #[arg(long, global = true, value_name = "DIR", help_heading = help::GLOBAL)]
     config_dir: Option<PathBuf>,
     /// The is.properties file (overrides the folder's)
-    #[arg(long = "is", global = true, value_name = "FILE")]
+    #[arg(long = "is", global = true, value_name = "FILE", help_heading = help::GLOBAL)]
     is_file: Option<PathBuf>,
     /// The security.properties file (overrides the folder's)
-    #[arg(long = "security", global = true, value_name = "FILE")]
+    #[arg(long = "security", global = true, value_name = "FILE", help_heading = help::GLOBAL)]
     security_file: Option<PathBuf>,
     /// Key file for ENC(...) secrets [default: mailgate.crypto.keyFile, else mailgate.key in the config folder]
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE", help_heading = help::GLOBAL)]
     key_file: Option<PathBuf>,
     /// More output: -v logs the SMTP conversation (AUTH payloads redacted), -vv traces
-    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet", help_heading = help::GLOBAL)]
     verbose: u8,
-    /// Only errors on stderr
-    #[arg(short, long, global = true)]
+    /// Nothing on stdout or stderr on success; only errors on stderr
+    #[arg(short, long, global = true, help_heading = help::GLOBAL)]
     quiet: bool,
     #[command(subcommand)]
     command: Command,
@@ -59,31 +65,70 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Validate the settings; print the chosen strategy and the rule that chose it
+    /// Validate the settings; print the strategy, the rule, and where each setting came from
+    #[command(after_help = help::CHECK)]
     Check(CheckArgs),
     /// Send a message composed from options, or a prepared one (--raw)
+    #[command(after_help = help::SEND)]
     Send(Box<send::SendArgs>),
     /// Read a message on stdin and send it, as /usr/sbin/sendmail does
     /// (also what runs when this binary is called `sendmail`)
-    #[command(disable_help_flag = true)]
+    // sendmail's own `-V ENVID` must not print the version.
+    #[command(
+        disable_help_flag = true,
+        disable_version_flag = true,
+        after_help = help::SENDMAIL
+    )]
     Sendmail(SendmailCommand),
     /// Print an OAuth access token on stdout, and nothing else there
+    #[command(after_help = help::TOKEN)]
     Token,
     /// The outbox: list, flush, retry, delete, stats
+    #[command(after_help = help::QUEUE)]
     Queue {
         #[command(subcommand)]
         command: queue::QueueCommand,
     },
     /// Deliver queued messages until SIGTERM (several workers may share a PostgreSQL outbox)
+    #[command(after_help = help::DELIVER)]
     Deliver,
+    /// SMTP listener + outbox worker: legacy senders submit here, mailgate delivers upstream
+    #[command(after_help = help::RELAY)]
+    Relay,
+    /// Local AUTH users of the relay (mailgate.relay.usersFile)
+    #[command(after_help = help::RELAY_USER)]
+    RelayUser {
+        #[command(subcommand)]
+        command: RelayUserCommand,
+    },
     /// Print HOST:PORT of the SMTP server
+    #[command(after_help = help::SERVER)]
     Server,
     /// Encrypt the secret properties in place (ENC(...) values)
+    #[command(after_help = help::ENCRYPT)]
     Encrypt(encrypt::EncryptArgs),
+    /// Print a shell completion script: `source <(mailgate completions bash)`
+    #[command(after_help = help::GENERATED)]
+    Completions {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `mailgate man > mailgate.1`
+    #[command(after_help = help::GENERATED)]
+    Man,
     /// Run the whole job on loopback: dev servers, one config folder per strategy, one message each
     #[cfg(feature = "demo")]
-    #[command(after_help = demo::IGNORED_OPTIONS)]
+    #[command(after_help = format!("{}\n\n{}", demo::IGNORED_OPTIONS, help::DEMO))]
     Demo(demo::DemoArgs),
+    /// Not in this build: the demo needs the cargo feature `demo`
+    /// (`cargo run -p mailgate-cli --features demo -- demo`)
+    #[cfg(not(feature = "demo"))]
+    #[command(after_help = help::DEMO)]
+    Demo {
+        /// Keep the servers running after the demo
+        #[arg(long)]
+        serve: bool,
+    },
 }
 
 /// sendmail's own options, parsed by [`send::parse_sendmail_args`].
@@ -93,6 +138,16 @@ struct SendmailCommand {
     /// sendmail options (-oem, -odi, -bm, -B, -N, ...) are accepted and ignored
     #[arg(allow_hyphen_values = true, trailing_var_arg = true, num_args = 0.., value_name = "ARGS")]
     args: Vec<String>,
+}
+
+/// `mailgate relay-user ...`
+#[derive(Subcommand, Debug)]
+enum RelayUserCommand {
+    /// Add or replace a user; the password is read from stdin (a prompt on a terminal)
+    Add {
+        /// The user name
+        name: String,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -140,7 +195,10 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    init_logging(cli.verbose, cli.quiet);
+    // A long-running relay logs each message at info; one-shot commands
+    // stay quiet unless asked.
+    let service = matches!(cli.command, Command::Relay);
+    init_logging(cli.verbose, cli.quiet, service);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -213,9 +271,10 @@ pub(crate) fn print_out(text: std::fmt::Arguments<'_>) -> Result<(), Failure> {
 /// `mailgate` takes in `mailgate_core::*`, `mailgate_auth_*`, the `mailgate::smtp`
 /// and `mailgate::oauth` targets, this binary (crate `mailgate`) and the demo's
 /// `mailgate_devserver`. No third-party crate's name starts with `mailgate`.
-fn init_logging(verbose: u8, quiet: bool) {
+fn init_logging(verbose: u8, quiet: bool, service: bool) {
     let ours = match (quiet, verbose) {
         (true, _) => "error",
+        (false, 0) if service => "info",
         (false, 0) => "warn",
         (false, 1) => "debug",
         (false, _) => "trace",
@@ -226,9 +285,18 @@ fn init_logging(verbose: u8, quiet: bool) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(colour(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("NO_COLOR"),
+        ))
         .without_time()
         .init();
+}
+
+/// Colours only on a terminal, and not when `NO_COLOR` is set to anything
+/// but the empty string (https://no-color.org).
+fn colour(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// The files to read: `--config-dir`, else `$MAILGATE_CONFIG_DIR`, else
@@ -313,11 +381,47 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 args,
                 &mut report,
             );
-            // The report is shown on failure too (`--check` lists what it found).
-            if !report.is_empty() {
+            // The report is shown on failure too (`--check` lists what it
+            // found); -q leaves only the error, on stderr.
+            if !report.is_empty() && !cli.quiet {
                 print_out(format_args!("{}", report.trim_end_matches('\n')))?;
             }
-            return result.map_err(Failure::from);
+            return result;
+        }
+        Command::Completions { shell } => return help::completions(*shell),
+        Command::Relay => {
+            let files = config_files(&cli)?;
+            let key_file = cli.key_file.clone();
+            let build: relay::Build = Box::new(move || {
+                let mut builder = Mailer::builder().files(files.clone());
+                if let Some(key) = &key_file {
+                    builder = builder.key_file(key);
+                }
+                #[cfg(any(feature = "outbox-sqlite", feature = "outbox-postgres"))]
+                {
+                    builder = builder.outbox(mailgate::open_outbox);
+                }
+                Ok(builder)
+            });
+            return relay::run(build).await;
+        }
+        Command::RelayUser {
+            command: RelayUserCommand::Add { name },
+        } => {
+            let report = relay::add_user(&settings(&cli)?, name)?;
+            return if cli.quiet {
+                Ok(())
+            } else {
+                print_out(format_args!("{report}"))
+            };
+        }
+        Command::Man => return help::man(),
+        #[cfg(not(feature = "demo"))]
+        Command::Demo { .. } => {
+            return Err(Failure::Exit(
+                69,
+                "this mailgate is built without the demo (cargo feature `demo`); run it with `cargo run -p mailgate-cli --features demo -- demo`".into(),
+            ));
         }
         // Only the settings: `server` works without the key file or the secrets.
         Command::Server => {
@@ -337,30 +441,63 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     let sendmail_dir = sendmail_args.as_ref().and_then(|a| a.config_dir.as_deref());
     let mailer = builder(&cli, sendmail_dir)?.build()?;
     let result = match &cli.command {
-        Command::Check(args) => check(&mailer, args).await,
+        Command::Check(args) => check(&mailer, args, cli.quiet).await,
         Command::Send(args) => send::send(&mailer, args, cli.quiet).await,
         Command::Sendmail(_) => match &sendmail_args {
             Some(args) => send::sendmail(&mailer, args).await,
             None => unreachable!("parsed above"),
         },
-        Command::Queue { command } => queue::run(&mailer, command).await,
-        Command::Deliver => queue::deliver(&mailer).await,
+        Command::Queue { command } => queue::run(&mailer, command, cli.quiet).await,
+        Command::Deliver => queue::deliver(&mailer, cli.quiet).await,
         Command::Token => match mailer.oauth_access_token().await {
             Ok(token) => print_out(format_args!("{}", token.expose_secret())),
             Err(e) => Err(e.into()),
         },
-        Command::Server | Command::Encrypt(_) => {
+        Command::Server
+        | Command::Encrypt(_)
+        | Command::Completions { .. }
+        | Command::Man
+        | Command::Relay
+        | Command::RelayUser { .. } => {
             unreachable!("handled before the mailer is built")
         }
         #[cfg(feature = "demo")]
         Command::Demo(_) => unreachable!("handled in main, before any mailer"),
+        #[cfg(not(feature = "demo"))]
+        Command::Demo { .. } => unreachable!("handled before the mailer is built"),
     };
     mailer.close().await;
     result
 }
 
-async fn check(mailer: &Mailer, args: &CheckArgs) -> Result<(), Failure> {
+/// Each setting that is set: its key, its value as it may be shown, where
+/// it came from.
+fn setting_origins(settings: &Settings) -> Vec<(String, String, &mailgate::Origin)> {
+    settings
+        .keys()
+        .filter_map(|key| {
+            let entry = settings.entry(key)?;
+            Some((key.to_owned(), settings.shown(key)?, &entry.origin))
+        })
+        .collect()
+}
+
+fn origin_json(origin: &mailgate::Origin) -> serde_json::Value {
+    match origin {
+        mailgate::Origin::File { path, line } => serde_json::json!({
+            "source": "file", "file": path.display().to_string(), "line": line,
+        }),
+        mailgate::Origin::Env { var } => serde_json::json!({ "source": "env", "variable": var }),
+        _ => serde_json::json!({ "source": "builder" }),
+    }
+}
+
+async fn check(mailer: &Mailer, args: &CheckArgs, quiet: bool) -> Result<(), Failure> {
     let settings = mailer.settings();
+    // Every ENC(...) value, not only the strategy's: a value under another
+    // key is found now rather than when a send needs it.
+    let secrets = settings.verify_secrets();
+    let origins = setting_origins(settings);
     let resolution = mailer.resolution();
     let server = settings.server();
     let files: Vec<String> = settings
@@ -386,6 +523,8 @@ async fn check(mailer: &Mailer, args: &CheckArgs) -> Result<(), Failure> {
         Ok(store) if !store.created() => Some((store.describe(), Ok(None))),
         Ok(store) => Some((store.describe(), store.stats().await.map(Some))),
     };
+    // A relay running on this folder: whether its settings are current.
+    let relay = relay::status_line(settings);
     if args.json {
         let mut obj = serde_json::json!({
             "strategy": resolution.strategy,
@@ -399,7 +538,20 @@ async fn check(mailer: &Mailer, args: &CheckArgs) -> Result<(), Failure> {
             "files": files,
             "details": details.iter().map(|(k, v)| ((*k).to_owned(), serde_json::Value::from(v.clone()))).collect::<serde_json::Map<_, _>>(),
             "warnings": settings.warnings().iter().map(|w| w.0.clone()).collect::<Vec<_>>(),
+            "settings": origins.iter().map(|(key, value, origin)| {
+                let mut o = origin_json(origin);
+                o["value"] = serde_json::Value::from(value.clone());
+                o["origin"] = serde_json::Value::from(origin.to_string());
+                (key.clone(), o)
+            }).collect::<serde_json::Map<_, _>>(),
+            "secrets": match &secrets {
+                Ok(()) => serde_json::json!({ "ok": true }),
+                Err(e) => serde_json::json!({ "ok": false, "error": e.to_string(), "exit_code": 78 }),
+            },
         });
+        if let Some(relay) = &relay {
+            obj["relay"] = serde_json::Value::from(relay.clone());
+        }
         if let Some((location, stats)) = &outbox {
             obj["outbox"] = match stats {
                 Ok(Some(stats)) => queue::stats_json(stats, location),
@@ -426,16 +578,18 @@ async fn check(mailer: &Mailer, args: &CheckArgs) -> Result<(), Failure> {
                 }),
             };
         }
-        print_out(format_args!("{obj:#}"))?;
-    } else {
+        if !quiet {
+            print_out(format_args!("{obj:#}"))?;
+        }
+    } else if !quiet {
         use std::fmt::Write as _;
         let mut text = String::new();
         let _ = writeln!(text, "strategy: {}", resolution.strategy);
         let _ = writeln!(
             text,
-            "rule:     {} ({})",
-            resolution.rule,
-            resolution.rule.id()
+            "rule:     {}: {}",
+            resolution.rule.id(),
+            resolution.rule
         );
         let _ = writeln!(text, "server:   {}", server.address());
         let _ = write!(text, "tls:      {}", server.tls.as_str());
@@ -469,6 +623,31 @@ async fn check(mailer: &Mailer, args: &CheckArgs) -> Result<(), Failure> {
             }
             None => {}
         }
+        if let Some(relay) = &relay {
+            let _ = write!(text, "\nrelay:    {relay}");
+        }
+        match &secrets {
+            Ok(()) => {}
+            Err(_) => {
+                let _ = write!(text, "\nsecrets:  FAILED (exit 78; the error is on stderr)");
+            }
+        }
+        if !origins.is_empty() {
+            let _ = write!(text, "\nsettings: where each value came from");
+            let key_width = origins.iter().map(|(k, _, _)| k.len()).max().unwrap_or(0);
+            let value_width = origins
+                .iter()
+                .map(|(_, v, _)| v.chars().count())
+                .max()
+                .unwrap_or(0)
+                .min(40);
+            for (key, value, origin) in &origins {
+                let _ = write!(
+                    text,
+                    "\n  {key:<key_width$}  {value:<value_width$}  {origin}"
+                );
+            }
+        }
         match &connect {
             Some(Ok(r)) => {
                 let _ = write!(
@@ -498,9 +677,10 @@ async fn check(mailer: &Mailer, args: &CheckArgs) -> Result<(), Failure> {
         }
         print_out(format_args!("{text}"))?;
     }
-    match (connect, outbox) {
-        (Some(Err(e)), _) => Err(e.into()),
-        (_, Some((_, Err(e)))) => Err(e.into()),
+    match (secrets, connect, outbox) {
+        (Err(e), _, _) => Err(Error::Config(e).into()),
+        (_, Some(Err(e)), _) => Err(e.into()),
+        (_, _, Some((_, Err(e)))) => Err(e.into()),
         _ => Ok(()),
     }
 }

@@ -16,6 +16,7 @@ use crate::registry::Registry;
 use crate::resolver::{Resolution, resolve};
 use crate::settings::{LoadOptions, Settings};
 use crate::smtp::{Capabilities, ConnectReport, Delivery, Payload, Transport};
+use crate::strategy::TokenSource;
 
 pub use crate::settings::DEFAULT_MAX_CONNECTIONS;
 
@@ -179,6 +180,7 @@ impl MailerBuilder {
                 resolution,
                 transport,
                 outbox,
+                outbox_wake: Arc::default(),
             }),
         })
     }
@@ -189,6 +191,9 @@ struct Inner {
     resolution: Resolution,
     transport: Transport,
     outbox: Option<Arc<dyn OutboxStore>>,
+    /// Wakes this mailer's idle workers when it stores a message, so that
+    /// in-process delivery does not wait for the next poll.
+    outbox_wake: Arc<tokio::sync::Notify>,
 }
 
 /// Sends mail with the settings of an RV&S config folder. Cheap to clone;
@@ -381,6 +386,15 @@ impl Mailer {
         self.inner.transport.check().await
     }
 
+    /// Token endpoint requests so far, with a strategy that uses tokens.
+    pub fn token_fetches(&self) -> Option<u64> {
+        self.inner
+            .transport
+            .strategy()
+            .token_source()
+            .and_then(TokenSource::fetch_count)
+    }
+
     /// Bound on simultaneous SMTP connections.
     pub fn max_connections(&self) -> usize {
         self.inner.transport.max_connections()
@@ -435,7 +449,14 @@ impl Mailer {
             message_id,
             bytes,
         };
-        store.enqueue(new).await
+        let id = store.enqueue(new).await?;
+        self.inner.outbox_wake.notify_one();
+        Ok(id)
+    }
+
+    /// What a worker of this mailer waits on besides its poll timer.
+    pub(crate) fn outbox_wake(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.inner.outbox_wake)
     }
 
     /// Sends bytes that are complete already (the outbox's), as they are.

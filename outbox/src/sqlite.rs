@@ -331,9 +331,16 @@ impl OutboxStore for SqliteOutbox {
         .bind(&message.message_id)
         .bind(i64::try_from(message.bytes.len()).unwrap_or(i64::MAX))
         .bind(&message.bytes)
-        .fetch_one(pool)
+        // All rows, not `fetch_one`: the commit of a statement outside a
+        // transaction happens when it is stepped to its end, and an error
+        // there (SQLITE_FULL while the WAL is written) would otherwise be
+        // lost, the id returned for a row that was never stored.
+        .fetch_all(pool)
         .await
-        .map_err(|e| self.err(e))
+        .map_err(|e| self.err(e))?
+        .into_iter()
+        .next()
+        .ok_or_else(|| outbox_error(&self.path, "the insert returned no id".into()))
     }
 
     async fn claim(
@@ -379,7 +386,7 @@ impl OutboxStore for SqliteOutbox {
         now: SystemTime,
     ) -> Result<Option<Claimed>> {
         let pool = self.worker_pool().await?;
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE outbox_messages
                 SET status = 'sending', lease_owner = ?, lease_until = ?, attempts = attempts + 1
               WHERE id = ? AND status = 'queued'
@@ -388,10 +395,11 @@ impl OutboxStore for SqliteOutbox {
         .bind(worker)
         .bind(to_ms(now + lease))
         .bind(id)
-        .fetch_optional(pool)
+        // All rows (at most one), not `fetch_optional`: see `enqueue`.
+        .fetch_all(pool)
         .await
         .map_err(|e| self.err(e))?;
-        row.as_ref()
+        rows.first()
             .map(claimed)
             .transpose()
             .map_err(|e| self.err(e))

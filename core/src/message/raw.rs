@@ -312,6 +312,40 @@ pub fn header_recipients(message: &[u8]) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// `message` sent as `sender` (a relay whose upstream only takes its own
+/// user, as Microsoft 365 does for an app identity): the From field becomes
+/// `sender`, and the original From goes to Reply-To unless the message has
+/// one, so that answers still reach the author. A message without From
+/// gets one. Nothing else changes.
+pub fn rewrite_from(message: &[u8], sender: &Mailbox) -> Vec<u8> {
+    let section = HeaderSection::parse(message);
+    let from_fields: Vec<&HeaderField> = section.fields.iter().filter(|f| f.is("From")).collect();
+    let mut head = format!("From: {sender}\r\n").into_bytes();
+    if !section.has("Reply-To") {
+        for field in &from_fields {
+            let raw = &message[field.start..field.end];
+            let value = &raw[field.name.len() + 1..];
+            head.extend_from_slice(b"Reply-To:");
+            head.extend_from_slice(value);
+            if !value.ends_with(b"\n") {
+                head.extend_from_slice(b"\r\n");
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(message.len() + head.len());
+    out.extend_from_slice(&head);
+    if section.fields.is_empty() && !section.has_separator {
+        out.extend_from_slice(b"\r\n");
+    }
+    let mut copied = 0;
+    for field in &from_fields {
+        out.extend_from_slice(&message[copied..field.start]);
+        copied = field.end;
+    }
+    out.extend_from_slice(&message[copied..]);
+    out
+}
+
 /// The decoded Subject (empty when there is none) and the Message-ID of a
 /// message, for listings.
 pub fn subject_and_message_id(message: &[u8]) -> (String, Option<String>) {
@@ -463,6 +497,22 @@ mod tests {
             out.ends_with("Subject: x\r\n\r\nBcc: stays in the body\r\n"),
             "{out}"
         );
+    }
+
+    #[test]
+    fn from_rewritten_to_the_sender_with_the_author_as_reply_to() {
+        let sender: Mailbox = "alm@contoso.com".parse().unwrap();
+        let msg = b"Subject: s\r\nFrom: Printer <printer@lab.local>\r\nTo: a@x\r\n\r\nbody\r\n";
+        let out = String::from_utf8(rewrite_from(msg, &sender)).unwrap();
+        assert_eq!(
+            out,
+            "From: alm@contoso.com\r\nReply-To: Printer <printer@lab.local>\r\nSubject: s\r\nTo: a@x\r\n\r\nbody\r\n"
+        );
+        let with_reply = b"From: p@lab\r\nReply-To: team@lab\r\n\r\nb";
+        let out = String::from_utf8(rewrite_from(with_reply, &sender)).unwrap();
+        assert_eq!(out, "From: alm@contoso.com\r\nReply-To: team@lab\r\n\r\nb");
+        let none = String::from_utf8(rewrite_from(b"just body\n", &sender)).unwrap();
+        assert_eq!(none, "From: alm@contoso.com\r\n\r\njust body\n");
     }
 
     #[test]

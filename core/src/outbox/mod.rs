@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
-pub use worker::{DeliveryOutcome, FlushReport, Worker};
+pub use worker::{DeliveryOutcome, FlushReport, Worker, WorkerStats};
 
 use crate::error::Result;
 

@@ -44,6 +44,30 @@ pub enum DeliveryOutcome {
     },
 }
 
+/// What a worker has done since it started (for metrics).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WorkerStats {
+    /// Messages the server accepted.
+    pub delivered: u64,
+    /// Temporary failures: left queued for later.
+    pub deferred: u64,
+    /// Messages that became dead.
+    pub dead: u64,
+    /// Delivery attempts timed, and their total time in microseconds.
+    pub attempts: u64,
+    /// Total time of the timed attempts, microseconds.
+    pub attempt_micros: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    delivered: std::sync::atomic::AtomicU64,
+    deferred: std::sync::atomic::AtomicU64,
+    dead: std::sync::atomic::AtomicU64,
+    attempts: std::sync::atomic::AtomicU64,
+    attempt_micros: std::sync::atomic::AtomicU64,
+}
+
 /// What `queue flush` did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FlushReport {
@@ -69,6 +93,8 @@ pub struct Worker {
     last_purge: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
     /// The stop flags of the batches in progress.
     stop_flags: Arc<std::sync::Mutex<Vec<std::sync::Weak<AtomicBool>>>>,
+    counters: Arc<Counters>,
+    wake: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -92,6 +118,8 @@ impl Worker {
             clock: Arc::new(SystemTime::now),
             last_purge: Arc::default(),
             stop_flags: Arc::default(),
+            counters: Arc::default(),
+            wake: mailer.outbox_wake(),
         })
     }
 
@@ -99,6 +127,18 @@ impl Worker {
     pub fn with_clock(mut self, clock: impl Fn() -> SystemTime + Send + Sync + 'static) -> Self {
         self.clock = Arc::new(clock);
         self
+    }
+
+    /// What this worker (and its clones) did so far.
+    pub fn stats(&self) -> WorkerStats {
+        let c = &self.counters;
+        WorkerStats {
+            delivered: c.delivered.load(Ordering::Relaxed),
+            deferred: c.deferred.load(Ordering::Relaxed),
+            dead: c.dead.load(Ordering::Relaxed),
+            attempts: c.attempts.load(Ordering::Relaxed),
+            attempt_micros: c.attempt_micros.load(Ordering::Relaxed),
+        }
     }
 
     /// This worker's lease owner name: host, process and a random part.
@@ -323,6 +363,8 @@ impl Worker {
                 biased;
                 () = &mut shutdown => return Ok(()),
                 () = tokio::time::sleep(pause) => {}
+                // The mailer stored a message: look now, not at the next poll.
+                () = self.wake.notified() => {}
             }
         }
     }
@@ -345,6 +387,7 @@ impl Worker {
     /// Sends one claimed message; what became of it (nothing recorded yet).
     async fn attempt(&self, claimed: Claimed) -> (QueuedMessage, DeliveryOutcome) {
         let Claimed { message, bytes } = claimed;
+        let started = std::time::Instant::now();
         let outcome = match envelope_of(&message.from, &message.to) {
             Err(e) => DeliveryOutcome::Dead {
                 error: e.to_string(),
@@ -380,6 +423,18 @@ impl Worker {
                 }
             },
         };
+        let c = &self.counters;
+        c.attempts.fetch_add(1, Ordering::Relaxed);
+        c.attempt_micros.fetch_add(
+            u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        match &outcome {
+            DeliveryOutcome::Sent(_) => &c.delivered,
+            DeliveryOutcome::Retry { .. } => &c.deferred,
+            DeliveryOutcome::Dead { .. } => &c.dead,
+        }
+        .fetch_add(1, Ordering::Relaxed);
         (message, outcome)
     }
 

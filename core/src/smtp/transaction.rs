@@ -84,10 +84,10 @@ pub(crate) async fn send(
     } else {
         stepwise_envelope(conn, &mail, &rcpts, deadline).await?
     };
-    if let Some(data_reply) = envelope_replies.check(conn, &paths.to)? {
-        if data_reply.code != 354 {
-            return Err(conn.peer().smtp_error(Stage::Data, &data_reply));
-        }
+    if let Some(data_reply) = envelope_replies.check(conn, &paths.to)?
+        && data_reply.code != 354
+    {
+        return Err(conn.peer().smtp_error(Stage::Data, &data_reply));
     }
 
     tracing::debug!(target: "mailgate::smtp", "C: <message, {} bytes on the wire>", data.len());
