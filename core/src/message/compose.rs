@@ -357,7 +357,7 @@ fn custom_header(name: &str, value: &str) -> Result<HeaderValue> {
     {
         return Err(Error::invalid_message(
             &field,
-            "mailgate sets this header itself; use the matching option (--from, --to, --reply-to, --subject, ...)",
+            "mailgate sets this header itself from the message's own fields (from, to, cc, reply-to, subject, attachments, ...); set it through them instead",
         ));
     }
     reject_line_breaks(&field, value)?;
