@@ -6,22 +6,25 @@
 //! `mksis.smtp.authentication=true` (whatever the OAuth flag says), or by
 //! `mailgate.smtp.auth.strategy=basic`. The password is held in a
 //! [`SecretString`] and never logged: the session log shows `<redacted>`.
+//! Register [`DESCRIPTOR`] (the `mailgate` facade's `default_registry()`
+//! does, with feature `basic`); it declares [`PASSWORD_KEY`] secret, so
+//! `mailgate encrypt` encrypts it.
 
 #![warn(missing_docs)]
 
 use std::fmt;
-use std::sync::Arc;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use mailgate_core::secrecy::{ExposeSecret, SecretString};
 use mailgate_core::{
-    AuthStrategy, Error, Reply, Result, Settings, SmtpSession, StrategyDescriptor, keys,
+    AuthStrategy, Error, KeySpec, Reply, Result, Settings, SharedStrategy, SmtpSession, Stage,
+    StrategyDescriptor, VendorMode, keys, sasl,
 };
-use zeroize::Zeroizing;
 
 /// The registered name.
 pub const NAME: &str = "basic";
+
+/// The password (note `emailfrom`, no dot); may be `ENC(...)`.
+pub const PASSWORD_KEY: &str = "mksis.logging.emailfrom.password";
 
 /// A user name and password.
 pub struct BasicAuth {
@@ -53,43 +56,46 @@ impl BasicAuth {
             .require_mailbox(keys::EMAIL_FROM, NAME)?
             .email
             .to_string();
-        let password = settings.require_secret(keys::EMAIL_PASSWORD, NAME)?;
+        let password = settings.require_secret(PASSWORD_KEY, NAME)?;
         Ok(Self::new(user, password))
     }
 
     async fn plain(&self, session: &mut SmtpSession<'_>) -> Result<Reply> {
-        // Zeroized on drop: no copy of the password outlives the exchange.
-        let payload = Zeroizing::new(format!(
-            "\0{}\0{}",
-            self.user,
-            self.password.expose_secret()
-        ));
-        let line = Zeroizing::new(format!(
-            "AUTH PLAIN {}",
-            STANDARD.encode(payload.as_bytes())
-        ));
-        session.auth_command(&line, "AUTH PLAIN <redacted>").await
+        // Secret types are zeroized on drop: no copy of the password
+        // outlives the exchange.
+        let payload = sasl::plain(&self.user, &self.password).map_err(|e| invalid(session, e))?;
+        let line = SecretString::from(format!("AUTH PLAIN {}", payload.expose_secret()));
+        session
+            .auth_command(line.expose_secret(), "AUTH PLAIN <redacted>")
+            .await
     }
 
     async fn login(&self, session: &mut SmtpSession<'_>) -> Result<Reply> {
+        let (user, password) =
+            sasl::login(&self.user, &self.password).map_err(|e| invalid(session, e))?;
         let reply = session.auth_command("AUTH LOGIN", "AUTH LOGIN").await?;
         if reply.code != 334 {
             return Ok(reply);
         }
-        let reply = session
-            .auth_command(&STANDARD.encode(&self.user), "<user, base64>")
-            .await?;
+        let reply = session.auth_command(&user, "<user, base64>").await?;
         if reply.code != 334 {
             return Ok(reply);
         }
-        let password = Zeroizing::new(STANDARD.encode(self.password.expose_secret()));
-        session.auth_command(&password, "<redacted>").await
+        session
+            .auth_command(password.expose_secret(), "<redacted>")
+            .await
     }
 }
 
 #[mailgate_core::async_trait]
 impl AuthStrategy for BasicAuth {
-    async fn authenticate(&self, session: &mut SmtpSession<'_>) -> Result<()> {
+    type Credential = ();
+
+    async fn prepare(&self) -> Result<()> {
+        Ok(())
+    }
+
+    async fn authenticate(&self, session: &mut SmtpSession<'_>, _: ()) -> Result<()> {
         // Whatever the server echoes later, the password does not show.
         session.protect(self.password.expose_secret());
         let reply = if session.offers_auth("PLAIN").await? {
@@ -118,22 +124,101 @@ impl AuthStrategy for BasicAuth {
     }
 }
 
-fn build(settings: &Settings) -> Result<Arc<dyn AuthStrategy>> {
-    Ok(Arc::new(BasicAuth::from_settings(settings)?))
-}
-
-mailgate_core::inventory::submit! {
-    StrategyDescriptor {
-        name: NAME,
-        keys: &[],
-        build,
-        module_path: module_path!(),
+/// A user or password the SASL message cannot carry.
+fn invalid(session: &SmtpSession<'_>, e: sasl::SaslError) -> Error {
+    Error::Protocol {
+        server: session.server().to_owned(),
+        stage: Stage::Auth,
+        reason: format!("{e}; check `{}` and `{PASSWORD_KEY}`", keys::EMAIL_FROM),
     }
 }
+
+fn build(settings: &Settings) -> Result<SharedStrategy> {
+    Ok(SharedStrategy::new(BasicAuth::from_settings(settings)?))
+}
+
+/// The registration: name `basic`, the basic-auth mode, the password key.
+pub static DESCRIPTOR: StrategyDescriptor = StrategyDescriptor::new(NAME, build, module_path!())
+    .provides(VendorMode::BasicAuth)
+    .keys(&[KeySpec::secret(PASSWORD_KEY).misspelled_as(&["mksis.logging.email.password"])]);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mailgate_core::ScriptedServer;
+
+    fn alm() -> BasicAuth {
+        BasicAuth::new("alm@example.com", SecretString::from("hunter2".to_owned()))
+    }
+
+    #[tokio::test]
+    async fn plain_is_preferred_and_the_password_is_never_shown() {
+        let mut server = ScriptedServer::new()
+            .offering(&["LOGIN", "PLAIN"])
+            .reply("235 2.7.0 Authentication successful");
+        alm().authenticate(&mut server.session(), ()).await.unwrap();
+        assert_eq!(
+            server.sent(),
+            ["AUTH PLAIN AGFsbUBleGFtcGxlLmNvbQBodW50ZXIy"]
+        );
+        assert_eq!(server.shown(), ["AUTH PLAIN <redacted>"]);
+        assert_eq!(server.unused_replies(), 0);
+    }
+
+    #[tokio::test]
+    async fn login_when_plain_is_not_offered() {
+        let mut server = ScriptedServer::new()
+            .offering(&["LOGIN"])
+            .reply("334 VXNlcm5hbWU6")
+            .reply("334 UGFzc3dvcmQ6")
+            .reply("235 ok");
+        alm().authenticate(&mut server.session(), ()).await.unwrap();
+        assert_eq!(
+            server.sent(),
+            ["AUTH LOGIN", "YWxtQGV4YW1wbGUuY29t", "aHVudGVyMg=="]
+        );
+        assert_eq!(server.shown()[2], "<redacted>");
+    }
+
+    #[tokio::test]
+    async fn a_refusal_is_auth_refused_and_an_echo_is_masked() {
+        // A hostile server echoes the payload in its refusal.
+        let mut server = ScriptedServer::new()
+            .offering(&["PLAIN"])
+            .reply("535 5.7.8 bad AGFsbUBleGFtcGxlLmNvbQBodW50ZXIy hunter2");
+        let err = alm()
+            .authenticate(&mut server.session(), ())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::AuthRefused { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(!msg.contains("hunter2"), "{msg}");
+        assert!(!msg.contains("AGFsbUBleGFtcGxlLmNvbQBodW50ZXIy"), "{msg}");
+        assert_eq!(err.exit_code(), 77);
+    }
+
+    #[tokio::test]
+    async fn no_mechanism_in_common() {
+        let mut server = ScriptedServer::new().offering(&["XOAUTH2"]);
+        let err = alm()
+            .authenticate(&mut server.session(), ())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::NoMechanism { .. }), "{err:?}");
+        assert!(server.sent().is_empty());
+    }
+
+    #[test]
+    fn the_descriptor_declares_the_password_secret() {
+        assert_eq!(DESCRIPTOR.name, "basic");
+        assert_eq!(DESCRIPTOR.provides, Some(VendorMode::BasicAuth));
+        assert!(
+            DESCRIPTOR
+                .keys
+                .iter()
+                .any(|k| k.name == PASSWORD_KEY && k.secret)
+        );
+    }
 
     #[test]
     fn debug_hides_the_password() {

@@ -358,7 +358,7 @@ impl TokenClient {
             extra_root_certs,
         } = config;
         let url = check_endpoint(&endpoint).map_err(|expected| ConfigError::Invalid {
-            key: keys::OAUTH_TOKEN_ENDPOINT.to_owned(),
+            key: oauth_keys::TOKEN_ENDPOINT.to_owned(),
             origin: Origin::Builder,
             value: Some(redact_endpoint(&endpoint)),
             expected: expected.to_owned(),
@@ -587,7 +587,7 @@ impl TokenClient {
                         "the token endpoint {} answered HTTP {code} with {} instead of a JSON token response{what}; check `{}`",
                         self.shown,
                         describe_content_type(content_type),
-                        keys::OAUTH_TOKEN_ENDPOINT
+                        oauth_keys::TOKEN_ENDPOINT
                     ),
                 ));
             };
@@ -617,20 +617,20 @@ impl TokenClient {
                     ErrorKind::AuthRefused,
                     format!(
                         "; check `{}` and `{}`",
-                        keys::OAUTH_CLIENT_ID,
-                        keys::OAUTH_CLIENT_SECRET
+                        oauth_keys::CLIENT_ID,
+                        oauth_keys::CLIENT_SECRET
                     ),
                 ),
                 300..=399 => (
                     ErrorKind::Config,
                     format!(
                         "; redirects are not followed: put the final URL in `{}`",
-                        keys::OAUTH_TOKEN_ENDPOINT
+                        oauth_keys::TOKEN_ENDPOINT
                     ),
                 ),
                 _ => (
                     ErrorKind::Config,
-                    format!("; check `{}`", keys::OAUTH_TOKEN_ENDPOINT),
+                    format!("; check `{}`", oauth_keys::TOKEN_ENDPOINT),
                 ),
             };
             let what = if json.is_some() {
@@ -665,8 +665,8 @@ impl TokenClient {
                 ErrorKind::AuthRefused,
                 format!(
                     "; check `{}` and `{}`",
-                    keys::OAUTH_CLIENT_ID,
-                    keys::OAUTH_CLIENT_SECRET
+                    oauth_keys::CLIENT_ID,
+                    oauth_keys::CLIENT_SECRET
                 ),
             ),
             "unauthorized_client" => (
@@ -674,7 +674,7 @@ impl TokenClient {
                 format!(
                     "; the client `{}` (`{}`) may not use the client-credentials grant",
                     self.client_id,
-                    keys::OAUTH_CLIENT_ID
+                    oauth_keys::CLIENT_ID
                 ),
             ),
             "invalid_grant" => (ErrorKind::AuthRefused, String::new()),
@@ -682,20 +682,20 @@ impl TokenClient {
                 ErrorKind::Config,
                 match self.scope.as_deref() {
                     Some(M365_SCOPE) => {
-                        format!("; check `{}` (now `{M365_SCOPE}`)", keys::OAUTH_SCOPE)
+                        format!("; check `{}` (now `{M365_SCOPE}`)", oauth_keys::SCOPE)
                     }
                     Some(s) => format!(
                         "; check `{}` (now `{s}`; Microsoft 365 wants `{M365_SCOPE}`)",
-                        keys::OAUTH_SCOPE
+                        oauth_keys::SCOPE
                     ),
-                    None => format!("; set `{}`", keys::OAUTH_SCOPE),
+                    None => format!("; set `{}`", oauth_keys::SCOPE),
                 },
             ),
             "invalid_request" | "unsupported_grant_type" => (
                 ErrorKind::Config,
                 format!(
                     "; check `{}` (the tenant in the URL) and `{}`",
-                    keys::OAUTH_TOKEN_ENDPOINT,
+                    oauth_keys::TOKEN_ENDPOINT,
                     oauth_keys::CLIENT_AUTH
                 ),
             ),

@@ -27,22 +27,22 @@ impl OAuthConfig {
     /// Reads the keys listed in the crate docs. Errors name the key and its file.
     pub fn from_settings(settings: &Settings) -> Result<Self, ConfigError> {
         let needed_by = STRATEGY_NAME;
-        let endpoint = settings.require(keys::OAUTH_TOKEN_ENDPOINT, needed_by)?;
+        let endpoint = settings.require(oauth_keys::TOKEN_ENDPOINT, needed_by)?;
         // Not `settings.invalid`: that shows the value as written, and a URL
         // may carry `user:password@` or a signed query.
         check_endpoint(endpoint).map_err(|expected| {
             invalid_shown(
                 settings,
-                keys::OAUTH_TOKEN_ENDPOINT,
+                oauth_keys::TOKEN_ENDPOINT,
                 redact_endpoint(endpoint),
                 expected,
             )
         })?;
         let client_id = settings
-            .require(keys::OAUTH_CLIENT_ID, needed_by)?
+            .require(oauth_keys::CLIENT_ID, needed_by)?
             .to_owned();
-        let scope = settings.require(keys::OAUTH_SCOPE, needed_by)?.to_owned();
-        let client_secret = settings.require_secret(keys::OAUTH_CLIENT_SECRET, needed_by)?;
+        let scope = settings.require(oauth_keys::SCOPE, needed_by)?.to_owned();
+        let client_secret = settings.require_secret(oauth_keys::CLIENT_SECRET, needed_by)?;
 
         let client_auth = match settings.value(oauth_keys::CLIENT_AUTH) {
             None => ClientAuth::Post,
@@ -128,10 +128,7 @@ impl OAuthConfig {
 fn invalid_shown(settings: &Settings, key: &str, shown: String, expected: &str) -> ConfigError {
     ConfigError::Invalid {
         key: key.to_owned(),
-        origin: settings
-            .entry(key)
-            .map(|e| e.origin.clone())
-            .unwrap_or(Origin::Builder),
+        origin: settings.origin(key).cloned().unwrap_or(Origin::Builder),
         value: Some(shown),
         expected: expected.to_owned(),
     }

@@ -182,6 +182,16 @@ pub const STRATEGY_NAME: &str = "oauth";
 /// The `mailgate.oauth.*` keys this crate reads (the vendor's keys are in
 /// [`mailgate_core::keys`]).
 pub mod keys {
+    use mailgate_core::KeySpec;
+
+    /// OAuth client id (`security.properties`).
+    pub const CLIENT_ID: &str = "mksis.security.smtp.oauth.clientID";
+    /// OAuth client secret (`security.properties`; may be `ENC(...)`).
+    pub const CLIENT_SECRET: &str = "mksis.security.smtp.oauth.clientSecret";
+    /// Token endpoint URL (`security.properties`).
+    pub const TOKEN_ENDPOINT: &str = "mksis.security.smtp.oauth.tokenEndpointURL";
+    /// Scope (`security.properties`).
+    pub const SCOPE: &str = "mksis.security.smtp.oauth.scope";
     /// SASL user; default: the address of `mksis.logging.email.from`.
     pub const USER: &str = "mailgate.oauth.user";
     /// `xoauth2` (default) or `oauthbearer`.
@@ -193,27 +203,34 @@ pub mod keys {
     /// Seconds before expiry a token is replaced; default 60.
     pub const REFRESH_MARGIN_SECONDS: &str = "mailgate.oauth.refreshMarginSeconds";
 
-    /// Every key above, as registered with the strategy.
-    pub const ALL: &[&str] = &[
-        USER,
-        MECHANISM,
-        CLIENT_AUTH,
-        TIMEOUT_SECONDS,
-        REFRESH_MARGIN_SECONDS,
+    /// Every key above, as the descriptor declares them.
+    pub const ALL: &[KeySpec] = &[
+        KeySpec::new(CLIENT_ID).in_security_file(),
+        KeySpec::secret(CLIENT_SECRET).in_security_file(),
+        KeySpec::new(TOKEN_ENDPOINT)
+            .in_security_file()
+            .url()
+            .max_len(2048),
+        KeySpec::new(SCOPE).in_security_file().max_len(2048),
+        KeySpec::new(USER),
+        KeySpec::new(MECHANISM).max_len(64),
+        KeySpec::new(CLIENT_AUTH).max_len(64),
+        KeySpec::new(TIMEOUT_SECONDS).max_len(64),
+        KeySpec::new(REFRESH_MARGIN_SECONDS).max_len(64),
     ];
 }
 
 fn build(
     settings: &mailgate_core::Settings,
-) -> mailgate_core::Result<std::sync::Arc<dyn mailgate_core::AuthStrategy>> {
-    Ok(std::sync::Arc::new(OAuthStrategy::from_settings(settings)?))
+) -> mailgate_core::Result<mailgate_core::SharedStrategy> {
+    Ok(mailgate_core::SharedStrategy::new(
+        OAuthStrategy::from_settings(settings)?,
+    ))
 }
 
-mailgate_core::inventory::submit! {
-    mailgate_core::StrategyDescriptor {
-        name: STRATEGY_NAME,
-        keys: keys::ALL,
-        build,
-        module_path: module_path!(),
-    }
-}
+/// The registration: name `oauth`, the vendor's OAuth mode, and [`keys::ALL`]
+/// (the client secret declared secret).
+pub static DESCRIPTOR: mailgate_core::StrategyDescriptor =
+    mailgate_core::StrategyDescriptor::new(STRATEGY_NAME, build, module_path!())
+        .provides(mailgate_core::VendorMode::OAuth)
+        .keys(keys::ALL);

@@ -5,6 +5,8 @@ use std::fmt;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use mailgate_core::sasl;
+pub use mailgate_core::sasl::{SaslError, valid_token, valid_user};
 use secrecy::SecretString;
 use serde_json::Value;
 
@@ -80,53 +82,14 @@ impl fmt::Display for Mechanism {
     }
 }
 
-/// Why an initial response cannot be built. Its text never holds the token.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum SaslError {
-    /// The user is blank or contains control characters.
-    #[error("the SASL user is blank or contains control characters")]
-    InvalidUser,
-    /// The token is not an RFC 6750 `b64token`.
-    #[error(
-        "the access token is not an RFC 6750 bearer token (only A-Z a-z 0-9 - . _ ~ + / and trailing =)"
-    )]
-    InvalidToken,
-}
-
-fn check(user: &str, token: &str) -> Result<(), SaslError> {
-    if !valid_user(user) {
-        return Err(SaslError::InvalidUser);
-    }
-    if !valid_token(token) {
-        return Err(SaslError::InvalidToken);
-    }
-    Ok(())
-}
-
-/// base64 of `user=USER\x01auth=Bearer TOKEN\x01\x01`.
-///
-/// Fails on a user or token that would break the message (see [`SaslError`]).
+/// base64 of `user=USER\x01auth=Bearer TOKEN\x01\x01`; see [`sasl::xoauth2`].
 pub fn xoauth2_initial_response(user: &str, token: &str) -> Result<SecretString, SaslError> {
-    check(user, token)?;
-    let raw = SecretString::from(format!("user={user}\x01auth=Bearer {token}\x01\x01"));
-    Ok(encode(&raw))
+    sasl::xoauth2(user, token)
 }
 
-/// base64 of the RFC 7628 GS2 header and `auth` pair:
-/// `n,a=USER,\x01auth=Bearer TOKEN\x01\x01`, with `,` and `=` in the user
-/// escaped as `=2C` and `=3D` (RFC 5801 saslname).
-///
-/// Fails on a user or token that would break the message (see [`SaslError`]).
+/// base64 of `n,a=USER,\x01auth=Bearer TOKEN\x01\x01`; see [`sasl::oauthbearer`].
 pub fn oauthbearer_initial_response(user: &str, token: &str) -> Result<SecretString, SaslError> {
-    check(user, token)?;
-    let user = user.replace('=', "=3D").replace(',', "=2C");
-    let raw = SecretString::from(format!("n,a={user},\x01auth=Bearer {token}\x01\x01"));
-    Ok(encode(&raw))
-}
-
-fn encode(raw: &SecretString) -> SecretString {
-    use secrecy::ExposeSecret as _;
-    SecretString::from(STANDARD.encode(raw.expose_secret().as_bytes()))
+    sasl::oauthbearer(user, token)
 }
 
 /// A readable summary of a `334` error challenge (base64 JSON such as
@@ -160,23 +123,6 @@ pub fn describe_challenge(text: &str) -> String {
         return truncate(&collapse(&json.to_string()), CHALLENGE_LEN);
     }
     parts.join(", ")
-}
-
-/// Whether `user` can go into the SASL message (no control characters, not blank).
-pub fn valid_user(user: &str) -> bool {
-    !user.trim().is_empty() && !user.chars().any(char::is_control)
-}
-
-/// Whether `token` is an RFC 6750 §2.1 `b64token`:
-/// `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
-/// Nothing else (no space, no `\x01`, nothing outside printable ASCII) may
-/// follow `auth=Bearer ` in the SASL message.
-pub fn valid_token(token: &str) -> bool {
-    let body = token.trim_end_matches('=');
-    !body.is_empty()
-        && body
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b))
 }
 
 #[cfg(test)]

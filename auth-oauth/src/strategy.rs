@@ -121,7 +121,7 @@ impl OAuthStrategy {
 fn sasl_error(e: SaslError) -> Error {
     match e {
         SaslError::InvalidUser => Error::Usage(format!("{e} (`{}`)", crate::keys::USER)),
-        SaslError::InvalidToken => Error::Strategy {
+        _ => Error::Strategy {
             strategy: STRATEGY_NAME.to_owned(),
             kind: ErrorKind::Unavailable,
             source: Box::new(e),
@@ -131,17 +131,17 @@ fn sasl_error(e: SaslError) -> Error {
 
 #[async_trait]
 impl AuthStrategy for OAuthStrategy {
-    fn sends_credentials(&self) -> bool {
-        true
+    /// The access token this connection authenticates with.
+    type Credential = SecretString;
+
+    /// Gets the token before connecting: a failing token endpoint then
+    /// never costs an SMTP session, and the connection uses exactly the
+    /// token that was checked.
+    async fn prepare(&self) -> Result<SecretString> {
+        self.cache.token().await
     }
 
-    /// Has a token ready before connecting: a failing token endpoint then
-    /// never costs an SMTP session.
-    async fn prepare(&self) -> Result<()> {
-        self.cache.token().await.map(drop)
-    }
-
-    async fn authenticate(&self, session: &mut SmtpSession<'_>) -> Result<()> {
+    async fn authenticate(&self, session: &mut SmtpSession<'_>, token: SecretString) -> Result<()> {
         let mech = self.mechanism;
         if !session.offers_auth(mech.name()).await? {
             let other = mech.other();
@@ -161,7 +161,6 @@ impl AuthStrategy for OAuthStrategy {
             });
         }
 
-        let token = self.cache.token().await?;
         // Whatever the server echoes later, neither the token nor the client secret shows.
         session.protect(token.expose_secret());
         session.protect(self.cache.client().client_secret().expose_secret());

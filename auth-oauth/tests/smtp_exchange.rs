@@ -13,12 +13,9 @@ use std::sync::{Arc, Mutex};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use common::*;
-use mailgate_core::{Error, Mailer, Stage};
+use mailgate_core::{Error, Mailer, Registry, Stage};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer};
-
-// Name the crate so its strategy is linked and registered.
-use mailgate_auth_oauth as _;
 
 #[derive(Default)]
 struct Script {
@@ -143,6 +140,11 @@ fn mailer(dir: &tempfile::TempDir, smtp_port: u16, idp: &MockServer) -> Mailer {
     )
     .unwrap();
     Mailer::builder()
+        .registry(
+            Registry::new()
+                .with(&mailgate_auth_oauth::DESCRIPTOR)
+                .unwrap(),
+        )
         .config_dir(dir.path())
         .env_overrides(false)
         .build()

@@ -182,13 +182,15 @@ fn missing_keys_name_key_and_file() {
 
 #[test]
 fn registered_as_oauth() {
-    let registry = Registry::collect().unwrap();
+    let registry = Registry::new()
+        .with(&mailgate_auth_oauth::DESCRIPTOR)
+        .unwrap();
     let d = registry
         .get("oauth")
         .expect("the oauth strategy is registered");
     assert_eq!(d.module_path, "mailgate_auth_oauth");
     for key in mailgate_auth_oauth::keys::ALL {
-        assert!(d.keys.contains(key), "{key}");
+        assert!(d.keys.contains(key), "{key:?}");
     }
     let settings = settings(
         &is_properties(""),
@@ -197,6 +199,8 @@ fn registered_as_oauth() {
     .unwrap();
     let built = (d.build)(&settings).unwrap();
     assert!(built.token_source().is_some());
+    let secret: Vec<&str> = registry.secret_keys();
+    assert_eq!(secret, [mailgate_auth_oauth::keys::CLIENT_SECRET]);
 }
 
 #[tokio::test]

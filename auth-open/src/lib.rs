@@ -1,15 +1,15 @@
 //! The open mail relay strategy of mailgate: no `AUTH` command at all.
 //!
-//! Chosen when neither `mksis.smtp.oauth.authentication` nor
-//! `mksis.smtp.authentication` is true, or by `mailgate.smtp.auth.strategy=open`.
-//! Registers itself with the core registry; a binary links it by naming the
-//! crate (`use mailgate_auth_open as _;`, which the `mailgate` facade does).
+//! Provides the vendor's open-relay mode: chosen when neither
+//! `mksis.smtp.oauth.authentication` nor `mksis.smtp.authentication` is true,
+//! or by `mailgate.smtp.auth.strategy=open`. Register [`DESCRIPTOR`] (the
+//! `mailgate` facade's `default_registry()` does, with feature `open`).
 
 #![warn(missing_docs)]
 
-use std::sync::Arc;
-
-use mailgate_core::{AuthStrategy, Result, Settings, SmtpSession, StrategyDescriptor};
+use mailgate_core::{
+    AuthStrategy, Result, Settings, SharedStrategy, SmtpSession, StrategyDescriptor, VendorMode,
+};
 
 /// The registered name.
 pub const NAME: &str = "open";
@@ -20,24 +20,25 @@ pub struct OpenRelay;
 
 #[mailgate_core::async_trait]
 impl AuthStrategy for OpenRelay {
+    type Credential = ();
+
+    async fn prepare(&self) -> Result<()> {
+        Ok(())
+    }
+
+    async fn authenticate(&self, _session: &mut SmtpSession<'_>, _: ()) -> Result<()> {
+        Ok(())
+    }
+
     fn sends_credentials(&self) -> bool {
         false
     }
-
-    async fn authenticate(&self, _session: &mut SmtpSession<'_>) -> Result<()> {
-        Ok(())
-    }
 }
 
-fn build(_: &Settings) -> Result<Arc<dyn AuthStrategy>> {
-    Ok(Arc::new(OpenRelay))
+fn build(_: &Settings) -> Result<SharedStrategy> {
+    Ok(SharedStrategy::new(OpenRelay))
 }
 
-mailgate_core::inventory::submit! {
-    StrategyDescriptor {
-        name: NAME,
-        keys: &[],
-        build,
-        module_path: module_path!(),
-    }
-}
+/// The registration: name `open`, the open-relay mode, no keys.
+pub static DESCRIPTOR: StrategyDescriptor =
+    StrategyDescriptor::new(NAME, build, module_path!()).provides(VendorMode::OpenRelay);

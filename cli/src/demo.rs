@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use clap::Args;
 use mailgate::secrets::{self, SecretKey};
-use mailgate::{ConfigError, Error, Mailer, Rule, keys};
+use mailgate::{ConfigError, Error, Mailer, Rule};
 use mailgate_devserver::{DevSmtpServer, DevTokenEndpoint, Mechanism, ReceivedMessage};
 
 const FROM: &str = "alm@example.com";
@@ -215,15 +215,16 @@ impl World {
 
 /// What `mailgate --config-dir DIR encrypt` does (`encrypt.rs`): the key file
 /// `mailgate.key` beside the properties, then every secret key of
-/// `mailgate::keys::SECRETS` in each file encrypted in place with it.
+/// the built-in strategies declare in each file encrypted in place with it.
 fn encrypt_secrets<'a>(
     dir: &Path,
     files: impl IntoIterator<Item = &'a PathBuf>,
 ) -> Result<(), ConfigError> {
     let (key, _created) =
         SecretKey::load_or_create(dir.join(mailgate::settings::DEFAULT_KEY_FILE))?;
+    let secret_keys = mailgate::default_registry()?.secret_keys();
     for path in files {
-        secrets::encrypt_file(path, keys::SECRETS, &key)?;
+        secrets::encrypt_file(path, &secret_keys, &key)?;
     }
     Ok(())
 }

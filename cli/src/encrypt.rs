@@ -13,9 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use clap::Args;
 use mailgate::properties::{ConfigFiles, Properties};
-use mailgate::secrets::{
-    self, KeyOrigin, Report, RotationStep, SECRET_KEYS, SecretKey, ValueState,
-};
+use mailgate::secrets::{self, KeyOrigin, Report, RotationStep, SecretKey, ValueState};
 use mailgate::{ConfigError, Error, key_file_path, keys};
 
 use crate::Failure;
@@ -50,12 +48,30 @@ const LOCK_WAIT: Duration = Duration::from_secs(10);
 /// EX_TEMPFAIL: another `encrypt` holds the folder.
 const EXIT_TEMPFAIL: u8 = 75;
 
+/// The keys the registered strategies declare: all of them, and the secret ones.
+pub(crate) struct Known {
+    /// Encrypted by this command.
+    pub(crate) secret: Vec<&'static str>,
+    /// Not counted as the RV&S server's own keys by the vendor guard.
+    pub(crate) all: Vec<&'static str>,
+}
+
+impl Known {
+    pub(crate) fn of(registry: &mailgate::Registry) -> Self {
+        Self {
+            secret: registry.secret_keys(),
+            all: registry.strategy_keys().map(|k| k.name).collect(),
+        }
+    }
+}
+
 /// Runs the command; what it reports is appended to `out` (printed by the
 /// caller, which handles a closed stdout).
 pub(crate) fn run(
     files: &ConfigFiles,
     given_key: Option<&Path>,
     args: &EncryptArgs,
+    known: &Known,
     out: &mut String,
 ) -> Result<(), Failure> {
     let (props, targets) = files.read().map_err(Error::from)?;
@@ -75,17 +91,17 @@ pub(crate) fn run(
     }
     let key_path = key_path(files, props, given_key);
     if args.check {
-        return check(&targets, &key_path, out);
+        return check(&targets, &key_path, &known.secret, out);
     }
     // Held to the end: no other `encrypt` works in these folders meanwhile,
     // so every temporary file of ours older than this run is a leftover.
     let dirs = folders(&targets, &key_path);
     let _locks = lock_folders(&dirs)?;
     remove_leftovers(&dirs, SystemTime::now(), out)?;
-    finish_rotation(&key_path, out)?;
+    finish_rotation(&key_path, &known.secret, out)?;
     match &args.rotate_key {
-        Some(new_key) => rotate(&targets, &key_path, new_key.as_deref(), out),
-        None => encrypt(&targets, &key_path, args.yes, out),
+        Some(new_key) => rotate(&targets, &key_path, new_key.as_deref(), &known.secret, out),
+        None => encrypt(&targets, &key_path, args.yes, known, out),
     }
 }
 
@@ -173,8 +189,8 @@ fn remove_leftovers(
 }
 
 /// Finishes a key rotation a crash interrupted, before anything else.
-fn finish_rotation(key_path: &Path, out: &mut String) -> Result<(), Failure> {
-    if let Some(done) = secrets::recover_rotation(key_path, &SECRET_KEYS).map_err(secrets_error)? {
+fn finish_rotation(key_path: &Path, secret: &[&str], out: &mut String) -> Result<(), Failure> {
+    if let Some(done) = secrets::recover_rotation(key_path, secret).map_err(secrets_error)? {
         for report in &done.reports {
             print_report(report, "re-encrypted", out);
         }
@@ -189,10 +205,15 @@ fn finish_rotation(key_path: &Path, out: &mut String) -> Result<(), Failure> {
 }
 
 /// `--check`: lists plain-text secrets; needs no key.
-fn check(targets: &[PathBuf], key_path: &Path, out: &mut String) -> Result<(), Failure> {
+fn check(
+    targets: &[PathBuf],
+    key_path: &Path,
+    secret: &[&str],
+    out: &mut String,
+) -> Result<(), Failure> {
     let mut problems = 0;
     for path in targets {
-        for (o, state) in secrets::find_secrets(path, &SECRET_KEYS).map_err(secrets_error)? {
+        for (o, state) in secrets::find_secrets(path, secret).map_err(secrets_error)? {
             let what = match state {
                 ValueState::Plaintext => "is in plain text",
                 ValueState::Foreign => {
@@ -229,11 +250,12 @@ fn encrypt(
     targets: &[PathBuf],
     key_path: &Path,
     yes: bool,
+    known: &Known,
     out: &mut String,
 ) -> Result<(), Failure> {
     let mut found = Vec::new();
     for path in targets {
-        found.push(secrets::find_secrets(path, &SECRET_KEYS).map_err(secrets_error)?);
+        found.push(secrets::find_secrets(path, &known.secret).map_err(secrets_error)?);
     }
     // A value another tool encrypted is not a plaintext: reported, nothing written.
     for (path, found) in targets.iter().zip(&found) {
@@ -244,7 +266,7 @@ fn encrypt(
             }));
         }
     }
-    let keep = vendor_guard(targets, &found, yes, out)?;
+    let keep = vendor_guard(targets, &found, yes, &known.all, out)?;
     let (targets, found): (Vec<PathBuf>, Vec<_>) = targets
         .iter()
         .cloned()
@@ -284,7 +306,7 @@ fn encrypt(
         return Ok(());
     };
     // Every file is checked before any is written.
-    for report in secrets::encrypt_files(&targets, &SECRET_KEYS, &key).map_err(secrets_error)? {
+    for report in secrets::encrypt_files(&targets, &known.secret, &key).map_err(secrets_error)? {
         print_report(&report, "encrypted", out);
     }
     Ok(())
@@ -296,13 +318,14 @@ const SERVER_KEYS_THRESHOLD: usize = 3;
 
 /// Up to three of the server keys of `path` when it looks like a file the
 /// RV&S server itself reads (see [`SERVER_KEYS_THRESHOLD`]).
-fn server_keys(path: &Path) -> Result<Option<Vec<String>>, Failure> {
+fn server_keys(path: &Path, strategy_keys: &[&str]) -> Result<Option<Vec<String>>, Failure> {
     let props = Properties::read_file(path).map_err(Error::from)?;
     let server: Vec<String> = props
         .keys()
         .filter(|k| {
             k.starts_with("mksis.")
                 && !keys::CORE.contains(k)
+                && !strategy_keys.contains(k)
                 && !keys::VENDOR_EMAIL_KEYS.contains(k)
         })
         .map(str::to_owned)
@@ -321,11 +344,12 @@ fn vendor_guard(
     targets: &[PathBuf],
     found: &[Vec<(secrets::Occurrence, ValueState)>],
     yes: bool,
+    strategy_keys: &[&str],
     out: &mut String,
 ) -> Result<Vec<bool>, Failure> {
     let mut server = Vec::new();
     for path in targets {
-        server.push(server_keys(path)?);
+        server.push(server_keys(path, strategy_keys)?);
     }
     let mut keep = vec![true; targets.len()];
     let mut refused = Vec::new();
@@ -419,6 +443,7 @@ fn rotate(
     targets: &[PathBuf],
     key_path: &Path,
     new_path: Option<&Path>,
+    secret: &[&str],
     out: &mut String,
 ) -> Result<(), Failure> {
     let new = match new_path {
@@ -440,9 +465,8 @@ fn rotate(
     };
     // Every value of every file is decrypted before anything is written;
     // then pending key, files, key file (see mailgate_secrets::rotate_key).
-    let done =
-        secrets::rotate_key_with_hook(key_path, targets, &SECRET_KEYS, &new, &mut kill_hook())
-            .map_err(secrets_error)?;
+    let done = secrets::rotate_key_with_hook(key_path, targets, secret, &new, &mut kill_hook())
+        .map_err(secrets_error)?;
     for report in &done.reports {
         print_report(report, "re-encrypted", out);
         for o in &report.plaintext {
@@ -505,7 +529,8 @@ mod tests {
         given_key: Option<&Path>,
         args: &EncryptArgs,
     ) -> Result<(), Error> {
-        run(files, given_key, args, &mut String::new()).map_err(|f| match f {
+        let known = Known::of(&mailgate::default_registry().unwrap());
+        run(files, given_key, args, &known, &mut String::new()).map_err(|f| match f {
             Failure::Mailgate(e) => e,
             Failure::Exit(code, message) => panic!("exit {code}: {message}"),
             Failure::Stdout(e) => panic!("stdout: {e}"),
@@ -527,7 +552,7 @@ mod tests {
     /// The value of `key` in `file` of `dir`, as loading reads it.
     fn value(dir: &ConfigDir, file: &str, key: &str) -> String {
         let props = Properties::read_file(&dir.path().join(file)).unwrap();
-        props.get(key).unwrap().value.clone()
+        props.get(key).unwrap().value.to_string()
     }
 
     #[test]

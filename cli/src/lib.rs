@@ -1,4 +1,16 @@
-//! `mailgate`: send mail with the settings of an RV&S server's config folder.
+//! The `mailgate` command line as a library: [`run`] with a strategy
+//! [`Registry`], so a strategy crate ships its own `mailgate` binary in five
+//! lines, with every command (check, send, sendmail, encrypt, token, queue,
+//! relay, demo) aware of its strategy:
+//!
+//! ```no_run
+//! fn main() -> std::process::ExitCode {
+//!     // ...and `.and_then(|r| r.with(&my_strategy::DESCRIPTOR))`
+//!     mailgate_cli::run(mailgate::default_registry())
+//! }
+//! ```
+//!
+//! `mailgate` sends mail with the settings of an RV&S server's config folder.
 //!
 //! Exit codes follow sysexits: 0 ok, 64 usage, 65 bad message input, 66 an
 //! input file unusable, 68 unknown host, 69 unavailable or refused for good,
@@ -182,7 +194,10 @@ fn sendmail_argv() -> Option<Vec<std::ffi::OsString>> {
     Some(out)
 }
 
-fn main() -> ExitCode {
+/// Runs the command line of this process with the strategies of
+/// `registry` (or exits 78 with the error that kept it from being
+/// assembled, e.g. two strategies under one name), and returns its exit code.
+pub fn run(registry: Result<Registry, mailgate::ConfigError>) -> ExitCode {
     let parsed = match sendmail_argv() {
         Some(argv) => Cli::try_parse_from(argv),
         None => Cli::try_parse(),
@@ -199,6 +214,13 @@ fn main() -> ExitCode {
     // stay quiet unless asked.
     let service = matches!(cli.command, Command::Relay);
     init_logging(cli.verbose, cli.quiet, service);
+    let registry = match registry {
+        Ok(registry) => registry,
+        Err(e) => {
+            eprintln!("mailgate: {e}");
+            return ExitCode::from(Error::from(e).exit_code());
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -214,7 +236,7 @@ fn main() -> ExitCode {
     if let Command::Demo(args) = &cli.command {
         return runtime.block_on(demo::run(args));
     }
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run_command(cli, registry)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Mailgate(e)) => {
             eprintln!("mailgate: {e}");
@@ -346,8 +368,14 @@ fn config_files_in(cli: &Cli, sendmail_dir: Option<&Path>) -> Result<ConfigFiles
     Ok(files)
 }
 
-fn builder(cli: &Cli, sendmail_dir: Option<&Path>) -> Result<MailerBuilder, Error> {
-    let mut builder = Mailer::builder().files(config_files_in(cli, sendmail_dir)?);
+fn builder(
+    cli: &Cli,
+    registry: &Registry,
+    sendmail_dir: Option<&Path>,
+) -> Result<MailerBuilder, Error> {
+    let mut builder = Mailer::builder()
+        .registry(registry.clone())
+        .files(config_files_in(cli, sendmail_dir)?);
     // Opened lazily: nothing is created until a command uses the outbox.
     #[cfg(any(feature = "outbox-sqlite", feature = "outbox-postgres"))]
     {
@@ -361,17 +389,17 @@ fn builder(cli: &Cli, sendmail_dir: Option<&Path>) -> Result<MailerBuilder, Erro
 
 /// The settings alone, without building the strategy: nothing is decrypted,
 /// no key file is read, no strategy-specific key is required.
-fn settings(cli: &Cli) -> Result<Settings, Error> {
+fn settings(cli: &Cli, registry: &Registry) -> Result<Settings, Error> {
     Settings::load(LoadOptions {
         files: config_files(cli)?,
         env: true,
-        strategy_keys: Registry::collect()?.strategy_keys().collect(),
+        strategy_keys: registry.strategy_keys().copied().collect(),
         key_file: cli.key_file.clone(),
         ..LoadOptions::default()
     })
 }
 
-async fn run(cli: Cli) -> Result<(), Failure> {
+async fn run_command(cli: Cli, registry: Registry) -> Result<(), Failure> {
     match &cli.command {
         Command::Encrypt(args) => {
             let mut report = String::new();
@@ -379,6 +407,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 &config_files(&cli)?,
                 cli.key_file.as_deref(),
                 args,
+                &encrypt::Known::of(&registry),
                 &mut report,
             );
             // The report is shown on failure too (`--check` lists what it
@@ -392,8 +421,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Relay => {
             let files = config_files(&cli)?;
             let key_file = cli.key_file.clone();
+            let registry = registry.clone();
             let build: relay::Build = Box::new(move || {
-                let mut builder = Mailer::builder().files(files.clone());
+                let mut builder = Mailer::builder()
+                    .registry(registry.clone())
+                    .files(files.clone());
                 if let Some(key) = &key_file {
                     builder = builder.key_file(key);
                 }
@@ -408,7 +440,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::RelayUser {
             command: RelayUserCommand::Add { name },
         } => {
-            let report = relay::add_user(&settings(&cli)?, name)?;
+            let report = relay::add_user(&settings(&cli, &registry)?, name)?;
             return if cli.quiet {
                 Ok(())
             } else {
@@ -425,7 +457,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         // Only the settings: `server` works without the key file or the secrets.
         Command::Server => {
-            return print_out(format_args!("{}", settings(&cli)?.server().address()));
+            return print_out(format_args!(
+                "{}",
+                settings(&cli, &registry)?.server().address()
+            ));
         }
         _ => {}
     }
@@ -439,7 +474,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         _ => None,
     };
     let sendmail_dir = sendmail_args.as_ref().and_then(|a| a.config_dir.as_deref());
-    let mailer = builder(&cli, sendmail_dir)?.build()?;
+    let mailer = builder(&cli, &registry, sendmail_dir)?.build()?;
     let result = match &cli.command {
         Command::Check(args) => check(&mailer, args, cli.quiet).await,
         Command::Send(args) => send::send(&mailer, args, cli.quiet).await,
@@ -475,10 +510,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
 fn setting_origins(settings: &Settings) -> Vec<(String, String, &mailgate::Origin)> {
     settings
         .keys()
-        .filter_map(|key| {
-            let entry = settings.entry(key)?;
-            Some((key.to_owned(), settings.shown(key)?, &entry.origin))
-        })
+        .filter_map(|key| Some((key.to_owned(), settings.shown(key)?, settings.origin(key)?)))
         .collect()
 }
 

@@ -76,7 +76,7 @@ impl ErrorKind {
 #[non_exhaustive]
 pub enum ConfigError {
     /// A properties file could not be read.
-    #[error("cannot read {}: {source}; check the path and its permissions (see --config-dir, --is, --security)", path.display())]
+    #[error("cannot read {}: {source}; check the path and its permissions", path.display())]
     Unreadable {
         /// The file.
         path: PathBuf,
@@ -173,23 +173,23 @@ pub enum ConfigError {
         reason: String,
     },
     /// The chosen strategy is not in this build.
-    #[error("{} (chosen because {chosen_by})", unknown_strategy_message(name, available, feature.as_deref()))]
+    #[error("{} (chosen because {chosen_by})", unknown_strategy_message(name, available, hint.as_deref()))]
     UnknownStrategy {
-        /// The strategy asked for.
+        /// The strategy asked for, quoted, or the mode it must provide.
         name: String,
         /// Why it was chosen (the rule).
         chosen_by: String,
         /// Strategies compiled into this build.
         available: Vec<String>,
-        /// The cargo feature of the `mailgate` crate that adds it, for built-in strategies.
-        feature: Option<String>,
+        /// What adds it to the build, where the registry knows (built-in strategies).
+        hint: Option<String>,
     },
     /// Two linked crates register a strategy under the same name.
     #[error(
-        "two strategies are registered as `{name}`: one in `{first}` and one in `{second}`; link only one of them"
+        "two strategies are registered {name}: one in `{first}` and one in `{second}`; register only one of them"
     )]
     DuplicateStrategy {
-        /// The shared name.
+        /// The shared name (`as `x``) or mode.
         name: String,
         /// Module path of the first.
         first: String,
@@ -226,18 +226,18 @@ fn needed_by_text(needed_by: &str) -> String {
     }
 }
 
-fn unknown_strategy_message(name: &str, available: &[String], feature: Option<&str>) -> String {
+fn unknown_strategy_message(name: &str, available: &[String], hint: Option<&str>) -> String {
     let available = if available.is_empty() {
         "none".to_owned()
     } else {
         available.join(", ")
     };
-    match feature {
-        Some(feature) => format!(
-            "authentication strategy `{name}` is not compiled into this build (available: {available}); enable the cargo feature `{feature}` of the `mailgate` crate (or `mailgate-cli`)"
+    match hint {
+        Some(hint) => format!(
+            "authentication strategy {name} is not compiled into this build (available: {available}); enable {hint}"
         ),
         None => format!(
-            "no authentication strategy named `{name}` is registered (available: {available}); a third-party strategy crate must be linked into the binary with `use its_crate as _;`"
+            "no authentication strategy {name} is registered (available: {available}); register its descriptor (`Registry::with(&its_crate::DESCRIPTOR)`), or, for a crate that submits it through inventory, use `Registry::with_inventory()` and name the crate in the binary (`use its_crate as _;`)"
         ),
     }
 }
@@ -468,6 +468,16 @@ fn describe_refusals(refused: &[RecipientRefusal]) -> String {
 }
 
 impl Error {
+    /// A strategy's own failure with a message (no secret in it) and the
+    /// [`ErrorKind`] that decides its exit code and whether it is transient.
+    pub fn strategy(strategy: &str, kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error::Strategy {
+            strategy: strategy.to_owned(),
+            kind,
+            source: message.into().into(),
+        }
+    }
+
     /// The failure class.
     pub fn kind(&self) -> ErrorKind {
         match self {
@@ -496,21 +506,60 @@ impl Error {
         self.kind().exit_code()
     }
 
-    /// Whether trying again later may succeed.
+    /// Whether trying again later, unchanged, may succeed: the
+    /// [`ErrorKind::Temporary`] class (exit 75), e.g. a refused connection,
+    /// a 4xx reply, a timeout, a broken connection or a token endpoint 5xx.
+    /// The opposite of [`Error::is_permanent`].
     pub fn is_transient(&self) -> bool {
         self.kind() == ErrorKind::Temporary
     }
 
-    /// The SMTP reply code, for errors that carry one.
+    /// Whether the same call will fail again until something changes (the
+    /// settings, the message, the server): every error that is not
+    /// [transient](Error::is_transient).
+    pub fn is_permanent(&self) -> bool {
+        !self.is_transient()
+    }
+
+    /// The SMTP reply code behind this error, `None` when no SMTP error
+    /// reply was involved (connection or TLS failures, timeouts, settings,
+    /// invalid messages, ...).
+    ///
+    /// For [`Error::Recipients`] it is the code of the refusal that decides
+    /// [`Error::kind`]: the first permanent one, else the first. For
+    /// [`Error::AuthRefused`] it is the code the server refused AUTH with.
+    /// The enhanced status code (RFC 3463), where the server sent one, is
+    /// [`Error::enhanced_status`].
     pub fn status(&self) -> Option<u16> {
         match self {
             Error::Smtp { code, .. } => Some(*code),
-            Error::Recipients { refused, .. } => refused.first().map(|r| r.code),
+            Error::Recipients { refused, .. } => deciding_refusal(refused).map(|r| r.code),
+            Error::AuthRefused { reply, .. } => reply_code(reply).map(|(code, _)| code),
             _ => None,
         }
     }
 
-    /// The stage of the SMTP conversation that failed, where one did.
+    /// The enhanced status code (RFC 3463) of the reply behind this error as
+    /// `(class, subject, detail)`, e.g. `(5, 7, 1)` for `550 5.7.1 Relaying
+    /// denied`; `None` when [`Error::status`] is, or the server sent none.
+    pub fn enhanced_status(&self) -> Option<(u8, u16, u16)> {
+        match self {
+            Error::Smtp { reply, .. } => enhanced_status(reply),
+            Error::Recipients { refused, .. } => {
+                deciding_refusal(refused).and_then(|r| enhanced_status(&r.reply))
+            }
+            Error::AuthRefused { reply, .. } => {
+                reply_code(reply).and_then(|(_, text)| enhanced_status(text))
+            }
+            _ => None,
+        }
+    }
+
+    /// The stage of the SMTP conversation that failed, `None` for errors
+    /// outside one (settings, invalid messages, the outbox, usage, and
+    /// strategy failures such as the OAuth token endpoint's). Failures to
+    /// reach the server, including a host name that does not resolve, are
+    /// [`Stage::Connect`].
     pub fn stage(&self) -> Option<Stage> {
         match self {
             Error::Smtp { stage, .. }
@@ -520,15 +569,12 @@ impl Error {
             Error::Tls { .. }
             | Error::StartTlsInjection { .. }
             | Error::StartTlsUnavailable { .. } => Some(Stage::Tls),
-            Error::AuthRefused { .. } | Error::NoMechanism { .. } => Some(Stage::Auth),
+            Error::AuthRefused { .. } | Error::NoMechanism { .. } | Error::PlaintextAuth { .. } => {
+                Some(Stage::Auth)
+            }
             Error::Recipients { .. } => Some(Stage::Rcpt),
             _ => None,
         }
-    }
-
-    /// Whether the same call will fail again until something changes.
-    pub fn is_permanent(&self) -> bool {
-        !self.is_transient()
     }
 
     pub(crate) fn invalid_message(field: &str, reason: impl Into<String>) -> Self {
@@ -537,6 +583,27 @@ impl Error {
             reason: reason.into(),
         }
     }
+}
+
+/// The refusal that decides the kind of [`Error::Recipients`]: the first
+/// permanent one, else the first.
+fn deciding_refusal(refused: &[RecipientRefusal]) -> Option<&RecipientRefusal> {
+    refused
+        .iter()
+        .find(|r| r.code / 100 != 4)
+        .or_else(|| refused.first())
+}
+
+/// The code that starts a reply shown whole (`535 5.7.8 ...`), and the text after it.
+fn reply_code(reply: &str) -> Option<(u16, &str)> {
+    let digits = reply
+        .get(..3)
+        .filter(|d| d.bytes().all(|b| b.is_ascii_digit()))?;
+    let rest = &reply[3..];
+    if !(rest.is_empty() || rest.starts_with([' ', '-'])) {
+        return None;
+    }
+    Some((digits.parse().ok()?, rest.get(1..).unwrap_or_default()))
 }
 
 /// Temporary when every refusal was; else as the first permanent one.
@@ -694,6 +761,159 @@ mod tests {
                 .collect(),
         };
         assert!(many.to_string().contains("and 20 more"));
+    }
+
+    fn smtp(code: u16, stage: Stage, reply: &str) -> Error {
+        Error::Smtp {
+            server: "s:25".into(),
+            stage,
+            code,
+            reply: reply.into(),
+        }
+    }
+
+    #[test]
+    fn smtp_replies_report_transience_status_and_stage() {
+        let later = smtp(451, Stage::Mail, "4.3.0 Try again later");
+        assert!(later.is_transient() && !later.is_permanent());
+        assert_eq!(later.status(), Some(451));
+        assert_eq!(later.enhanced_status(), Some((4, 3, 0)));
+        assert_eq!(later.stage(), Some(Stage::Mail));
+
+        let denied = smtp(550, Stage::Rcpt, "5.7.1 Relaying denied");
+        assert!(!denied.is_transient() && denied.is_permanent());
+        assert_eq!(denied.status(), Some(550));
+        assert_eq!(denied.enhanced_status(), Some((5, 7, 1)));
+        assert_eq!(denied.stage(), Some(Stage::Rcpt));
+
+        let plain = smtp(554, Stage::Data, "Transaction failed");
+        assert_eq!(plain.status(), Some(554));
+        assert_eq!(plain.enhanced_status(), None);
+        assert_eq!(plain.stage(), Some(Stage::Data));
+    }
+
+    #[test]
+    fn refused_recipients_report_the_refusal_that_decides_the_kind() {
+        let mixed = Error::Recipients {
+            server: "s:25".into(),
+            total: 2,
+            refused: vec![
+                RecipientRefusal {
+                    address: "b@x".into(),
+                    code: 452,
+                    reply: "4.2.2 Mailbox full".into(),
+                },
+                RecipientRefusal {
+                    address: "c@x".into(),
+                    code: 550,
+                    reply: "5.1.1 User unknown".into(),
+                },
+            ],
+        };
+        assert!(!mixed.is_transient());
+        assert_eq!(mixed.status(), Some(550));
+        assert_eq!(mixed.enhanced_status(), Some((5, 1, 1)));
+        assert_eq!(mixed.stage(), Some(Stage::Rcpt));
+    }
+
+    #[test]
+    fn auth_refusals_carry_the_code_from_the_reply() {
+        let refused = Error::AuthRefused {
+            strategy: "basic".into(),
+            server: "s:587".into(),
+            reply: "535 5.7.8 Authentication credentials invalid".into(),
+            retry_on_new_connection: false,
+        };
+        assert!(!refused.is_transient());
+        assert_eq!(refused.exit_code(), 77);
+        assert_eq!(refused.status(), Some(535));
+        assert_eq!(refused.enhanced_status(), Some((5, 7, 8)));
+        assert_eq!(refused.stage(), Some(Stage::Auth));
+        let bare = Error::AuthRefused {
+            strategy: "basic".into(),
+            server: "s:587".into(),
+            reply: "535".into(),
+            retry_on_new_connection: false,
+        };
+        assert_eq!((bare.status(), bare.enhanced_status()), (Some(535), None));
+    }
+
+    #[test]
+    fn failures_without_a_reply_have_no_status() {
+        let timeout = Error::Timeout {
+            server: "s:25".into(),
+            stage: Stage::Data,
+            after: Duration::from_secs(30),
+        };
+        assert!(timeout.is_transient());
+        assert_eq!(timeout.status(), None);
+        assert_eq!(timeout.stage(), Some(Stage::Data));
+
+        let connect = Error::Connect {
+            server: "s:25".into(),
+            reason: "connection refused".into(),
+        };
+        assert_eq!(connect.status(), None);
+        assert_eq!(connect.stage(), Some(Stage::Connect));
+
+        let tls = Error::Tls {
+            server: "s:25".into(),
+            reason: "invalid peer certificate".into(),
+        };
+        assert!(!tls.is_transient());
+        assert_eq!(tls.stage(), Some(Stage::Tls));
+
+        let invalid = Error::invalid_message("to", "no recipient");
+        assert!(invalid.is_permanent());
+        assert_eq!((invalid.status(), invalid.stage()), (None, None));
+    }
+
+    #[test]
+    fn wrapped_errors_are_sources() {
+        use std::error::Error as _;
+        let unreadable = Error::from(ConfigError::Unreadable {
+            path: PathBuf::from("/nonexistent/is.properties"),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+        });
+        assert_eq!(unreadable.kind(), ErrorKind::Config);
+        assert_eq!((unreadable.status(), unreadable.stage()), (None, None));
+        let text = unreadable.to_string();
+        assert!(
+            text.contains("/nonexistent/is.properties") && !text.contains("--"),
+            "{text}"
+        );
+        let io = unreadable
+            .source()
+            .and_then(|s| s.downcast_ref::<std::io::Error>())
+            .expect("the I/O error is the source");
+        assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
+
+        let strategy = Error::Strategy {
+            strategy: "oauth".into(),
+            kind: ErrorKind::Temporary,
+            source: Box::new(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "reset",
+            )),
+        };
+        assert!(strategy.is_transient());
+        assert_eq!(strategy.stage(), None);
+        let io = strategy
+            .source()
+            .and_then(|s| s.downcast_ref::<std::io::Error>())
+            .expect("the strategy's cause is the source");
+        assert_eq!(io.kind(), std::io::ErrorKind::ConnectionReset);
+    }
+
+    #[test]
+    fn reply_code_needs_three_digits_then_a_separator() {
+        assert_eq!(reply_code("535 5.7.8 no"), Some((535, "5.7.8 no")));
+        assert_eq!(reply_code("535-5.7.8 no"), Some((535, "5.7.8 no")));
+        assert_eq!(reply_code("535"), Some((535, "")));
+        assert_eq!(reply_code("5355 x"), None);
+        assert_eq!(reply_code("53"), None);
+        assert_eq!(reply_code("ü35 x"), None);
+        assert_eq!(reply_code(""), None);
     }
 
     #[test]

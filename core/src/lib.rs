@@ -7,25 +7,30 @@
 #![warn(missing_docs)]
 
 pub mod error;
+mod lettre_transport;
 mod mailer;
 pub mod message;
 pub mod outbox;
 pub mod properties;
 pub mod registry;
 pub mod resolver;
+pub mod sasl;
 mod secret;
 pub mod settings;
 pub mod smtp;
 pub mod strategy;
 
 pub use error::{ConfigError, Error, ErrorKind, Origin, RecipientRefusal, Result, Stage};
-pub use mailer::{DEFAULT_MAX_CONNECTIONS, Mailer, MailerBuilder};
+pub use mailer::{DEFAULT_MAX_CONNECTIONS, FromMailer, Mailer, MailerBuilder};
 pub use message::{Attachment, OutgoingMessage};
 pub use registry::Registry;
-pub use resolver::{AuthFlags, Resolution, Rule, resolve};
+pub use resolver::{AuthFlags, Choice, Resolution, Rule, VendorMode, precedence};
 pub use settings::{Settings, TlsMode, key_file_path, keys};
 pub use smtp::{ConnectReport, Delivery, Reply};
-pub use strategy::{AuthStrategy, SmtpSession, StrategyDescriptor, TokenSource};
+pub use strategy::{
+    AuthStrategy, KeyFile, KeySpec, ScriptedServer, SharedStrategy, SmtpSession,
+    StrategyDescriptor, Submitted, TokenSource,
+};
 
 /// Re-exported for strategy implementations.
 pub use async_trait::async_trait;

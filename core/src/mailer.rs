@@ -13,18 +13,23 @@ use crate::message::{self, OutgoingMessage, raw};
 use crate::outbox::{MessageId, NewMessage, OutboxSettings, OutboxStore};
 use crate::properties::{ConfigFiles, Properties};
 use crate::registry::Registry;
-use crate::resolver::{Resolution, resolve};
+use crate::resolver::Resolution;
 use crate::settings::{LoadOptions, Settings};
 use crate::smtp::{Capabilities, ConnectReport, Delivery, Payload, Transport};
 use crate::strategy::TokenSource;
 
 pub use crate::settings::DEFAULT_MAX_CONNECTIONS;
 
-/// Builds a [`Mailer`]: where the properties files are, and overrides.
+/// Builds a [`Mailer`]: the strategies to choose from, where the properties
+/// files are, and overrides. (The `mailgate` facade's `Mailer::builder()`
+/// starts with the built-in strategies registered.)
 ///
 /// ```no_run
 /// # async fn run() -> mailgate_core::Result<()> {
+/// # static MY_STRATEGY: mailgate_core::StrategyDescriptor = mailgate_core::StrategyDescriptor::new(
+/// #     "mine", |_| unimplemented!(), module_path!());
 /// let mailer = mailgate_core::Mailer::builder()
+///     .registry(mailgate_core::Registry::new().with(&MY_STRATEGY)?)
 ///     .config_dir("/opt/rvs/server/config/properties")
 ///     .property("mailgate.smtp.timeoutSeconds", "10")
 ///     .build()?;
@@ -33,22 +38,40 @@ pub use crate::settings::DEFAULT_MAX_CONNECTIONS;
 ///     .await?;
 /// # Ok(()) }
 /// ```
+///
+/// `M` is what [`build`](Self::build) returns: this [`Mailer`], or a type
+/// made from one ([`FromMailer`]), such as the `mailgate` facade's mailers.
 #[must_use]
-pub struct MailerBuilder {
+pub struct MailerBuilder<M = Mailer> {
+    registry: Option<std::result::Result<Registry, crate::error::ConfigError>>,
     files: ConfigFiles,
     overrides: Properties,
     env: bool,
     key_file: Option<PathBuf>,
     max_connections: Option<usize>,
     outbox: Option<OutboxOpener>,
+    output: std::marker::PhantomData<fn() -> M>,
+}
+
+/// A type a [`MailerBuilder`] can build: a [`Mailer`] or a wrapper of one.
+pub trait FromMailer: Sized {
+    /// Wraps `mailer`.
+    fn from_mailer(mailer: Mailer) -> Result<Self>;
+}
+
+impl FromMailer for Mailer {
+    fn from_mailer(mailer: Mailer) -> Result<Self> {
+        Ok(mailer)
+    }
 }
 
 /// Opens the outbox a [`Mailer`] is built with, from its settings.
 pub type OutboxOpener = Box<dyn FnOnce(&OutboxSettings) -> Result<Arc<dyn OutboxStore>> + Send>;
 
-impl std::fmt::Debug for MailerBuilder {
+impl<M> std::fmt::Debug for MailerBuilder<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MailerBuilder")
+            .field("registry", &self.registry)
             .field("files", &self.files)
             .field("overrides", &self.overrides)
             .field("env", &self.env)
@@ -59,20 +82,40 @@ impl std::fmt::Debug for MailerBuilder {
     }
 }
 
-impl Default for MailerBuilder {
+impl<M> Default for MailerBuilder<M> {
     fn default() -> Self {
         Self {
+            registry: None,
             files: ConfigFiles::default(),
             overrides: Properties::default(),
             env: true,
             key_file: None,
             max_connections: None,
             outbox: None,
+            output: std::marker::PhantomData,
         }
     }
 }
 
-impl MailerBuilder {
+impl<M: FromMailer> MailerBuilder<M> {
+    /// The strategies to choose from. Without one, only those submitted
+    /// through `inventory` are known ([`Registry::collect`]); the `mailgate`
+    /// facade's mailers start from `mailgate::default_registry()`.
+    pub fn registry(mut self, registry: Registry) -> Self {
+        self.registry = Some(Ok(registry));
+        self
+    }
+
+    /// [`Self::registry`] for a registry that may have failed to assemble
+    /// (two strategies under one name): [`Self::build`] reports the error.
+    pub fn try_registry(
+        mut self,
+        registry: std::result::Result<Registry, crate::error::ConfigError>,
+    ) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+
     /// Reads `is.properties` and `security.properties` (optional) from `dir`;
     /// files named with [`Self::is_file`] or [`Self::security_file`] win.
     pub fn config_dir(mut self, dir: impl Into<PathBuf>) -> Self {
@@ -147,22 +190,24 @@ impl MailerBuilder {
     }
 
     /// Reads and validates the settings and builds the chosen strategy.
-    pub fn build(self) -> Result<Mailer> {
-        let registry = Registry::collect()?;
+    pub fn build(self) -> Result<M> {
+        let registry = match self.registry {
+            Some(registry) => registry?,
+            None => Registry::collect()?,
+        };
         let settings = Settings::load(LoadOptions {
             files: self.files,
             overrides: self.overrides,
             env: self.env,
-            strategy_keys: registry.strategy_keys().collect(),
+            strategy_keys: registry.strategy_keys().copied().collect(),
             key_file: self.key_file,
         })?;
-        let resolution = resolve(settings.flags());
+        let (resolution, strategy) = registry.build(settings.flags(), &settings)?;
         tracing::debug!(
             "strategy `{}` chosen: {}",
             resolution.strategy,
             resolution.rule
         );
-        let strategy = registry.build(&resolution, &settings)?;
         let transport = Transport::new(
             settings.server().clone(),
             strategy,
@@ -174,7 +219,7 @@ impl MailerBuilder {
             .outbox
             .map(|open| open(settings.outbox()))
             .transpose()?;
-        Ok(Mailer {
+        M::from_mailer(Mailer {
             inner: Arc::new(Inner {
                 settings,
                 resolution,
@@ -208,7 +253,7 @@ impl std::fmt::Debug for Mailer {
         f.debug_struct("Mailer")
             .field("server", &self.mail_hostname_and_port())
             .field("strategy", &self.inner.resolution.strategy)
-            .field("strategy_impl", self.inner.transport.strategy())
+            .field("strategy_impl", &self.inner.transport.strategy())
             .finish_non_exhaustive()
     }
 }
@@ -219,7 +264,10 @@ impl Mailer {
         MailerBuilder::default()
     }
 
-    /// A mailer for the config folder holding `is.properties` and `security.properties`.
+    /// A mailer for the config folder holding `is.properties` and
+    /// `security.properties`, choosing among the strategies submitted
+    /// through `inventory` ([`Registry::collect`]); the `mailgate` facade's
+    /// `Mailer::from_config_dir` chooses among the built-in ones too.
     pub fn from_config_dir(dir: impl Into<PathBuf>) -> Result<Self> {
         Self::builder().config_dir(dir).build()
     }

@@ -9,7 +9,9 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+
 use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
 
 use crate::error::{ConfigError, Origin};
 
@@ -21,8 +23,9 @@ pub use mailgate_properties::fs;
 /// One property with its origin.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Entry {
-    /// The decoded value.
-    pub value: String,
+    /// The decoded value, zeroed when dropped (it may be a secret until
+    /// [`Settings`](crate::Settings) moves secrets into their own store).
+    pub value: Zeroizing<String>,
     /// Where it was set.
     pub origin: Origin,
 }
@@ -57,14 +60,16 @@ impl Properties {
             message: e.reason.to_owned(),
         })?;
         let mut props = Properties::default();
-        for mut entry in doc.entries {
-            let value = std::mem::take(&mut *entry.value);
-            props.set(
+        for entry in doc.entries {
+            // Moved, not copied: the parser's buffer stays the only one.
+            props.entries.insert(
                 entry.key,
-                value,
-                Origin::File {
-                    path: path.to_owned(),
-                    line: entry.line,
+                Entry {
+                    value: entry.value,
+                    origin: Origin::File {
+                        path: path.to_owned(),
+                        line: entry.line,
+                    },
                 },
             );
         }
@@ -85,7 +90,18 @@ impl Properties {
 
     /// Sets one key.
     pub fn set(&mut self, key: String, value: String, origin: Origin) {
-        self.entries.insert(key, Entry { value, origin });
+        self.entries.insert(
+            key,
+            Entry {
+                value: Zeroizing::new(value),
+                origin,
+            },
+        );
+    }
+
+    /// Takes `key` out.
+    pub fn remove(&mut self, key: &str) -> Option<Entry> {
+        self.entries.remove(key)
     }
 
     /// Keeps only the keys `keep` accepts.

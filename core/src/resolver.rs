@@ -62,27 +62,81 @@ impl fmt::Display for Rule {
     }
 }
 
-/// The chosen strategy and why.
+/// The three ways the vendor's server sends mail, one per row group of the
+/// precedence table. A strategy declares the one it provides
+/// ([`StrategyDescriptor::provides`](crate::StrategyDescriptor::provides)), so
+/// the table names modes, never strategy crates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum VendorMode {
+    /// Open mail relay: no AUTH.
+    OpenRelay,
+    /// SMTP basic authentication ("closed mail relay").
+    BasicAuth,
+    /// OAuth 2.0 client-credentials token.
+    OAuth,
+}
+
+impl VendorMode {
+    /// A short stable name (`open-relay`, `basic-auth`, `oauth`).
+    pub fn id(self) -> &'static str {
+        match self {
+            VendorMode::OpenRelay => "open-relay",
+            VendorMode::BasicAuth => "basic-auth",
+            VendorMode::OAuth => "oauth",
+        }
+    }
+}
+
+impl fmt::Display for VendorMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            VendorMode::OpenRelay => "open mail relay",
+            VendorMode::BasicAuth => "SMTP basic authentication",
+            VendorMode::OAuth => "OAuth token authentication",
+        })
+    }
+}
+
+/// What the precedence table asks for: a mode of the vendor's, or a
+/// strategy named by `mailgate.smtp.auth.strategy`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Choice {
+    /// The strategy that provides this mode.
+    Mode(VendorMode),
+    /// The strategy registered under this name.
+    Named(String),
+}
+
+impl fmt::Display for Choice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Choice::Mode(mode) => write!(f, "the {mode} strategy"),
+            Choice::Named(name) => write!(f, "the strategy `{name}`"),
+        }
+    }
+}
+
+/// The chosen strategy and why, once the registry has found it
+/// ([`Registry::resolve`](crate::Registry::resolve)).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Resolution {
     /// The strategy's registered name.
     pub strategy: String,
+    /// What the precedence table asked for.
+    pub choice: Choice,
     /// The rule that chose it.
     pub rule: Rule,
 }
 
 /// The precedence table. The only place that decides which strategy sends.
-pub fn resolve(flags: &AuthFlags) -> Resolution {
-    let (strategy, rule) = match (&flags.strategy_override, flags.oauth, flags.basic) {
-        (Some(name), _, _) => (name.as_str(), Rule::Override),
-        (None, true, true) => ("basic", Rule::OAuthAndBasic),
-        (None, true, false) => ("oauth", Rule::OAuthOnly),
-        (None, false, true) => ("basic", Rule::BasicOnly),
-        (None, false, false) => ("open", Rule::Neither),
-    };
-    Resolution {
-        strategy: strategy.to_owned(),
-        rule,
+pub fn precedence(flags: &AuthFlags) -> (Choice, Rule) {
+    match (&flags.strategy_override, flags.oauth, flags.basic) {
+        (Some(name), _, _) => (Choice::Named(name.clone()), Rule::Override),
+        (None, true, true) => (Choice::Mode(VendorMode::BasicAuth), Rule::OAuthAndBasic),
+        (None, true, false) => (Choice::Mode(VendorMode::OAuth), Rule::OAuthOnly),
+        (None, false, true) => (Choice::Mode(VendorMode::BasicAuth), Rule::BasicOnly),
+        (None, false, false) => (Choice::Mode(VendorMode::OpenRelay), Rule::Neither),
     }
 }
 
@@ -100,36 +154,37 @@ mod tests {
 
     #[test]
     fn the_four_combinations() {
+        use VendorMode::*;
         let cases = [
-            (true, true, "basic", Rule::OAuthAndBasic),
-            (true, false, "oauth", Rule::OAuthOnly),
-            (false, true, "basic", Rule::BasicOnly),
-            (false, false, "open", Rule::Neither),
+            (true, true, BasicAuth, Rule::OAuthAndBasic),
+            (true, false, OAuth, Rule::OAuthOnly),
+            (false, true, BasicAuth, Rule::BasicOnly),
+            (false, false, OpenRelay, Rule::Neither),
         ];
-        for (oauth, basic, strategy, rule) in cases {
-            let r = resolve(&flags(oauth, basic));
-            assert_eq!(r.strategy, strategy, "oauth={oauth} basic={basic}");
-            assert_eq!(r.rule, rule, "oauth={oauth} basic={basic}");
+        for (oauth, basic, mode, rule) in cases {
+            let (choice, fired) = precedence(&flags(oauth, basic));
+            assert_eq!(choice, Choice::Mode(mode), "oauth={oauth} basic={basic}");
+            assert_eq!(fired, rule, "oauth={oauth} basic={basic}");
         }
     }
 
     #[test]
     fn absent_flags_are_open_relay() {
-        let r = resolve(&AuthFlags::default());
-        assert_eq!(r.strategy, "open");
-        assert_eq!(r.rule, Rule::Neither);
+        let (choice, rule) = precedence(&AuthFlags::default());
+        assert_eq!(choice, Choice::Mode(VendorMode::OpenRelay));
+        assert_eq!(rule, Rule::Neither);
     }
 
     #[test]
     fn override_wins_over_flags() {
-        let r = resolve(&AuthFlags {
+        let (choice, rule) = precedence(&AuthFlags {
             oauth: true,
             basic: true,
             strategy_override: Some("vault".into()),
         });
-        assert_eq!(r.strategy, "vault");
-        assert_eq!(r.rule, Rule::Override);
-        assert_eq!(r.rule.id(), "override");
+        assert_eq!(choice, Choice::Named("vault".into()));
+        assert_eq!(rule, Rule::Override);
+        assert_eq!(rule.id(), "override");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Secrets at load time: `ENC(...)` values are decrypted with the key file,
 //! plain ones load with a warning that names the command that encrypts them.
 
-use mailgate_secrets::{SecretKey, decrypt_value, is_encrypted, looks_foreign_encrypted};
+use mailgate_secrets::{decrypt_value, is_encrypted, looks_foreign_encrypted};
 use secrecy::SecretString;
 
 use crate::error::{ConfigError, Origin};
@@ -38,7 +38,7 @@ pub(crate) fn reveal(
     };
     let key_path = settings.key_file();
     // Key-file errors already name the file and say what to do.
-    let secret_key = SecretKey::load(&key_path).map_err(|e| fail(e.to_string()))?;
+    let secret_key = settings.secret_key().map_err(fail)?;
     let decrypted = decrypt_value(&secret_key, key, value).or_else(|e| {
         // A rotation that could not be finished at load: the value may be
         // under the pending key already.
@@ -65,13 +65,15 @@ mod tests {
     use secrecy::ExposeSecret;
 
     use crate::properties::ConfigFiles;
-    use crate::settings::{LoadOptions, Settings, keys};
+    use crate::settings::tests::test_keys as keys;
+    use crate::settings::{LoadOptions, Settings};
 
     const HOST: &str = "mksis.logging.email.server.hostname=smtp.example.com\n";
 
     fn load(dir: &std::path::Path) -> Settings {
         Settings::load(LoadOptions {
             files: ConfigFiles::in_dir(dir),
+            strategy_keys: keys::SPECS.to_vec(),
             ..LoadOptions::default()
         })
         .unwrap()
@@ -119,6 +121,7 @@ mod tests {
         let s = Settings::load(LoadOptions {
             files: ConfigFiles::in_dir(dir.path()),
             key_file: Some(other),
+            strategy_keys: keys::SPECS.to_vec(),
             ..LoadOptions::default()
         })
         .unwrap();

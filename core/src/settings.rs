@@ -1,16 +1,21 @@
 //! Typed, validated settings from `is.properties`, `security.properties`, the
 //! environment and builder overrides.
 
+use std::collections::BTreeMap;
+use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use lettre::message::Mailbox;
-use secrecy::SecretString;
+use mailgate_secrets::SecretKey;
+use secrecy::{ExposeSecret as _, SecretString};
 
 use crate::error::{ConfigError, Origin, Result};
 use crate::outbox::{OutboxLocation, OutboxSettings};
 use crate::properties::{ConfigFiles, Entry, Properties, is_secret_key};
 use crate::resolver::AuthFlags;
+use crate::strategy::{KeyFile, KeySpec};
 
 /// The property keys mailgate knows.
 pub mod keys {
@@ -22,20 +27,10 @@ pub mod keys {
     pub const SSL_ENABLED: &str = "mksis.smtp.ssl.enabled";
     /// Sender address and auth user name.
     pub const EMAIL_FROM: &str = "mksis.logging.email.from";
-    /// Basic-auth password (note `emailfrom`, no dot).
-    pub const EMAIL_PASSWORD: &str = "mksis.logging.emailfrom.password";
     /// SMTP server host.
     pub const SERVER_HOSTNAME: &str = "mksis.logging.email.server.hostname";
     /// SMTP port (default 25).
     pub const SERVER_PORT: &str = "mksis.logging.email.server.port";
-    /// OAuth client id.
-    pub const OAUTH_CLIENT_ID: &str = "mksis.security.smtp.oauth.clientID";
-    /// OAuth client secret.
-    pub const OAUTH_CLIENT_SECRET: &str = "mksis.security.smtp.oauth.clientSecret";
-    /// OAuth token endpoint.
-    pub const OAUTH_TOKEN_ENDPOINT: &str = "mksis.security.smtp.oauth.tokenEndpointURL";
-    /// OAuth scope.
-    pub const OAUTH_SCOPE: &str = "mksis.security.smtp.oauth.scope";
     /// `starttls` | `implicit` (default: implicit on 465, else starttls).
     pub const SSL_MODE: &str = "mailgate.smtp.ssl.mode";
     /// Extra trusted CA PEM files, comma-separated, relative to the config folder.
@@ -91,30 +86,15 @@ pub mod keys {
     /// Key file for `ENC(...)` values (default `mailgate.key` in the config folder).
     pub const CRYPTO_KEY_FILE: &str = "mailgate.crypto.keyFile";
 
-    /// Keys of `security.properties`; all others belong in `is.properties`.
-    pub const SECURITY_FILE_KEYS: &[&str] = &[
-        OAUTH_CLIENT_ID,
-        OAUTH_CLIENT_SECRET,
-        OAUTH_TOKEN_ENDPOINT,
-        OAUTH_SCOPE,
-    ];
-
-    /// Keys whose values are secrets, encrypted by `mailgate encrypt`.
-    pub const SECRETS: &[&str] = &mailgate_secrets::SECRET_KEYS;
-
-    /// Every key core knows (strategies add their own).
+    /// Every key core knows; strategies declare their own in their
+    /// [`StrategyDescriptor`](crate::StrategyDescriptor).
     pub const CORE: &[&str] = &[
         OAUTH_AUTHENTICATION,
         BASIC_AUTHENTICATION,
         SSL_ENABLED,
         EMAIL_FROM,
-        EMAIL_PASSWORD,
         SERVER_HOSTNAME,
         SERVER_PORT,
-        OAUTH_CLIENT_ID,
-        OAUTH_CLIENT_SECRET,
-        OAUTH_TOKEN_ENDPOINT,
-        OAUTH_SCOPE,
         SSL_MODE,
         SSL_CA_FILE,
         TIMEOUT_SECONDS,
@@ -162,8 +142,9 @@ pub mod keys {
         "mksis.smtp.connectiontimeout",
     ];
 
-    /// The longest value `key` may hold, in bytes: a host name is at most
-    /// 253 (DNS), a flag or number a few characters; anything else 4096.
+    /// The longest value core's `key` may hold, in bytes: a host name is at
+    /// most 253 (DNS), a flag or number a few characters; anything else 4096.
+    /// A strategy's keys have their declared [`KeySpec::max_len`](crate::KeySpec).
     pub fn max_value_len(key: &str) -> usize {
         const SHORT: &[&str] = &[
             OAUTH_AUTHENTICATION,
@@ -183,16 +164,16 @@ pub mod keys {
         ];
         match key {
             SERVER_HOSTNAME | HELO_NAME | MESSAGE_ID_DOMAIN => 253,
-            EMAIL_FROM | AUTH_STRATEGY | OAUTH_CLIENT_ID => 998,
-            OAUTH_TOKEN_ENDPOINT | OAUTH_SCOPE | OUTBOX_URL => 2048,
+            EMAIL_FROM | AUTH_STRATEGY => 998,
+            OUTBOX_URL => 2048,
             k if SHORT.contains(&k) => 64,
             _ => 4096,
         }
     }
 
-    /// The file a key belongs in, for "add it to ..." messages.
+    /// The file one of core's keys belongs in, for "add it to ..." messages.
     pub fn file_of(key: &str) -> &'static str {
-        if SECURITY_FILE_KEYS.contains(&key) || key.starts_with("mksis.security.") {
+        if key.starts_with("mksis.security.") {
             "security.properties"
         } else {
             "is.properties"
@@ -324,6 +305,43 @@ pub struct Settings {
     outbox: OutboxSettings,
     warnings: Vec<Warning>,
     key_file_override: Option<PathBuf>,
+    /// The keys the registered strategies declared.
+    strategy_keys: Vec<KeySpec>,
+    /// Secret values, out of `props` from the moment they are loaded: no
+    /// accessor but [`Settings::require_secret`] reaches them.
+    secrets: BTreeMap<String, SecretEntry>,
+    /// The key file, read at most once per load.
+    key: KeyCache,
+}
+
+/// A secret setting as read (maybe `ENC(...)`), never shown.
+#[derive(Clone)]
+struct SecretEntry {
+    value: SecretString,
+    origin: Origin,
+}
+
+impl fmt::Debug for SecretEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecretEntry")
+            .field("value", &"<redacted>")
+            .field("origin", &self.origin)
+            .finish()
+    }
+}
+
+/// The key for `ENC(...)` values, loaded on first use and shared by clones.
+#[derive(Clone, Default)]
+struct KeyCache(Arc<OnceLock<std::result::Result<Arc<SecretKey>, String>>>);
+
+impl fmt::Debug for KeyCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self.0.get() {
+            None => "KeyCache(not loaded)",
+            Some(Ok(_)) => "KeyCache(loaded)",
+            Some(Err(_)) => "KeyCache(failed)",
+        })
+    }
 }
 
 /// What to read and which overrides to apply; see [`crate::MailerBuilder`].
@@ -335,8 +353,9 @@ pub struct LoadOptions {
     pub overrides: Properties,
     /// Apply environment overrides.
     pub env: bool,
-    /// Keys the linked strategies read, beyond core's.
-    pub strategy_keys: Vec<&'static str>,
+    /// Keys the registered strategies read, beyond core's
+    /// ([`Registry::strategy_keys`](crate::Registry::strategy_keys)).
+    pub strategy_keys: Vec<KeySpec>,
     /// A key file given on the command line.
     pub key_file: Option<PathBuf>,
 }
@@ -355,7 +374,17 @@ impl Settings {
         let known: Vec<&'static str> = keys::CORE
             .iter()
             .copied()
-            .chain(strategy_keys.iter().copied())
+            .chain(strategy_keys.iter().map(|k| k.name))
+            .collect();
+        let secret_keys: Vec<&'static str> = strategy_keys
+            .iter()
+            .filter(|k| k.secret)
+            .map(|k| k.name)
+            .collect();
+        let confusions: Vec<(&'static str, &'static str)> = strategy_keys
+            .iter()
+            .flat_map(|k| k.misspellings.iter().map(|wrong| (*wrong, k.name)))
+            .chain(CONFUSIONS.iter().copied())
             .collect();
         let read_all = || -> Result<(Properties, Vec<PathBuf>), ConfigError> {
             let (mut props, read) = files.read()?;
@@ -366,15 +395,28 @@ impl Settings {
             Ok((props, read))
         };
         let (mut props, mut read) = read_all()?;
-        if finish_rotation(&files, &props, key_file.as_deref()) {
+        if finish_rotation(&files, &props, key_file.as_deref(), &secret_keys) {
             (props, read) = read_all()?;
         }
 
-        let mut warnings = near_miss_warnings(&props, &known);
+        let mut warnings = near_miss_warnings(&props, &known, &confusions);
         // The hundreds of unrelated keys (some of them other systems' secrets)
         // are not kept for the Mailer's lifetime.
         props.retain(|key| known.contains(&key));
-        check_lengths(&props)?;
+        check_lengths(&props, &strategy_keys)?;
+        let secret_names: Vec<String> = props
+            .keys()
+            .filter(|k| is_secret_key(k) || secret_keys.contains(k))
+            .map(str::to_owned)
+            .collect();
+        let mut secrets = BTreeMap::new();
+        for key in secret_names {
+            if let Some(entry) = props.remove(&key) {
+                let value = SecretString::from(entry.value.as_str().to_owned());
+                let origin = entry.origin;
+                secrets.insert(key, SecretEntry { value, origin });
+            }
+        }
 
         let mut settings = Settings {
             props,
@@ -404,6 +446,9 @@ impl Settings {
             },
             warnings: Vec::new(),
             key_file_override: key_file,
+            strategy_keys,
+            secrets,
+            key: KeyCache::default(),
         };
         settings.flags = AuthFlags {
             oauth: settings.flag(keys::OAUTH_AUTHENTICATION)?,
@@ -653,25 +698,53 @@ impl Settings {
         Ok(out)
     }
 
-    /// The entry for `key`, if set.
+    /// The entry for `key`, if set and not a secret: secrets are reached
+    /// only through [`Settings::require_secret`] (and shown through
+    /// [`Settings::shown`]).
     pub fn entry(&self, key: &str) -> Option<&Entry> {
         self.props.get(key)
     }
 
-    /// Every key mailgate read (its own and the linked strategies'), sorted;
-    /// [`Settings::entry`] tells its value and where it came from.
+    /// Where `key` was set, secret or not.
+    pub fn origin(&self, key: &str) -> Option<&Origin> {
+        match self.secrets.get(key) {
+            Some(secret) => Some(&secret.origin),
+            None => self.props.get(key).map(|e| &e.origin),
+        }
+    }
+
+    /// Every key mailgate read (its own and the registered strategies'),
+    /// secrets included, sorted; [`Settings::shown`] and
+    /// [`Settings::origin`] tell what may be shown of each.
     pub fn keys(&self) -> impl Iterator<Item = &str> {
-        self.props.keys()
+        let mut keys: Vec<&str> = self
+            .props
+            .keys()
+            .chain(self.secrets.keys().map(String::as_str))
+            .collect();
+        keys.sort_unstable();
+        keys.into_iter()
+    }
+
+    /// The key for `ENC(...)` values, read from the key file once per load.
+    pub(crate) fn secret_key(&self) -> std::result::Result<Arc<SecretKey>, String> {
+        self.key
+            .0
+            .get_or_init(|| {
+                SecretKey::load(self.key_file())
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string())
+            })
+            .clone()
     }
 
     /// The value of `key` as it may be shown (`mailgate check`): a secret as
     /// `<secret: ENC(...)>` or `<secret: plain text>`, never its value; a
     /// URL without its password; control characters escaped; cut short.
     pub fn shown(&self, key: &str) -> Option<String> {
-        let entry = self.entry(key)?;
-        Some(if is_secret_key(key) {
-            let v = entry.value.trim();
-            if v.is_empty() {
+        if let Some(secret) = self.secrets.get(key) {
+            let v = secret.value.expose_secret().trim();
+            return Some(if v.is_empty() {
                 "<secret: empty>".to_owned()
             } else if mailgate_secrets::is_encrypted(v)
                 && !mailgate_secrets::looks_foreign_encrypted(v)
@@ -681,8 +754,10 @@ impl Settings {
                 "<secret: encrypted by another tool>".to_owned()
             } else {
                 "<secret: plain text>".to_owned()
-            }
-        } else if key == keys::OAUTH_TOKEN_ENDPOINT {
+            });
+        }
+        let entry = self.entry(key)?;
+        Some(if self.spec(key).is_some_and(|k| k.url) {
             // The host only, as everywhere else: the path names the tenant.
             let v = entry.value.trim();
             match v.split_once("://") {
@@ -715,16 +790,61 @@ impl Settings {
     /// needs it, so a value under another key is found before a send needs
     /// it (`mailgate check`). A value another tool encrypted is an error too.
     pub fn verify_secrets(&self) -> Result<(), ConfigError> {
-        for key in keys::SECRETS {
+        for (key, secret) in &self.secrets {
+            let value = secret.value.expose_secret();
             // A plain value needs no key (and was warned about at load).
-            if let Some(entry) = self.entry(key)
-                && (mailgate_secrets::is_encrypted(&entry.value)
-                    || mailgate_secrets::looks_foreign_encrypted(&entry.value))
+            if mailgate_secrets::is_encrypted(value)
+                || mailgate_secrets::looks_foreign_encrypted(value)
             {
-                crate::secret::reveal(self, key, &entry.value, &entry.origin)?;
+                crate::secret::reveal(self, key, value, &secret.origin)?;
             }
         }
         Ok(())
+    }
+
+    /// `key` as a number of seconds within `range`, or `default` when unset.
+    pub fn seconds(
+        &self,
+        key: &str,
+        default: u64,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> Result<Duration, ConfigError> {
+        match self.value(key).map(str::parse::<u64>) {
+            None => Ok(Duration::from_secs(default)),
+            Some(Ok(s)) if range.contains(&s) => Ok(Duration::from_secs(s)),
+            Some(_) => Err(self.invalid(
+                key,
+                &format!("seconds from {} to {}", range.start(), range.end()),
+            )),
+        }
+    }
+
+    /// How the registered strategy that reads `key` declared it.
+    pub fn spec(&self, key: &str) -> Option<&KeySpec> {
+        self.strategy_keys.iter().find(|k| k.name == key)
+    }
+
+    /// Whether `key` holds a secret: declared so by a strategy, or named
+    /// like one (a password, secret or token of some other system).
+    pub fn is_secret(&self, key: &str) -> bool {
+        self.spec(key).is_some_and(|k| k.secret) || is_secret_key(key)
+    }
+
+    /// The keys the registered strategies declared secret.
+    pub fn secret_keys(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.strategy_keys
+            .iter()
+            .filter(|k| k.secret)
+            .map(|k| k.name)
+    }
+
+    /// The file `key` belongs in: as its strategy declared, else by its prefix.
+    pub fn file_of(&self, key: &str) -> &'static str {
+        match self.spec(key).map(|k| k.file) {
+            Some(KeyFile::Security) => "security.properties",
+            Some(KeyFile::Is) => "is.properties",
+            None => keys::file_of(key),
+        }
     }
 
     /// The trimmed value of `key`, or `None` when absent or blank.
@@ -735,8 +855,13 @@ impl Settings {
     }
 
     /// The value of a key `needed_by` requires; errors name the key and its file.
+    ///
+    /// A secret is not returned here: it is read with [`Settings::require_secret`].
     pub fn require(&self, key: &str, needed_by: &str) -> Result<&str, ConfigError> {
         match self.entry(key) {
+            None if self.secrets.contains_key(key) => {
+                Err(self.invalid(key, "a secret: read it with `Settings::require_secret`"))
+            }
             None => Err(self.missing(key, needed_by)),
             Some(e) if e.value.trim().is_empty() => Err(ConfigError::Blank {
                 key: key.to_owned(),
@@ -751,10 +876,21 @@ impl Settings {
     ///
     /// A plain-text secret loads with a warning naming the command that encrypts it.
     pub fn require_secret(&self, key: &str, needed_by: &str) -> Result<SecretString, ConfigError> {
-        self.require(key, needed_by)?;
-        let entry = self.entry(key).expect("a required key is present");
+        let (value, origin) = match (self.secrets.get(key), self.props.get(key)) {
+            (Some(secret), _) => (secret.value.expose_secret(), &secret.origin),
+            // A key no strategy declared secret, read as one all the same.
+            (None, Some(entry)) => (entry.value.as_str(), &entry.origin),
+            (None, None) => return Err(self.missing(key, needed_by)),
+        };
+        if value.trim().is_empty() {
+            return Err(ConfigError::Blank {
+                key: key.to_owned(),
+                origin: origin.clone(),
+                needed_by: needed_by.to_owned(),
+            });
+        }
         // Not trimmed: a password may end in an (escaped) space, as Java reads it.
-        crate::secret::reveal(self, key, &entry.value, &entry.origin)
+        crate::secret::reveal(self, key, value, origin)
     }
 
     /// A boolean flag; absent is `false`, anything but true/false is an error.
@@ -790,9 +926,9 @@ impl Settings {
         let entry = self.entry(key);
         ConfigError::Invalid {
             key: key.to_owned(),
-            origin: entry.map(|e| e.origin.clone()).unwrap_or(Origin::Builder),
+            origin: self.origin(key).cloned().unwrap_or(Origin::Builder),
             value: entry
-                .filter(|_| !is_secret_key(key))
+                .filter(|_| !self.is_secret(key))
                 .map(|e| shown_value(&e.value)),
             expected: expected.to_owned(),
         }
@@ -802,7 +938,7 @@ impl Settings {
         ConfigError::Missing {
             key: key.to_owned(),
             needed_by: needed_by.to_owned(),
-            file: keys::file_of(key),
+            file: self.file_of(key),
             read: if self.read.is_empty() {
                 "no files".to_owned()
             } else {
@@ -872,7 +1008,12 @@ impl Settings {
 /// were rewritten and must be read again. When it cannot be finished now (no
 /// write permission, another process rotating), loading goes on: a value
 /// decrypts with the old or the pending key until `mailgate encrypt` finishes it.
-fn finish_rotation(files: &ConfigFiles, props: &Properties, given: Option<&Path>) -> bool {
+fn finish_rotation(
+    files: &ConfigFiles,
+    props: &Properties,
+    given: Option<&Path>,
+    secret_keys: &[&str],
+) -> bool {
     let configured = props
         .get(keys::CRYPTO_KEY_FILE)
         .map(|e| e.value.trim())
@@ -881,7 +1022,7 @@ fn finish_rotation(files: &ConfigFiles, props: &Properties, given: Option<&Path>
     if !mailgate_secrets::pending_key_path(&key_file).exists() {
         return false;
     }
-    match mailgate_secrets::recover_rotation(&key_file, keys::SECRETS) {
+    match mailgate_secrets::recover_rotation(&key_file, secret_keys) {
         Ok(Some(_)) => {
             tracing::warn!(
                 "finished a key rotation that was interrupted: every secret is now under {}",
@@ -935,20 +1076,21 @@ pub(crate) fn cut_short(text: &str, max: usize) -> String {
     }
 }
 
-/// Every value within its key's bound ([`keys::max_value_len`]).
-fn check_lengths(props: &Properties) -> Result<(), ConfigError> {
+/// Every value within its key's bound (declared, or [`keys::max_value_len`]).
+fn check_lengths(props: &Properties, specs: &[KeySpec]) -> Result<(), ConfigError> {
     for key in props.keys() {
         let Some(entry) = props.get(key) else {
             continue;
         };
-        let max = keys::max_value_len(key);
+        let spec = specs.iter().find(|k| k.name == key);
+        let max = spec.map_or_else(|| keys::max_value_len(key), |k| k.max_len);
         if entry.value.len() > max {
             return Err(ConfigError::TooLong {
                 key: key.to_owned(),
                 origin: entry.origin.clone(),
                 len: entry.value.len(),
                 max,
-                shown: (!is_secret_key(key))
+                shown: (!is_secret_key(key) && !spec.is_some_and(|k| k.secret))
                     .then(|| cut_short(&entry.value.escape_debug().to_string(), 40)),
             });
         }
@@ -990,14 +1132,17 @@ fn histogram_distance(a: &Histogram, b: &Histogram) -> usize {
 
 /// Misspellings too far from the right key for an edit distance to catch.
 const CONFUSIONS: &[(&str, &str)] = &[
-    ("mksis.logging.email.password", keys::EMAIL_PASSWORD),
     ("mksis.logging.emailfrom", keys::EMAIL_FROM),
     ("mksis.smtp.ssl", keys::SSL_ENABLED),
     ("mksis.logging.email.server", keys::SERVER_HOSTNAME),
 ];
 
 /// Unknown keys that are a near miss of a known one, and unknown `mailgate.*` keys.
-fn near_miss_warnings(props: &Properties, known: &[&str]) -> Vec<Warning> {
+fn near_miss_warnings(
+    props: &Properties,
+    known: &[&str],
+    confusions: &[(&str, &str)],
+) -> Vec<Warning> {
     const MAX_DISTANCE: usize = 3;
     let known_lower: Vec<(String, Histogram, &str)> = known
         .iter()
@@ -1014,7 +1159,7 @@ fn near_miss_warnings(props: &Properties, known: &[&str]) -> Vec<Warning> {
         }
         let lower = key.to_ascii_lowercase();
         let shape = histogram(&lower);
-        let best = CONFUSIONS
+        let best = confusions
             .iter()
             .find(|(wrong, _)| *wrong == lower)
             .map(|(_, right)| (0, *right))
@@ -1052,9 +1197,31 @@ fn near_miss_warnings(props: &Properties, known: &[&str]) -> Vec<Warning> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::error::Error;
+
+    /// The keys the built-in strategies declare, as their crates do.
+    pub(crate) mod test_keys {
+        use crate::strategy::KeySpec;
+        pub const EMAIL_PASSWORD: &str = "mksis.logging.emailfrom.password";
+        pub const OAUTH_CLIENT_ID: &str = "mksis.security.smtp.oauth.clientID";
+        pub const OAUTH_CLIENT_SECRET: &str = "mksis.security.smtp.oauth.clientSecret";
+        pub const OAUTH_TOKEN_ENDPOINT: &str = "mksis.security.smtp.oauth.tokenEndpointURL";
+        pub const OAUTH_SCOPE: &str = "mksis.security.smtp.oauth.scope";
+        pub const SECRETS: &[&str] = &[EMAIL_PASSWORD, OAUTH_CLIENT_SECRET];
+        pub const SPECS: &[KeySpec] = &[
+            KeySpec::secret(EMAIL_PASSWORD).misspelled_as(&["mksis.logging.email.password"]),
+            KeySpec::new(OAUTH_CLIENT_ID).in_security_file(),
+            KeySpec::secret(OAUTH_CLIENT_SECRET).in_security_file(),
+            KeySpec::new(OAUTH_TOKEN_ENDPOINT)
+                .in_security_file()
+                .url()
+                .max_len(2048),
+            KeySpec::new(OAUTH_SCOPE).in_security_file().max_len(2048),
+        ];
+    }
+    use test_keys as vendor;
 
     fn load(is: &str) -> Result<Settings> {
         load_with(is, None)
@@ -1068,6 +1235,7 @@ mod tests {
         }
         let s = Settings::load(LoadOptions {
             files: ConfigFiles::in_dir(dir.path()),
+            strategy_keys: vendor::SPECS.to_vec(),
             ..LoadOptions::default()
         });
         drop(dir);
@@ -1239,7 +1407,7 @@ mod tests {
     fn missing_secret_names_security_file() {
         let s = load(HOST).unwrap();
         let msg = s
-            .require(keys::OAUTH_CLIENT_SECRET, "oauth")
+            .require(vendor::OAUTH_CLIENT_SECRET, "oauth")
             .unwrap_err()
             .to_string();
         assert!(msg.contains("security.properties"), "{msg}");
@@ -1249,14 +1417,14 @@ mod tests {
     #[test]
     fn security_file_is_merged() {
         let s = load_with(HOST, Some("mksis.security.smtp.oauth.scope=s1\n")).unwrap();
-        assert_eq!(s.value(keys::OAUTH_SCOPE), Some("s1"));
+        assert_eq!(s.value(vendor::OAUTH_SCOPE), Some("s1"));
         assert_eq!(s.files_read().len(), 2);
     }
 
     #[test]
     fn invalid_secret_value_is_not_shown() {
         let s = load(&format!("{HOST}mksis.logging.emailfrom.password=hunter2\n")).unwrap();
-        let msg = s.invalid(keys::EMAIL_PASSWORD, "something").to_string();
+        let msg = s.invalid(vendor::EMAIL_PASSWORD, "something").to_string();
         assert!(!msg.contains("hunter2"), "{msg}");
     }
 
@@ -1318,7 +1486,7 @@ mod tests {
     fn a_secret_keeps_its_trailing_escaped_space() {
         use secrecy::ExposeSecret;
         let s = load(&format!("{HOST}mksis.logging.emailfrom.password=pw\\ \n")).unwrap();
-        let secret = s.require_secret(keys::EMAIL_PASSWORD, "basic").unwrap();
+        let secret = s.require_secret(vendor::EMAIL_PASSWORD, "basic").unwrap();
         assert_eq!(secret.expose_secret(), "pw ");
     }
 
@@ -1517,7 +1685,7 @@ mod tests {
         assert!(msg.contains("required by every strategy"), "{msg}");
         let s = load(HOST).unwrap();
         let msg = s
-            .require(keys::OAUTH_SCOPE, "oauth")
+            .require(vendor::OAUTH_SCOPE, "oauth")
             .unwrap_err()
             .to_string();
         assert!(msg.contains("required by the oauth strategy"), "{msg}");
@@ -1529,7 +1697,9 @@ mod tests {
             "{HOST}mksis.logging.emailfrom.password={{AES}}c2VjcmV0LXZhbHVlLWhlcmU=\n"
         ))
         .unwrap();
-        let e = s.require_secret(keys::EMAIL_PASSWORD, "basic").unwrap_err();
+        let e = s
+            .require_secret(vendor::EMAIL_PASSWORD, "basic")
+            .unwrap_err();
         assert!(matches!(e, ConfigError::ForeignEncrypted { .. }), "{e}");
         let msg = e.to_string();
         assert!(msg.contains("is.properties:2"), "{msg}");
@@ -1547,9 +1717,9 @@ mod tests {
         let old = SecretKey::create(&key_file).unwrap();
         let is = dir.path().join("is.properties");
         let security = dir.path().join("security.properties");
-        std::fs::write(&is, format!("{HOST}{}=pw\n", keys::EMAIL_PASSWORD)).unwrap();
-        std::fs::write(&security, format!("{}=cs\n", keys::OAUTH_CLIENT_SECRET)).unwrap();
-        mailgate_secrets::encrypt_files(&[&is, &security], keys::SECRETS, &old).unwrap();
+        std::fs::write(&is, format!("{HOST}{}=pw\n", vendor::EMAIL_PASSWORD)).unwrap();
+        std::fs::write(&security, format!("{}=cs\n", vendor::OAUTH_CLIENT_SECRET)).unwrap();
+        mailgate_secrets::encrypt_files(&[&is, &security], vendor::SECRETS, &old).unwrap();
         let new = SecretKey::generate().unwrap();
         // Killed between the two files: is.properties under the new key,
         // security.properties under the old one.
@@ -1557,7 +1727,7 @@ mod tests {
             rotate_key_with_hook(
                 &key_file,
                 &[&is, &security],
-                keys::SECRETS,
+                vendor::SECRETS,
                 &new,
                 &mut |s| {
                     if s == RotationStep::FileRewritten(0) {
@@ -1569,6 +1739,7 @@ mod tests {
         assert!(crashed.is_err());
         let s = Settings::load(LoadOptions {
             files: ConfigFiles::in_dir(dir.path()),
+            strategy_keys: vendor::SPECS.to_vec(),
             ..LoadOptions::default()
         })
         .unwrap();
@@ -1576,7 +1747,7 @@ mod tests {
         assert_eq!(SecretKey::load(&key_file).unwrap().id(), new.id());
         s.verify_secrets().unwrap();
         assert_eq!(
-            s.require_secret(keys::OAUTH_CLIENT_SECRET, "oauth")
+            s.require_secret(vendor::OAUTH_CLIENT_SECRET, "oauth")
                 .unwrap()
                 .expose_secret(),
             "cs"

@@ -4,6 +4,22 @@
 //! token (XOAUTH2/OAUTHBEARER) by the vendor's flag precedence, and speaks TLS
 //! with custom CAs.
 //!
+//! # Quick start, blocking
+//!
+//! No runtime needed: [`blocking::Mailer`] runs its own.
+//!
+//! ```no_run
+//! fn main() -> mailgate::Result<()> {
+//!     let mailer = mailgate::blocking::Mailer::from_config_dir("config")?;
+//!     println!("sending through {}:{}", mailer.smtp_server(), mailer.smtp_port());
+//!     mailer.sendmail("alm@example.com", "dev@example.com, qa@example.com", "Build 42", "passed")?;
+//!     mailer.close();
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # Quick start, async
+//!
 //! ```no_run
 //! # async fn run() -> mailgate::Result<()> {
 //! let mailer = mailgate::Mailer::from_config_dir("config")?;
@@ -13,15 +29,49 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # A message with an attachment
+//!
+//! Messages are lettre's; [`Mailer`] and [`blocking::Mailer`] implement
+//! lettre's `AsyncTransport` and `Transport`, so code written against lettre
+//! sends through mailgate unchanged.
+//!
+//! ```no_run
+//! use mailgate::lettre::message::{Attachment, MultiPart, SinglePart, header::ContentType};
+//!
+//! # fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let message = mailgate::Message::builder()
+//!     .from("alm@example.com".parse()?)
+//!     .to("dev@example.com".parse()?)
+//!     .subject("Build 42 report")
+//!     .multipart(
+//!         MultiPart::mixed()
+//!             .singlepart(SinglePart::plain("The report is attached.".to_owned()))
+//!             .singlepart(
+//!                 Attachment::new("report.csv".to_owned())
+//!                     .body(b"test,result\nlogin,passed\n".to_vec(), ContentType::parse("text/csv")?),
+//!             ),
+//!     )?;
+//! let mailer = mailgate::blocking::Mailer::from_config_dir("config")?;
+//! let delivery = mailer.send(&message)?;
+//! println!("accepted for {} recipient(s): {}", delivery.recipients, delivery.reply);
+//! # Ok(()) }
+//! ```
+//!
+//! Errors say what failed and how to treat it: [`Error::is_transient`]
+//! (retry later), [`Error::status`] (the SMTP reply code), [`Error::stage`]
+//! (connect, TLS, AUTH, MAIL, RCPT, DATA), [`Error::exit_code`] (sysexits),
+//! and `std::error::Error::source` for the cause.
+//!
 //! # Features
 //!
-//! Each strategy is its own crate, linked by one feature (all on by default):
+//! Each strategy is its own crate, listed by [`default_registry`] when its
+//! feature is on (all are by default):
 //!
-//! | feature | strategy | crate |
-//! | --- | --- | --- |
-//! | `open`  | `open`: open mail relay, no AUTH | `mailgate-auth-open` |
-//! | `basic` | `basic`: AUTH PLAIN / LOGIN | `mailgate-auth-basic` |
-//! | `oauth` | `oauth`: OAuth 2.0 client credentials, XOAUTH2 / OAUTHBEARER | `mailgate-auth-oauth` |
+//! | feature | strategy | vendor mode | crate |
+//! | --- | --- | --- | --- |
+//! | `open`  | `open`: no AUTH | open mail relay | `mailgate-auth-open` |
+//! | `basic` | `basic`: AUTH PLAIN / LOGIN | SMTP basic authentication | `mailgate-auth-basic` |
+//! | `oauth` | `oauth`: client credentials, XOAUTH2 / OAUTHBEARER | OAuth token authentication | `mailgate-auth-oauth` |
 //!
 //! The outbox stores are features too:
 //!
@@ -50,23 +100,166 @@
 //! # let _ = id; Ok(()) }
 //! ```
 //!
+//! # Strategies of your own
+//!
 //! A configuration that resolves to a strategy left out of the build fails
-//! with an error naming the feature that adds it. The strategies a binary
-//! holds, built-in and third-party, are [`Registry::collect`]`()?.names()`.
-//! Third-party strategies are crates that submit a [`StrategyDescriptor`]
-//! and are named by the binary (`use my_strategy as _;`), see
-//! `examples/custom_strategy.rs`.
+//! with an error naming the feature that adds it. A third-party strategy is
+//! a crate that depends on `mailgate-core` and exports a
+//! [`StrategyDescriptor`]; register it with the builder
+//! (`.registry(mailgate::default_registry()?.with(&its_crate::DESCRIPTOR)?)`)
+//! and ship a `mailgate` binary with it through `mailgate_cli::run`. The
+//! workspace's `examples/auth-command` is a complete one, and
+//! `ARCHITECTURE.md` lists the steps.
 
 pub use mailgate_core::*;
 
-// Naming each strategy crate links it, and with it its `inventory`
-// registration; a crate that is only a Cargo dependency is not linked.
+pub mod blocking;
+
+// The strategy crates, for their types and key constants.
 #[cfg(feature = "basic")]
 pub use mailgate_auth_basic as basic;
 #[cfg(feature = "oauth")]
 pub use mailgate_auth_oauth as oauth;
 #[cfg(feature = "open")]
 pub use mailgate_auth_open as open;
+
+/// The strategies compiled into this build, by feature, plus those that
+/// third-party crates submit through `inventory`. A strategy whose feature
+/// is off is recorded as absent, so choosing it names the feature.
+///
+/// ```
+/// let registry = mailgate::default_registry().unwrap();
+/// # #[cfg(all(feature = "open", feature = "basic", feature = "oauth"))]
+/// assert_eq!(registry.names(), ["basic", "oauth", "open"]);
+/// ```
+pub fn default_registry() -> std::result::Result<Registry, ConfigError> {
+    let registry = Registry::new();
+    #[cfg(feature = "open")]
+    let registry = registry.with(&mailgate_auth_open::DESCRIPTOR)?;
+    #[cfg(not(feature = "open"))]
+    let registry = registry.absent(
+        "open",
+        Some(VendorMode::OpenRelay),
+        "the cargo feature `open` of the `mailgate` crate (or `mailgate-cli`)",
+    );
+    #[cfg(feature = "basic")]
+    let registry = registry.with(&mailgate_auth_basic::DESCRIPTOR)?;
+    #[cfg(not(feature = "basic"))]
+    let registry = registry.absent(
+        "basic",
+        Some(VendorMode::BasicAuth),
+        "the cargo feature `basic` of the `mailgate` crate (or `mailgate-cli`)",
+    );
+    #[cfg(feature = "oauth")]
+    let registry = registry.with(&mailgate_auth_oauth::DESCRIPTOR)?;
+    #[cfg(not(feature = "oauth"))]
+    let registry = registry.absent(
+        "oauth",
+        Some(VendorMode::OAuth),
+        "the cargo feature `oauth` of the `mailgate` crate (or `mailgate-cli`)",
+    );
+    registry.with_inventory()
+}
+
+/// Builds a [`Mailer`], starting from [`default_registry`]; see
+/// [`mailgate_core::MailerBuilder`] for the settings.
+pub type MailerBuilder = mailgate_core::MailerBuilder<Mailer>;
+
+/// Sends mail with the settings of an RV&S config folder, choosing among
+/// the strategies of [`default_registry`] (or the builder's
+/// [`registry`](mailgate_core::MailerBuilder::registry)). Every method of
+/// [`mailgate_core::Mailer`] is available through `Deref`. Cheap to clone.
+#[derive(Clone)]
+pub struct Mailer(mailgate_core::Mailer);
+
+impl Mailer {
+    /// A builder whose registry is [`default_registry`].
+    pub fn builder() -> MailerBuilder {
+        builder_with_defaults()
+    }
+
+    /// A mailer for the config folder holding `is.properties` and `security.properties`.
+    pub fn from_config_dir(dir: impl Into<std::path::PathBuf>) -> Result<Self> {
+        Self::builder().config_dir(dir).build()
+    }
+
+    /// A mailer for two named files.
+    pub fn from_files(
+        is: impl Into<std::path::PathBuf>,
+        security: impl Into<std::path::PathBuf>,
+    ) -> Result<Self> {
+        Self::builder().is_file(is).security_file(security).build()
+    }
+
+    /// The core mailer inside.
+    pub fn into_inner(self) -> mailgate_core::Mailer {
+        self.0
+    }
+}
+
+/// A builder of `M` with [`default_registry`]; a registry error surfaces at
+/// `build()`.
+pub(crate) fn builder_with_defaults<M: FromMailer>() -> mailgate_core::MailerBuilder<M> {
+    mailgate_core::MailerBuilder::default().try_registry(default_registry())
+}
+
+impl std::ops::Deref for Mailer {
+    type Target = mailgate_core::Mailer;
+
+    fn deref(&self) -> &mailgate_core::Mailer {
+        &self.0
+    }
+}
+
+impl AsRef<mailgate_core::Mailer> for Mailer {
+    fn as_ref(&self) -> &mailgate_core::Mailer {
+        &self.0
+    }
+}
+
+impl From<mailgate_core::Mailer> for Mailer {
+    fn from(mailer: mailgate_core::Mailer) -> Self {
+        Self(mailer)
+    }
+}
+
+impl From<Mailer> for mailgate_core::Mailer {
+    fn from(mailer: Mailer) -> Self {
+        mailer.0
+    }
+}
+
+impl FromMailer for Mailer {
+    fn from_mailer(mailer: mailgate_core::Mailer) -> Result<Self> {
+        Ok(Self(mailer))
+    }
+}
+
+impl std::fmt::Debug for Mailer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// As for [`mailgate_core::Mailer`]: code written against lettre's async
+/// transport sends through mailgate.
+#[async_trait]
+impl lettre::AsyncTransport for Mailer {
+    type Ok = Delivery;
+    type Error = Error;
+
+    async fn send(&self, message: Message) -> Result<Delivery> {
+        self.0.send(&message).await
+    }
+
+    async fn send_raw(&self, envelope: &Envelope, email: &[u8]) -> Result<Delivery> {
+        self.0.send_raw(envelope, email).await
+    }
+
+    async fn shutdown(&self) {
+        self.0.close().await;
+    }
+}
 
 /// Opens the outbox store named by `mailgate.outbox.url`, for
 /// [`MailerBuilder::outbox`]: SQLite (feature `outbox-sqlite`) or PostgreSQL

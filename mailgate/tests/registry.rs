@@ -1,9 +1,10 @@
-//! The registry holds exactly the strategies of the enabled features. Run per
-//! feature set (`--no-default-features --features basic`, `open`, all): see `.ci/run`.
+//! `default_registry()` holds exactly the strategies of the enabled features,
+//! registered explicitly (not through the linker). Run per feature set
+//! (`--no-default-features --features basic`, `open`, all): see `.ci/run`.
 
-use mailgate::{Registry, Resolution, Rule};
+use mailgate::{AuthFlags, Registry, VendorMode};
 
-/// The strategies the enabled features link: the oracle, written from the
+/// The strategies the enabled features add: the oracle, written from the
 /// features themselves rather than asked of the facade.
 const LINKED: &[&str] = &[
     #[cfg(feature = "basic")]
@@ -14,56 +15,105 @@ const LINKED: &[&str] = &[
     "open",
 ];
 
-/// Every feature of the facade, each with the strategy it links.
-const FEATURES: &[(&str, &str, bool)] = &[
-    ("basic", "basic", cfg!(feature = "basic")),
-    ("oauth", "oauth", cfg!(feature = "oauth")),
-    ("open", "open", cfg!(feature = "open")),
+/// Every strategy feature of the facade: its strategy, the vendor mode it
+/// provides, flags that choose that mode, and whether it is on.
+const FEATURES: &[(&str, VendorMode, (bool, bool), bool)] = &[
+    (
+        "basic",
+        VendorMode::BasicAuth,
+        (false, true),
+        cfg!(feature = "basic"),
+    ),
+    (
+        "oauth",
+        VendorMode::OAuth,
+        (true, false),
+        cfg!(feature = "oauth"),
+    ),
+    (
+        "open",
+        VendorMode::OpenRelay,
+        (false, false),
+        cfg!(feature = "open"),
+    ),
 ];
 
-#[test]
-fn registry_holds_exactly_the_linked_strategies() {
-    let registry = Registry::collect().expect("no duplicate strategies");
-    let mut expected: Vec<&str> = LINKED.to_vec();
-    expected.sort_unstable();
-    assert_eq!(registry.names(), expected);
+fn flags((oauth, basic): (bool, bool)) -> AuthFlags {
+    AuthFlags {
+        oauth,
+        basic,
+        strategy_override: None,
+    }
 }
 
 #[test]
-fn the_oracle_covers_every_built_in_strategy_and_feature() {
-    // A strategy added to core's BUILT_IN must be added here too, or the
-    // per-feature runs would not test it.
-    let mut built_in: Vec<(&str, &str)> = mailgate::registry::BUILT_IN.to_vec();
-    built_in.sort_unstable();
-    let listed: Vec<(&str, &str)> = FEATURES.iter().map(|(f, s, _)| (*s, *f)).collect();
-    assert_eq!(listed, built_in);
-    let on: Vec<&str> = FEATURES
-        .iter()
-        .filter(|(_, _, on)| *on)
-        .map(|(_, s, _)| *s)
-        .collect();
+fn the_default_registry_holds_exactly_the_enabled_strategies() {
+    let registry = mailgate::default_registry().expect("no duplicate strategies");
+    assert_eq!(registry.names(), LINKED);
+    let on: Vec<&str> = FEATURES.iter().filter(|f| f.3).map(|f| f.0).collect();
     assert_eq!(on, LINKED);
 }
 
 #[test]
-fn resolving_to_a_strategy_left_out_names_its_feature() {
-    let registry = Registry::collect().unwrap();
-    for (name, feature) in mailgate::registry::BUILT_IN {
-        let resolution = Resolution {
-            strategy: (*name).to_owned(),
-            rule: Rule::Override,
-        };
-        let linked = LINKED.contains(name);
-        match registry.descriptor_for(&resolution) {
-            Ok(d) => assert!(linked, "{name} resolved but its feature is off: {d:?}"),
+fn built_in_strategies_do_not_depend_on_the_linker() {
+    // Nothing is submitted through inventory: the built-ins are listed by
+    // the facade, so a binary that never names their crates still has them.
+    assert!(Registry::collect().unwrap().names().is_empty());
+}
+
+#[test]
+fn each_vendor_mode_resolves_to_its_strategy_or_names_the_feature() {
+    let registry = mailgate::default_registry().unwrap();
+    for (name, mode, flag_values, on) in FEATURES {
+        match registry.resolve(&flags(*flag_values)) {
+            Ok((resolution, descriptor)) => {
+                assert!(on, "{name} resolved but its feature is off");
+                assert_eq!(resolution.strategy, *name);
+                assert_eq!(descriptor.provides, Some(*mode));
+            }
             Err(e) => {
-                assert!(!linked, "{name} is linked but did not resolve: {e}");
+                assert!(!on, "{name} is enabled but did not resolve: {e}");
                 let msg = e.to_string();
-                assert!(msg.contains(&format!("feature `{feature}`")), "{msg}");
+                assert!(
+                    msg.contains(&format!("cargo feature `{name}` of the `mailgate` crate")),
+                    "{msg}"
+                );
                 for available in LINKED {
                     assert!(msg.contains(available), "{msg} should list {available}");
                 }
             }
         }
     }
+}
+
+#[test]
+fn the_secret_keys_come_from_the_descriptors() {
+    let secret = mailgate::default_registry().unwrap().secret_keys();
+    let mut expected: Vec<&str> = vec![
+        #[cfg(feature = "basic")]
+        mailgate::basic::PASSWORD_KEY,
+        #[cfg(feature = "oauth")]
+        mailgate::oauth::keys::CLIENT_SECRET,
+    ];
+    expected.sort_unstable();
+    assert_eq!(secret, expected);
+}
+
+#[test]
+fn a_builder_without_a_registry_knows_only_inventory() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("is.properties"),
+        "mksis.logging.email.server.hostname=localhost\n",
+    )
+    .unwrap();
+    let err = mailgate_core::Mailer::builder()
+        .config_dir(dir.path())
+        .env_overrides(false)
+        .build()
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("for the open mail relay mode"), "{msg}");
+    assert!(msg.contains("Registry::with"), "{msg}");
+    assert_eq!(err.exit_code(), 78);
 }

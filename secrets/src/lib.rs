@@ -42,7 +42,7 @@
 //! # Example
 //!
 //! ```
-//! use mailgate_secrets::{SECRET_KEYS, SecretKey, decrypt_value, encrypt_file, is_encrypted};
+//! use mailgate_secrets::{SecretKey, decrypt_value, encrypt_file, is_encrypted};
 //! use secrecy::ExposeSecret;
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! # let dir = tempfile::tempdir()?;
@@ -50,7 +50,8 @@
 //! # std::fs::write(&is, "# mail\nmksis.logging.emailfrom.password = hunter2\n")?;
 //! // `mailgate encrypt`: create the key file on first use, encrypt in place.
 //! let (key, _origin) = SecretKey::load_or_create(dir.path().join("mailgate.key"))?;
-//! let report = encrypt_file(&is, &SECRET_KEYS, &key)?;
+//! // The keys to encrypt are the caller's: mailgate's strategies declare them.
+//! let report = encrypt_file(&is, &["mksis.logging.emailfrom.password"], &key)?;
 //! assert_eq!(report.changed[0].line, 2);
 //!
 //! // Loading: decrypt transparently.
@@ -81,12 +82,3 @@ pub use rotation::{
     Rotation, RotationStep, pending_key, pending_key_path, recover_rotation, rotate_key,
 };
 pub use value::{decrypt_value, encrypt_value, is_encrypted, looks_foreign_encrypted};
-
-/// The vendor's secret properties that may be encrypted: the basic-auth
-/// password (in `is.properties`) and the OAuth client secret (in
-/// `security.properties`). The one list: `mailgate_core::keys::SECRETS` is
-/// this constant.
-pub const SECRET_KEYS: [&str; 2] = [
-    "mksis.logging.emailfrom.password",
-    "mksis.security.smtp.oauth.clientSecret",
-];

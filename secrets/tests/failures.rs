@@ -8,8 +8,8 @@ use std::fs;
 
 use common::*;
 use mailgate_secrets::{
-    Error, Occurrence, SECRET_KEYS, SecretKey, ValueState, decrypt_value, encrypt_file,
-    encrypt_files, find_secrets, plaintext_secrets, rotate_file, rotate_files,
+    Error, Occurrence, SecretKey, ValueState, decrypt_value, encrypt_file, encrypt_files,
+    find_secrets, plaintext_secrets, rotate_file, rotate_files,
 };
 use secrecy::ExposeSecret;
 

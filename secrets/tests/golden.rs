@@ -7,7 +7,7 @@ mod common;
 use std::fs;
 
 use common::*;
-use mailgate_secrets::{Occurrence, SECRET_KEYS, decrypt_value, encrypt_file, plaintext_secrets};
+use mailgate_secrets::{Occurrence, decrypt_value, encrypt_file, plaintext_secrets};
 use secrecy::ExposeSecret;
 
 fn line_split(b: &[u8]) -> Vec<&[u8]> {

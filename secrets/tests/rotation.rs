@@ -12,10 +12,10 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use common::{CLIENT_SECRET, PASSWORD, java_get, write};
+use common::{CLIENT_SECRET, PASSWORD, SECRET_KEYS, java_get, write};
 use mailgate_secrets::{
-    Error, RotationStep, SECRET_KEYS, SecretKey, decrypt_value, encrypt_files, pending_key,
-    pending_key_path, recover_rotation, remove_stale_temp_files, rotate_key, rotate_key_with_hook,
+    Error, RotationStep, SecretKey, decrypt_value, encrypt_files, pending_key, pending_key_path,
+    recover_rotation, remove_stale_temp_files, rotate_key, rotate_key_with_hook,
 };
 use secrecy::ExposeSecret;
 

@@ -7,7 +7,7 @@ mod common;
 use std::fs;
 
 use common::*;
-use mailgate_secrets::{SECRET_KEYS, decrypt_value, encrypt_file, plaintext_secrets};
+use mailgate_secrets::{decrypt_value, encrypt_file, plaintext_secrets};
 use secrecy::ExposeSecret;
 
 /// (raw value bytes as written in the file, what Java decodes)

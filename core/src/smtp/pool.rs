@@ -12,7 +12,7 @@ use super::connection::{Connection, Peer};
 use super::transaction::{self, WireMessage};
 use crate::error::{Error, Result, Stage};
 use crate::settings::{ServerSettings, TlsMode};
-use crate::strategy::{AuthStrategy, SmtpSession};
+use crate::strategy::{ErasedStrategy, SharedStrategy, SmtpSession};
 
 /// Idle connections older than this are not reused (servers drop idle clients).
 const MAX_IDLE_AGE: Duration = Duration::from_secs(60);
@@ -70,7 +70,7 @@ struct Idle {
 
 pub(crate) struct Transport {
     peer: Arc<Peer>,
-    strategy: Arc<dyn AuthStrategy>,
+    strategy: SharedStrategy,
     strategy_name: String,
     idle: Mutex<Vec<Idle>>,
     /// Bounds simultaneous connections; as many are kept idle. Closed by `close`.
@@ -81,12 +81,12 @@ pub(crate) struct Transport {
 impl Transport {
     pub(crate) fn new(
         server: ServerSettings,
-        strategy: Arc<dyn AuthStrategy>,
+        strategy: SharedStrategy,
         strategy_name: String,
         max_connections: usize,
     ) -> Result<Self> {
         // Refuse at build time what every connection would refuse, so `check` says so.
-        if strategy.sends_credentials()
+        if strategy.get().sends_credentials()
             && server.tls == TlsMode::None
             && !server.allow_plaintext_auth
         {
@@ -110,8 +110,8 @@ impl Transport {
         self.max_connections
     }
 
-    pub(crate) fn strategy(&self) -> &Arc<dyn AuthStrategy> {
-        &self.strategy
+    pub(crate) fn strategy(&self) -> &dyn ErasedStrategy {
+        self.strategy.get()
     }
 
     /// Sends one message, reusing a pooled connection when one is alive.
@@ -258,9 +258,9 @@ impl Transport {
     /// A new, authenticated connection. A strategy's refusal that asks for a
     /// retry gets exactly one more attempt on a new connection.
     async fn open(&self) -> Result<Connection> {
-        self.strategy.prepare().await?;
+        let credential = self.strategy.get().prepare().await?;
         let mut conn = Connection::open(&self.peer).await?;
-        match self.authenticate(&mut conn).await {
+        match self.authenticate(&mut conn, credential).await {
             Ok(()) => Ok(conn),
             Err(Error::AuthRefused {
                 retry_on_new_connection: true,
@@ -272,9 +272,9 @@ impl Transport {
                     self.peer.address
                 );
                 conn.quit().await;
-                self.strategy.prepare().await?;
+                let credential = self.strategy.get().prepare().await?;
                 let mut conn = Connection::open(&self.peer).await?;
-                match self.authenticate(&mut conn).await {
+                match self.authenticate(&mut conn, credential).await {
                     Ok(()) => Ok(conn),
                     Err(e) => {
                         conn.quit().await;
@@ -289,8 +289,13 @@ impl Transport {
         }
     }
 
-    async fn authenticate(&self, conn: &mut Connection) -> Result<()> {
-        if self.strategy.sends_credentials()
+    async fn authenticate(
+        &self,
+        conn: &mut Connection,
+        credential: Box<dyn std::any::Any + Send>,
+    ) -> Result<()> {
+        let strategy = self.strategy.get();
+        if strategy.sends_credentials()
             && !conn.is_encrypted()
             && !self.peer.server.allow_plaintext_auth
         {
@@ -300,7 +305,7 @@ impl Transport {
             });
         }
         let mut session = SmtpSession::new(conn);
-        self.strategy.authenticate(&mut session).await
+        strategy.authenticate(&mut session, credential).await
     }
 }
 

@@ -101,3 +101,9 @@ pub fn chmod(p: &Path, m: u32) {
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(p, fs::Permissions::from_mode(m)).unwrap();
 }
+
+/// The secret keys mailgate's built-in strategies declare.
+pub const SECRET_KEYS: [&str; 2] = [
+    "mksis.logging.emailfrom.password",
+    "mksis.security.smtp.oauth.clientSecret",
+];
