@@ -8,7 +8,8 @@ use mailgate_core::{Error, ErrorKind, TokenSource, async_trait};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::watch;
 
-use crate::client::{Token, TokenClient, TokenError};
+use crate::client::TokenClient;
+use crate::response::{Token, TokenError};
 
 /// A token is replaced this long before it expires (`mailgate.oauth.refreshMarginSeconds`).
 pub const DEFAULT_REFRESH_MARGIN: Duration = Duration::from_secs(60);
@@ -92,6 +93,50 @@ impl Refusal {
     }
 }
 
+/// Where a [`TokenCache`] gets new tokens: the [`TokenClient`], or anything
+/// else that issues bearer tokens (a managed identity, a sidecar, a test).
+///
+/// The cache calls [`fetch`](Self::fetch) at most once at a time, in a task
+/// of its own, and only when it needs a new token; the provider needs no
+/// caching or locking of its own.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// use mailgate_auth_oauth::{Token, TokenCache, TokenError, TokenProvider};
+/// use mailgate_core::async_trait;
+/// use mailgate_core::secrecy::SecretString;
+///
+/// #[derive(Debug)]
+/// struct Fixed;
+///
+/// #[async_trait]
+/// impl TokenProvider for Fixed {
+///     async fn fetch(&self) -> Result<Token, TokenError> {
+///         let secret = SecretString::from("token".to_owned());
+///         Ok(Token::new(secret, Some(Duration::from_secs(3600))))
+///     }
+/// }
+///
+/// let cache = TokenCache::new(Fixed);
+/// assert_eq!(cache.fetch_count(), 0);
+/// ```
+#[async_trait]
+pub trait TokenProvider: Send + Sync + fmt::Debug + 'static {
+    /// Gets a new token. Errors reach the callers of
+    /// [`TokenCache::token`] and start its back-off
+    /// ([`TokenError::with_retry_after`] can lengthen it).
+    async fn fetch(&self) -> Result<Token, TokenError>;
+}
+
+#[async_trait]
+impl TokenProvider for TokenClient {
+    async fn fetch(&self) -> Result<Token, TokenError> {
+        // The inherent method: one request to the endpoint.
+        TokenClient::fetch(self).await
+    }
+}
+
 /// The result of one fetch, shared by everyone waiting for it.
 type Outcome = Result<SecretString, TokenError>;
 
@@ -99,7 +144,7 @@ type Outcome = Result<SecretString, TokenError>;
 type Slot = watch::Receiver<Option<Outcome>>;
 
 /// What a new fetch is spawned with.
-type Start = (tokio::runtime::Handle, Flight);
+type Start<P> = (tokio::runtime::Handle, Flight<P>);
 
 struct Cached {
     secret: SecretString,
@@ -125,13 +170,14 @@ struct State {
     last_drop: Option<Instant>,
 }
 
-struct Inner {
-    client: TokenClient,
+struct Inner<P> {
+    provider: P,
     policy: CachePolicy,
     state: Mutex<State>,
 }
 
-/// Reuses tokens of one [`TokenClient`] until a margin before expiry.
+/// Reuses tokens of one [`TokenProvider`] (by default a [`TokenClient`])
+/// until a margin before expiry.
 ///
 /// - Single flight: however many tasks ask at once, one fetch runs. Each
 ///   fetch has its own result slot; a caller that queued while it ran takes
@@ -155,15 +201,15 @@ struct Inner {
 ///   [`invalidate`](Self::invalidate) drops it unconditionally.
 ///
 /// Fetches are spawned on the current Tokio runtime.
-pub struct TokenCache {
-    inner: Arc<Inner>,
+pub struct TokenCache<P: TokenProvider = TokenClient> {
+    inner: Arc<Inner<P>>,
 }
 
-impl fmt::Debug for TokenCache {
+impl<P: TokenProvider> fmt::Debug for TokenCache<P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = self.inner.lock();
         f.debug_struct("TokenCache")
-            .field("client", &self.inner.client)
+            .field("provider", &self.inner.provider)
             .field("policy", &self.inner.policy)
             .field("has_token", &state.token.is_some())
             .field("failing", &state.failure.is_some())
@@ -172,26 +218,31 @@ impl fmt::Debug for TokenCache {
     }
 }
 
-impl TokenCache {
+impl<P: TokenProvider> TokenCache<P> {
     /// A cache with the default [`CachePolicy`].
-    pub fn new(client: TokenClient) -> Self {
-        Self::with_policy(client, CachePolicy::default())
+    pub fn new(provider: P) -> Self {
+        Self::with_policy(provider, CachePolicy::default())
     }
 
     /// A cache with `policy`.
-    pub fn with_policy(client: TokenClient, policy: CachePolicy) -> Self {
+    pub fn with_policy(provider: P, policy: CachePolicy) -> Self {
         Self {
             inner: Arc::new(Inner {
-                client,
+                provider,
                 policy,
                 state: Mutex::new(State::default()),
             }),
         }
     }
 
-    /// The client.
-    pub fn client(&self) -> &TokenClient {
-        &self.inner.client
+    /// Where tokens come from.
+    pub fn provider(&self) -> &P {
+        &self.inner.provider
+    }
+
+    /// The provider, by its older name ([`provider`](Self::provider)).
+    pub fn client(&self) -> &P {
+        &self.inner.provider
     }
 
     /// The policy.
@@ -199,8 +250,9 @@ impl TokenCache {
         &self.inner.policy
     }
 
-    /// How many requests went to the token endpoint so far (a request is
-    /// counted when it is sent, whether or not anyone still waits for it).
+    /// How many fetches were started so far (a request to the token
+    /// endpoint is counted when it is sent, whether or not anyone still
+    /// waits for it).
     pub fn fetch_count(&self) -> u64 {
         self.inner.lock().fetches
     }
@@ -241,7 +293,7 @@ impl TokenCache {
         // task at once, and `Flight::drop` takes the lock).
         if let Some((runtime, flight)) = start {
             runtime.spawn(async move {
-                let result = flight.inner.client.fetch().await;
+                let result = flight.inner.provider.fetch().await;
                 flight.finish(result);
             });
         }
@@ -330,7 +382,7 @@ fn abandoned() -> TokenError {
     )
 }
 
-impl Inner {
+impl<P> Inner<P> {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding the lock leaves consistent data: keep going.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -338,7 +390,7 @@ impl Inner {
 
     /// Registers a new fetch; returns its result slot, and the runtime and
     /// [`Flight`] to spawn it with.
-    fn prepare(inner: &Arc<Self>, state: &mut State) -> Result<(Slot, Start), TokenError> {
+    fn prepare(inner: &Arc<Self>, state: &mut State) -> Result<(Slot, Start<P>), TokenError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             TokenError::new(
                 ErrorKind::Usage,
@@ -463,12 +515,12 @@ impl Inner {
 
 /// A running fetch. If its task ends without a result (the runtime shut
 /// down), dropping it clears the slot so the next caller starts a new fetch.
-struct Flight {
-    inner: Arc<Inner>,
+struct Flight<P> {
+    inner: Arc<Inner<P>>,
     tx: Option<watch::Sender<Option<Outcome>>>,
 }
 
-impl Flight {
+impl<P> Flight<P> {
     fn finish(mut self, result: Result<Token, TokenError>) {
         let outcome = self.inner.complete(result);
         if let Some(tx) = self.tx.take() {
@@ -477,7 +529,7 @@ impl Flight {
     }
 }
 
-impl Drop for Flight {
+impl<P> Drop for Flight<P> {
     fn drop(&mut self) {
         if self.tx.take().is_some() {
             self.inner.lock().flight = None;
@@ -486,7 +538,7 @@ impl Drop for Flight {
 }
 
 #[async_trait]
-impl TokenSource for TokenCache {
+impl<P: TokenProvider> TokenSource for TokenCache<P> {
     async fn access_token(&self) -> Result<SecretString, Error> {
         self.token().await
     }
@@ -494,34 +546,71 @@ impl TokenSource for TokenCache {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::VecDeque;
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
     use super::*;
-    use crate::client::TokenClientConfig;
 
-    fn unreachable_cache() -> TokenCache {
-        unreachable_cache_with(CachePolicy::default())
+    /// A provider that plays a script: each fetch is counted, waits
+    /// `delay`, then takes the next result. A fetch the script did not
+    /// expect gets a `Usage` error (and shows in [`calls`](Self::calls)).
+    #[derive(Debug, Default)]
+    struct Scripted {
+        results: Mutex<VecDeque<Result<Token, TokenError>>>,
+        delay: Duration,
+        calls: AtomicU64,
     }
 
-    fn unreachable_cache_with(policy: CachePolicy) -> TokenCache {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        cache_for(&format!("http://127.0.0.1:{port}"), policy)
+    impl Scripted {
+        fn new(results: impl IntoIterator<Item = Result<Token, TokenError>>) -> Self {
+            Self {
+                results: Mutex::new(results.into_iter().collect()),
+                ..Self::default()
+            }
+        }
+
+        fn delayed(self, delay: Duration) -> Self {
+            Self { delay, ..self }
+        }
+
+        fn calls(&self) -> u64 {
+            self.calls.load(Ordering::SeqCst)
+        }
     }
 
-    fn cache_for(base: &str, policy: CachePolicy) -> TokenCache {
-        let config = TokenClientConfig::new(
-            format!("{base}/token"),
-            "id",
-            SecretString::from("secret".to_owned()),
-            None,
-        );
-        TokenCache::with_policy(TokenClient::new(config).unwrap(), policy)
+    #[async_trait]
+    impl TokenProvider for Scripted {
+        async fn fetch(&self) -> Result<Token, TokenError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(self.delay).await;
+            let next = self.results.lock().unwrap().pop_front();
+            next.unwrap_or_else(|| {
+                Err(TokenError::new(
+                    ErrorKind::Usage,
+                    "the script has no more results",
+                ))
+            })
+        }
+    }
+
+    /// A token valid for an hour.
+    fn token(secret: &str) -> Result<Token, TokenError> {
+        Ok(Token::new(
+            SecretString::from(secret.to_owned()),
+            Some(Duration::from_secs(3600)),
+        ))
+    }
+
+    /// What an endpoint nobody listens on gives.
+    fn unreachable() -> Result<Token, TokenError> {
+        Err(TokenError::new(
+            ErrorKind::Temporary,
+            "cannot reach the token endpoint http://127.0.0.1:9/token: connection refused",
+        ))
     }
 
     /// A cached token due for refresh now, expiring in `left`.
-    fn due(cache: &TokenCache, secret: &str, left: Duration) {
+    fn due<P: TokenProvider>(cache: &TokenCache<P>, secret: &str, left: Duration) {
         let now = Instant::now();
         cache.lock().token = Some(Cached {
             secret: SecretString::from(secret.to_owned()),
@@ -530,26 +619,8 @@ mod tests {
         });
     }
 
-    async fn slow_endpoint(token: &str, delay: Duration) -> wiremock::MockServer {
-        use wiremock::matchers::method;
-        use wiremock::{Mock, MockServer, ResponseTemplate};
-        let server = MockServer::start().await;
-        Mock::given(method("POST"))
-            .respond_with(
-                ResponseTemplate::new(200)
-                    .set_body_json(serde_json::json!({
-                        "access_token": token, "token_type": "Bearer", "expires_in": 3600
-                    }))
-                    .set_delay(delay),
-            )
-            .expect(1)
-            .mount(&server)
-            .await;
-        server
-    }
-
     /// Counts WARN events of target `mailgate::oauth`.
-    struct CountWarnings(Arc<std::sync::atomic::AtomicUsize>);
+    struct CountWarnings(Arc<AtomicUsize>);
 
     impl tracing::Subscriber for CountWarnings {
         fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
@@ -563,7 +634,7 @@ mod tests {
         fn event(&self, event: &tracing::Event<'_>) {
             let m = event.metadata();
             if *m.level() == tracing::Level::WARN && m.target() == "mailgate::oauth" {
-                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                self.0.fetch_add(1, Ordering::SeqCst);
             }
         }
         fn enter(&self, _: &tracing::span::Id) {}
@@ -572,8 +643,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_running_refresh_does_not_hold_up_callers_with_a_usable_token() {
-        let server = slow_endpoint("new", Duration::from_millis(400)).await;
-        let cache = Arc::new(cache_for(&server.uri(), CachePolicy::default()));
+        let script = Scripted::new([token("new")]).delayed(Duration::from_millis(400));
+        let cache = Arc::new(TokenCache::new(script));
         due(&cache, "old", Duration::from_secs(30));
         let first = tokio::spawn({
             let cache = Arc::clone(&cache);
@@ -593,13 +664,13 @@ mod tests {
         assert_eq!(first.await.unwrap().unwrap().expose_secret(), "new");
         assert_eq!(cache.try_token().await.unwrap().expose_secret(), "new");
         assert_eq!(cache.fetch_count(), 1);
-        server.verify().await;
+        assert_eq!(cache.provider().calls(), 1);
     }
 
     #[tokio::test]
     async fn a_running_refresh_is_awaited_when_the_token_is_almost_expired() {
-        let server = slow_endpoint("new", Duration::from_millis(200)).await;
-        let cache = Arc::new(cache_for(&server.uri(), CachePolicy::default()));
+        let script = Scripted::new([token("new")]).delayed(Duration::from_millis(200));
+        let cache = Arc::new(TokenCache::new(script));
         // 3 s left: not more than the 5 s minimum.
         due(&cache, "old", Duration::from_secs(3));
         let first = tokio::spawn({
@@ -610,6 +681,7 @@ mod tests {
         assert_eq!(cache.try_token().await.unwrap().expose_secret(), "new");
         assert_eq!(first.await.unwrap().unwrap().expose_secret(), "new");
         assert_eq!(cache.fetch_count(), 1);
+        assert_eq!(cache.provider().calls(), 1);
     }
 
     #[tokio::test]
@@ -622,45 +694,51 @@ mod tests {
             CachePolicy::default().min_remaining_lifetime,
             MIN_REMAINING_LIFETIME
         );
-        let cache = unreachable_cache_with(policy);
+        let cache = TokenCache::with_policy(Scripted::new([unreachable()]), policy);
         // 3 s left: an error with the default 5 s, usable with 1 s.
         due(&cache, "old", Duration::from_secs(3));
         assert_eq!(cache.try_token().await.unwrap().expose_secret(), "old");
         assert_eq!(cache.fetch_count(), 1);
+        assert_eq!(cache.provider().calls(), 1);
     }
 
     #[tokio::test]
     async fn a_failure_is_logged_once_not_on_every_call_during_the_back_off() {
-        let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = Arc::new(AtomicUsize::new(0));
         let _guard = tracing::subscriber::set_default(CountWarnings(Arc::clone(&count)));
-        let warnings = || count.load(std::sync::atomic::Ordering::SeqCst);
+        let warnings = || count.load(Ordering::SeqCst);
 
         // With a still usable token: the token is used, one warning.
-        let cache = unreachable_cache();
+        let cache = TokenCache::new(Scripted::new([unreachable()]));
         due(&cache, "old", Duration::from_secs(30));
         for _ in 0..10 {
             assert_eq!(cache.try_token().await.unwrap().expose_secret(), "old");
         }
         assert_eq!(cache.fetch_count(), 1);
+        assert_eq!(cache.provider().calls(), 1);
         assert_eq!(warnings(), 1);
 
         // Without one: ten errors, one warning.
-        let cache = unreachable_cache();
+        let cache = TokenCache::new(Scripted::new([unreachable()]));
         for _ in 0..10 {
             cache.try_token().await.unwrap_err();
         }
         assert_eq!(cache.fetch_count(), 1);
+        assert_eq!(cache.provider().calls(), 1);
         assert_eq!(warnings(), 2);
     }
 
     #[tokio::test]
     async fn back_off_starts_over_after_a_quiet_period() {
-        let cache = unreachable_cache_with(CachePolicy {
-            min_backoff: Duration::from_millis(50),
-            max_backoff: Duration::from_millis(100),
-            ..CachePolicy::default()
-        });
-        let backoff = |cache: &TokenCache| cache.lock().failure.as_ref().unwrap().backoff;
+        let cache = TokenCache::with_policy(
+            Scripted::new(std::iter::repeat_with(unreachable).take(4)),
+            CachePolicy {
+                min_backoff: Duration::from_millis(50),
+                max_backoff: Duration::from_millis(100),
+                ..CachePolicy::default()
+            },
+        );
+        let backoff = |cache: &TokenCache<Scripted>| cache.lock().failure.as_ref().unwrap().backoff;
         cache.try_token().await.unwrap_err();
         assert_eq!(backoff(&cache), Duration::from_millis(50));
         tokio::time::sleep(Duration::from_millis(70)).await;
@@ -674,11 +752,12 @@ mod tests {
         cache.try_token().await.unwrap_err();
         assert_eq!(backoff(&cache), Duration::from_millis(50));
         assert_eq!(cache.fetch_count(), 4);
+        assert_eq!(cache.provider().calls(), 4);
     }
 
     #[tokio::test]
     async fn failed_refresh_keeps_a_still_valid_token() {
-        let cache = unreachable_cache();
+        let cache = TokenCache::new(Scripted::new([unreachable()]));
         let now = Instant::now();
         cache.lock().token = Some(Cached {
             secret: SecretString::from("old".to_owned()),
@@ -690,11 +769,12 @@ mod tests {
         // Within the back-off: still the old token, no new request.
         assert_eq!(cache.try_token().await.unwrap().expose_secret(), "old");
         assert_eq!(cache.fetch_count(), 1);
+        assert_eq!(cache.provider().calls(), 1);
     }
 
     #[tokio::test]
     async fn failed_refresh_of_an_almost_expired_token_is_an_error() {
-        let cache = unreachable_cache();
+        let cache = TokenCache::new(Scripted::new([unreachable()]));
         let now = Instant::now();
         cache.lock().token = Some(Cached {
             secret: SecretString::from("old".to_owned()),
@@ -703,17 +783,24 @@ mod tests {
         });
         let err = cache.try_token().await.unwrap_err();
         assert_eq!(err.kind(), mailgate_core::ErrorKind::Temporary);
+        assert_eq!(cache.provider().calls(), 1);
     }
 
     #[test]
     fn margin_is_capped_for_short_lifetimes() {
-        let cache = unreachable_cache();
-        let token = |secs| Token::for_tests(Duration::from_secs(secs));
+        let cache = TokenCache::new(Scripted::default());
+        let token = |secs| {
+            Token::new(
+                SecretString::from("t".to_owned()),
+                Some(Duration::from_secs(secs)),
+            )
+        };
         let c = cache.cached(token(30));
         assert_eq!(c.expires_at - c.refresh_at, Duration::from_secs(15));
         let c = cache.cached(token(3600));
         assert_eq!(c.expires_at - c.refresh_at, DEFAULT_REFRESH_MARGIN);
         let c = cache.cached(token(0));
         assert_eq!(c.expires_at, c.refresh_at);
+        assert_eq!(cache.provider().calls(), 0);
     }
 }

@@ -6,7 +6,8 @@ use mailgate_core::{ConfigError, Origin, Settings, keys};
 
 use crate::STRATEGY_NAME;
 use crate::cache::CachePolicy;
-use crate::client::{ClientAuth, TokenClientConfig, check_endpoint, redact_endpoint};
+use crate::client::{ClientAuth, TokenClientConfig};
+use crate::endpoint::{check_endpoint, redact_endpoint};
 use crate::keys as oauth_keys;
 use crate::sasl::{self, Mechanism};
 

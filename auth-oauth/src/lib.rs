@@ -14,9 +14,17 @@
 //!   (id and secret in the form, what Microsoft documents) or
 //!   `client_secret_basic` (HTTP Basic with the form-urlencoded id and
 //!   secret, RFC 6749 §2.3.1). Redirects are not followed, so the secret
-//!   only ever goes to the configured URL.
+//!   only ever goes to the configured URL. Its parts, in their own
+//!   modules: which endpoint URLs are accepted and how one is shown
+//!   (`endpoint.rs`); reading the answer into a [`Token`] or a
+//!   [`TokenError`] with a hint at the key to check (`response.rs`); masking
+//!   the client secret and cleaning endpoint text (`redaction.rs`).
+//! - [`TokenProvider`]: where a cache gets tokens; [`TokenClient`]
+//!   implements it, another source of bearer tokens can too
+//!   ([`Token::new`], [`TokenError::new`]).
 //! - [`TokenCache`]: shared by every connection of one strategy instance
-//!   (one `Mailer`). It reuses a token until a margin before it expires, lets
+//!   (one `Mailer`), over a [`TokenProvider`] (by default the
+//!   [`TokenClient`]). It reuses a token until a margin before it expires, lets
 //!   one fetch run at a time however many tasks wait (they all take that
 //!   fetch's result), runs the fetch in its own task so a caller that gives
 //!   up does not cancel it for the others, backs off after a failed fetch,
@@ -161,18 +169,21 @@
 mod cache;
 mod client;
 mod config;
+mod endpoint;
+mod redaction;
+mod response;
 pub mod sasl;
 mod strategy;
 
 pub use cache::{
     CachePolicy, DEFAULT_REFRESH_MARGIN, MAX_BACKOFF, MAX_MARGIN_FRACTION, MIN_BACKOFF,
     MIN_REMAINING_LIFETIME, QUIET_RESET_FACTOR, REFUSAL_BACKOFF, Refusal, TokenCache,
+    TokenProvider,
 };
-pub use client::{
-    ClientAuth, DEFAULT_TOKEN_LIFETIME, EXCERPT_LEN, Token, TokenClient, TokenClientConfig,
-    TokenError,
-};
+pub use client::{ClientAuth, TokenClient, TokenClientConfig};
 pub use config::OAuthConfig;
+pub use redaction::EXCERPT_LEN;
+pub use response::{DEFAULT_TOKEN_LIFETIME, Token, TokenError};
 pub use sasl::{Mechanism, SaslError};
 pub use strategy::OAuthStrategy;
 

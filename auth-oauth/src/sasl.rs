@@ -10,7 +10,7 @@ pub use mailgate_core::sasl::{SaslError, valid_token, valid_user};
 use secrecy::SecretString;
 use serde_json::Value;
 
-use crate::client::{collapse, truncate};
+use crate::redaction::{collapse, truncate};
 
 /// At most this many characters of a challenge that is not the usual JSON are shown.
 const CHALLENGE_LEN: usize = 200;
