@@ -130,6 +130,7 @@ fn invalid(session: &SmtpSession<'_>, e: sasl::SaslError) -> Error {
         server: session.server().to_owned(),
         stage: Stage::Auth,
         reason: format!("{e}; check `{}` and `{PASSWORD_KEY}`", keys::EMAIL_FROM),
+        source: None,
     }
 }
 

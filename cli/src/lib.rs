@@ -239,7 +239,7 @@ pub fn run(registry: Result<Registry, mailgate::ConfigError>) -> ExitCode {
     match runtime.block_on(run_command(cli, registry)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Mailgate(e)) => {
-            eprintln!("mailgate: {e}");
+            eprintln!("mailgate: {e}{}", flag_hint(&e));
             ExitCode::from(e.exit_code())
         }
         Err(Failure::Exit(code, message)) => {
@@ -253,6 +253,16 @@ pub fn run(registry: Result<Registry, mailgate::ConfigError>) -> ExitCode {
             }
             ExitCode::from(EXIT_IOERR)
         }
+    }
+}
+
+/// The options that fix an error, where the library's text cannot name them.
+fn flag_hint(e: &Error) -> &'static str {
+    match e {
+        Error::Config(mailgate::ConfigError::Unreadable { .. }) => {
+            " (see --config-dir, --is, --security)"
+        }
+        _ => "",
     }
 }
 

@@ -781,6 +781,11 @@ fn sendmail_keeps_its_own_dash_v() {
     assert_eq!(exit_code(&out), 78, "{stdout}\n{stderr}");
     assert!(!stdout.contains(env!("CARGO_PKG_VERSION")), "{stdout}");
     assert!(stderr.contains("/nonexistent/mailgate"), "{stderr}");
+    // The library's error names no flag; the command line adds its own.
+    assert!(
+        stderr.contains("(see --config-dir, --is, --security)"),
+        "{stderr}"
+    );
 }
 
 #[test]

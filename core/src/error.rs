@@ -298,6 +298,9 @@ pub enum Error {
         server: String,
         /// Why.
         reason: String,
+        /// The socket error, when one address was tried (the reason lists several).
+        #[source]
+        source: Option<std::io::Error>,
     },
     /// The server's host name does not resolve (68).
     #[error(
@@ -330,8 +333,11 @@ pub enum Error {
     Tls {
         /// host:port
         server: String,
-        /// Why.
+        /// Why (server text cleaned).
         reason: String,
+        /// The handshake error, when there was one.
+        #[source]
+        source: Option<std::io::Error>,
     },
     /// TLS is required but the server does not offer STARTTLS. Nothing was sent.
     #[error(
@@ -406,6 +412,9 @@ pub enum Error {
         stage: Stage,
         /// Why.
         reason: String,
+        /// The I/O error, when reading or writing failed.
+        #[source]
+        source: Option<std::io::Error>,
     },
     /// A reply did not arrive in time.
     #[error("{server} did not answer {stage} within {}s (`mailgate.smtp.timeoutSeconds`)", after.as_secs_f32())]
@@ -708,6 +717,7 @@ mod tests {
         let connect = Error::Connect {
             server: "s:25".into(),
             reason: "connection refused".into(),
+            source: None,
         };
         assert_eq!(connect.exit_code(), 75);
         assert!(connect.is_transient());
@@ -852,6 +862,7 @@ mod tests {
         let connect = Error::Connect {
             server: "s:25".into(),
             reason: "connection refused".into(),
+            source: None,
         };
         assert_eq!(connect.status(), None);
         assert_eq!(connect.stage(), Some(Stage::Connect));
@@ -859,6 +870,7 @@ mod tests {
         let tls = Error::Tls {
             server: "s:25".into(),
             reason: "invalid peer certificate".into(),
+            source: None,
         };
         assert!(!tls.is_transient());
         assert_eq!(tls.stage(), Some(Stage::Tls));

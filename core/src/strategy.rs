@@ -442,6 +442,7 @@ impl<'a> SmtpSession<'a> {
                 server: self.server().to_owned(),
                 stage: Stage::Auth,
                 reason: format!("refusing to send an AUTH line with a line break ({shown})"),
+                source: None,
             });
         }
         if line != shown {
@@ -474,6 +475,7 @@ impl<'a> SmtpSession<'a> {
             server: self.server().to_owned(),
             stage: Stage::Auth,
             reason: format!("{strategy}: {e}"),
+            source: None,
         })?;
         let line = SecretString::from(format!("AUTH PLAIN {}", payload.expose_secret()));
         let reply = self
@@ -511,6 +513,7 @@ impl<'a> SmtpSession<'a> {
                         self.clean(&reply.to_string()),
                         self.clean(&cancel.to_string())
                     ),
+                    source: None,
                 })
             }
             _ => Err(match &self.wire {
@@ -649,6 +652,7 @@ impl ScriptedServer {
             server: self.address.clone(),
             stage: Stage::Auth,
             reason: format!("the scripted server has no reply left for `{shown}`"),
+            source: None,
         })
     }
 }

@@ -342,6 +342,11 @@ fn nothing_listening_is_transient_at_connect() {
     assert_eq!(err.exit_code(), 75);
     assert_eq!(err.stage(), Some(Stage::Connect));
     assert_eq!(err.status(), None);
+    // The socket error is kept as the source, not only as text.
+    let source = std::error::Error::source(&err)
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .expect("the io::Error is the source");
+    assert_eq!(source.kind(), std::io::ErrorKind::ConnectionRefused);
     // Through lettre's trait, the same error.
     let err = deliver(&mailer, &with_attachment("s")).expect_err("nothing listens");
     assert_eq!(err.stage(), Some(Stage::Connect));

@@ -99,6 +99,17 @@ impl Peer {
             server: self.address.clone(),
             stage,
             reason: self.clean(reason.as_ref()),
+            source: None,
+        }
+    }
+
+    /// A [`Self::protocol_error`] caused by `e`, kept as the source.
+    fn io_error(&self, stage: Stage, what: &str, e: io::Error) -> Error {
+        Error::Protocol {
+            server: self.address.clone(),
+            stage,
+            reason: self.clean(&format!("{what}: {e}")),
+            source: Some(e),
         }
     }
 
@@ -147,6 +158,7 @@ fn tls_config(server: &ServerSettings) -> Result<rustls::ClientConfig> {
         .map_err(|e| Error::Tls {
             server: server.address(),
             reason: e.to_string(),
+            source: None,
         })?
         .with_root_certificates(roots)
         .with_no_client_auth();
@@ -386,9 +398,7 @@ impl Connection {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => {
                 self.poisoned = true;
-                Err(self
-                    .peer
-                    .protocol_error(stage, format!("writing to the server failed: {e}")))
+                Err(self.peer.io_error(stage, "writing to the server failed", e))
             }
             Err(_) => {
                 self.poisoned = true;
@@ -422,7 +432,7 @@ impl Connection {
                     self.poisoned = true;
                     return Err(self
                         .peer
-                        .protocol_error(stage, format!("reading from the server failed: {e}")));
+                        .io_error(stage, "reading from the server failed", e));
                 }
                 Err(_) => {
                     self.poisoned = true;
@@ -471,6 +481,7 @@ async fn connect_tcp(peer: &Peer, deadline: Instant) -> Result<TcpStream> {
             return Err(Error::Connect {
                 server: peer.address.clone(),
                 reason: format!("looking up `{}` failed: {e}", server.host),
+                source: Some(e),
             });
         }
         Ok(Err(e)) => {
@@ -504,9 +515,14 @@ async fn connect_tcp(peer: &Peer, deadline: Instant) -> Result<TcpStream> {
             .collect::<Vec<_>>()
             .join("; "),
     };
+    let source = match failures.len() {
+        1 => failures.pop().map(|(_, e)| e),
+        _ => None,
+    };
     Err(Error::Connect {
         server: peer.address.clone(),
         reason,
+        source,
     })
 }
 
@@ -522,6 +538,7 @@ async fn handshake(peer: &Peer, tcp: TcpStream, deadline: Instant) -> Result<Tls
     let name = ServerName::try_from(peer.server.host.clone()).map_err(|e| Error::Tls {
         server: peer.address.clone(),
         reason: format!("`{}` is not a name TLS can verify: {e}", peer.server.host),
+        source: None,
     })?;
     let connect = TlsConnector::from(config).connect(name, tcp);
     match tokio::time::timeout_at(deadline, connect).await {
@@ -530,6 +547,7 @@ async fn handshake(peer: &Peer, tcp: TcpStream, deadline: Instant) -> Result<Tls
         Ok(Err(e)) => Err(Error::Tls {
             server: peer.address.clone(),
             reason: peer.clean(&tls_reason(&e)),
+            source: Some(e),
         }),
     }
 }
