@@ -1,15 +1,59 @@
 //! Secrets at load time: `ENC(...)` values are decrypted with the key file,
 //! plain ones load with a warning that names the command that encrypts them.
 
-use mailgate_secrets::{decrypt_value, is_encrypted, looks_foreign_encrypted};
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use mailgate_secrets::{SecretKey, decrypt_value, is_encrypted, looks_foreign_encrypted};
 use secrecy::SecretString;
 
 use crate::error::{ConfigError, Origin};
-use crate::settings::Settings;
+
+/// The key file of one load, read on first use and shared by clones of the
+/// settings: the file is read at most once per load.
+#[derive(Clone, Default)]
+pub(crate) struct KeyCache {
+    path: PathBuf,
+    key: Arc<OnceLock<Result<Arc<SecretKey>, String>>>,
+}
+
+impl KeyCache {
+    pub(crate) fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            key: Arc::default(),
+        }
+    }
+
+    fn key(&self) -> Result<Arc<SecretKey>, String> {
+        self.key
+            .get_or_init(|| {
+                SecretKey::load(&self.path)
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string())
+            })
+            .clone()
+    }
+}
+
+impl fmt::Debug for KeyCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.key.get() {
+            None => "not read",
+            Some(Ok(_)) => "read",
+            Some(Err(_)) => "unusable",
+        };
+        f.debug_struct("KeyCache")
+            .field("path", &self.path)
+            .field("key", &state)
+            .finish()
+    }
+}
 
 /// The plain secret of `key`, whose raw value is `value`.
 pub(crate) fn reveal(
-    settings: &Settings,
+    keys: &KeyCache,
     key: &str,
     value: &str,
     origin: &Origin,
@@ -36,13 +80,13 @@ pub(crate) fn reveal(
         origin: origin.clone(),
         reason,
     };
-    let key_path = settings.key_file();
+    let key_path = &keys.path;
     // Key-file errors already name the file and say what to do.
-    let secret_key = settings.secret_key().map_err(fail)?;
+    let secret_key = keys.key().map_err(fail)?;
     let decrypted = decrypt_value(&secret_key, key, value).or_else(|e| {
         // A rotation that could not be finished at load: the value may be
         // under the pending key already.
-        match (&e, mailgate_secrets::pending_key(&key_path)) {
+        match (&e, mailgate_secrets::pending_key(key_path)) {
             (mailgate_secrets::Error::WrongKey { .. }, Ok(Some(pending))) => {
                 decrypt_value(&pending, key, value).map_err(|_| e)
             }
@@ -89,6 +133,27 @@ mod tests {
         )
         .unwrap();
         dir
+    }
+
+    #[test]
+    fn the_key_file_is_read_once_per_load() {
+        let dir = encrypted_dir("hunter2");
+        let s = load(dir.path());
+        assert!(format!("{s:?}").contains("not read"));
+        let first = s.require_secret(keys::EMAIL_PASSWORD, "basic").unwrap();
+        // Gone after the first use: the clone and later reads use the key read then.
+        std::fs::remove_file(dir.path().join("mailgate.key")).unwrap();
+        let again = s
+            .clone()
+            .require_secret(keys::EMAIL_PASSWORD, "basic")
+            .unwrap();
+        assert_eq!(first.expose_secret(), again.expose_secret());
+        s.verify_secrets().unwrap();
+        // A new load reads the file again, and finds it gone.
+        let err = load(dir.path())
+            .require_secret(keys::EMAIL_PASSWORD, "basic")
+            .unwrap_err();
+        assert!(err.to_string().contains("mailgate.key"), "{err}");
     }
 
     #[test]

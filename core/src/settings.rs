@@ -4,17 +4,16 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use lettre::message::Mailbox;
-use mailgate_secrets::SecretKey;
 use secrecy::{ExposeSecret as _, SecretString};
 
 use crate::error::{ConfigError, Origin, Result};
 use crate::outbox::{OutboxLocation, OutboxSettings};
 use crate::properties::{ConfigFiles, Entry, Properties, is_secret_key};
 use crate::resolver::AuthFlags;
+use crate::secret::{KeyCache, reveal};
 use crate::strategy::{KeyFile, KeySpec};
 
 /// The property keys mailgate knows.
@@ -330,20 +329,6 @@ impl fmt::Debug for SecretEntry {
     }
 }
 
-/// The key for `ENC(...)` values, loaded on first use and shared by clones.
-#[derive(Clone, Default)]
-struct KeyCache(Arc<OnceLock<std::result::Result<Arc<SecretKey>, String>>>);
-
-impl fmt::Debug for KeyCache {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self.0.get() {
-            None => "KeyCache(not loaded)",
-            Some(Ok(_)) => "KeyCache(loaded)",
-            Some(Err(_)) => "KeyCache(failed)",
-        })
-    }
-}
-
 /// What to read and which overrides to apply; see [`crate::MailerBuilder`].
 #[derive(Clone, Debug, Default)]
 pub struct LoadOptions {
@@ -450,6 +435,7 @@ impl Settings {
             secrets,
             key: KeyCache::default(),
         };
+        settings.key = KeyCache::new(settings.key_file());
         settings.flags = AuthFlags {
             oauth: settings.flag(keys::OAUTH_AUTHENTICATION)?,
             basic: settings.flag(keys::BASIC_AUTHENTICATION)?,
@@ -726,18 +712,6 @@ impl Settings {
         keys.into_iter()
     }
 
-    /// The key for `ENC(...)` values, read from the key file once per load.
-    pub(crate) fn secret_key(&self) -> std::result::Result<Arc<SecretKey>, String> {
-        self.key
-            .0
-            .get_or_init(|| {
-                SecretKey::load(self.key_file())
-                    .map(Arc::new)
-                    .map_err(|e| e.to_string())
-            })
-            .clone()
-    }
-
     /// The value of `key` as it may be shown (`mailgate check`): a secret as
     /// `<secret: ENC(...)>` or `<secret: plain text>`, never its value; a
     /// URL without its password; control characters escaped; cut short.
@@ -796,7 +770,7 @@ impl Settings {
             if mailgate_secrets::is_encrypted(value)
                 || mailgate_secrets::looks_foreign_encrypted(value)
             {
-                crate::secret::reveal(self, key, value, &secret.origin)?;
+                reveal(&self.key, key, value, &secret.origin)?;
             }
         }
         Ok(())
@@ -890,7 +864,7 @@ impl Settings {
             });
         }
         // Not trimmed: a password may end in an (escaped) space, as Java reads it.
-        crate::secret::reveal(self, key, value, origin)
+        reveal(&self.key, key, value, origin)
     }
 
     /// A boolean flag; absent is `false`, anything but true/false is an error.
