@@ -15,14 +15,16 @@
 //! `src/bin/mailgate-with-command.rs`), or let `Registry::with_inventory()`
 //! find it.
 
-use std::process::Stdio;
+mod command;
+
 use std::time::Duration;
 
 use mailgate_core::secrecy::{ExposeSecret, SecretString};
 use mailgate_core::smtp::Redactor;
 use mailgate_core::{AuthStrategy, Error, ErrorKind, ErrorKind::*, KeySpec, Result, Settings};
 use mailgate_core::{SharedStrategy, SmtpSession, StrategyDescriptor, Submitted, keys};
-use tokio::io::AsyncReadExt;
+
+use command::run;
 
 /// The registered name.
 pub const NAME: &str = "command";
@@ -30,9 +32,6 @@ pub const NAME: &str = "command";
 pub const COMMAND_KEY: &str = "mailgate.auth.command";
 /// Seconds the command may take (default 10).
 pub const TIMEOUT_KEY: &str = "mailgate.auth.command.timeoutSeconds";
-/// Most bytes read of the command's stdout and of its stderr.
-const MAX_OUTPUT: u64 = 64 * 1024;
-
 /// The registration: name, keys, builder.
 pub static DESCRIPTOR: StrategyDescriptor = StrategyDescriptor::new(NAME, build, module_path!())
     .keys(&[
@@ -71,24 +70,6 @@ impl CommandAuth {
             timeout: settings.seconds(TIMEOUT_KEY, 10, 1..=3600)?,
         })
     }
-
-    /// Runs the command: its stdout, exit status and stderr, each bounded.
-    async fn run(&self) -> std::io::Result<(Vec<u8>, std::process::ExitStatus, Vec<u8>)> {
-        let mut child = tokio::process::Command::new("sh")
-            .args(["-c", &self.command])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()?;
-        let (mut out, mut err) = (Vec::new(), Vec::new());
-        let mut stdout = child.stdout.take().expect("piped").take(MAX_OUTPUT);
-        let mut stderr = child.stderr.take().expect("piped").take(MAX_OUTPUT);
-        let read = tokio::join!(stdout.read_to_end(&mut out), stderr.read_to_end(&mut err));
-        let status = child.wait().await?;
-        read.0.and(read.1)?;
-        Ok((out, status, err))
-    }
 }
 
 #[mailgate_core::async_trait]
@@ -97,7 +78,7 @@ impl AuthStrategy for CommandAuth {
 
     async fn prepare(&self) -> Result<SecretString> {
         let secs = self.timeout.as_secs();
-        let (out, status, stderr) = tokio::time::timeout(self.timeout, self.run())
+        let (out, status, stderr) = tokio::time::timeout(self.timeout, run(&self.command))
             .await
             .map_err(|_| fail(Temporary, format!("did not finish within {secs} s")))?
             .map_err(|e| fail(Config, format!("cannot run: {e}")))?;
