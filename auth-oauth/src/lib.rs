@@ -139,11 +139,14 @@
 //! mksis.security.smtp.oauth.scope=https://outlook.office365.com/.default
 //! ```
 //!
-//! A binary links the strategy by naming the crate (the `mailgate` facade
-//! does this under its `oauth` feature):
+//! A program registers [`DESCRIPTOR`] (the `mailgate` facade's
+//! `default_registry()` does under its `oauth` feature):
 //!
 //! ```
-//! use mailgate_auth_oauth as _;
+//! let registry = mailgate_core::Registry::new()
+//!     .with(&mailgate_auth_oauth::DESCRIPTOR)
+//!     .unwrap();
+//! assert_eq!(registry.secret_keys(), [mailgate_auth_oauth::keys::CLIENT_SECRET]);
 //! ```
 //!
 //! The token client and cache also work on their own:
