@@ -70,6 +70,9 @@ pub mod keys {
     pub const RELAY_MAX_CONNECTIONS: &str = "mailgate.relay.maxConnections";
     /// A client silent this long is dropped, in seconds (default 60).
     pub const RELAY_IDLE_SECONDS: &str = "mailgate.relay.idleSeconds";
+    /// Slowest message data accepted, bytes per second after the first
+    /// `idleSeconds` (default 500; 0: no minimum).
+    pub const RELAY_MIN_DATA_RATE: &str = "mailgate.relay.minDataRate";
     /// The relay's STARTTLS certificate chain (PEM), relative to the config folder.
     pub const RELAY_TLS_CERT: &str = "mailgate.relay.tls.certFile";
     /// The relay's STARTTLS private key (PEM), relative to the config folder.
@@ -114,6 +117,7 @@ pub mod keys {
         RELAY_MAX_RECIPIENTS,
         RELAY_MAX_CONNECTIONS,
         RELAY_IDLE_SECONDS,
+        RELAY_MIN_DATA_RATE,
         RELAY_TLS_CERT,
         RELAY_TLS_KEY,
         RELAY_USERS_FILE,
@@ -389,9 +393,16 @@ impl Settings {
         // are not kept for the Mailer's lifetime.
         props.retain(|key| known.contains(&key));
         check_lengths(&props, &strategy_keys)?;
+        // A key its strategy declared decides by the declaration; any other
+        // is a secret when it is named like one (another system's password).
         let secret_names: Vec<String> = props
             .keys()
-            .filter(|k| is_secret_key(k) || secret_keys.contains(k))
+            .filter(
+                |k| match strategy_keys.iter().find(|spec| spec.name == *k) {
+                    Some(spec) => spec.secret,
+                    None => is_secret_key(k),
+                },
+            )
             .map(str::to_owned)
             .collect();
         let mut secrets = BTreeMap::new();
@@ -798,10 +809,12 @@ impl Settings {
         self.strategy_keys.iter().find(|k| k.name == key)
     }
 
-    /// Whether `key` holds a secret: declared so by a strategy, or named
-    /// like one (a password, secret or token of some other system).
+    /// Whether `key` holds a secret: as its strategy declared it, else
+    /// when it is named like one (a password, secret or token of some
+    /// other system).
     pub fn is_secret(&self, key: &str) -> bool {
-        self.spec(key).is_some_and(|k| k.secret) || is_secret_key(key)
+        self.spec(key)
+            .map_or_else(|| is_secret_key(key), |k| k.secret)
     }
 
     /// The keys the registered strategies declared secret.
@@ -1454,6 +1467,45 @@ pub(crate) mod tests {
         .unwrap();
         assert!(s.entry("mksis.db.password").is_none());
         assert!(!format!("{s:?}").contains("dbsecret"));
+    }
+
+    #[test]
+    fn the_declaration_decides_what_is_secret_and_the_name_guess_covers_the_rest() {
+        static SPECS: &[KeySpec] = &[
+            KeySpec::new("x.vault.tokenTtlSeconds"),
+            KeySpec::secret("x.vault.credential"),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("is.properties"),
+            format!(
+                "{HOST}x.vault.tokenTtlSeconds=60\nx.vault.credential=c-r-e-d\n\
+                 mksis.logging.emailfrom.password=pw-1\n"
+            ),
+        )
+        .unwrap();
+        let s = Settings::load(LoadOptions {
+            files: ConfigFiles::in_dir(dir.path()),
+            strategy_keys: SPECS.to_vec(),
+            ..LoadOptions::default()
+        })
+        .unwrap();
+        // Named like a secret but declared plain: readable.
+        assert_eq!(s.value("x.vault.tokenTtlSeconds"), Some("60"));
+        assert!(!s.is_secret("x.vault.tokenTtlSeconds"));
+        // Declared secret, though its name says nothing: held apart.
+        assert!(s.is_secret("x.vault.credential"));
+        assert_eq!(s.value("x.vault.credential"), None);
+        assert_eq!(
+            s.require_secret("x.vault.credential", "vault")
+                .unwrap()
+                .expose_secret(),
+            "c-r-e-d"
+        );
+        assert!(!format!("{s:?}").contains("c-r-e-d"));
+        // Undeclared here (no basic strategy registered) and named like a
+        // password: dropped as unknown, never kept in the clear.
+        assert!(!format!("{s:?}").contains("pw-1"));
     }
 
     #[test]
