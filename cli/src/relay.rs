@@ -22,9 +22,10 @@ const DEFAULT_MAX_MESSAGE_BYTES: usize = 26_214_400;
 const DEFAULT_MAX_RECIPIENTS: usize = 100;
 const DEFAULT_MAX_CONNECTIONS: usize = 100;
 const DEFAULT_IDLE_SECONDS: u64 = 60;
-/// The slowest message data may arrive, in bytes per second (Postfix's
-/// `smtpd_min_data_rate`): slower, the client is dropped like an idle one.
-const MIN_DATA_RATE: u64 = 500;
+/// The slowest message data may arrive by default, in bytes per second
+/// (Postfix's `smtpd_min_data_rate`): slower, the client is dropped like an
+/// idle one.
+const DEFAULT_MIN_DATA_RATE: usize = 500;
 
 /// The status file a running relay keeps next to its outbox, for `check`.
 pub(crate) const STATUS_FILE: &str = "mailgate-relay.status";
@@ -134,7 +135,13 @@ fn load(build: &Build) -> Result<Loaded, Error> {
             1,
             3600,
         )? as u64),
-        min_data_rate: MIN_DATA_RATE,
+        min_data_rate: number(
+            settings,
+            keys::RELAY_MIN_DATA_RATE,
+            DEFAULT_MIN_DATA_RATE,
+            0,
+            1 << 30,
+        )? as u64,
         tls,
         users,
         ..RelayConfig::default()

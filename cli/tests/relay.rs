@@ -779,6 +779,50 @@ async fn a_slow_loris_is_dropped_after_idle_seconds() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_data_rate_is_a_property_and_zero_turns_it_off() {
+    let server = dev_server().await;
+    // No minimum: data trickling at 5 bytes/s, each byte within the idle
+    // second, is taken to its end (with the default 500 it is dropped, see
+    // the slow-loris test).
+    let dir = relay_folder(
+        server.port(),
+        &[
+            ("mailgate.relay.idleSeconds", "1"),
+            ("mailgate.relay.minDataRate", "0"),
+        ],
+    );
+    let relay = Relay::start(dir.path());
+    blocking(|| {
+        let mut c = Client::greeted(relay.addr);
+        c.expect("EHLO client.example", 250);
+        c.expect(&format!("MAIL FROM:<{SENDER}>"), 250);
+        c.expect("RCPT TO:<dev@example.com>", 250);
+        c.expect("DATA", 354);
+        let data = b"Subject: trickled\r\n\r\nslow\r\n.\r\n".to_vec();
+        let (_, handle) = trickle(c.try_clone_stream(), data.clone());
+        c.set_read_timeout(Duration::from_secs(30));
+        let (code, text) = c.reply();
+        assert_eq!(handle.join().unwrap(), data.len(), "all of it was sent");
+        assert_eq!(code, 250, "{text}");
+    });
+    let messages = server.wait_for_messages(1, WAIT).await;
+    assert_eq!(subjects(&messages), ["trickled"]);
+    drop(relay);
+    server.shutdown().await;
+
+    // A value that is not a rate: exit 78 naming the key, before listening.
+    let dir = relay_folder(unused_port(), &[("mailgate.relay.minDataRate", "fast")]);
+    let ran = run(mailgate_cmd(dir.path(), &["relay"]), b"");
+    assert_eq!(ran.status.code(), Some(78), "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("mailgate.relay.minDataRate"),
+        "{}",
+        ran.stderr
+    );
+    assert!(!ran.stderr.contains("listening"), "{}", ran.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_connections_is_bounded_by_max_connections() {
     let server = dev_server().await;
     let dir = relay_folder(
