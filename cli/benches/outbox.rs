@@ -13,6 +13,8 @@
 //! ```sh
 //! cargo bench -p mailgate-cli --bench outbox
 //! MAILGATE_BENCH_MESSAGES=10000 cargo bench -p mailgate-cli --bench outbox
+//! # only some sections (4's ratio needs 3):
+//! MAILGATE_BENCH_SECTIONS=3,3b cargo bench -p mailgate-cli --bench outbox
 //! ```
 
 use std::process::{Child, Command, Stdio};
@@ -81,120 +83,142 @@ fn rate(n: usize, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64()
 }
 
+/// Whether section `name` runs: all of them unless `MAILGATE_BENCH_SECTIONS`
+/// lists some (e.g. `3,3b`).
+fn section(name: &str) -> bool {
+    std::env::var("MAILGATE_BENCH_SECTIONS")
+        .map(|v| v.split(',').any(|s| s.trim() == name))
+        .unwrap_or(true)
+}
+
 async fn bench(n: usize) {
     let server = DevSmtpServer::builder().start().await.expect("dev server");
     println!("outbox bench: {n} messages for the loops, dev server on loopback, 4 connections");
+    let mut direct = f64::NAN;
 
     // 1. One process per message.
-    let per_process = 50;
-    let down = folder(unused_port(), &[]);
-    let up = folder(server.port(), &[]);
-    let args = [
-        "send",
-        "--to",
-        "sink@example.com",
-        "--subject",
-        "p",
-        "--body",
-        "b",
-    ];
-    let queued_args = [
-        "send",
-        "--queue",
-        "-q",
-        "--to",
-        "sink@example.com",
-        "--subject",
-        "p",
-        "--body",
-        "b",
-    ];
-    let t = Instant::now();
-    for _ in 0..per_process {
-        let out = run_mailgate(env!("CARGO_BIN_EXE_mailgate"), down.path(), &queued_args);
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+    if section("1") {
+        let per_process = 50;
+        let down = folder(unused_port(), &[]);
+        let up = folder(server.port(), &[]);
+        let args = [
+            "send",
+            "--to",
+            "sink@example.com",
+            "--subject",
+            "p",
+            "--body",
+            "b",
+        ];
+        let queued_args = [
+            "send",
+            "--queue",
+            "-q",
+            "--to",
+            "sink@example.com",
+            "--subject",
+            "p",
+            "--body",
+            "b",
+        ];
+        let t = Instant::now();
+        for _ in 0..per_process {
+            let out = run_mailgate(env!("CARGO_BIN_EXE_mailgate"), down.path(), &queued_args);
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let queued = rate(per_process, t.elapsed());
+        server.clear();
+        let t = Instant::now();
+        for _ in 0..per_process {
+            let out = run_mailgate(env!("CARGO_BIN_EXE_mailgate"), up.path(), &args);
+            assert_eq!(out.status.code(), Some(0));
+        }
+        let direct = rate(per_process, t.elapsed());
+        println!(
+            "1. one process per message:        send --queue (server down) {queued:>8.1}/s   send (server up) {direct:>8.1}/s   ratio {:.2}x",
+            queued / direct
         );
     }
-    let queued = rate(per_process, t.elapsed());
-    server.clear();
-    let t = Instant::now();
-    for _ in 0..per_process {
-        let out = run_mailgate(env!("CARGO_BIN_EXE_mailgate"), up.path(), &args);
-        assert_eq!(out.status.code(), Some(0));
-    }
-    let direct = rate(per_process, t.elapsed());
-    println!(
-        "1. one process per message:        send --queue (server down) {queued:>8.1}/s   send (server up) {direct:>8.1}/s   ratio {:.2}x",
-        queued / direct
-    );
 
     // 2. Enqueue in a loop, SQLite.
-    let dir = folder(unused_port(), &[]);
-    let m = mailer(&dir);
-    let t = Instant::now();
-    for i in 0..n {
-        m.enqueue_message(message(i)).await.expect("enqueued");
-    }
-    let sqlite_enqueue = rate(n, t.elapsed());
-    println!(
-        "2. one Mailer enqueueing (SQLite):  {sqlite_enqueue:>8.1} messages/s stored durably (fsync each)"
-    );
-
-    // 3. Drain: deliver N queued vs send N directly, alternately, three
-    // times each (the dev server shares the two cores): medians.
-    let dir = folder(server.port(), &[]);
-    let m = mailer(&dir);
-    let worker = Worker::new(&m).expect("worker");
-    let (mut drains, mut directs) = (Vec::new(), Vec::new());
-    for _ in 0..3 {
+    if section("2") {
+        let dir = folder(unused_port(), &[]);
+        let m = mailer(&dir);
+        let t = Instant::now();
         for i in 0..n {
             m.enqueue_message(message(i)).await.expect("enqueued");
         }
-        server.clear();
-        let t = Instant::now();
-        while worker.deliver_due().await.expect("delivered") > 0 {}
-        drains.push(rate(n, t.elapsed()));
-        assert_eq!(server.messages().len(), n, "every queued message arrived");
-        server.clear();
-        directs.push(direct_rate(&m, n).await);
-        assert_eq!(server.messages().len(), n);
+        let sqlite_enqueue = rate(n, t.elapsed());
+        println!(
+            "2. one Mailer enqueueing (SQLite):  {sqlite_enqueue:>8.1} messages/s stored durably (fsync each)"
+        );
     }
-    let (drained, direct) = (median(&mut drains), median(&mut directs));
-    println!(
-        "3. drain N queued (SQLite worker):  {drained:>8.1}/s   direct pooled send {direct:>8.1}/s   ratio {:.2}x (medians of 3)",
-        drained / direct
-    );
+
+    // 3. Drain: deliver N queued vs send N directly, alternately, three
+    // times each (the dev server shares the two cores): medians.
+    if section("3") {
+        let dir = folder(server.port(), &[]);
+        let m = mailer(&dir);
+        let worker = Worker::new(&m).expect("worker");
+        let (mut drains, mut directs) = (Vec::new(), Vec::new());
+        for _ in 0..3 {
+            for i in 0..n {
+                m.enqueue_message(message(i)).await.expect("enqueued");
+            }
+            server.clear();
+            let t = Instant::now();
+            while worker.deliver_due().await.expect("delivered") > 0 {}
+            drains.push(rate(n, t.elapsed()));
+            assert_eq!(server.messages().len(), n, "every queued message arrived");
+            server.clear();
+            directs.push(direct_rate(&m, n).await);
+            assert_eq!(server.messages().len(), n);
+        }
+        let drained = median(&mut drains);
+        direct = median(&mut directs);
+        println!(
+            "3. drain N queued (SQLite worker):  {drained:>8.1}/s   direct pooled send {direct:>8.1}/s   ratio {:.2}x (medians of 3)",
+            drained / direct
+        );
+    }
 
     // 3b. The same over a 20 ms round trip (a real server's distance):
     // the outbox's own work hides behind the network.
-    let proxy = mailgate_devserver::DelayProxy::start(
-        format!("127.0.0.1:{}", server.port()).parse().unwrap(),
-        Duration::from_millis(10),
-    )
-    .await
-    .expect("delay proxy");
-    let far = 400;
-    let dir = folder(proxy.port(), &[]);
-    let m = mailer(&dir);
-    let worker = Worker::new(&m).expect("worker");
-    for i in 0..far {
-        m.enqueue_message(message(i)).await.expect("enqueued");
+    if section("3b") {
+        let proxy = mailgate_devserver::DelayProxy::start(
+            format!("127.0.0.1:{}", server.port()).parse().unwrap(),
+            Duration::from_millis(10),
+        )
+        .await
+        .expect("delay proxy");
+        let far = 400;
+        let dir = folder(proxy.port(), &[]);
+        let m = mailer(&dir);
+        let worker = Worker::new(&m).expect("worker");
+        for i in 0..far {
+            m.enqueue_message(message(i)).await.expect("enqueued");
+        }
+        let t = Instant::now();
+        while worker.deliver_due().await.expect("delivered") > 0 {}
+        let drained_far = rate(far, t.elapsed());
+        let direct_far = direct_rate(&m, far).await;
+        println!(
+            "3b. the same over a 20 ms RTT:      {drained_far:>8.1}/s   direct pooled send {direct_far:>8.1}/s   ratio {:.2}x",
+            drained_far / direct_far
+        );
+        proxy.shutdown().await;
     }
-    let t = Instant::now();
-    while worker.deliver_due().await.expect("delivered") > 0 {}
-    let drained_far = rate(far, t.elapsed());
-    let direct_far = direct_rate(&m, far).await;
-    println!(
-        "3b. the same over a 20 ms RTT:      {drained_far:>8.1}/s   direct pooled send {direct_far:>8.1}/s   ratio {:.2}x",
-        drained_far / direct_far
-    );
-    proxy.shutdown().await;
 
     // 2 and 4 on PostgreSQL.
+    if !section("4") {
+        server.shutdown().await;
+        return;
+    }
     let pg = PgServer::start();
     let url = pg.create_database("bench_enqueue");
     let dir = folder(unused_port(), &[("mailgate.outbox.url", url.as_str())]);
