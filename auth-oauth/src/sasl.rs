@@ -135,44 +135,6 @@ mod tests {
     }
 
     #[test]
-    fn xoauth2_layout() {
-        let r = xoauth2_initial_response("alm@example.com", "ya29.tok").unwrap();
-        assert_eq!(
-            decode(&r),
-            "user=alm@example.com\x01auth=Bearer ya29.tok\x01\x01"
-        );
-        // Google's documented example.
-        assert_eq!(
-            xoauth2_initial_response(
-                "someuser@example.com",
-                "ya29.vF9dft4qmTc2Nvb3RlckBhdHRhdmlzdGEuY29tCg"
-            )
-            .unwrap()
-            .expose_secret(),
-            "dXNlcj1zb21ldXNlckBleGFtcGxlLmNvbQFhdXRoPUJlYXJlciB5YTI5LnZGOWRmdDRxbVRjMk52YjNSbGNrQmhkSFJoZG1semRHRXVZMjl0Q2cBAQ=="
-        );
-    }
-
-    #[test]
-    fn oauthbearer_layout_and_escaping() {
-        let r = oauthbearer_initial_response("a,b=c@example.com", "tok").unwrap();
-        assert_eq!(
-            decode(&r),
-            "n,a=a=2Cb=3Dc@example.com,\x01auth=Bearer tok\x01\x01"
-        );
-        // RFC 7628 §4.1 example, without host and port.
-        let r = oauthbearer_initial_response(
-            "user@example.com",
-            "vF9dft4qmTc2Nvb3RlckBhbHRhdmlzdGEuY29tCg==",
-        )
-        .unwrap();
-        assert_eq!(
-            decode(&r),
-            "n,a=user@example.com,\x01auth=Bearer vF9dft4qmTc2Nvb3RlckBhbHRhdmlzdGEuY29tCg==\x01\x01"
-        );
-    }
-
-    #[test]
     fn mechanism_dispatch() {
         assert_eq!(Mechanism::Xoauth2.name(), "XOAUTH2");
         assert_eq!(Mechanism::OAuthBearer.name(), "OAUTHBEARER");
@@ -199,14 +161,6 @@ mod tests {
     }
 
     #[test]
-    fn users() {
-        assert!(valid_user("alm@example.com"));
-        assert!(!valid_user(" "));
-        assert!(!valid_user("a\x01b"));
-        assert!(!valid_user("a\r\nb"));
-    }
-
-    #[test]
     fn challenge_with_long_multibyte_json_does_not_panic() {
         // No status/schemes/scope: the whole JSON is shown, shortened on a
         // character boundary (byte 200 falls inside a multi-byte character).
@@ -227,22 +181,6 @@ mod tests {
         // Not base64 JSON: control characters collapsed, shortened.
         let shown = describe_challenge(&"ü\x01".repeat(400));
         assert!(!shown.contains('\x01') && shown.ends_with('…'), "{shown}");
-    }
-
-    #[test]
-    fn tokens() {
-        for ok in [
-            "ya29.tok",
-            "eyJ0eXAiOiJKV1QifQ.eyJhIjoxfQ.sig-_~+/",
-            "vF9dft4qmTc2Nvb3RlckBhbHRhdmlzdGEuY29tCg==",
-        ] {
-            assert!(valid_token(ok), "{ok}");
-        }
-        for bad in [
-            "", "=", "a b", "a\x01b", "a\r\nb", "tök", "a=b", "a\tb", "a,b", "a\"b",
-        ] {
-            assert!(!valid_token(bad), "{bad:?}");
-        }
     }
 
     #[test]

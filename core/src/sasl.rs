@@ -150,6 +150,16 @@ mod tests {
             decode(&r),
             "n,a=a=2Cb=3Dc@example.com,\x01auth=Bearer tok\x01\x01"
         );
+        // RFC 7628 §4.1 example, without host and port.
+        let r = oauthbearer(
+            "user@example.com",
+            "vF9dft4qmTc2Nvb3RlckBhbHRhdmlzdGEuY29tCg==",
+        )
+        .unwrap();
+        assert_eq!(
+            decode(&r),
+            "n,a=user@example.com,\x01auth=Bearer vF9dft4qmTc2Nvb3RlckBhbHRhdmlzdGEuY29tCg==\x01\x01"
+        );
     }
 
     #[test]
@@ -157,8 +167,17 @@ mod tests {
         assert!(valid_user("alm@example.com"));
         assert!(!valid_user(" "));
         assert!(!valid_user("a\x01b"));
-        assert!(valid_token("ya29.tok"));
-        for bad in ["", "=", "a b", "a\x01b", "tök", "a=b"] {
+        assert!(!valid_user("a\r\nb"));
+        for ok in [
+            "ya29.tok",
+            "eyJ0eXAiOiJKV1QifQ.eyJhIjoxfQ.sig-_~+/",
+            "vF9dft4qmTc2Nvb3RlckBhbHRhdmlzdGEuY29tCg==",
+        ] {
+            assert!(valid_token(ok), "{ok}");
+        }
+        for bad in [
+            "", "=", "a b", "a\x01b", "a\r\nb", "tök", "a=b", "a\tb", "a,b", "a\"b",
+        ] {
             assert!(!valid_token(bad), "{bad:?}");
         }
         // The error's text never holds the token.
