@@ -295,7 +295,7 @@ pub struct Warning(pub String);
 
 /// Loaded settings. Strategies read their keys through [`Settings::require`]
 /// and [`Settings::require_secret`], whose errors name the key and file.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Settings {
     props: Properties,
     files: ConfigFiles,
@@ -315,6 +315,24 @@ pub struct Settings {
     secrets: BTreeMap<String, SecretEntry>,
     /// The key file, read at most once per load.
     key: KeyCache,
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Each value as `check` shows it: no secret, no URL password.
+        let shown: BTreeMap<&str, String> = self
+            .keys()
+            .filter_map(|key| Some((key, self.shown(key)?)))
+            .collect();
+        f.debug_struct("Settings")
+            .field("values", &shown)
+            .field("read", &self.read)
+            .field("flags", &self.flags)
+            .field("server", &self.server)
+            .field("outbox", &self.outbox)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A secret setting as read (maybe `ENC(...)`), never shown.
@@ -1039,17 +1057,26 @@ pub fn key_file_path(base: &Path, configured: Option<&str>, given: Option<&Path>
 /// A value as an error may show it: control characters escaped, and the
 /// user info of a URL (`https://user:password@host`) withheld.
 fn shown_value(value: &str) -> String {
-    let value = match value.split_once("://") {
-        Some((scheme, rest)) => {
-            let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-            match rest[..authority_end].rfind('@') {
-                Some(at) => format!("{scheme}://<withheld>@{}", &rest[at + 1..]),
-                None => value.to_owned(),
-            }
-        }
+    let value = match url_userinfo(value) {
+        Some((scheme, _, host)) => format!("{scheme}://<withheld>@{host}"),
         None => value.to_owned(),
     };
     cut_short(&value.escape_debug().to_string(), SHOWN_CHARS)
+}
+
+/// `(scheme, user info, rest)` of a URL whose user info may hold a
+/// password, for hiding it. Pasted passwords are often not percent-encoded,
+/// so a `/`, `?` or `#` in one must not end the user info early: when the
+/// text before the last `@` holds a `:`, all of it counts as user info
+/// (over-hiding a URL whose path has an `@` is the safe mistake).
+pub fn url_userinfo(url: &str) -> Option<(&str, &str, &str)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let at = match authority.rfind('@') {
+        Some(at) if authority[..at].contains(':') => at,
+        _ => rest.rfind('@').filter(|at| rest[..*at].contains(':'))?,
+    };
+    Some((scheme, &rest[..at], &rest[at + 1..]))
 }
 
 /// At most this many characters of a value are echoed in an error.
@@ -1078,7 +1105,7 @@ fn check_lengths(props: &Properties, specs: &[KeySpec]) -> Result<(), ConfigErro
                 len: entry.value.len(),
                 max,
                 shown: (!is_secret_key(key) && !spec.is_some_and(|k| k.secret))
-                    .then(|| cut_short(&entry.value.escape_debug().to_string(), 40)),
+                    .then(|| cut_short(&shown_value(&entry.value), 40)),
             });
         }
     }
@@ -1470,6 +1497,26 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_too_long_url_is_echoed_without_its_password() {
+        let url = format!("postgres://mg:pw-secret-9@db/{}", "x".repeat(3000));
+        let err = load(&format!("{HOST}mailgate.outbox.url={url}\n")).unwrap_err();
+        let msg = format!("{err} {err:?}");
+        assert!(msg.contains("mailgate.outbox.url"), "{msg}");
+        assert!(!msg.contains("pw-secret-9"), "{msg}");
+    }
+
+    #[test]
+    fn debug_shows_no_url_password_and_no_declared_secret() {
+        let s = load(&format!(
+            "{HOST}mailgate.outbox.url=postgres://mg:pw-secret-9@db/mail\n"
+        ))
+        .unwrap();
+        let dbg = format!("{s:?}");
+        assert!(!dbg.contains("pw-secret-9"), "{dbg}");
+        assert!(dbg.contains("postgres://mg@db/mail"), "{dbg}");
+    }
+
+    #[test]
     fn the_declaration_decides_what_is_secret_and_the_name_guess_covers_the_rest() {
         static SPECS: &[KeySpec] = &[
             KeySpec::new("x.vault.tokenTtlSeconds"),
@@ -1526,6 +1573,15 @@ pub(crate) mod tests {
             shown_value("https://login.example.com/a@b"),
             "https://login.example.com/a@b"
         );
+        // Unencoded delimiters in a pasted password do not end it early.
+        for url in [
+            "postgres://mg:ab#cd@db/mail",
+            "postgres://mg:ab?cd@db/mail",
+            "postgres://mg:ab/cd@db/mail",
+        ] {
+            let shown = shown_value(url);
+            assert_eq!(shown, "postgres://<withheld>@db/mail", "{url}");
+        }
         assert_eq!(shown_value("yes\u{1b}[2J"), "yes\\u{1b}[2J");
     }
 

@@ -107,6 +107,14 @@ async fn mailers_builders_strategies_and_errors_show_no_secret() {
         .env_overrides(false)
         .property("mksis.logging.emailfrom.password", PASSWORD);
     assert_clean("MailerBuilder", &format!("{builder:?}"));
+    let with_url = Mailer::builder()
+        .property("mailgate.outbox.url", "postgres://mg:Db-pw-77@db/mail")
+        .property("x.vault.credential", "Vault-cred-88");
+    let dbg = format!("{with_url:?}");
+    assert!(
+        !dbg.contains("Db-pw-77") && !dbg.contains("Vault-cred-88"),
+        "{dbg}"
+    );
     let mailer = builder.build().unwrap();
     assert_clean("Mailer", &format!("{mailer:?}"));
     assert_clean("Resolution", &format!("{:?}", mailer.resolution()));

@@ -439,6 +439,13 @@ fn url_secrets(url: &str) -> Vec<String> {
             out.push(percent_decode(password));
         }
     }
+    // And with unencoded delimiters in it (`mg:ab#cd@db`).
+    if let Some((_, userinfo, _)) = mailgate_core::settings::url_userinfo(url)
+        && let Some((_, password)) = userinfo.split_once(':')
+    {
+        out.push(password.to_owned());
+        out.push(percent_decode(password));
+    }
     out.retain(|s| !s.is_empty());
     // Longest first, so that a secret containing another is replaced whole.
     out.sort_by_key(|s| std::cmp::Reverse(s.len()));
@@ -880,6 +887,11 @@ mod tests {
             "user mg:*** failed, ***"
         );
         assert!(url_secrets("postgres://mg@db/mail").is_empty());
+        // A pasted password with an unencoded `#`: the URL does not parse,
+        // the password is found all the same.
+        let s = url_secrets("postgres://mg:ab#cd@db/mail");
+        assert!(s.contains(&"ab#cd".to_owned()), "{s:?}");
+        assert_eq!(scrub("auth ab#cd refused", &s), "auth *** refused");
     }
 
     #[test]

@@ -328,6 +328,14 @@ impl fmt::Debug for OutboxLocation {
 /// `postgres://user@host:port/db`: password and query left out.
 pub fn shown_url(url: &str) -> String {
     let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
+    // A password with an unencoded `?` or `#` must not survive the cut below.
+    let rest = match crate::settings::url_userinfo(url) {
+        Some((_, userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            return shown_url(&format!("{scheme}://{user}@{host}"));
+        }
+        None => rest,
+    };
     let rest = rest.split(['?', '#']).next().unwrap_or_default();
     let (auth, host) = match rest.rsplit_once('@') {
         Some((auth, host)) => (Some(auth), host),
@@ -393,6 +401,14 @@ mod tests {
             "postgresql://db/mailgate"
         );
         assert_eq!(shown_url("postgres://:pw@db/x"), "postgres://db/x");
+        // A pasted password with unencoded delimiters.
+        for url in [
+            "postgres://mg:ab#cd@db/mail",
+            "postgres://mg:ab?cd@db/mail",
+            "postgres://mg:ab/cd@db/mail",
+        ] {
+            assert_eq!(shown_url(url), "postgres://mg@db/mail", "{url}");
+        }
         assert_eq!(
             format!(
                 "{:?}",
