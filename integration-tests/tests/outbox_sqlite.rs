@@ -206,3 +206,127 @@ async fn enqueue_keeps_the_message_as_it_will_be_sent() {
     assert_eq!((stats.sent, stats.queued), (3, 0));
     server.shutdown().await;
 }
+
+/// The SQLite store with a slow `claim`, and a signal when one begins.
+#[derive(Debug)]
+struct SlowClaim {
+    inner: Arc<dyn mailgate::outbox::OutboxStore>,
+    claiming: Arc<tokio::sync::Notify>,
+}
+
+#[mailgate::async_trait]
+impl mailgate::outbox::OutboxStore for SlowClaim {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    async fn enqueue(
+        &self,
+        m: mailgate::outbox::NewMessage,
+    ) -> mailgate::Result<mailgate::outbox::MessageId> {
+        self.inner.enqueue(m).await
+    }
+    async fn claim(
+        &self,
+        worker: &str,
+        lease: Duration,
+        limit: usize,
+        now: SystemTime,
+    ) -> mailgate::Result<Vec<mailgate::outbox::Claimed>> {
+        self.claiming.notify_one();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        self.inner.claim(worker, lease, limit, now).await
+    }
+    async fn claim_one(
+        &self,
+        id: mailgate::outbox::MessageId,
+        worker: &str,
+        lease: Duration,
+        now: SystemTime,
+    ) -> mailgate::Result<Option<mailgate::outbox::Claimed>> {
+        self.inner.claim_one(id, worker, lease, now).await
+    }
+    async fn complete(
+        &self,
+        id: mailgate::outbox::MessageId,
+        worker: &str,
+        completion: mailgate::outbox::Completion,
+        now: SystemTime,
+    ) -> mailgate::Result<bool> {
+        self.inner.complete(id, worker, completion, now).await
+    }
+    async fn release(
+        &self,
+        ids: &[mailgate::outbox::MessageId],
+        worker: &str,
+    ) -> mailgate::Result<u64> {
+        self.inner.release(ids, worker).await
+    }
+    async fn list(&self, all: bool) -> mailgate::Result<Vec<mailgate::outbox::QueuedMessage>> {
+        self.inner.list(all).await
+    }
+    async fn queued_ids(&self) -> mailgate::Result<Vec<mailgate::outbox::MessageId>> {
+        self.inner.queued_ids().await
+    }
+    async fn retry(
+        &self,
+        id: mailgate::outbox::MessageId,
+        now: SystemTime,
+    ) -> mailgate::Result<bool> {
+        self.inner.retry(id, now).await
+    }
+    async fn retry_dead(&self, now: SystemTime) -> mailgate::Result<u64> {
+        self.inner.retry_dead(now).await
+    }
+    async fn delete(&self, id: mailgate::outbox::MessageId) -> mailgate::Result<bool> {
+        self.inner.delete(id).await
+    }
+    async fn stats(&self) -> mailgate::Result<mailgate::outbox::Stats> {
+        self.inner.stats().await
+    }
+    async fn purge_sent(&self, before: SystemTime) -> mailgate::Result<u64> {
+        self.inner.purge_sent(before).await
+    }
+    async fn next_due(&self) -> mailgate::Result<Option<SystemTime>> {
+        self.inner.next_due().await
+    }
+}
+
+#[tokio::test]
+async fn a_stop_while_the_batch_is_being_claimed_sends_nothing_of_it() {
+    let server = DevSmtpServer::builder().start().await.unwrap();
+    let dir = folder(server.port(), &[]);
+    let claiming = Arc::new(tokio::sync::Notify::new());
+    let notify = Arc::clone(&claiming);
+    let mailer = Mailer::builder()
+        .config_dir(dir.path())
+        .env_overrides(false)
+        .outbox(move |settings| {
+            let inner = mailgate::open_outbox(settings)?;
+            Ok(Arc::new(SlowClaim {
+                inner,
+                claiming: notify,
+            }) as Arc<dyn mailgate::outbox::OutboxStore>)
+        })
+        .build()
+        .unwrap();
+    for i in 0..5 {
+        mailer
+            .enqueue_message(message(&format!("held {i}")))
+            .await
+            .unwrap();
+    }
+    let worker = Worker::new(&mailer).unwrap();
+    // The stop comes while the first batch is still being claimed.
+    let shutdown = async move { claiming.notified().await };
+    tokio::time::timeout(Duration::from_secs(20), worker.run(shutdown))
+        .await
+        .expect("the worker stopped")
+        .unwrap();
+    assert!(
+        server.messages().is_empty(),
+        "nothing of the batch was sent"
+    );
+    let stats = mailer.outbox().unwrap().stats().await.unwrap();
+    assert_eq!(stats.queued, 5, "{stats:?}");
+    server.shutdown().await;
+}

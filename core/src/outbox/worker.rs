@@ -164,12 +164,21 @@ impl Worker {
     /// a batch and sends it, as many at once as the mailer has
     /// connections; how many were tried.
     pub async fn deliver_due(&self) -> Result<usize> {
-        self.deliver_batch(&AtomicBool::new(false)).await
+        self.deliver_batch().await
     }
 
-    /// One claimed batch. When `stopping` is set, the messages not started
-    /// yet are given back (queued, due) and only those in hand are finished.
-    async fn deliver_batch(&self, stopping: &AtomicBool) -> Result<usize> {
+    /// One claimed batch. When [`Self::stop_batches`] is called, the
+    /// messages not started yet are given back (queued, due) and only those
+    /// in hand are finished.
+    async fn deliver_batch(&self) -> Result<usize> {
+        // Registered before the first await: a stop that comes while the
+        // batch is still being claimed reaches it too.
+        let stopping = Arc::new(AtomicBool::new(false));
+        {
+            let mut flags = self.stop_flags.lock().unwrap_or_else(|p| p.into_inner());
+            flags.retain(|f| f.strong_count() > 0);
+            flags.push(Arc::downgrade(&stopping));
+        }
         let now = (self.clock)();
         self.purge(now).await?;
         let connections = self.mailer.max_connections().max(1);
@@ -190,7 +199,6 @@ impl Worker {
         let queue = Arc::new(std::sync::Mutex::new(std::collections::VecDeque::from(
             claimed,
         )));
-        let stopping = Arc::new(AtomicBool::new(stopping.load(Ordering::SeqCst)));
         // A writer records the outcomes that arrive while it writes in one
         // write (group commit) and then lets their connections go on.
         let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -218,11 +226,6 @@ impl Worker {
             });
         }
         drop(done_tx);
-        {
-            let mut flags = self.stop_flags.lock().unwrap_or_else(|p| p.into_inner());
-            flags.retain(|f| f.strong_count() > 0);
-            flags.push(Arc::downgrade(&stopping));
-        }
         let writer = async {
             let mut first_error = None;
             while let Some(first) = done_rx.recv().await {
