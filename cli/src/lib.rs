@@ -719,10 +719,26 @@ async fn check(mailer: &Mailer, args: &CheckArgs, quiet: bool) -> Result<(), Fai
         }
         print_out(format_args!("{text}"))?;
     }
-    match (secrets, connect, outbox) {
-        (Err(e), _, _) => Err(Error::Config(e).into()),
-        (_, Some(Err(e)), _) => Err(e.into()),
-        (_, _, Some((_, Err(e)))) => Err(e.into()),
-        _ => Ok(()),
+    // Every failure is shown; the first decides the exit code (and is
+    // printed by `run`).
+    let mut failures: Vec<Error> = Vec::new();
+    if let Err(e) = secrets {
+        failures.push(Error::Config(e));
+    }
+    if let Some(Err(e)) = connect {
+        failures.push(e);
+    }
+    if let Some((_, Err(e))) = outbox {
+        failures.push(e);
+    }
+    let mut failures = failures.into_iter();
+    match failures.next() {
+        None => Ok(()),
+        Some(first) => {
+            for other in failures {
+                eprintln!("mailgate: {other}");
+            }
+            Err(first.into())
+        }
     }
 }

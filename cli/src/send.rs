@@ -160,7 +160,7 @@ fn read_bounded(mut source: impl Read, what: &str, limit: u64) -> Result<Vec<u8>
     let mut buf = Vec::new();
     source
         .by_ref()
-        .take(limit + 1)
+        .take(limit.saturating_add(1))
         .read_to_end(&mut buf)
         .map_err(|e| Error::InvalidMessage {
             field: what.to_owned(),
@@ -432,7 +432,7 @@ pub(crate) fn parse_sendmail_args(args: &[String]) -> Result<SendmailArgs, Error
             'i' if attached.is_empty() => out.ignore_dots = true,
             'o' => {
                 // -oi and -o i mean -i; every other -o option is ignored.
-                if attached == "i" {
+                if value('o')? == "i" {
                     out.ignore_dots = true;
                 }
             }
@@ -583,6 +583,11 @@ mod tests {
         .unwrap();
         assert!(a.ignore_dots && !a.from_headers);
         assert_eq!(a.sender.as_deref(), Some("alm@example.com"));
+        assert_eq!(a.recipients, ["root"]);
+
+        // `-o i` as two words, and another option's value is not a recipient.
+        let a = parse(&["-o", "i", "-o", "em", "root"]).unwrap();
+        assert!(a.ignore_dots);
         assert_eq!(a.recipients, ["root"]);
 
         assert_eq!(parse(&["-bp"]).unwrap_err().exit_code(), 64);

@@ -595,6 +595,22 @@ fn check_shows_no_secret_and_fails_on_a_value_under_another_key() {
 }
 
 #[test]
+fn check_prints_every_failure_not_only_the_first() {
+    let dir = secrets_dir();
+    let stranger = SecretKey::generate().unwrap();
+    let value = mailgate::secrets::encrypt_value(&stranger, CS, CLIENT_SECRET).unwrap();
+    dir.write_security(&[(CS, &value)]);
+    // The secret does not decrypt and nothing listens on port 9.
+    let out = mailgate(dir.path(), &["check", "--connect"]);
+    let (stdout, stderr) = output_text(&out);
+    assert_eq!(exit_code(&out), 78, "{stdout}\n{stderr}");
+    assert!(stdout.contains("secrets:  FAILED"), "{stdout}");
+    assert!(stdout.contains("connect:  FAILED"), "{stdout}");
+    assert!(stderr.contains(CS), "{stderr}");
+    assert!(stderr.contains("cannot connect"), "{stderr}");
+}
+
+#[test]
 fn vendor_email_keys_get_no_did_you_mean() {
     let dir = open_dir(&[
         ("mksis.logging.email.to", "ops@example.com"),
