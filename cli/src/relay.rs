@@ -104,9 +104,20 @@ fn load(build: &Build) -> Result<Loaded, Error> {
             ));
         }
     };
+    let max_recipients = number(
+        settings,
+        keys::RELAY_MAX_RECIPIENTS,
+        DEFAULT_MAX_RECIPIENTS,
+        1,
+        10_000,
+    )?;
+    let defaults = RelayConfig::default();
     let relay = RelayConfig {
         hostname: hostname(),
         allow,
+        // A message of maxRecipients recipients (EHLO, MAIL, the RCPTs,
+        // DATA, a few more) must fit in the commands allowed between two.
+        max_commands: defaults.max_commands.max(max_recipients + 16),
         max_message_bytes: number(
             settings,
             keys::RELAY_MAX_MESSAGE_BYTES,
@@ -114,13 +125,7 @@ fn load(build: &Build) -> Result<Loaded, Error> {
             1024,
             1 << 30,
         )?,
-        max_recipients: number(
-            settings,
-            keys::RELAY_MAX_RECIPIENTS,
-            DEFAULT_MAX_RECIPIENTS,
-            1,
-            10_000,
-        )?,
+        max_recipients,
         max_connections: number(
             settings,
             keys::RELAY_MAX_CONNECTIONS,
@@ -144,8 +149,22 @@ fn load(build: &Build) -> Result<Loaded, Error> {
         )? as u64,
         tls,
         users,
-        ..RelayConfig::default()
+        ..defaults
     };
+    // The listener's own checks, at load: a reload then cannot pass here and
+    // be refused by the listener.
+    relay.validate().map_err(|e| {
+        let key = match e.field {
+            "allow" => keys::RELAY_ALLOW,
+            "max_message_bytes" => keys::RELAY_MAX_MESSAGE_BYTES,
+            "max_recipients" => keys::RELAY_MAX_RECIPIENTS,
+            "max_connections" => keys::RELAY_MAX_CONNECTIONS,
+            "idle_timeout" => keys::RELAY_IDLE_SECONDS,
+            // The rest is set here, not from properties (the host name).
+            _ => keys::RELAY_LISTEN,
+        };
+        config(settings, key, &e.reason)
+    })?;
     let rewrite_from = if settings.flag(keys::RELAY_REWRITE_FROM)? {
         Some(settings.sender().cloned().ok_or_else(|| {
             config(
@@ -190,20 +209,19 @@ fn parse_listen(settings: &Settings) -> Result<SocketAddr, Error> {
 
 fn parse_allow(settings: &Settings) -> Result<Vec<Cidr>, Error> {
     match settings.value(keys::RELAY_ALLOW) {
-        None => Ok(vec![
-            "127.0.0.0/8".parse().expect("a valid CIDR"),
-            "::1/128".parse().expect("a valid CIDR"),
-        ]),
+        None => Ok(mailgate_relay::default_allow()),
         Some(list) => list
             .split(',')
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .map(|s| {
-                s.parse::<Cidr>().map_err(|_| {
+                s.parse::<Cidr>().map_err(|e| {
                     config(
                         settings,
                         keys::RELAY_ALLOW,
-                        "comma-separated addresses or CIDRs, e.g. 127.0.0.1, 10.0.0.0/8",
+                        &format!(
+                            "comma-separated addresses or CIDRs, e.g. 127.0.0.1, 10.0.0.0/8 ({e})"
+                        ),
                     )
                 })
             })
@@ -254,8 +272,22 @@ fn server_tls(
 ) -> Result<Arc<rustls::ServerConfig>, Error> {
     use rustls::pki_types::pem::PemObject as _;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .and_then(|it| it.collect::<Result<_, _>>())
+    // Read bounded and without blocking on special files, then parsed.
+    let read = |path: &Path, key: &str| {
+        mailgate::properties::fs::read_regular(path, mailgate::properties::MAX_FILE_BYTES).map_err(
+            |e| {
+                config(
+                    settings,
+                    key,
+                    &format!("a readable PEM file ({}: {e})", path.display()),
+                )
+            },
+        )
+    };
+    let cert_pem = read(cert, keys::RELAY_TLS_CERT)?;
+    let key_pem = zeroize::Zeroizing::new(read(key, keys::RELAY_TLS_KEY)?);
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<_, _>>()
         .map_err(|e| {
             config(
                 settings,
@@ -270,7 +302,7 @@ fn server_tls(
             &format!("a PEM certificate chain ({} holds none)", cert.display()),
         ));
     }
-    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+    let key_der = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
         config(
             settings,
             keys::RELAY_TLS_KEY,
@@ -411,10 +443,15 @@ fn write_status(path: &Path, status: &Status) {
     }
 }
 
+/// The status file's bytes: a small regular file, else nothing.
+fn read_status(path: &Path) -> Option<Vec<u8>> {
+    mailgate::properties::fs::read_regular(path, 64 * 1024).ok()
+}
+
 /// What `check` shows of a relay using this folder.
 pub(crate) fn status_line(settings: &Settings) -> Option<String> {
     let path = status_path(settings);
-    let status: Status = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
+    let status: Status = serde_json::from_slice(&read_status(&path)?).ok()?;
     let alive = status.running && unsafe { libc::kill(status.pid as i32, 0) } == 0;
     if !alive {
         return Some(format!(
@@ -561,16 +598,20 @@ pub(crate) async fn run(build: Build) -> Result<(), Failure> {
                             );
                         }
                         if let Err(e) = server_config.set_config(new.relay) {
+                            // Validated at load; should it still happen,
+                            // nothing of the new settings is used.
+                            status.reload_error = Some((epoch(SystemTime::now()), e.to_string()));
                             tracing::error!(
-                                "relay: the new listener settings were refused, the old ones stay: {e}"
+                                "relay: reload ({why}) failed, the old settings stay in use: {e}"
                             );
+                        } else {
+                            *sink.current.write().unwrap_or_else(|p| p.into_inner()) =
+                                (new.mailer.clone(), new.rewrite_from.clone());
+                            let _ = mailer_tx.send(new.mailer);
+                            status.loaded = epoch(SystemTime::now());
+                            status.reload_error = None;
+                            tracing::info!("relay: settings reloaded ({why})");
                         }
-                        *sink.current.write().unwrap_or_else(|p| p.into_inner()) =
-                            (new.mailer.clone(), new.rewrite_from.clone());
-                        let _ = mailer_tx.send(new.mailer);
-                        status.loaded = epoch(SystemTime::now());
-                        status.reload_error = None;
-                        tracing::info!("relay: settings reloaded ({why})");
                     }
                     Err(e) => {
                         status.reload_error = Some((epoch(SystemTime::now()), e.to_string()));
@@ -596,7 +637,7 @@ pub(crate) async fn run(build: Build) -> Result<(), Failure> {
     if let Some(m) = metrics {
         m.abort();
     }
-    if let Ok(text) = std::fs::read(&final_status)
+    if let Some(text) = read_status(&final_status)
         && let Ok(mut last) = serde_json::from_slice::<Status>(&text)
     {
         last.running = false;
@@ -691,7 +732,7 @@ async fn work(
                 return;
             }
         };
-        *totals.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(worker.clone());
+        totals.start(&worker);
         let mut next = mailers.clone();
         let mut stopping = stop.clone();
         let until = async move {
@@ -715,45 +756,30 @@ async fn work(
     }
 }
 
-/// The counters of the workers that were replaced, and the current one.
+/// The counters of the workers that were replaced, and the current one,
+/// under one lock: a worker retiring between two reads would otherwise be
+/// counted in neither, and the `_total` counters would go back.
 #[derive(Default)]
-struct Totals {
-    retired: std::sync::Mutex<mailgate::outbox::WorkerStats>,
-    current: std::sync::Mutex<Option<Worker>>,
-}
+struct Totals(std::sync::Mutex<(mailgate::outbox::WorkerStats, Option<Worker>)>);
 
 impl Totals {
+    fn start(&self, worker: &Worker) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).1 = Some(worker.clone());
+    }
+
     fn retire(&self, worker: &Worker) {
-        let s = worker.stats();
-        let mut r = self.retired.lock().unwrap_or_else(|p| p.into_inner());
-        r.delivered += s.delivered;
-        r.deferred += s.deferred;
-        r.dead += s.dead;
-        r.attempts += s.attempts;
-        r.attempt_micros += s.attempt_micros;
-        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        let mut totals = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        totals.0 += &worker.stats();
+        totals.1 = None;
     }
 
     fn now(&self) -> mailgate::outbox::WorkerStats {
-        let mut t = self
-            .retired
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        if let Some(w) = self
-            .current
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-        {
-            let s = w.stats();
-            t.delivered += s.delivered;
-            t.deferred += s.deferred;
-            t.dead += s.dead;
-            t.attempts += s.attempts;
-            t.attempt_micros += s.attempt_micros;
+        let totals = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut sum = totals.0.clone();
+        if let Some(current) = &totals.1 {
+            sum += &current.stats();
         }
-        t
+        sum
     }
 }
 
@@ -786,8 +812,14 @@ mod metrics {
         };
         tracing::info!("relay: metrics on http://{addr}/metrics");
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors, say: wait instead of spinning.
+                    tracing::warn!("relay: metrics: cannot accept a connection: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
             };
             let sources = Arc::clone(&sources);
             tokio::spawn(async move {

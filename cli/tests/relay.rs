@@ -810,16 +810,18 @@ async fn min_data_rate_is_a_property_and_zero_turns_it_off() {
     drop(relay);
     server.shutdown().await;
 
-    // A value that is not a rate: exit 78 naming the key, before listening.
-    let dir = relay_folder(unused_port(), &[("mailgate.relay.minDataRate", "fast")]);
-    let ran = run(mailgate_cmd(dir.path(), &["relay"]), b"");
-    assert_eq!(ran.status.code(), Some(78), "{}", ran.stderr);
-    assert!(
-        ran.stderr.contains("mailgate.relay.minDataRate"),
-        "{}",
-        ran.stderr
-    );
-    assert!(!ran.stderr.contains("listening"), "{}", ran.stderr);
+    // A value that is not a rate, an allow list that allows nobody: exit 78
+    // naming the key, before listening.
+    for (key, value) in [
+        ("mailgate.relay.minDataRate", "fast"),
+        ("mailgate.relay.allow", " , "),
+    ] {
+        let dir = relay_folder(unused_port(), &[(key, value)]);
+        let ran = run(mailgate_cmd(dir.path(), &["relay"]), b"");
+        assert_eq!(ran.status.code(), Some(78), "{}", ran.stderr);
+        assert!(ran.stderr.contains(key), "{}", ran.stderr);
+        assert!(!ran.stderr.contains("listening"), "{}", ran.stderr);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -99,16 +99,24 @@ struct Entry<'a> {
     hash: &'a str,
 }
 
+/// A users file, refused when it is not a regular file or over 4 MiB
+/// (a FIFO would block, `/dev/zero` would fill memory).
+fn read_bounded(path: &Path) -> Result<Vec<u8>, UsersError> {
+    mailgate_properties::fs::read_regular(path, mailgate_properties::MAX_FILE_BYTES).map_err(|e| {
+        UsersError::Io {
+            action: "read",
+            path: path.to_path_buf(),
+            source: e.into(),
+        }
+    })
+}
+
 impl Users {
     /// Reads and checks a users file. Warns (tracing) when the file can be
     /// read by group or others.
     pub fn load(path: impl AsRef<Path>) -> Result<Users, UsersError> {
         let path = path.as_ref();
-        let bytes = fs::read(path).map_err(|source| UsersError::Io {
-            action: "read",
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let bytes = read_bounded(path)?;
         warn_if_readable_by_others(path);
         Users::parse(&bytes, path)
     }
@@ -263,8 +271,21 @@ pub fn add_user(
     name: &str,
     password: &str,
 ) -> Result<UserChange, UsersError> {
-    let path = path.as_ref();
     check_user_name(name)?;
+    // A link (config management, a mounted secret) stays a link: the file
+    // it points to is the one replaced, in its own folder.
+    let resolved;
+    let path = match fs::symlink_metadata(path.as_ref()) {
+        Ok(meta) if meta.file_type().is_symlink() => {
+            resolved = fs::canonicalize(path.as_ref()).map_err(|source| UsersError::Io {
+                action: "resolve the link",
+                path: path.as_ref().to_path_buf(),
+                source,
+            })?;
+            resolved.as_path()
+        }
+        _ => path.as_ref(),
+    };
     let before = match fs::metadata(path) {
         Ok(meta) => Some(meta),
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
@@ -277,11 +298,7 @@ pub fn add_user(
         }
     };
     let bytes = match &before {
-        Some(_) => fs::read(path).map_err(|source| UsersError::Io {
-            action: "read",
-            path: path.to_path_buf(),
-            source,
-        })?,
+        Some(_) => read_bounded(path)?,
         None => Vec::new(),
     };
     // Valid as a whole, or nothing is written.

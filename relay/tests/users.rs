@@ -183,3 +183,55 @@ fn add_user_refuses_bad_names_and_broken_files() {
         "untouched"
     );
 }
+
+#[test]
+fn a_users_file_that_is_a_fifo_or_a_device_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("users.fifo");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    for path in [fifo.as_path(), std::path::Path::new("/dev/zero")] {
+        let started = std::time::Instant::now();
+        let err = Users::load(path).unwrap_err();
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "{path:?}"
+        );
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
+        // Adding a user to it is refused too, and writes nothing.
+        assert!(add_user(path, "printer", &hash_password("pw")).is_err());
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn add_user_through_a_link_updates_the_file_it_points_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let target_dir = dir.path().join("real");
+    fs::create_dir(&target_dir).unwrap();
+    let target = target_dir.join("users");
+    fs::write(&target, format!("alm:{}\n", hash_password("a"))).unwrap();
+    let link = dir.path().join("users");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    add_user(&link, "printer", "p").unwrap();
+    assert!(
+        fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    let users = Users::load(&target).unwrap();
+    assert!(
+        users.verify("printer", "p"),
+        "the target holds the new user"
+    );
+    assert!(users.verify("alm", "a"));
+}

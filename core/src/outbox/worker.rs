@@ -44,7 +44,8 @@ pub enum DeliveryOutcome {
     },
 }
 
-/// What a worker has done since it started (for metrics).
+/// What a worker has done since it started (for metrics); `+=` adds the
+/// counts of another (a replaced worker's, say).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct WorkerStats {
     /// Messages the server accepted.
@@ -57,6 +58,16 @@ pub struct WorkerStats {
     pub attempts: u64,
     /// Total time of the timed attempts, microseconds.
     pub attempt_micros: u64,
+}
+
+impl std::ops::AddAssign<&WorkerStats> for WorkerStats {
+    fn add_assign(&mut self, other: &WorkerStats) {
+        self.delivered += other.delivered;
+        self.deferred += other.deferred;
+        self.dead += other.dead;
+        self.attempts += other.attempts;
+        self.attempt_micros += other.attempt_micros;
+    }
 }
 
 #[derive(Default)]
