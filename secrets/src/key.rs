@@ -235,6 +235,21 @@ pub(crate) fn write_key_file(
     comments: &str,
     mode: WriteMode,
 ) -> Result<fs::File> {
+    // Never a key file that loading would refuse (a pending key listing
+    // many long paths, say): then nothing could finish the rotation.
+    let len = KEY_FILE_HEADER.len() + comments.len() + 2 * KEY_LEN + 1;
+    if len as u64 > MAX_KEY_FILE_LEN {
+        return Err(Error::io(
+            "write key file",
+            path,
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "it would be {len} bytes, more than the {MAX_KEY_FILE_LEN} a key file may have; rotate fewer or shorter-named files at a time"
+                ),
+            ),
+        ));
+    }
     let dir = parent_dir(path);
     let mut tmp = tempfile::Builder::new()
         .prefix(KEY_TEMP_PREFIX)

@@ -301,3 +301,35 @@ fn set_private(path: &Path) {
     use std::os::unix::fs::PermissionsExt as _;
     fs::set_permissions(path, fs::Permissions::from_mode(0o600)).unwrap();
 }
+
+#[test]
+fn a_rotation_whose_pending_key_file_would_be_too_large_is_refused_before_anything_changes() {
+    let folder = Folder::new();
+    // Forty more files with long names: their paths do not fit in the 4 KiB
+    // a key file may have, and a pending key that could not be read back
+    // could never finish the rotation.
+    let long = "x".repeat(120);
+    let mut files = folder.files.clone();
+    for i in 0..40 {
+        files.push(write(
+            folder.dir.path(),
+            &format!("{long}-{i}.properties"),
+            IS.as_bytes(),
+        ));
+    }
+    let old = SecretKey::load(&folder.key_file).unwrap();
+    let before: Vec<Vec<u8>> = files.iter().map(|f| fs::read(f).unwrap()).collect();
+    let err = rotate_key(
+        &folder.key_file,
+        &files,
+        &SECRET_KEYS,
+        &SecretKey::generate().unwrap(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("fewer"), "{err}");
+    assert!(!pending_key_path(&folder.key_file).exists());
+    let after: Vec<Vec<u8>> = files.iter().map(|f| fs::read(f).unwrap()).collect();
+    assert_eq!(before, after, "no file changed");
+    assert_eq!(SecretKey::load(&folder.key_file).unwrap().id(), old.id());
+    folder.assert_all_under(&old);
+}
