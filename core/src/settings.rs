@@ -415,12 +415,7 @@ impl Settings {
         // is a secret when it is named like one (another system's password).
         let secret_names: Vec<String> = props
             .keys()
-            .filter(
-                |k| match strategy_keys.iter().find(|spec| spec.name == *k) {
-                    Some(spec) => spec.secret,
-                    None => is_secret_key(k),
-                },
-            )
+            .filter(|k| holds_secret(&strategy_keys, k))
             .map(str::to_owned)
             .collect();
         let mut secrets = BTreeMap::new();
@@ -831,16 +826,7 @@ impl Settings {
     /// when it is named like one (a password, secret or token of some
     /// other system).
     pub fn is_secret(&self, key: &str) -> bool {
-        self.spec(key)
-            .map_or_else(|| is_secret_key(key), |k| k.secret)
-    }
-
-    /// The keys the registered strategies declared secret.
-    pub fn secret_keys(&self) -> impl Iterator<Item = &'static str> + '_ {
-        self.strategy_keys
-            .iter()
-            .filter(|k| k.secret)
-            .map(|k| k.name)
+        holds_secret(&self.strategy_keys, key)
     }
 
     /// The file `key` belongs in: as its strategy declared, else by its prefix.
@@ -1040,6 +1026,15 @@ fn finish_rotation(
             tracing::warn!("{e}; until then each secret is decrypted with the old or the new key");
             false
         }
+    }
+}
+
+/// Whether `key` holds a secret: as the strategy that reads it declared,
+/// else when it is named like one (another system's password).
+fn holds_secret(specs: &[KeySpec], key: &str) -> bool {
+    match specs.iter().find(|spec| spec.name == key) {
+        Some(spec) => spec.secret,
+        None => is_secret_key(key),
     }
 }
 

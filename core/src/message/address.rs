@@ -22,15 +22,7 @@ pub(crate) fn shown(value: &str) -> String {
 /// C0 and C1 controls, DEL, and the invisible format characters that can
 /// disguise an address (zero-width, bidi overrides, BOM).
 pub(crate) fn is_forbidden_char(c: char) -> bool {
-    c.is_control()
-        || matches!(
-            c,
-            '\u{200b}'..='\u{200f}'
-                | '\u{202a}'..='\u{202e}'
-                | '\u{2060}'..='\u{2069}'
-                | '\u{feff}'
-                | '\u{061c}'
-        )
+    c.is_control() || crate::smtp::redact::is_format(c)
 }
 
 /// Checks `value` for `field` (`to`, `from`, ...): length first, then

@@ -132,7 +132,9 @@ pub fn escape_controls(text: &str, max_chars: usize) -> String {
     out
 }
 
-fn is_format(c: char) -> bool {
+/// The invisible format characters that can disguise text: zero-width,
+/// bidi overrides and isolates, BOM, the Arabic letter mark.
+pub(crate) fn is_format(c: char) -> bool {
     matches!(
         c,
         '\u{200b}'..='\u{200f}'

@@ -82,8 +82,12 @@ impl AuthStrategy for CommandAuth {
             .await
             .map_err(|_| fail(Temporary, format!("did not finish within {secs} s")))?
             .map_err(|e| fail(Config, format!("cannot run: {e}")))?;
-        let text = String::from_utf8(out).map_err(|_| fail(Config, "printed no UTF-8"))?;
-        let password = SecretString::from(text.strip_suffix('\n').unwrap_or(&text).to_owned());
+        // Moved, not copied: the only copy is the secret's, zeroed on drop.
+        let mut text = String::from_utf8(out).map_err(|_| fail(Config, "printed no UTF-8"))?;
+        if text.ends_with('\n') {
+            text.pop();
+        }
+        let password = SecretString::from(text);
         if !status.success() || password.expose_secret().is_empty() {
             let mut redactor = Redactor::new();
             redactor.protect(password.expose_secret());
