@@ -343,16 +343,10 @@ impl Mailer {
     /// defaults to `mksis.logging.email.from`, the Message-ID domain to
     /// `mailgate.smtp.messageIdDomain`, else the sender's.
     pub async fn send_message(&self, message: OutgoingMessage) -> Result<Delivery> {
-        let mut message = message;
-        if message.message_id_domain.is_none() {
-            message.message_id_domain = self.inner.settings.message_id_domain().map(str::to_owned);
-        }
-        let default_from = self.inner.settings.sender().cloned();
         // Everything but the body is checked and the envelope found before
         // any connection is opened; the bytes are built once, for the
         // server's capabilities, after it has been greeted.
-        let envelope = message.envelope(default_from.as_ref())?;
-        self.check_sender(&envelope)?;
+        let (message, default_from, envelope) = self.prepare(message)?;
         let compose = move |caps: &Capabilities| {
             message.into_wire(default_from.as_ref(), caps.eight_bit_mime())
         };
@@ -468,13 +462,7 @@ impl Mailer {
     /// Composes `message` (every part encoded so that any server takes it)
     /// and stores it in the outbox; returns its id once it is durable.
     pub async fn enqueue_message(&self, message: OutgoingMessage) -> Result<MessageId> {
-        let mut message = message;
-        if message.message_id_domain.is_none() {
-            message.message_id_domain = self.inner.settings.message_id_domain().map(str::to_owned);
-        }
-        let default_from = self.inner.settings.sender().cloned();
-        let envelope = message.envelope(default_from.as_ref())?;
-        self.check_sender(&envelope)?;
+        let (message, default_from, envelope) = self.prepare(message)?;
         let bytes = message.into_wire(default_from.as_ref(), false)?;
         self.store(&envelope, bytes).await
     }
@@ -485,6 +473,21 @@ impl Mailer {
         self.check_sender(envelope)?;
         let bytes = self.complete_raw(envelope, message)?;
         self.store(envelope, bytes).await
+    }
+
+    /// `message` with the settings' defaults (Message-ID domain, sender),
+    /// the default sender, and its envelope, checked against the strategy.
+    fn prepare(
+        &self,
+        mut message: OutgoingMessage,
+    ) -> Result<(OutgoingMessage, Option<Mailbox>, Envelope)> {
+        if message.message_id_domain.is_none() {
+            message.message_id_domain = self.inner.settings.message_id_domain().map(str::to_owned);
+        }
+        let default_from = self.inner.settings.sender().cloned();
+        let envelope = message.envelope(default_from.as_ref())?;
+        self.check_sender(&envelope)?;
+        Ok((message, default_from, envelope))
     }
 
     async fn store(&self, envelope: &Envelope, bytes: Vec<u8>) -> Result<MessageId> {
