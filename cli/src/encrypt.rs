@@ -141,7 +141,6 @@ fn folders(targets: &[PathBuf], key_path: &Path) -> Vec<PathBuf> {
 /// An exclusive `flock` on each folder (in a fixed order, so two runs
 /// cannot deadlock), waiting up to [`LOCK_WAIT`] for another `encrypt`.
 fn lock_folders(dirs: &[PathBuf]) -> Result<Vec<std::fs::File>, Failure> {
-    use std::os::unix::io::AsRawFd as _;
     let mut locks = Vec::new();
     for dir in dirs {
         let Ok(file) = std::fs::File::open(dir) else {
@@ -149,8 +148,8 @@ fn lock_folders(dirs: &[PathBuf]) -> Result<Vec<std::fs::File>, Failure> {
             continue;
         };
         let deadline = std::time::Instant::now() + LOCK_WAIT;
-        // SAFETY: flock on a descriptor owned here.
-        while unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        // `File::try_lock` is `flock` on Unix, as the secrets crate's locks are.
+        while file.try_lock().is_err() {
             if std::time::Instant::now() > deadline {
                 return Err(Failure::Exit(
                     EXIT_TEMPFAIL,

@@ -268,7 +268,7 @@ pub(crate) fn write_key_file(
         .and_then(|()| tmp.as_file().sync_all())
         .map_err(|e| Error::io("write key file", path, e))?;
     if matches!(mode, WriteMode::CreateNewLocked) {
-        lock_exclusive(tmp.as_file()).map_err(|e| Error::io("lock", path, e))?;
+        flock(tmp.as_file(), Wait::Yes).map_err(|e| Error::io("lock", path, e))?;
     }
     let file = match mode {
         WriteMode::CreateNew | WriteMode::CreateNewLocked => match tmp.persist_noclobber(path) {
@@ -288,11 +288,25 @@ pub(crate) fn write_key_file(
     Ok(file)
 }
 
+/// Whether [`flock`] waits for the lock.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wait {
+    Yes,
+    /// `WouldBlock` while another process holds it.
+    No,
+}
+
+/// An exclusive `flock` on `file` (the crate's rust-version predates
+/// `File::lock`; on Linux both are `flock`, so they exclude each other).
 #[cfg(unix)]
-fn lock_exclusive(file: &fs::File) -> io::Result<()> {
+pub(crate) fn flock(file: &fs::File, wait: Wait) -> io::Result<()> {
     use std::os::unix::io::AsRawFd;
+    let op = match wait {
+        Wait::Yes => libc::LOCK_EX,
+        Wait::No => libc::LOCK_EX | libc::LOCK_NB,
+    };
     // SAFETY: flock on a descriptor this function borrows.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+    if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
@@ -300,7 +314,7 @@ fn lock_exclusive(file: &fs::File) -> io::Result<()> {
 }
 
 #[cfg(not(unix))]
-fn lock_exclusive(_file: &fs::File) -> io::Result<()> {
+pub(crate) fn flock(_file: &fs::File, _wait: Wait) -> io::Result<()> {
     Ok(())
 }
 

@@ -167,7 +167,7 @@ pub fn recover_rotation(key_file: &Path, secret_keys: &[&str]) -> Result<Option<
         Err(e) if e.is_not_found() => return Ok(None),
         Err(e) => return Err(Error::io("open", &pending, e.into())),
     };
-    match try_lock_exclusive(&lock) {
+    match crate::key::flock(&lock, crate::key::Wait::No) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
             return Err(Error::RotationBusy { pending });
@@ -267,24 +267,6 @@ fn keep_owner(file: &fs::File, before: Option<&fs::Metadata>) {
 
 #[cfg(not(unix))]
 fn keep_owner(_file: &fs::File, _before: Option<&fs::Metadata>) {}
-
-/// An exclusive `flock` without waiting: `WouldBlock` while a rotation
-/// holds it.
-#[cfg(unix)]
-fn try_lock_exclusive(file: &fs::File) -> io::Result<()> {
-    use std::os::unix::io::AsRawFd;
-    // SAFETY: flock on a descriptor this function borrows.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-#[cfg(not(unix))]
-fn try_lock_exclusive(_file: &fs::File) -> io::Result<()> {
-    Ok(())
-}
 
 /// Whether `path` still names the file open as `file`.
 #[cfg(unix)]
