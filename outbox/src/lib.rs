@@ -23,7 +23,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use mailgate_core::outbox::{OutboxLocation, OutboxSettings, OutboxStore};
+use mailgate_core::outbox::{Completion, OutboxLocation, OutboxSettings, OutboxStore, Status};
 use mailgate_core::{ConfigError, Error, Origin, Result, keys};
 
 #[cfg(feature = "postgres")]
@@ -82,6 +82,27 @@ pub fn compiled() -> Vec<&'static str> {
 
 /// Milliseconds since the epoch, as the stores keep times.
 #[allow(dead_code)]
+/// The columns a completion writes: status, last error (kept when `None`),
+/// next attempt and sent time, in milliseconds.
+pub(crate) fn completion_columns(
+    completion: &Completion,
+    now: SystemTime,
+) -> (Status, Option<&str>, Option<i64>, Option<i64>) {
+    match completion {
+        Completion::Sent { .. } => (Status::Sent, None, None, Some(to_ms(now))),
+        Completion::Retry {
+            error,
+            next_attempt,
+        } => (
+            Status::Queued,
+            Some(error.as_str()),
+            Some(to_ms(*next_attempt)),
+            None,
+        ),
+        Completion::Dead { error } => (Status::Dead, Some(error.as_str()), None, None),
+    }
+}
+
 pub(crate) fn to_ms(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))

@@ -637,19 +637,7 @@ impl OutboxStore for PgOutbox {
         now: SystemTime,
     ) -> Result<bool> {
         let pool = self.worker_pool().await?;
-        let (status, error, next, sent) = match &completion {
-            Completion::Sent { .. } => (Status::Sent, None, None, Some(to_ms(now))),
-            Completion::Retry {
-                error,
-                next_attempt,
-            } => (
-                Status::Queued,
-                Some(error.as_str()),
-                Some(to_ms(*next_attempt)),
-                None,
-            ),
-            Completion::Dead { error } => (Status::Dead, Some(error.as_str()), None, None),
-        };
+        let (status, error, next, sent) = crate::completion_columns(&completion, now);
         let done = self
             .run(
                 sqlx::query(
@@ -671,49 +659,27 @@ impl OutboxStore for PgOutbox {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn complete_many(
+    async fn complete_sent(
         &self,
         worker: &str,
-        completions: &[(MessageId, Completion)],
+        ids: &[MessageId],
         now: SystemTime,
-    ) -> Result<Vec<bool>> {
+    ) -> Result<Vec<MessageId>> {
         let pool = self.worker_pool().await?;
-        let sent: Vec<MessageId> = completions
-            .iter()
-            .filter(|(_, c)| matches!(c, Completion::Sent { .. }))
-            .map(|(id, _)| *id)
-            .collect();
-        let mut kept_ids = std::collections::HashSet::new();
-        if !sent.is_empty() {
-            let ids: Vec<MessageId> = self
-                .run(
-                    sqlx::query_scalar(
-                        "UPDATE outbox_messages
-                            SET status = 'sent', sent_at = $1, next_attempt_at = NULL,
-                                lease_owner = NULL, lease_until = NULL
-                          WHERE id = ANY($2) AND status = 'sending' AND lease_owner = $3
-                          RETURNING id",
-                    )
-                    .bind(to_ms(now))
-                    .bind(&sent)
-                    .bind(worker)
-                    .fetch_all(pool),
-                )
-                .await?;
-            kept_ids.extend(ids);
-        }
-        for (id, completion) in completions {
-            if matches!(completion, Completion::Sent { .. }) {
-                continue;
-            }
-            if self.complete(*id, worker, completion.clone(), now).await? {
-                kept_ids.insert(*id);
-            }
-        }
-        Ok(completions
-            .iter()
-            .map(|(id, _)| kept_ids.contains(id))
-            .collect())
+        self.run(
+            sqlx::query_scalar(
+                "UPDATE outbox_messages
+                    SET status = 'sent', sent_at = $1, next_attempt_at = NULL,
+                        lease_owner = NULL, lease_until = NULL
+                  WHERE id = ANY($2) AND status = 'sending' AND lease_owner = $3
+                  RETURNING id",
+            )
+            .bind(to_ms(now))
+            .bind(ids)
+            .bind(worker)
+            .fetch_all(pool),
+        )
+        .await
     }
 
     async fn release(&self, ids: &[MessageId], worker: &str) -> Result<u64> {

@@ -413,19 +413,7 @@ impl OutboxStore for SqliteOutbox {
         now: SystemTime,
     ) -> Result<bool> {
         let pool = self.worker_pool().await?;
-        let (status, error, next, sent) = match &completion {
-            Completion::Sent { .. } => (Status::Sent, None, None, Some(to_ms(now))),
-            Completion::Retry {
-                error,
-                next_attempt,
-            } => (
-                Status::Queued,
-                Some(error.as_str()),
-                Some(to_ms(*next_attempt)),
-                None,
-            ),
-            Completion::Dead { error } => (Status::Dead, Some(error.as_str()), None, None),
-        };
+        let (status, error, next, sent) = crate::completion_columns(&completion, now);
         let done = sqlx::query(
             "UPDATE outbox_messages
                 SET status = ?, last_error = COALESCE(?, last_error), next_attempt_at = ?,
@@ -444,70 +432,45 @@ impl OutboxStore for SqliteOutbox {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn complete_many(
+    async fn complete_sent(
         &self,
         worker: &str,
-        completions: &[(MessageId, Completion)],
+        ids: &[MessageId],
         now: SystemTime,
-    ) -> Result<Vec<bool>> {
+    ) -> Result<Vec<MessageId>> {
         let pool = self.worker_pool().await?;
-        let sent: Vec<MessageId> = completions
-            .iter()
-            .filter(|(_, c)| matches!(c, Completion::Sent { .. }))
-            .map(|(id, _)| *id)
-            .collect();
-        let mut kept_ids = std::collections::HashSet::new();
-        if !sent.is_empty() {
-            // One statement for every sent one: atomic on its own.
-            let ids: Vec<MessageId> = sqlx::query_scalar(
-                "UPDATE outbox_messages
-                    SET status = 'sent', sent_at = ?, next_attempt_at = NULL,
-                        lease_owner = NULL, lease_until = NULL
-                  WHERE id IN (SELECT value FROM json_each(?))
-                    AND status = 'sending' AND lease_owner = ?
-                  RETURNING id",
-            )
-            .bind(to_ms(now))
-            .bind(serde_json::to_string(&sent).unwrap_or_else(|_| "[]".into()))
-            .bind(worker)
-            .fetch_all(pool)
-            .await
-            .map_err(|e| self.err(e))?;
-            kept_ids.extend(ids);
-        }
-        // Failures are rare: one by one.
-        for (id, completion) in completions {
-            if matches!(completion, Completion::Sent { .. }) {
-                continue;
-            }
-            if self.complete(*id, worker, completion.clone(), now).await? {
-                kept_ids.insert(*id);
-            }
-        }
-        Ok(completions
-            .iter()
-            .map(|(id, _)| kept_ids.contains(id))
-            .collect())
+        // One statement for all of them: atomic on its own.
+        sqlx::query_scalar(
+            "UPDATE outbox_messages
+                SET status = 'sent', sent_at = ?, next_attempt_at = NULL,
+                    lease_owner = NULL, lease_until = NULL
+              WHERE id IN (SELECT value FROM json_each(?))
+                AND status = 'sending' AND lease_owner = ?
+              RETURNING id",
+        )
+        .bind(to_ms(now))
+        .bind(serde_json::to_string(ids).unwrap_or_else(|_| "[]".into()))
+        .bind(worker)
+        .fetch_all(pool)
+        .await
+        .map_err(|e| self.err(e))
     }
 
     async fn release(&self, ids: &[MessageId], worker: &str) -> Result<u64> {
         let pool = self.worker_pool().await?;
-        let mut released = 0;
-        for id in ids {
-            let done = sqlx::query(
-                "UPDATE outbox_messages
-                    SET status = 'queued', lease_owner = NULL, lease_until = NULL,
-                        attempts = MAX(attempts - 1, 0)
-                  WHERE id = ? AND status = 'sending' AND lease_owner = ?",
-            )
-            .bind(id)
-            .bind(worker)
-            .execute(pool)
-            .await
-            .map_err(|e| self.err(e))?;
-            released += done.rows_affected();
-        }
-        Ok(released)
+        let done = sqlx::query(
+            "UPDATE outbox_messages
+                SET status = 'queued', lease_owner = NULL, lease_until = NULL,
+                    attempts = MAX(attempts - 1, 0)
+              WHERE id IN (SELECT value FROM json_each(?))
+                AND status = 'sending' AND lease_owner = ?",
+        )
+        .bind(serde_json::to_string(ids).unwrap_or_else(|_| "[]".into()))
+        .bind(worker)
+        .execute(pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(done.rows_affected())
     }
 
     async fn list(&self, include_sent: bool) -> Result<Vec<QueuedMessage>> {

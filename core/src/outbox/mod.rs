@@ -224,17 +224,58 @@ pub trait OutboxStore: Send + Sync + fmt::Debug {
         now: SystemTime,
     ) -> Result<bool>;
 
-    /// [`OutboxStore::complete`] for several messages of `worker`, in one
-    /// write where the store can; whether each lease was still held.
+    /// [`OutboxStore::complete`] for several messages of `worker`: the sent
+    /// ones through [`OutboxStore::complete_sent`], the others one by one;
+    /// whether each lease was still held.
     async fn complete_many(
         &self,
         worker: &str,
         completions: &[(MessageId, Completion)],
         now: SystemTime,
     ) -> Result<Vec<bool>> {
-        let mut kept = Vec::with_capacity(completions.len());
+        // The sent ones (nearly all) in one write; failures are rare.
+        let sent: Vec<MessageId> = completions
+            .iter()
+            .filter(|(_, c)| matches!(c, Completion::Sent { .. }))
+            .map(|(id, _)| *id)
+            .collect();
+        let mut kept: std::collections::HashSet<MessageId> = if sent.is_empty() {
+            Default::default()
+        } else {
+            self.complete_sent(worker, &sent, now)
+                .await?
+                .into_iter()
+                .collect()
+        };
         for (id, completion) in completions {
-            kept.push(self.complete(*id, worker, completion.clone(), now).await?);
+            if !matches!(completion, Completion::Sent { .. })
+                && self.complete(*id, worker, completion.clone(), now).await?
+            {
+                kept.insert(*id);
+            }
+        }
+        Ok(completions
+            .iter()
+            .map(|(id, _)| kept.contains(id))
+            .collect())
+    }
+
+    /// Marks `worker`'s messages `ids` sent; returns those whose lease it
+    /// still held. A store overrides it to do this in one write.
+    async fn complete_sent(
+        &self,
+        worker: &str,
+        ids: &[MessageId],
+        now: SystemTime,
+    ) -> Result<Vec<MessageId>> {
+        let mut kept = Vec::with_capacity(ids.len());
+        for id in ids {
+            let sent = Completion::Sent {
+                reply: String::new(),
+            };
+            if self.complete(*id, worker, sent, now).await? {
+                kept.push(*id);
+            }
         }
         Ok(kept)
     }
