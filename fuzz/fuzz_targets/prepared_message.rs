@@ -17,6 +17,8 @@ fuzz_target!(|data: &[u8]| {
         message_id_domain: "example.com",
     };
     if let Ok(out) = raw::complete(data, &completion) {
+        // complete() checks the body it kept; the full check agrees.
+        assert!(raw::check_body_lines(&out).is_ok());
         for line in out.split(|b| *b == b'\n') {
             assert!(line.len() <= 999, "a line of {} octets", line.len());
         }

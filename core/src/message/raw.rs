@@ -121,14 +121,16 @@ pub struct Completion<'a> {
 /// longer than 998 octets: a server would refuse it after the recipients
 /// were accepted.
 pub fn complete(message: &[u8], completion: &Completion<'_>) -> Result<Vec<u8>> {
+    // One parse on the usual path (no Bcc); the body is never copied twice.
+    let mut section = HeaderSection::parse(message);
     let without_bcc;
-    let message = if HeaderSection::parse(message).has("Bcc") {
-        without_bcc = remove_fields(message, "Bcc");
+    let message = if section.has("Bcc") {
+        without_bcc = remove_fields_in(message, &section, "Bcc");
+        section = HeaderSection::parse(&without_bcc);
         &without_bcc[..]
     } else {
         message
     };
-    let section = HeaderSection::parse(message);
     let mut added = String::new();
     if !section.has("Date") {
         added.push_str(&format!("Date: {}\r\n", rfc5322_date(SystemTime::now())));
@@ -156,7 +158,8 @@ pub fn complete(message: &[u8], completion: &Completion<'_>) -> Result<Vec<u8>> 
     }
     out.extend_from_slice(message);
     let out = fold_header_lines(out, None)?;
-    check_body_lines(&out)?;
+    // Folding and the added fields change only the header.
+    check_body(&message[section.body_start..])?;
     Ok(out)
 }
 
@@ -236,8 +239,10 @@ fn fold_line(mut line: &[u8], limit: usize, name: &str, out: &mut Vec<u8>) -> Re
 /// Refuses a body line longer than [`MAX_LINE`] octets (servers refuse it
 /// at the end of DATA, after the recipients were accepted).
 pub fn check_body_lines(message: &[u8]) -> Result<()> {
-    let section = HeaderSection::parse(message);
-    let body = &message[section.body_start..];
+    check_body(&message[HeaderSection::parse(message).body_start..])
+}
+
+fn check_body(body: &[u8]) -> Result<()> {
     for (n, line) in body.split(|&b| b == b'\n').enumerate() {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.len() > MAX_LINE {
@@ -256,7 +261,10 @@ pub fn check_body_lines(message: &[u8]) -> Result<()> {
 
 /// `message` without any field called `name` (e.g. Bcc for `sendmail -t`).
 pub fn remove_fields(message: &[u8], name: &str) -> Vec<u8> {
-    let section = HeaderSection::parse(message);
+    remove_fields_in(message, &HeaderSection::parse(message), name)
+}
+
+fn remove_fields_in(message: &[u8], section: &HeaderSection, name: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(message.len());
     let mut copied = 0;
     for field in section.fields.iter().filter(|f| f.is(name)) {
