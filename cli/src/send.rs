@@ -488,7 +488,7 @@ fn read_sendmail_input(ignore_dots: bool, limit: u64) -> Result<Vec<u8>, Error> 
 /// success, like sendmail).
 pub(crate) async fn sendmail(mailer: &Mailer, args: &SendmailArgs) -> Result<(), Failure> {
     let limit = mailer.settings().max_message_bytes();
-    let mut message = read_sendmail_input(args.ignore_dots, limit)?;
+    let message = read_sendmail_input(args.ignore_dots, limit)?;
     let mut recipients: Vec<String> = args
         .recipients
         .iter()
@@ -510,32 +510,21 @@ pub(crate) async fn sendmail(mailer: &Mailer, args: &SendmailArgs) -> Result<(),
         Some(s) => Some(s.clone()),
         None => mailer.settings().sender().map(|m| m.email.to_string()),
     };
-    // A From the message lacks: -F NAME with the envelope sender.
-    if let (Some(name), Some(sender)) = (&args.full_name, &sender)
-        && !raw::HeaderSection::parse(&message).has("From")
-    {
-        let from = mailgate::message::parse_mailbox("from", sender)?;
-        let named = mailgate::Mailbox::new(Some(name.clone()), from.email);
-        let mut with_from = format!("From: {named}\r\n").into_bytes();
-        if raw::HeaderSection::parse(&message).fields.is_empty() {
-            with_from.extend_from_slice(b"\r\n");
-        }
-        with_from.extend_from_slice(&message);
-        message = with_from;
-    }
+    // A From the message lacks is the envelope sender, named by -F.
+    let name = args.full_name.as_deref();
     let envelope = envelope(sender.as_deref(), &recipients)?;
     if mailer.outbox().is_err() {
         // A build without an outbox store sends at once.
-        mailer.send_raw(&envelope, &message).await?;
+        mailer.send_raw_named(&envelope, name, &message).await?;
         return Ok(());
     }
     // As sendmail does: durable first, then one attempt; silent on success.
-    match mailer.enqueue_raw(&envelope, &message).await {
+    match mailer.enqueue_raw_named(&envelope, name, &message).await {
         Ok(id) => crate::queue::send_queued(mailer, id, false, true).await,
         Err(e @ Error::Outbox { .. }) => {
             // The mail still goes out; the operator learns the outbox is unusable.
             tracing::warn!("{e}; sending directly, without the outbox");
-            mailer.send_raw(&envelope, &message).await?;
+            mailer.send_raw_named(&envelope, name, &message).await?;
             Ok(())
         }
         Err(e) => Err(e.into()),

@@ -212,6 +212,27 @@ async fn dash_capital_f_names_the_from_the_message_lacks() {
     assert_eq!(from.name(), Some("Someone"));
     assert_eq!(from.address(), Some("someone@example.com"));
     assert_eq!(count_fields(&received.data, "From"), 1);
+
+    // No header field at all, only the empty line: the From is added and
+    // the body gains no blank line.
+    server.clear();
+    let out = sendmail(
+        dir.path(),
+        &["-FCron Daemon", "dev@example.com"],
+        "\nbody line\n",
+    )
+    .await;
+    out.assert_code(0);
+    let received = only_message(&server);
+    let parsed = parse(&received);
+    assert_eq!(
+        parsed.from().and_then(|f| f.first()).and_then(|a| a.name()),
+        Some("Cron Daemon")
+    );
+    assert_eq!(
+        parsed.body_text(0).as_deref().map(str::trim_end),
+        Some("body line")
+    );
 }
 
 #[tokio::test]

@@ -361,8 +361,19 @@ impl Mailer {
     /// envelope sender) and folding header lines longer than 998 octets.
     /// A body line over 998 octets is refused (exit 65).
     pub async fn send_raw(&self, envelope: &Envelope, message: &[u8]) -> Result<Delivery> {
+        self.send_raw_named(envelope, None, message).await
+    }
+
+    /// [`Mailer::send_raw`], with `sender_name` as the display name of a
+    /// From the message lacks (`sendmail -F`).
+    pub async fn send_raw_named(
+        &self,
+        envelope: &Envelope,
+        sender_name: Option<&str>,
+        message: &[u8],
+    ) -> Result<Delivery> {
         self.check_sender(envelope)?;
-        let bytes = self.complete_raw(envelope, message)?;
+        let bytes = self.complete_raw(envelope, sender_name, message)?;
         self.inner
             .transport
             .send(envelope, Payload::Ready(&bytes))
@@ -370,11 +381,18 @@ impl Mailer {
     }
 
     /// A prepared message with what it lacks added ([`raw::complete`]).
-    fn complete_raw(&self, envelope: &Envelope, message: &[u8]) -> Result<Vec<u8>> {
+    fn complete_raw(
+        &self,
+        envelope: &Envelope,
+        sender_name: Option<&str>,
+        message: &[u8],
+    ) -> Result<Vec<u8>> {
         for address in envelope.from().into_iter().chain(envelope.to()) {
             message::parse_mailbox("address", address.as_ref())?;
         }
-        let from = envelope.from().map(|a| Mailbox::new(None, a.clone()));
+        let from = envelope
+            .from()
+            .map(|a| Mailbox::new(sender_name.map(str::to_owned), a.clone()));
         let domain = message_id_domain(self.inner.settings.message_id_domain(), envelope);
         raw::complete(
             message,
@@ -470,8 +488,19 @@ impl Mailer {
     /// Stores a prepared message in the outbox, completed as
     /// [`Mailer::send_raw`] completes it; returns its id once it is durable.
     pub async fn enqueue_raw(&self, envelope: &Envelope, message: &[u8]) -> Result<MessageId> {
+        self.enqueue_raw_named(envelope, None, message).await
+    }
+
+    /// [`Mailer::enqueue_raw`], with `sender_name` as the display name of a
+    /// From the message lacks (`sendmail -F`).
+    pub async fn enqueue_raw_named(
+        &self,
+        envelope: &Envelope,
+        sender_name: Option<&str>,
+        message: &[u8],
+    ) -> Result<MessageId> {
         self.check_sender(envelope)?;
-        let bytes = self.complete_raw(envelope, message)?;
+        let bytes = self.complete_raw(envelope, sender_name, message)?;
         self.store(envelope, bytes).await
     }
 
