@@ -484,7 +484,11 @@ async fn run_command(cli: Cli, registry: Registry) -> Result<(), Failure> {
         _ => None,
     };
     let sendmail_dir = sendmail_args.as_ref().and_then(|a| a.config_dir.as_deref());
-    let mailer = builder(&cli, &registry, sendmail_dir)?.build()?;
+    let mut builder = builder(&cli, &registry, sendmail_dir)?;
+    if let Command::Send(args) = &cli.command {
+        builder = builder.all_or_nothing(args.all_or_nothing);
+    }
+    let mailer = builder.build()?;
     let result = match &cli.command {
         Command::Check(args) => check(&mailer, args, cli.quiet).await,
         Command::Send(args) => send::send(&mailer, args, cli.quiet).await,

@@ -75,31 +75,103 @@ pub(crate) async fn send_queued(
     };
     let (status, dead) = match &outcome {
         Some(DeliveryOutcome::Sent(_)) => ("sent", None),
-        Some(DeliveryOutcome::Dead { error, exit_code }) => ("dead", Some((error, *exit_code))),
+        Some(DeliveryOutcome::Dead { error, exit_code }) => (
+            "dead",
+            Some((format!("message {id} is dead: {error}"), *exit_code)),
+        ),
         Some(DeliveryOutcome::Retry { error, .. }) => {
             if !quiet {
                 eprintln!("mailgate: message {id} is queued; it will be tried again: {error}");
             }
             ("queued", None)
         }
+        Some(
+            outcome @ DeliveryOutcome::Recipients {
+                finished,
+                error,
+                exit_code,
+                ..
+            },
+        ) => {
+            let status = outcome.status();
+            let sent: Vec<&str> = finished
+                .iter()
+                .filter(|r| r.status == Status::Sent)
+                .map(|r| r.address.as_str())
+                .collect();
+            let dead: Vec<&str> = finished
+                .iter()
+                .filter(|r| r.status == Status::Dead)
+                .map(|r| r.address.as_str())
+                .collect();
+            let got = if sent.is_empty() {
+                "no recipient got it".to_owned()
+            } else {
+                format!("sent to {}", sent.join(", "))
+            };
+            if dead.is_empty() {
+                if !quiet {
+                    eprintln!(
+                        "mailgate: message {id}: {got}; the other recipients are queued and will be tried again: {error}"
+                    );
+                }
+                (status.as_str(), None)
+            } else {
+                (
+                    status.as_str(),
+                    Some((
+                        format!(
+                            "message {id}: {got}; {} will never get it: {error}",
+                            dead.join(", ")
+                        ),
+                        *exit_code,
+                    )),
+                )
+            }
+        }
         None => ("queued", None),
     };
     if json {
-        print_out(format_args!(
-            "{}",
-            serde_json::json!({ "id": id, "status": status })
-        ))?;
+        let mut value = serde_json::json!({ "id": id, "status": status });
+        if matches!(outcome, Some(DeliveryOutcome::Recipients { .. }))
+            && let Ok(Some(message)) = find(mailer, id).await
+        {
+            value["recipients"] = recipients_json(&message);
+        }
+        print_out(format_args!("{value}"))?;
     } else if !quiet || dead.is_some() {
         print_out(format_args!("{status} {id}"))?;
     }
     match dead {
-        // Stored, but it will never be delivered: the caller must know.
-        Some((error, exit_code)) => Err(Failure::Exit(
-            exit_code,
-            format!("message {id} is dead: {error}"),
-        )),
+        // Stored, but (some of) it will never be delivered: the caller must know.
+        Some((text, exit_code)) => Err(Failure::Exit(exit_code, text)),
         None => Ok(()),
     }
+}
+
+/// Message `id` as a listing shows it.
+async fn find(mailer: &Mailer, id: MessageId) -> Result<Option<QueuedMessage>, Error> {
+    Ok(mailer
+        .outbox()?
+        .list(true)
+        .await?
+        .into_iter()
+        .find(|m| m.id == id))
+}
+
+/// `recipients: [{address, status, last_error, attempts}]`.
+fn recipients_json(m: &QueuedMessage) -> serde_json::Value {
+    m.recipients()
+        .into_iter()
+        .map(|r| {
+            serde_json::json!({
+                "address": r.address,
+                "status": r.status.as_str(),
+                "last_error": r.last_error,
+                "attempts": r.attempts,
+            })
+        })
+        .collect()
 }
 
 /// `mailgate queue ...`; with `quiet`, only `list` and `stats` (what was
@@ -265,6 +337,7 @@ fn json_of(m: &QueuedMessage) -> serde_json::Value {
         "message_id": m.message_id,
         "created": rfc3339(m.created),
         "size": m.size,
+        "recipients": recipients_json(m),
     })
 }
 
@@ -306,9 +379,10 @@ pub(crate) fn stats_text(stats: &Stats) -> String {
         .oldest_waiting
         .map(|t| format!(", oldest waiting since {}", rfc3339(t)))
         .unwrap_or_default();
+    let r = &stats.recipients;
     format!(
-        "messages: {} queued, {} sending, {} sent, {} dead{oldest}",
-        stats.queued, stats.sending, stats.sent, stats.dead
+        "messages: {} queued, {} sending, {} sent, {} dead{oldest}\nrecipients: {} due, {} sent, {} dead",
+        stats.queued, stats.sending, stats.sent, stats.dead, r.queued, r.sent, r.dead
     )
 }
 
@@ -320,6 +394,11 @@ pub(crate) fn stats_json(stats: &Stats, location: &str) -> serde_json::Value {
         "sent": stats.sent,
         "dead": stats.dead,
         "oldest_waiting": stats.oldest_waiting.map(rfc3339),
+        "recipients": {
+            "queued": stats.recipients.queued,
+            "sent": stats.recipients.sent,
+            "dead": stats.recipients.dead,
+        },
     })
 }
 

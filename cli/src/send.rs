@@ -69,9 +69,14 @@ pub(crate) struct SendArgs {
     /// or `queued ID`
     #[arg(long, help_heading = "Output")]
     queue: bool,
-    /// Print one JSON object: message_id, recipients, status (with --queue: id, status)
+    /// Print one JSON object: message_id, recipients, accepted, refused,
+    /// status (with --queue: id, status, and recipients when they differ)
     #[arg(long, help_heading = "Output")]
     json: bool,
+    /// Send to no one if the server refuses any recipient (by default the
+    /// accepted ones get it and the exit status names the refusals)
+    #[arg(long, conflicts_with = "queue", help_heading = "Output")]
+    pub(crate) all_or_nothing: bool,
 }
 
 /// What `send` does with the message: send it now, or store it first.
@@ -286,16 +291,34 @@ pub(crate) async fn send(mailer: &Mailer, args: &SendArgs, quiet: bool) -> Resul
         Dispatch::Delivery(delivery) => delivery,
     };
     if args.json {
+        let refused: Vec<serde_json::Value> = delivery
+            .refused
+            .iter()
+            .map(|r| serde_json::json!({ "address": r.address, "code": r.code, "reply": r.reply }))
+            .collect();
         let obj = serde_json::json!({
             "message_id": delivery.message_id,
             "recipients": delivery.recipients,
-            "status": "sent",
+            "accepted": delivery.accepted,
+            "refused": refused,
+            "status": if delivery.is_complete() { "sent" } else { "partly sent" },
         });
-        print_out(format_args!("{obj}"))
-    } else if quiet {
-        Ok(())
-    } else {
-        print_out(format_args!("sent: {}", delivery.reply))
+        print_out(format_args!("{obj}"))?;
+    } else if !quiet {
+        print_out(format_args!("sent: {}", delivery.reply))?;
+    }
+    refusals(&delivery)
+}
+
+/// A delivery some recipients did not get is a failure of their class
+/// (65, 69 or 75), with a text that says who got it.
+fn refusals(delivery: &mailgate::Delivery) -> Result<(), Failure> {
+    match delivery.refusal() {
+        None => Ok(()),
+        Some(e) => Err(Failure::Exit(
+            e.exit_code(),
+            format!("{e} ({})", delivery.accepted.join(", ")),
+        )),
     }
 }
 
@@ -515,8 +538,8 @@ pub(crate) async fn sendmail(mailer: &Mailer, args: &SendmailArgs) -> Result<(),
     let envelope = envelope(sender.as_deref(), &recipients)?;
     if mailer.outbox().is_err() {
         // A build without an outbox store sends at once.
-        mailer.send_raw_named(&envelope, name, &message).await?;
-        return Ok(());
+        let delivery = mailer.send_raw_named(&envelope, name, &message).await?;
+        return refusals(&delivery);
     }
     // As sendmail does: durable first, then one attempt; silent on success.
     match mailer.enqueue_raw_named(&envelope, name, &message).await {
@@ -524,8 +547,8 @@ pub(crate) async fn sendmail(mailer: &Mailer, args: &SendmailArgs) -> Result<(),
         Err(e @ Error::Outbox { .. }) => {
             // The mail still goes out; the operator learns the outbox is unusable.
             tracing::warn!("{e}; sending directly, without the outbox");
-            mailer.send_raw_named(&envelope, name, &message).await?;
-            Ok(())
+            let delivery = mailer.send_raw_named(&envelope, name, &message).await?;
+            refusals(&delivery)
         }
         Err(e) => Err(e.into()),
     }

@@ -403,6 +403,18 @@ pub enum Error {
         /// Each refused recipient with the server's reply.
         refused: Vec<RecipientRefusal>,
     },
+    /// Some recipients were refused; the message went to the others (see
+    /// [`Delivery::refusal`](crate::Delivery::refusal)). Its kind is that
+    /// of the refusals, as for [`Error::Recipients`].
+    #[error("{server} refused {} of {total} recipient(s): {}; the message was sent to the other {}", refused.len(), describe_refusals(refused), total.saturating_sub(refused.len()))]
+    PartlyDelivered {
+        /// host:port
+        server: String,
+        /// How many recipients the message had.
+        total: usize,
+        /// Each refused recipient with the server's reply.
+        refused: Vec<RecipientRefusal>,
+    },
     /// The connection broke or the server spoke nonsense.
     #[error("connection to {server} failed during {stage}: {reason}")]
     Protocol {
@@ -459,6 +471,20 @@ pub struct RecipientRefusal {
     pub code: u16,
     /// The reply text, cleaned for display.
     pub reply: String,
+    /// Its position in the envelope's recipients.
+    pub index: usize,
+}
+
+impl RecipientRefusal {
+    /// Whether the server may take this recipient later (a 4xx reply).
+    pub fn is_transient(&self) -> bool {
+        self.code / 100 == 4
+    }
+
+    /// The enhanced status code (RFC 3463) of the reply, if it has one.
+    pub fn enhanced_status(&self) -> Option<(u8, u16, u16)> {
+        enhanced_status(&self.reply)
+    }
 }
 
 /// At most this many refused recipients are listed in the error text.
@@ -502,11 +528,22 @@ impl Error {
             Error::Smtp {
                 code, stage, reply, ..
             } => smtp_kind(*code, *stage, reply),
-            Error::Recipients { refused, .. } => recipients_kind(refused),
+            Error::Recipients { refused, .. } | Error::PartlyDelivered { refused, .. } => {
+                recipients_kind(refused)
+            }
             Error::Protocol { .. } | Error::Timeout { .. } => ErrorKind::Temporary,
             Error::Strategy { kind, .. } => *kind,
             Error::Usage(_) => ErrorKind::Usage,
             Error::Outbox { .. } => ErrorKind::Io,
+        }
+    }
+
+    /// The recipients the server refused at RCPT, with its replies
+    /// ([`Error::Recipients`], [`Error::PartlyDelivered`]); empty otherwise.
+    pub fn refused_recipients(&self) -> &[RecipientRefusal] {
+        match self {
+            Error::Recipients { refused, .. } | Error::PartlyDelivered { refused, .. } => refused,
+            _ => &[],
         }
     }
 
@@ -542,7 +579,9 @@ impl Error {
     pub fn status(&self) -> Option<u16> {
         match self {
             Error::Smtp { code, .. } => Some(*code),
-            Error::Recipients { refused, .. } => deciding_refusal(refused).map(|r| r.code),
+            Error::Recipients { refused, .. } | Error::PartlyDelivered { refused, .. } => {
+                deciding_refusal(refused).map(|r| r.code)
+            }
             Error::AuthRefused { reply, .. } => reply_code(reply).map(|(code, _)| code),
             _ => None,
         }
@@ -554,7 +593,7 @@ impl Error {
     pub fn enhanced_status(&self) -> Option<(u8, u16, u16)> {
         match self {
             Error::Smtp { reply, .. } => enhanced_status(reply),
-            Error::Recipients { refused, .. } => {
+            Error::Recipients { refused, .. } | Error::PartlyDelivered { refused, .. } => {
                 deciding_refusal(refused).and_then(|r| enhanced_status(&r.reply))
             }
             Error::AuthRefused { reply, .. } => {
@@ -581,7 +620,7 @@ impl Error {
             Error::AuthRefused { .. } | Error::NoMechanism { .. } | Error::PlaintextAuth { .. } => {
                 Some(Stage::Auth)
             }
-            Error::Recipients { .. } => Some(Stage::Rcpt),
+            Error::Recipients { .. } | Error::PartlyDelivered { .. } => Some(Stage::Rcpt),
             _ => None,
         }
     }
@@ -741,6 +780,7 @@ mod tests {
             address: address.into(),
             code,
             reply: reply.into(),
+            index: 0,
         };
         let temporary = Error::Recipients {
             server: "s:25".into(),
@@ -771,6 +811,18 @@ mod tests {
                 .collect(),
         };
         assert!(many.to_string().contains("and 20 more"));
+        let partly = Error::PartlyDelivered {
+            server: "s:25".into(),
+            total: 3,
+            refused: vec![refusal("b@x", 550, "5.1.1 unknown")],
+        };
+        assert_eq!(partly.exit_code(), 65);
+        assert_eq!(partly.stage(), Some(Stage::Rcpt));
+        let text = partly.to_string();
+        assert!(
+            text.contains("refused 1 of 3") && text.contains("sent to the other 2"),
+            "{text}"
+        );
     }
 
     fn smtp(code: u16, stage: Stage, reply: &str) -> Error {
@@ -812,11 +864,13 @@ mod tests {
                     address: "b@x".into(),
                     code: 452,
                     reply: "4.2.2 Mailbox full".into(),
+                    index: 0,
                 },
                 RecipientRefusal {
                     address: "c@x".into(),
                     code: 550,
                     reply: "5.1.1 User unknown".into(),
+                    index: 1,
                 },
             ],
         };

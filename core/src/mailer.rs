@@ -15,7 +15,7 @@ use crate::properties::{ConfigFiles, Properties};
 use crate::registry::Registry;
 use crate::resolver::Resolution;
 use crate::settings::{LoadOptions, Settings};
-use crate::smtp::{Capabilities, ConnectReport, Delivery, Payload, Transport};
+use crate::smtp::{Capabilities, ConnectReport, Delivery, Payload, RecipientPolicy, Transport};
 use crate::strategy::TokenSource;
 
 pub use crate::settings::DEFAULT_MAX_CONNECTIONS;
@@ -50,6 +50,7 @@ pub struct MailerBuilder<M = Mailer> {
     key_file: Option<PathBuf>,
     max_connections: Option<usize>,
     outbox: Option<OutboxOpener>,
+    policy: RecipientPolicy,
     output: std::marker::PhantomData<fn() -> M>,
 }
 
@@ -92,6 +93,7 @@ impl<M> Default for MailerBuilder<M> {
             key_file: None,
             max_connections: None,
             outbox: None,
+            policy: RecipientPolicy::PerRecipient,
             output: std::marker::PhantomData,
         }
     }
@@ -177,6 +179,20 @@ impl<M: FromMailer> MailerBuilder<M> {
         self
     }
 
+    /// With `true`, a send whose server refuses any recipient goes to no one
+    /// and fails with [`Error::Recipients`] (the behaviour before
+    /// per-recipient delivery). By default the message goes to the accepted
+    /// recipients and [`Delivery::refused`] lists the others. The outbox
+    /// worker always delivers per recipient.
+    pub fn all_or_nothing(mut self, enabled: bool) -> Self {
+        self.policy = if enabled {
+            RecipientPolicy::AllOrNothing
+        } else {
+            RecipientPolicy::PerRecipient
+        };
+        self
+    }
+
     /// Keeps messages in an outbox opened by `open` from the settings
     /// (`mailgate.outbox.*`): [`Mailer::enqueue`] and the [`Worker`] use it.
     /// The `mailgate` facade's `outbox` module opens the SQLite and
@@ -226,6 +242,7 @@ impl<M: FromMailer> MailerBuilder<M> {
                 transport,
                 outbox,
                 outbox_wake: Arc::default(),
+                policy: self.policy,
             }),
         })
     }
@@ -239,6 +256,8 @@ struct Inner {
     /// Wakes this mailer's idle workers when it stores a message, so that
     /// in-process delivery does not wait for the next poll.
     outbox_wake: Arc<tokio::sync::Notify>,
+    /// What a direct send does when some recipients are refused.
+    policy: RecipientPolicy,
 }
 
 /// Sends mail with the settings of an RV&S config folder. Cheap to clone;
@@ -334,7 +353,7 @@ impl Mailer {
         let bytes = lettre_wire(message, &domain)?;
         self.inner
             .transport
-            .send(envelope, Payload::Ready(&bytes))
+            .send(envelope, Payload::Ready(&bytes), self.inner.policy)
             .await
     }
 
@@ -352,7 +371,11 @@ impl Mailer {
         };
         self.inner
             .transport
-            .send(&envelope, Payload::Compose(Box::new(compose)))
+            .send(
+                &envelope,
+                Payload::Compose(Box::new(compose)),
+                self.inner.policy,
+            )
             .await
     }
 
@@ -376,7 +399,7 @@ impl Mailer {
         let bytes = self.complete_raw(envelope, sender_name, message)?;
         self.inner
             .transport
-            .send(envelope, Payload::Ready(&bytes))
+            .send(envelope, Payload::Ready(&bytes), self.inner.policy)
             .await
     }
 
@@ -539,7 +562,8 @@ impl Mailer {
         Arc::clone(&self.inner.outbox_wake)
     }
 
-    /// Sends bytes that are complete already (the outbox's), as they are.
+    /// Sends bytes that are complete already (the outbox's), as they are,
+    /// to each recipient the server accepts.
     pub(crate) async fn send_prepared(
         &self,
         envelope: &Envelope,
@@ -548,7 +572,11 @@ impl Mailer {
         self.check_sender(envelope)?;
         self.inner
             .transport
-            .send(envelope, Payload::Ready(message))
+            .send(
+                envelope,
+                Payload::Ready(message),
+                RecipientPolicy::PerRecipient,
+            )
             .await
     }
 

@@ -56,6 +56,12 @@ async fn lifecycle() {
     conformance::lifecycle(store(&server.url())).await;
 }
 
+#[tokio::test]
+async fn per_recipient() {
+    let server = PgServer::start();
+    conformance::per_recipient(store(&server.url())).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_claims_are_exclusive() {
     let server = PgServer::start();

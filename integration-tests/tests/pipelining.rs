@@ -1,8 +1,9 @@
 //! PIPELINING (RFC 2920) end to end: against Nodemailer's smtp-server (which
 //! advertises it), aiosmtpd told to advertise it, aiosmtpd and the dev server
 //! without it; what the client wrote is seen through a recording proxy. A
-//! mixed RCPT result (one 452 among three) sends nothing and names the
-//! address, and the next message on the same Mailer goes through.
+//! mixed RCPT result (one 452 or 550 among three) delivers to the other two
+//! and names the refused address; with `all_or_nothing` it sends nothing,
+//! and the next message on the same Mailer goes through.
 
 #![cfg(feature = "open")]
 
@@ -17,6 +18,10 @@ const TO: [&str; 3] = ["a@example.com", "b@example.com", "c@example.com"];
 const WAIT: Duration = Duration::from_secs(10);
 
 fn open_mailer(port: u16) -> (ConfigDir, Mailer) {
+    open_mailer_with(port, false)
+}
+
+fn open_mailer_with(port: u16, all_or_nothing: bool) -> (ConfigDir, Mailer) {
     let port = port.to_string();
     let dir = ConfigDir::with_properties(
         &[
@@ -30,6 +35,7 @@ fn open_mailer(port: u16) -> (ConfigDir, Mailer) {
     let mailer = Mailer::builder()
         .config_dir(dir.path())
         .env_overrides(false)
+        .all_or_nothing(all_or_nothing)
         .build()
         .expect("mailer builds");
     (dir, mailer)
@@ -129,7 +135,43 @@ async fn the_dev_server_sees_the_envelope_pipelined() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_452_among_three_sends_nothing_and_names_the_address() {
+async fn one_refused_among_three_goes_to_the_other_two() {
+    for (kind, config, code) in [
+        (PeerKind::Node, PeerConfig::new(), 550),
+        (PeerKind::Python, PeerConfig::new().pipelining(), 452),
+        (PeerKind::Python, PeerConfig::new(), 550),
+    ] {
+        let config = config.fail_rcpt_for(TO[1], code);
+        let (peer, proxy) = peer_behind_proxy(kind, config).await;
+        let (_dir, mailer) = open_mailer(proxy.port());
+        let delivery = send_to_three(&mailer, "mixed").await.expect("sent to two");
+        assert_eq!(delivery.accepted, [TO[0], TO[2]], "{kind}");
+        assert_eq!(delivery.recipients, 2, "{kind}");
+        assert_eq!(delivery.refused.len(), 1, "{kind}");
+        let refused = &delivery.refused[0];
+        assert_eq!(
+            (refused.address.as_str(), refused.code, refused.index),
+            (TO[1], code, 1),
+            "{kind}"
+        );
+        assert!(!delivery.is_complete());
+        let err = delivery.refusal().expect("a refusal");
+        assert_eq!(err.exit_code(), if code == 452 { 75 } else { 65 }, "{kind}");
+        let text = err.to_string();
+        assert!(
+            text.contains("<b@example.com>") && text.contains("sent to the other 2"),
+            "{text}"
+        );
+        let messages = peer.wait_for_messages(1, WAIT);
+        assert_eq!(messages.len(), 1, "{kind}");
+        assert_eq!(messages[0].to, [TO[0], TO[2]], "{kind}");
+        assert_eq!(messages[0].header("Subject").as_deref(), Some("mixed"));
+        mailer.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_or_nothing_one_452_among_three_sends_nothing_and_names_the_address() {
     for (kind, config) in [
         (PeerKind::Node, PeerConfig::new()),
         (PeerKind::Python, PeerConfig::new().pipelining()),
@@ -137,7 +179,7 @@ async fn one_452_among_three_sends_nothing_and_names_the_address() {
     ] {
         let config = config.fail_rcpt_for(TO[1], 452);
         let (peer, proxy) = peer_behind_proxy(kind, config).await;
-        let (_dir, mailer) = open_mailer(proxy.port());
+        let (_dir, mailer) = open_mailer_with(proxy.port(), true);
         let err = send_to_three(&mailer, "mixed").await.unwrap_err();
         match &err {
             Error::Recipients { total, refused, .. } => {

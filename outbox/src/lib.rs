@@ -23,7 +23,9 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use mailgate_core::outbox::{Completion, OutboxLocation, OutboxSettings, OutboxStore, Status};
+use mailgate_core::outbox::{
+    Completion, OutboxLocation, OutboxSettings, OutboxStore, RecipientRecord, Stats, Status,
+};
 use mailgate_core::{ConfigError, Error, Origin, Result, keys};
 
 #[cfg(feature = "postgres")]
@@ -80,29 +82,119 @@ pub fn compiled() -> Vec<&'static str> {
     out
 }
 
-/// Milliseconds since the epoch, as the stores keep times.
-#[allow(dead_code)]
 /// The columns a completion writes: status, last error (kept when `None`),
-/// next attempt and sent time, in milliseconds.
-pub(crate) fn completion_columns(
-    completion: &Completion,
-    now: SystemTime,
-) -> (Status, Option<&str>, Option<i64>, Option<i64>) {
+/// next attempt and sent time in milliseconds, and the finished recipients.
+pub(crate) struct Columns<'a> {
+    pub(crate) status: Status,
+    pub(crate) error: Option<&'a str>,
+    pub(crate) next_attempt: Option<i64>,
+    pub(crate) sent_at: Option<i64>,
+    /// The new `recipient_state`, when the completion replaces it.
+    pub(crate) finished: Option<String>,
+}
+
+pub(crate) fn completion_columns(completion: &Completion, now: SystemTime) -> Columns<'_> {
+    let status = completion.status();
+    let sent_at = (status == Status::Sent).then(|| to_ms(now));
     match completion {
-        Completion::Sent { .. } => (Status::Sent, None, None, Some(to_ms(now))),
+        Completion::Sent { .. } => Columns {
+            status,
+            error: None,
+            next_attempt: None,
+            sent_at,
+            finished: None,
+        },
         Completion::Retry {
             error,
             next_attempt,
-        } => (
-            Status::Queued,
-            Some(error.as_str()),
-            Some(to_ms(*next_attempt)),
-            None,
-        ),
-        Completion::Dead { error } => (Status::Dead, Some(error.as_str()), None, None),
+        } => Columns {
+            status,
+            error: Some(error.as_str()),
+            next_attempt: Some(to_ms(*next_attempt)),
+            sent_at,
+            finished: None,
+        },
+        Completion::Dead { error } => Columns {
+            status,
+            error: Some(error.as_str()),
+            next_attempt: None,
+            sent_at,
+            finished: None,
+        },
+        Completion::Recipients {
+            finished,
+            next_attempt,
+            error,
+        } => Columns {
+            status,
+            error: Some(error.as_str()),
+            next_attempt: next_attempt.map(to_ms),
+            sent_at,
+            finished: Some(encode_finished(finished)),
+        },
     }
 }
 
+/// How a finished recipient is kept in the `recipient_state` column (JSON).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredRecord {
+    address: String,
+    status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reply: Option<String>,
+    #[serde(default)]
+    attempts: u32,
+}
+
+/// The `recipient_state` column of `finished`.
+pub(crate) fn encode_finished(finished: &[RecipientRecord]) -> String {
+    let stored: Vec<StoredRecord> = finished
+        .iter()
+        .map(|r| StoredRecord {
+            address: r.address.clone(),
+            status: r.status.as_str().to_owned(),
+            reply: r.reply.clone(),
+            attempts: r.attempts,
+        })
+        .collect();
+    serde_json::to_string(&stored).unwrap_or_else(|_| "[]".into())
+}
+
+/// The records of a `recipient_state` column. A record this version cannot
+/// read is left out: its recipient counts as due again (at-least-once).
+pub(crate) fn decode_finished(column: Option<&str>) -> Vec<RecipientRecord> {
+    let Some(text) = column else {
+        return Vec::new();
+    };
+    let stored: Vec<StoredRecord> = serde_json::from_str(text).unwrap_or_default();
+    stored
+        .into_iter()
+        .filter_map(|r| {
+            let status =
+                Status::parse(&r.status).filter(|s| matches!(s, Status::Sent | Status::Dead))?;
+            Some(RecipientRecord {
+                address: r.address,
+                status,
+                reply: r.reply,
+                attempts: r.attempts,
+            })
+        })
+        .collect()
+}
+
+/// Adds `n` recipients of status `status` to `stats`.
+pub(crate) fn count_recipients(stats: &mut Stats, status: Option<&str>, n: Option<i64>) {
+    let n = u64::try_from(n.unwrap_or(0)).unwrap_or(0);
+    let counter = match status.and_then(Status::parse) {
+        Some(Status::Queued | Status::Sending) => &mut stats.recipients.queued,
+        Some(Status::Sent) => &mut stats.recipients.sent,
+        Some(Status::Dead) => &mut stats.recipients.dead,
+        None => return,
+    };
+    *counter += n;
+}
+
+/// Milliseconds since the epoch, as the stores keep times.
 pub(crate) fn to_ms(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))

@@ -40,7 +40,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRo
 use sqlx::{Connection as _, Row as _};
 use tokio::sync::OnceCell;
 
-use crate::{from_ms, to_ms};
+use crate::{decode_finished, from_ms, to_ms};
 
 /// Versioned schema: each entry moves the database one version up, applied
 /// in one transaction with the version bump.
@@ -66,6 +66,9 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX outbox_due ON outbox_messages (status, next_attempt_at);
     CREATE INDEX outbox_lease ON outbox_messages (status, lease_until);",
+    // 2: the recipients that are done while others are not (JSON, see
+    // `encode_finished`); NULL while all share the message's status.
+    "ALTER TABLE outbox_messages ADD COLUMN recipient_state TEXT;",
 ];
 
 /// The advisory lock the schema migration holds: "mailgate" in ASCII.
@@ -88,7 +91,7 @@ const MAX_CONNECTIONS: u32 = 8;
 macro_rules! summary {
     () => {
         "id, status, attempts, last_error, next_attempt_at, created_at, age_from, \
-         sent_at, mail_from, recipients, subject, message_id, size"
+         sent_at, mail_from, recipients, subject, message_id, size, recipient_state"
     };
 }
 
@@ -515,6 +518,10 @@ fn summary(row: &PgRow) -> std::result::Result<QueuedMessage, sqlx::Error> {
         subject: row.try_get("subject")?,
         message_id: row.try_get("message_id")?,
         size: u64::try_from(row.try_get::<i64, _>("size")?).unwrap_or(0),
+        finished: decode_finished(
+            row.try_get::<Option<String>, _>("recipient_state")?
+                .as_deref(),
+        ),
     })
 }
 
@@ -637,22 +644,24 @@ impl OutboxStore for PgOutbox {
         now: SystemTime,
     ) -> Result<bool> {
         let pool = self.worker_pool().await?;
-        let (status, error, next, sent) = crate::completion_columns(&completion, now);
+        let columns = crate::completion_columns(&completion, now);
         let done = self
             .run(
                 sqlx::query(
                     "UPDATE outbox_messages
                         SET status = $1, last_error = COALESCE($2, last_error),
                             next_attempt_at = $3, sent_at = $4,
+                            recipient_state = COALESCE($7, recipient_state),
                             lease_owner = NULL, lease_until = NULL
                       WHERE id = $5 AND status = 'sending' AND lease_owner = $6",
                 )
-                .bind(status.as_str())
-                .bind(error)
-                .bind(next)
-                .bind(sent)
+                .bind(columns.status.as_str())
+                .bind(columns.error)
+                .bind(columns.next_attempt)
+                .bind(columns.sent_at)
                 .bind(id)
                 .bind(worker)
+                .bind(columns.finished)
                 .execute(pool),
             )
             .await?;
@@ -732,7 +741,11 @@ impl OutboxStore for PgOutbox {
             .run(
                 sqlx::query(
                     "UPDATE outbox_messages
-                        SET status = 'queued', next_attempt_at = $1, age_from = $1, attempts = 0
+                        SET status = 'queued', next_attempt_at = $1, age_from = $1, attempts = 0,
+                            recipient_state = (SELECT jsonb_agg(r)::text
+                                                 FROM jsonb_array_elements(
+                                                        COALESCE(recipient_state, '[]')::jsonb) r
+                                                WHERE r->>'status' <> 'dead')
                       WHERE id = $2 AND status IN ('queued', 'dead')",
                 )
                 .bind(to_ms(now))
@@ -749,7 +762,11 @@ impl OutboxStore for PgOutbox {
             .run(
                 sqlx::query(
                     "UPDATE outbox_messages
-                        SET status = 'queued', next_attempt_at = $1, age_from = $1, attempts = 0
+                        SET status = 'queued', next_attempt_at = $1, age_from = $1, attempts = 0,
+                            recipient_state = (SELECT jsonb_agg(r)::text
+                                                 FROM jsonb_array_elements(
+                                                        COALESCE(recipient_state, '[]')::jsonb) r
+                                                WHERE r->>'status' <> 'dead')
                       WHERE status = 'dead'",
                 )
                 .bind(to_ms(now))
@@ -779,7 +796,18 @@ impl OutboxStore for PgOutbox {
                     "SELECT status, COUNT(*) AS n FROM outbox_messages GROUP BY status
                      UNION ALL
                      SELECT 'oldest', MIN(created_at) FROM outbox_messages
-                      WHERE status IN ('queued', 'sending')",
+                      WHERE status IN ('queued', 'sending')
+                     UNION ALL
+                     SELECT 'recipients:' || COALESCE(s, ''), SUM(n)::BIGINT FROM (
+                        SELECT status AS s,
+                               jsonb_array_length(recipients::jsonb)
+                                 - COALESCE(jsonb_array_length(recipient_state::jsonb), 0) AS n
+                          FROM outbox_messages
+                        UNION ALL
+                        SELECT r->>'status' AS s, 1 AS n
+                          FROM outbox_messages m,
+                               jsonb_array_elements(COALESCE(m.recipient_state, '[]')::jsonb) r
+                     ) AS per_recipient GROUP BY s",
                 )
                 .fetch_all(pool),
             )
@@ -795,6 +823,10 @@ impl OutboxStore for PgOutbox {
                 })
                 .await?;
             let count = u64::try_from(n.unwrap_or(0)).unwrap_or(0);
+            if let Some(recipient_status) = status.strip_prefix("recipients:") {
+                crate::count_recipients(&mut stats, Some(recipient_status), n);
+                continue;
+            }
             match (status.as_str(), Status::parse(&status)) {
                 ("oldest", _) => stats.oldest_waiting = n.map(from_ms),
                 (_, Some(Status::Queued)) => stats.queued = count,

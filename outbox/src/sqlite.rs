@@ -28,7 +28,7 @@ use sqlx::sqlite::{
 };
 use tokio::sync::OnceCell;
 
-use crate::{from_ms, to_ms};
+use crate::{decode_finished, from_ms, to_ms};
 
 /// Versioned schema: each entry moves the database one version up, applied
 /// in one transaction with the version bump.
@@ -54,11 +54,14 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX outbox_due ON outbox_messages (status, next_attempt_at);
     CREATE INDEX outbox_lease ON outbox_messages (status, lease_until);",
+    // 2: the recipients that are done while others are not (JSON, see
+    // `encode_finished`); NULL while all share the message's status.
+    "ALTER TABLE outbox_messages ADD COLUMN recipient_state TEXT;",
 ];
 
 /// The columns a listing reads (never the message bytes).
 const SUMMARY: &str = "id, status, attempts, last_error, next_attempt_at, created_at, age_from, \
-                       sent_at, mail_from, recipients, subject, message_id, size";
+                       sent_at, mail_from, recipients, subject, message_id, size, recipient_state";
 
 /// An outbox in one SQLite file.
 pub struct SqliteOutbox {
@@ -291,6 +294,10 @@ fn summary(row: &SqliteRow) -> std::result::Result<QueuedMessage, sqlx::Error> {
         subject: row.try_get("subject")?,
         message_id: row.try_get("message_id")?,
         size: u64::try_from(row.try_get::<i64, _>("size")?).unwrap_or(0),
+        finished: decode_finished(
+            row.try_get::<Option<String>, _>("recipient_state")?
+                .as_deref(),
+        ),
     })
 }
 
@@ -413,17 +420,19 @@ impl OutboxStore for SqliteOutbox {
         now: SystemTime,
     ) -> Result<bool> {
         let pool = self.worker_pool().await?;
-        let (status, error, next, sent) = crate::completion_columns(&completion, now);
+        let columns = crate::completion_columns(&completion, now);
         let done = sqlx::query(
             "UPDATE outbox_messages
                 SET status = ?, last_error = COALESCE(?, last_error), next_attempt_at = ?,
-                    sent_at = ?, lease_owner = NULL, lease_until = NULL
+                    sent_at = ?, recipient_state = COALESCE(?, recipient_state),
+                    lease_owner = NULL, lease_until = NULL
               WHERE id = ? AND status = 'sending' AND lease_owner = ?",
         )
-        .bind(status.as_str())
-        .bind(error)
-        .bind(next)
-        .bind(sent)
+        .bind(columns.status.as_str())
+        .bind(columns.error)
+        .bind(columns.next_attempt)
+        .bind(columns.sent_at)
+        .bind(columns.finished)
         .bind(id)
         .bind(worker)
         .execute(pool)
@@ -505,7 +514,10 @@ impl OutboxStore for SqliteOutbox {
         let now = to_ms(now);
         let done = sqlx::query(
             "UPDATE outbox_messages
-                SET status = 'queued', next_attempt_at = ?, age_from = ?, attempts = 0
+                SET status = 'queued', next_attempt_at = ?, age_from = ?, attempts = 0,
+                    recipient_state = (SELECT json_group_array(json(value))
+                                         FROM json_each(outbox_messages.recipient_state)
+                                        WHERE json_extract(value, '$.status') <> 'dead')
               WHERE id = ? AND status IN ('queued', 'dead')",
         )
         .bind(now)
@@ -522,7 +534,10 @@ impl OutboxStore for SqliteOutbox {
         let now = to_ms(now);
         let done = sqlx::query(
             "UPDATE outbox_messages
-                SET status = 'queued', next_attempt_at = ?, age_from = ?, attempts = 0
+                SET status = 'queued', next_attempt_at = ?, age_from = ?, attempts = 0,
+                    recipient_state = (SELECT json_group_array(json(value))
+                                         FROM json_each(outbox_messages.recipient_state)
+                                        WHERE json_extract(value, '$.status') <> 'dead')
               WHERE status = 'dead'",
         )
         .bind(now)
@@ -569,6 +584,26 @@ impl OutboxStore for SqliteOutbox {
         .await
         .map_err(|e| self.err(e))?;
         stats.oldest_waiting = oldest.map(from_ms);
+        // The recipients without a record share their message's status.
+        let rows = sqlx::query(
+            "SELECT s AS status, SUM(n) AS n FROM (
+                SELECT status AS s,
+                       json_array_length(recipients)
+                         - COALESCE(json_array_length(recipient_state), 0) AS n
+                  FROM outbox_messages
+                UNION ALL
+                SELECT json_extract(r.value, '$.status') AS s, 1 AS n
+                  FROM outbox_messages m, json_each(m.recipient_state) r)
+             GROUP BY s",
+        )
+        .fetch_all(pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        for row in rows {
+            let status: Option<String> = row.try_get("status").map_err(|e| self.err(e))?;
+            let n: Option<i64> = row.try_get("n").map_err(|e| self.err(e))?;
+            crate::count_recipients(&mut stats, status.as_deref(), n);
+        }
         Ok(stats)
     }
 

@@ -21,6 +21,12 @@ async fn lifecycle() {
     conformance::lifecycle(store(&dir)).await;
 }
 
+#[tokio::test]
+async fn per_recipient() {
+    let dir = tempfile::tempdir().unwrap();
+    conformance::per_recipient(store(&dir)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_claims_are_exclusive() {
     let dir = tempfile::tempdir().unwrap();

@@ -9,10 +9,17 @@
 //! until `mailgate.outbox.maxAgeHours`; permanent ones make it `dead` at once
 //! with the server's reply kept.
 //!
+//! Each recipient has its own state too ([`RecipientState`]): a recipient
+//! the server refuses for good (5xx at RCPT) is dead while the message goes
+//! to the others; one refused for now (4xx) waits for the next attempt,
+//! which goes only to the recipients still due. A message is `queued` while
+//! any recipient is due, then `dead` if any recipient is dead, else `sent`.
+//!
 //! Core defines the store ([`OutboxStore`]), the policy and the delivery
 //! loop ([`Worker`]); the `mailgate-outbox` crate holds the SQLite and
 //! PostgreSQL stores, each behind a cargo feature.
 
+mod observer;
 mod worker;
 
 use std::fmt;
@@ -21,6 +28,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
+pub use observer::{DeliveryObserver, RecipientEvent};
 pub use worker::{DeliveryOutcome, FlushReport, Worker, WorkerStats};
 
 use crate::error::Result;
@@ -125,6 +133,80 @@ pub struct QueuedMessage {
     pub message_id: Option<String>,
     /// Size of the stored message in bytes.
     pub size: u64,
+    /// The recipients that are done (sent or dead) while others were not;
+    /// empty while all recipients share the message's status.
+    pub finished: Vec<RecipientRecord>,
+}
+
+/// A recipient that is done: the server took the message for it, or it is dead.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecipientRecord {
+    /// The address, as in the envelope.
+    pub address: String,
+    /// [`Status::Sent`] or [`Status::Dead`].
+    pub status: Status,
+    /// The server's reply: the acceptance, or why it is dead.
+    pub reply: Option<String>,
+    /// Delivery attempts that included it.
+    pub attempts: u32,
+}
+
+/// One recipient of a stored message as a listing shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecipientState {
+    /// The address.
+    pub address: String,
+    /// `queued` or `sending` while it is due, then `sent` or `dead`.
+    pub status: Status,
+    /// The last failure for it (or the acceptance, once sent).
+    pub last_error: Option<String>,
+    /// Delivery attempts that included it.
+    pub attempts: u32,
+}
+
+impl QueuedMessage {
+    /// Each envelope recipient with its own state: a recipient that is done
+    /// has its record; the others share the message's status.
+    pub fn recipients(&self) -> Vec<RecipientState> {
+        self.to
+            .iter()
+            .map(|address| match self.finished_record(address) {
+                Some(done) => RecipientState {
+                    address: address.clone(),
+                    status: done.status,
+                    last_error: done.reply.clone(),
+                    attempts: done.attempts,
+                },
+                None => RecipientState {
+                    address: address.clone(),
+                    status: self.status,
+                    last_error: match self.status {
+                        Status::Sent => None,
+                        _ => self.last_error.clone(),
+                    },
+                    attempts: self.attempts,
+                },
+            })
+            .collect()
+    }
+
+    /// The recipients still due: none once the message is sent or dead,
+    /// else those without a record (in envelope order, duplicates kept, as
+    /// the transaction sends each distinct one once).
+    pub fn due(&self) -> Vec<String> {
+        if matches!(self.status, Status::Sent | Status::Dead) {
+            return Vec::new();
+        }
+        self.to
+            .iter()
+            .filter(|a| self.finished_record(a).is_none())
+            .cloned()
+            .collect()
+    }
+
+    fn finished_record(&self, address: &str) -> Option<&RecipientRecord> {
+        self.finished.iter().find(|r| r.address == address)
+    }
 }
 
 /// A message leased to a worker, with its bytes.
@@ -134,6 +216,17 @@ pub struct Claimed {
     pub message: QueuedMessage,
     /// The bytes to send.
     pub bytes: Vec<u8>,
+}
+
+/// Recipients per status, over all stored messages.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecipientStats {
+    /// Recipients still due (their message `queued` or `sending`).
+    pub queued: u64,
+    /// Recipients the server took the message for (still kept).
+    pub sent: u64,
+    /// Recipients that cannot be delivered.
+    pub dead: u64,
 }
 
 /// Messages per status, and the age of the oldest waiting one.
@@ -149,6 +242,8 @@ pub struct Stats {
     pub dead: u64,
     /// When the oldest `queued` or `sending` message was stored.
     pub oldest_waiting: Option<SystemTime>,
+    /// The same per recipient.
+    pub recipients: RecipientStats,
 }
 
 /// How a claim ends.
@@ -171,6 +266,42 @@ pub enum Completion {
         /// Why.
         error: String,
     },
+    /// The recipients ended differently. `finished` replaces the message's
+    /// [`QueuedMessage::finished`] (the earlier records and the new ones);
+    /// the message is `queued` until `next_attempt` when some recipients
+    /// are still due, else `dead` if any recipient is, else `sent`.
+    Recipients {
+        /// Every recipient that is done.
+        finished: Vec<RecipientRecord>,
+        /// When the recipients still due are tried again; `None` if none is.
+        next_attempt: Option<SystemTime>,
+        /// The message's last failure, for listings.
+        error: String,
+    },
+}
+
+impl Completion {
+    /// The status the message has after this completion.
+    pub fn status(&self) -> Status {
+        match self {
+            Completion::Sent { .. } => Status::Sent,
+            Completion::Retry { .. } => Status::Queued,
+            Completion::Dead { .. } => Status::Dead,
+            Completion::Recipients {
+                finished,
+                next_attempt,
+                ..
+            } => {
+                if next_attempt.is_some() {
+                    Status::Queued
+                } else if finished.iter().any(|r| r.status == Status::Dead) {
+                    Status::Dead
+                } else {
+                    Status::Sent
+                }
+            }
+        }
+    }
 }
 
 /// A store of outbox messages. An enqueue is durable before it returns (it
@@ -292,8 +423,9 @@ pub trait OutboxStore: Send + Sync + fmt::Debug {
     async fn queued_ids(&self) -> Result<Vec<MessageId>>;
 
     /// Makes `id` (`queued` or `dead`) due now as `queued`, with its
-    /// attempts and its maximum age counted afresh; false if there is no
-    /// such message in those states.
+    /// attempts and its maximum age counted afresh; its dead recipients are
+    /// due again, the sent ones stay sent. False if there is no such message
+    /// in those states.
     async fn retry(&self, id: MessageId, now: SystemTime) -> Result<bool>;
 
     /// [`OutboxStore::retry`] for every `dead` message; how many.

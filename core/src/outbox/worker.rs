@@ -9,8 +9,12 @@ use std::time::{Duration, SystemTime};
 use lettre::Address;
 use lettre::address::Envelope;
 
-use super::{Claimed, Completion, MessageId, OutboxSettings, OutboxStore, QueuedMessage, backoff};
-use crate::error::{Error, Result};
+use super::observer::{DeliveryObserver, RecipientEvent};
+use super::{
+    Claimed, Completion, MessageId, OutboxSettings, OutboxStore, QueuedMessage, RecipientRecord,
+    Status, backoff,
+};
+use crate::error::{Error, RecipientRefusal, Result};
 use crate::mailer::Mailer;
 
 /// A worker sleeps at most this long between looks at the outbox, so that
@@ -42,6 +46,53 @@ pub enum DeliveryOutcome {
         /// The exit code of the failure (sysexits).
         exit_code: u8,
     },
+    /// The recipients ended differently: some were refused (and are dead,
+    /// or wait for `next_attempt`), the others got it.
+    Recipients {
+        /// Every recipient of the message that is done, with its reply.
+        finished: Vec<RecipientRecord>,
+        /// When the recipients still due are tried again; `None` if none is.
+        next_attempt: Option<SystemTime>,
+        /// The refusals.
+        error: String,
+        /// The exit code of the refusals (sysexits).
+        exit_code: u8,
+    },
+}
+
+impl DeliveryOutcome {
+    /// The message's status after this outcome.
+    pub fn status(&self) -> Status {
+        self.completion().status()
+    }
+
+    fn completion(&self) -> Completion {
+        match self {
+            DeliveryOutcome::Sent(reply) => Completion::Sent {
+                reply: reply.clone(),
+            },
+            DeliveryOutcome::Retry {
+                error,
+                next_attempt,
+            } => Completion::Retry {
+                error: error.clone(),
+                next_attempt: *next_attempt,
+            },
+            DeliveryOutcome::Dead { error, .. } => Completion::Dead {
+                error: error.clone(),
+            },
+            DeliveryOutcome::Recipients {
+                finished,
+                next_attempt,
+                error,
+                ..
+            } => Completion::Recipients {
+                finished: finished.clone(),
+                next_attempt: *next_attempt,
+                error: error.clone(),
+            },
+        }
+    }
 }
 
 /// What a worker has done since it started (for metrics); `+=` adds the
@@ -106,6 +157,7 @@ pub struct Worker {
     stop_flags: Arc<std::sync::Mutex<Vec<std::sync::Weak<AtomicBool>>>>,
     counters: Arc<Counters>,
     wake: Arc<tokio::sync::Notify>,
+    observers: Arc<Vec<Arc<dyn DeliveryObserver>>>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -131,7 +183,17 @@ impl Worker {
             stop_flags: Arc::default(),
             counters: Arc::default(),
             wake: mailer.outbox_wake(),
+            observers: Arc::default(),
         })
+    }
+
+    /// Tells `observer` what becomes of each recipient (delivered, deferred,
+    /// dead), after each attempt and before the outcome is recorded: after
+    /// a crash in between, an observer may hear of one attempt twice, never
+    /// of none.
+    pub fn observe(mut self, observer: Arc<dyn DeliveryObserver>) -> Self {
+        Arc::make_mut(&mut self.observers).push(observer);
+        self
     }
 
     /// Uses `clock` instead of the system time (tests of back-off).
@@ -324,6 +386,11 @@ impl Worker {
                 Some(DeliveryOutcome::Sent(_)) => report.sent += 1,
                 Some(DeliveryOutcome::Retry { .. }) => report.requeued += 1,
                 Some(DeliveryOutcome::Dead { .. }) => report.dead += 1,
+                Some(outcome @ DeliveryOutcome::Recipients { .. }) => match outcome.status() {
+                    Status::Sent => report.sent += 1,
+                    Status::Dead => report.dead += 1,
+                    _ => report.requeued += 1,
+                },
                 None => {}
             }
             progress(i + 1, ids.len());
@@ -398,24 +465,37 @@ impl Worker {
         Ok(outcome)
     }
 
-    /// Sends one claimed message; what became of it (nothing recorded yet).
+    /// Sends one claimed message to its recipients still due; what became
+    /// of it, told to the observers (nothing recorded yet).
     async fn attempt(&self, claimed: Claimed) -> (QueuedMessage, DeliveryOutcome) {
         let Claimed { message, bytes } = claimed;
         let started = std::time::Instant::now();
-        let outcome = match envelope_of(&message.from, &message.to) {
+        let due = message.due();
+        let outcome = match envelope_of(&message.from, &due) {
             Err(e) => DeliveryOutcome::Dead {
                 error: e.to_string(),
                 exit_code: e.exit_code(),
             },
             Ok(envelope) => match self.mailer.send_prepared(&envelope, &bytes).await {
-                Ok(delivery) => DeliveryOutcome::Sent(delivery.reply),
+                Ok(delivery) if delivery.refused.is_empty() => {
+                    DeliveryOutcome::Sent(delivery.reply)
+                }
+                Ok(delivery) => {
+                    let error = delivery.refusal().map(|e| (e.to_string(), e.exit_code()));
+                    self.per_recipient(
+                        &message,
+                        &due,
+                        Some(&delivery.reply),
+                        &delivery.refused,
+                        error,
+                    )
+                }
+                Err(e) if !e.refused_recipients().is_empty() => {
+                    let error = Some((e.to_string(), e.exit_code()));
+                    self.per_recipient(&message, &due, None, e.refused_recipients(), error)
+                }
                 Err(e) => {
-                    let now = (self.clock)();
-                    let next = now + backoff(&self.settings, message.attempts, jitter());
-                    let too_old = message
-                        .age_from
-                        .checked_add(self.settings.max_age)
-                        .is_some_and(|limit| next > limit);
+                    let (next, too_old) = self.next_attempt(&message);
                     if !e.is_transient() {
                         DeliveryOutcome::Dead {
                             error: e.to_string(),
@@ -437,43 +517,148 @@ impl Worker {
                 }
             },
         };
+        let outcome = self.with_earlier_records(&message, &due, outcome);
+        self.tell_observers(&message, &due, &outcome).await;
         let c = &self.counters;
         c.attempts.fetch_add(1, Ordering::Relaxed);
         c.attempt_micros.fetch_add(
             u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
-        match &outcome {
-            DeliveryOutcome::Sent(_) => &c.delivered,
-            DeliveryOutcome::Retry { .. } => &c.deferred,
-            DeliveryOutcome::Dead { .. } => &c.dead,
+        match outcome.status() {
+            Status::Sent => &c.delivered,
+            Status::Dead => &c.dead,
+            Status::Queued | Status::Sending => &c.deferred,
         }
         .fetch_add(1, Ordering::Relaxed);
         (message, outcome)
+    }
+
+    /// A message some of whose recipients were done before this attempt
+    /// keeps their records: its status is that of all its recipients (dead
+    /// if any is dead), not of this attempt's alone.
+    fn with_earlier_records(
+        &self,
+        message: &QueuedMessage,
+        due: &[String],
+        outcome: DeliveryOutcome,
+    ) -> DeliveryOutcome {
+        if message.finished.is_empty() {
+            return outcome;
+        }
+        match outcome {
+            DeliveryOutcome::Sent(reply) => {
+                self.per_recipient(message, due, Some(&reply), &[], None)
+            }
+            DeliveryOutcome::Dead { error, exit_code } => {
+                let mut finished = message.finished.clone();
+                for address in due {
+                    if !finished.iter().any(|r| &r.address == address) {
+                        finished.push(RecipientRecord {
+                            address: address.clone(),
+                            status: Status::Dead,
+                            reply: Some(error.clone()),
+                            attempts: message.attempts,
+                        });
+                    }
+                }
+                DeliveryOutcome::Recipients {
+                    finished,
+                    next_attempt: None,
+                    error,
+                    exit_code,
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// When the next attempt would be, and whether that is past the
+    /// message's `mailgate.outbox.maxAgeHours`.
+    fn next_attempt(&self, message: &QueuedMessage) -> (SystemTime, bool) {
+        let now = (self.clock)();
+        let next = now + backoff(&self.settings, message.attempts, jitter());
+        let too_old = message
+            .age_from
+            .checked_add(self.settings.max_age)
+            .is_some_and(|limit| next > limit);
+        (next, too_old)
+    }
+
+    /// The outcome when the server refused some of the recipients `due`
+    /// (`refused`, by position) and, with `reply`, took the message for
+    /// the others: a permanent refusal makes that recipient dead, a
+    /// temporary one leaves it due (dead once the message is too old).
+    fn per_recipient(
+        &self,
+        message: &QueuedMessage,
+        due: &[String],
+        reply: Option<&str>,
+        refused: &[RecipientRefusal],
+        error: Option<(String, u8)>,
+    ) -> DeliveryOutcome {
+        let (next, too_old) = self.next_attempt(message);
+        let mut finished = message.finished.clone();
+        let mut still_due = false;
+        for (index, address) in due.iter().enumerate() {
+            if finished.iter().any(|r| &r.address == address) {
+                continue; // a duplicate of one just recorded
+            }
+            let record = |status, reply: String| RecipientRecord {
+                address: address.clone(),
+                status,
+                reply: Some(reply),
+                attempts: message.attempts,
+            };
+            match refused.iter().find(|r| r.index == index) {
+                None => match reply {
+                    Some(reply) => finished.push(record(Status::Sent, reply.to_owned())),
+                    // Not refused and not sent: the transaction stopped first.
+                    None => still_due = true,
+                },
+                Some(r) if r.is_transient() && !too_old => still_due = true,
+                Some(r) if r.is_transient() => finished.push(record(
+                    Status::Dead,
+                    format!(
+                        "{} {} (given up: older than mailgate.outbox.maxAgeHours)",
+                        r.code, r.reply
+                    ),
+                )),
+                Some(r) => finished.push(record(Status::Dead, format!("{} {}", r.code, r.reply))),
+            }
+        }
+        // Without refusals this attempt only completes earlier records.
+        let (error, exit_code) =
+            error.unwrap_or_else(|| (message.last_error.clone().unwrap_or_default(), 0));
+        DeliveryOutcome::Recipients {
+            finished,
+            next_attempt: still_due.then_some(next),
+            error,
+            exit_code,
+        }
+    }
+
+    /// Tells the observers what became of each recipient of this attempt.
+    async fn tell_observers(
+        &self,
+        message: &QueuedMessage,
+        due: &[String],
+        outcome: &DeliveryOutcome,
+    ) {
+        if self.observers.is_empty() {
+            return;
+        }
+        let events = RecipientEvent::of(message, due, outcome);
+        for observer in self.observers.iter() {
+            observer.on_attempt(message, &events).await;
+        }
     }
 
     /// Records outcomes in the store, all in one write, and logs them.
     async fn record(&self, outcomes: Vec<(QueuedMessage, DeliveryOutcome)>) -> Result<()> {
         let completions: Vec<(MessageId, Completion)> = outcomes
             .iter()
-            .map(|(message, outcome)| {
-                let completion = match outcome {
-                    DeliveryOutcome::Sent(reply) => Completion::Sent {
-                        reply: reply.clone(),
-                    },
-                    DeliveryOutcome::Retry {
-                        error,
-                        next_attempt,
-                    } => Completion::Retry {
-                        error: error.clone(),
-                        next_attempt: *next_attempt,
-                    },
-                    DeliveryOutcome::Dead { error, .. } => Completion::Dead {
-                        error: error.clone(),
-                    },
-                };
-                (message.id, completion)
-            })
+            .map(|(message, outcome)| (message.id, outcome.completion()))
             .collect();
         let now = (self.clock)();
         let kept = self
@@ -509,6 +694,25 @@ impl Worker {
                     id = message.id,
                     attempts = message.attempts,
                     "outbox: dead: {error}"
+                ),
+                DeliveryOutcome::Recipients {
+                    finished,
+                    next_attempt,
+                    error,
+                    ..
+                } => tracing::warn!(
+                    id = message.id,
+                    attempts = message.attempts,
+                    sent = finished.iter().filter(|r| r.status == Status::Sent).count(),
+                    dead = finished.iter().filter(|r| r.status == Status::Dead).count(),
+                    "outbox: {}: {error}",
+                    match next_attempt {
+                        Some(at) => format!(
+                            "some recipients deferred until {}",
+                            crate::message::raw::rfc5322_date(*at)
+                        ),
+                        None => "every recipient is done".into(),
+                    }
                 ),
             }
         }

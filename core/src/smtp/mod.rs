@@ -23,3 +23,4 @@ pub use pool::{ConnectReport, Delivery};
 pub(crate) use pool::{Payload, Transport};
 pub use redact::{Redactor, escape_controls};
 pub use reply::{Reply, ReplyError, ReplyLimits, ReplyReader};
+pub use transaction::RecipientPolicy;

@@ -9,8 +9,8 @@ use tokio::time::Instant;
 
 use super::capabilities::Capabilities;
 use super::connection::{Connection, Peer};
-use super::transaction::{self, WireMessage};
-use crate::error::{Error, Result, Stage};
+use super::transaction::{self, RecipientPolicy, WireMessage};
+use crate::error::{Error, RecipientRefusal, Result, Stage};
 use crate::settings::{ServerSettings, TlsMode};
 use crate::strategy::{ErasedStrategy, SharedStrategy, SmtpSession};
 
@@ -21,7 +21,12 @@ const MAX_IDLE_AGE: Duration = Duration::from_secs(60);
 /// before anything is accepted and the message goes out on a new connection).
 const PROBE_AFTER_IDLE: Duration = Duration::from_secs(5);
 
-/// What happened on a successful delivery.
+/// What happened on a successful delivery: the server took the message for
+/// the [`accepted`](Delivery::accepted) recipients. Recipients it refused at
+/// RCPT are in [`refused`](Delivery::refused) (see
+/// [`Delivery::refusal`]); with
+/// [`MailerBuilder::all_or_nothing`](crate::MailerBuilder::all_or_nothing)
+/// a refusal is an error instead and this list is always empty.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Delivery {
     /// The server's reply to the end of DATA (usually a queue id), cleaned for display.
@@ -32,6 +37,30 @@ pub struct Delivery {
     pub message_id: Option<String>,
     /// How many distinct recipients the server accepted.
     pub recipients: usize,
+    /// The envelope's recipients the server accepted, as given.
+    pub accepted: Vec<String>,
+    /// The envelope's recipients the server refused, with its replies; they
+    /// did not get the message.
+    pub refused: Vec<RecipientRefusal>,
+    /// The server, host:port.
+    pub server: String,
+}
+
+impl Delivery {
+    /// Whether every recipient got the message.
+    pub fn is_complete(&self) -> bool {
+        self.refused.is_empty()
+    }
+
+    /// The refused recipients as an error ([`Error::PartlyDelivered`],
+    /// classified like a refusal at RCPT), `None` when all were accepted.
+    pub fn refusal(&self) -> Option<Error> {
+        (!self.refused.is_empty()).then(|| Error::PartlyDelivered {
+            server: self.server.clone(),
+            total: self.accepted.len() + self.refused.len(),
+            refused: self.refused.clone(),
+        })
+    }
 }
 
 /// Builds a message's bytes for a server's capabilities.
@@ -115,7 +144,12 @@ impl Transport {
     }
 
     /// Sends one message, reusing a pooled connection when one is alive.
-    pub(crate) async fn send(&self, envelope: &Envelope, payload: Payload<'_>) -> Result<Delivery> {
+    pub(crate) async fn send(
+        &self,
+        envelope: &Envelope,
+        payload: Payload<'_>,
+        policy: RecipientPolicy,
+    ) -> Result<Delivery> {
         let _permit = self.permit().await?;
         let (mut conn, reused) = self.checkout().await?;
         // Encoded once; a composed message's bytes are dropped right after.
@@ -136,8 +170,11 @@ impl Transport {
             reused_connection,
             message_id: message_id.clone(),
             recipients: sent.recipients,
+            accepted: sent.accepted,
+            refused: sent.refused,
+            server: self.peer.address.clone(),
         };
-        match transaction::send(&mut conn, envelope, message).await {
+        match transaction::send(&mut conn, envelope, message, policy).await {
             Ok(sent) => {
                 self.checkin(conn);
                 Ok(delivered(sent, reused))
@@ -152,7 +189,7 @@ impl Transport {
                 );
                 drop(conn);
                 let mut conn = self.open().await?;
-                let result = transaction::send(&mut conn, envelope, message).await;
+                let result = transaction::send(&mut conn, envelope, message, policy).await;
                 self.finish(conn, result)
                     .await
                     .map(|sent| delivered(sent, false))

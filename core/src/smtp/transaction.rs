@@ -5,11 +5,15 @@
 //! go in one more. That is two round trips per message. Without it, one
 //! command per round trip.
 //!
-//! All or nothing: if any recipient is refused, the message goes to no one
-//! and the error lists every refused address with its reply. When the server
-//! has already answered the pipelined DATA with 354, the only way to abandon
-//! the transaction is to drop the connection before the end-of-data line
-//! (RFC 5321 §4.1.1.4: no delivery without it).
+//! Per recipient by default, as Postfix and Nodemailer do: a refused RCPT
+//! leaves that recipient out and the message goes to the others; the result
+//! lists who was accepted and who was refused with the server's reply. Only
+//! when every recipient is refused is the transaction an error.
+//!
+//! [`RecipientPolicy::AllOrNothing`] sends to no one if any recipient is
+//! refused. When the server has already answered the pipelined DATA with
+//! 354, the only way to abandon the transaction is to drop the connection
+//! before the end-of-data line (RFC 5321 §4.1.1.4: no delivery without it).
 
 use lettre::address::Envelope;
 
@@ -26,6 +30,21 @@ pub(crate) struct Sent {
     pub(crate) reply: String,
     /// Distinct recipients the server accepted.
     pub(crate) recipients: usize,
+    /// The envelope's recipients the server accepted, as given.
+    pub(crate) accepted: Vec<String>,
+    /// The envelope's recipients the server refused, with its replies.
+    pub(crate) refused: Vec<RecipientRefusal>,
+}
+
+/// What a transaction does when some recipients are refused.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RecipientPolicy {
+    /// Deliver to the accepted recipients and report the refused ones
+    /// (Postfix, Nodemailer); an error only when all are refused.
+    #[default]
+    PerRecipient,
+    /// Deliver to no one if any recipient is refused.
+    AllOrNothing,
 }
 
 /// A message ready for the DATA phase, encoded once however often it is
@@ -68,6 +87,7 @@ pub(crate) async fn send(
     conn: &mut Connection,
     envelope: &Envelope,
     message: &WireMessage,
+    policy: RecipientPolicy,
 ) -> Result<Sent> {
     let data = &message.data;
     let paths = Paths::for_server(conn, envelope, message)?;
@@ -82,9 +102,10 @@ pub(crate) async fn send(
     let envelope_replies = if conn.caps().pipelining() {
         pipelined_envelope(conn, &mail, &rcpts, deadline).await?
     } else {
-        stepwise_envelope(conn, &mail, &rcpts, deadline).await?
+        stepwise_envelope(conn, &mail, &rcpts, policy, deadline).await?
     };
-    if let Some(data_reply) = envelope_replies.check(conn, &paths.to)?
+    let (data_reply, outcome) = envelope_replies.check(conn, envelope, &paths, policy)?;
+    if let Some(data_reply) = data_reply
         && data_reply.code != 354
     {
         return Err(conn.peer().smtp_error(Stage::Data, &data_reply));
@@ -103,7 +124,9 @@ pub(crate) async fn send(
     }
     Ok(Sent {
         reply: conn.peer().clean(&reply.text()),
-        recipients: paths.to.len(),
+        recipients: outcome.distinct_accepted,
+        accepted: outcome.accepted,
+        refused: outcome.refused,
     })
 }
 
@@ -113,6 +136,8 @@ pub(crate) async fn send(
 struct Paths {
     from: String,
     to: Vec<String>,
+    /// For each of the envelope's recipients, its path in `to`.
+    of: Vec<usize>,
     /// Some path needs SMTPUTF8 (a non-ASCII local part, with a server that offers it).
     utf8: bool,
 }
@@ -147,19 +172,22 @@ impl Paths {
             .map(&mut path)
             .transpose()?
             .unwrap_or_default();
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = std::collections::HashMap::new();
         let mut to = Vec::with_capacity(envelope.to().len());
+        let mut of = Vec::with_capacity(envelope.to().len());
         for address in envelope.to() {
             let p = path(address)?;
-            if seen.insert(recipient_key(&p)) {
+            let index = *seen.entry(recipient_key(&p)).or_insert_with(|| {
                 to.push(p);
-            }
+                to.len() - 1
+            });
+            of.push(index);
         }
         // UTF-8 in the headers (an address written as is) needs SMTPUTF8 too.
         if smtputf8 && message.eight_bit_headers {
             utf8 = true;
         }
-        Ok(Self { from, to, utf8 })
+        Ok(Self { from, to, of, utf8 })
     }
 }
 
@@ -228,17 +256,36 @@ struct EnvelopeReplies {
     data: Option<Reply>,
 }
 
+/// Who the envelope replies accepted.
+struct RecipientOutcome {
+    distinct_accepted: usize,
+    accepted: Vec<String>,
+    refused: Vec<RecipientRefusal>,
+}
+
 impl EnvelopeReplies {
-    /// The reply to DATA when every envelope command was accepted; else the
-    /// error, with the connection poisoned where it is out of step.
-    fn check(self, conn: &mut Connection, to: &[String]) -> Result<Option<Reply>> {
+    /// The reply to DATA (when it was sent) and who was accepted, when the
+    /// transaction goes on; else the error, with the connection poisoned
+    /// where it is out of step.
+    fn check(
+        self,
+        conn: &mut Connection,
+        envelope: &Envelope,
+        paths: &Paths,
+        policy: RecipientPolicy,
+    ) -> Result<(Option<Reply>, RecipientOutcome)> {
         let peer = conn.peer().clone();
         let data_started = self.data.as_ref().is_some_and(|r| r.code == 354);
         let closing = std::iter::once(&self.mail)
             .chain(&self.rcpts)
             .chain(&self.data)
             .any(|r| r.code == 421);
-        if closing || (data_started && !self.all_accepted()) {
+        let any_accepted = self.rcpts.iter().any(Reply::is_positive);
+        let goes_on = match policy {
+            RecipientPolicy::PerRecipient => any_accepted,
+            RecipientPolicy::AllOrNothing => self.all_accepted(),
+        };
+        if closing || (data_started && !(self.mail.is_positive() && goes_on)) {
             conn.poison();
         }
         if !self.mail.is_positive() {
@@ -247,24 +294,35 @@ impl EnvelopeReplies {
         if let Some(closing) = self.rcpts.iter().find(|r| r.code == 421) {
             return Err(peer.smtp_error(Stage::Rcpt, closing));
         }
-        let refused: Vec<RecipientRefusal> = to
-            .iter()
-            .zip(&self.rcpts)
-            .filter(|(_, reply)| !reply.is_positive())
-            .map(|(address, reply)| RecipientRefusal {
-                address: peer.clean(address),
-                code: reply.code,
-                reply: peer.clean(&reply.text()),
-            })
-            .collect();
-        if !refused.is_empty() {
+        let mut outcome = RecipientOutcome {
+            distinct_accepted: self.rcpts.iter().filter(|r| r.is_positive()).count(),
+            accepted: Vec::new(),
+            refused: Vec::new(),
+        };
+        for (index, (address, path)) in envelope.to().iter().zip(&paths.of).enumerate() {
+            // A stepwise envelope stops at the first 421; it was caught above.
+            let Some(reply) = self.rcpts.get(*path) else {
+                continue;
+            };
+            if reply.is_positive() {
+                outcome.accepted.push(addr(address).to_owned());
+            } else {
+                outcome.refused.push(RecipientRefusal {
+                    address: peer.clean(addr(address)),
+                    code: reply.code,
+                    reply: peer.clean(&reply.text()),
+                    index,
+                });
+            }
+        }
+        if !outcome.refused.is_empty() && !goes_on {
             return Err(Error::Recipients {
                 server: peer.address.clone(),
-                total: to.len(),
-                refused,
+                total: envelope.to().len(),
+                refused: outcome.refused,
             });
         }
-        Ok(self.data)
+        Ok((self.data, outcome))
     }
 
     fn all_accepted(&self) -> bool {
@@ -332,6 +390,7 @@ async fn stepwise_envelope(
     conn: &mut Connection,
     mail: &str,
     rcpts: &[String],
+    policy: RecipientPolicy,
     deadline: tokio::time::Instant,
 ) -> Result<EnvelopeReplies> {
     let mail_reply = conn.command(mail, Stage::Mail, deadline).await?;
@@ -351,8 +410,12 @@ async fn stepwise_envelope(
             break;
         }
     }
-    let accepted = replies.len() == rcpts.len() && replies.iter().all(Reply::is_positive);
-    let data = if accepted {
+    let complete = replies.len() == rcpts.len();
+    let goes_on = match policy {
+        RecipientPolicy::PerRecipient => replies.iter().any(Reply::is_positive),
+        RecipientPolicy::AllOrNothing => replies.iter().all(Reply::is_positive),
+    };
+    let data = if complete && goes_on {
         Some(conn.command("DATA", Stage::Data, deadline).await?)
     } else {
         None

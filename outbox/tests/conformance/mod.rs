@@ -359,3 +359,143 @@ pub async fn concurrent_claims_are_exclusive(
     assert_eq!(before, all.len(), "a message was claimed twice");
     assert_eq!(all.len(), n);
 }
+
+/// Per-recipient state: a completion with records keeps them; the message
+/// stays queued while a recipient is due; `retry` makes only the dead ones
+/// due again; stats count recipients.
+pub async fn per_recipient(store: Arc<dyn OutboxStore>) {
+    use mailgate_core::outbox::RecipientRecord;
+    let mut new = message(1);
+    new.to = vec![
+        "good@example.com".into(),
+        "bad@example.com".into(),
+        "later@example.com".into(),
+    ];
+    let id = store.enqueue(new).await.unwrap();
+    let t0 = SystemTime::now() + Duration::from_secs(1);
+    let stats = store.stats().await.unwrap();
+    assert_eq!(
+        (
+            stats.recipients.queued,
+            stats.recipients.sent,
+            stats.recipients.dead
+        ),
+        (3, 0, 0)
+    );
+    let claimed = store.claim("w1", LEASE, 10, t0).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert!(claimed[0].message.finished.is_empty());
+    assert_eq!(claimed[0].message.due(), claimed[0].message.to);
+    let record = |address: &str, status, reply: &str| RecipientRecord {
+        address: address.into(),
+        status,
+        reply: Some(reply.into()),
+        attempts: 1,
+    };
+    let finished = vec![
+        record("good@example.com", Status::Sent, "250 2.0.0 queued as A1"),
+        record("bad@example.com", Status::Dead, "550 5.1.1 no such user"),
+    ];
+    let next = t0 + Duration::from_secs(30);
+    let completion = Completion::Recipients {
+        finished: finished.clone(),
+        next_attempt: Some(next),
+        error: "452 4.2.2 mailbox full".into(),
+    };
+    assert_eq!(completion.status(), Status::Queued);
+    assert!(store.complete(id, "w1", completion, t0).await.unwrap());
+
+    let listed = store.list(false).await.unwrap();
+    let m = listed.iter().find(|m| m.id == id).expect("listed");
+    assert_eq!(m.status, Status::Queued);
+    assert_eq!(m.finished, finished);
+    assert_eq!(m.due(), ["later@example.com"]);
+    let states = m.recipients();
+    let by = |a: &str| states.iter().find(|s| s.address == a).unwrap().clone();
+    assert_eq!(by("good@example.com").status, Status::Sent);
+    assert_eq!(by("bad@example.com").status, Status::Dead);
+    assert_eq!(
+        by("bad@example.com").last_error.as_deref(),
+        Some("550 5.1.1 no such user")
+    );
+    assert_eq!(by("later@example.com").status, Status::Queued);
+    assert_eq!(
+        by("later@example.com").last_error.as_deref(),
+        Some("452 4.2.2 mailbox full")
+    );
+    let stats = store.stats().await.unwrap();
+    assert_eq!(
+        (
+            stats.recipients.queued,
+            stats.recipients.sent,
+            stats.recipients.dead
+        ),
+        (1, 1, 1)
+    );
+
+    // The next attempt is for `later` alone; it is sent: the message is
+    // dead (one recipient is), the records stay.
+    let claimed = store.claim("w1", LEASE, 10, next).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].message.due(), ["later@example.com"]);
+    let sent = Completion::Sent {
+        reply: "250 ok".into(),
+    };
+    assert!(store.complete(id, "w1", sent, next).await.unwrap());
+    let m = store
+        .list(true)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|m| m.id == id)
+        .unwrap();
+    assert_eq!(m.status, Status::Sent, "a plain Sent marks the rest sent");
+    assert!(m.due().is_empty());
+
+    // A message whose last recipients die is dead; retry makes only the
+    // dead recipients due again.
+    let mut new = message(2);
+    new.to = vec!["good@example.com".into(), "bad@example.com".into()];
+    let id = store.enqueue(new).await.unwrap();
+    let claimed = store.claim("w1", LEASE, 10, next).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    let completion = Completion::Recipients {
+        finished: finished.clone(),
+        next_attempt: None,
+        error: "550 5.1.1 no such user".into(),
+    };
+    assert_eq!(completion.status(), Status::Dead);
+    assert!(store.complete(id, "w1", completion, next).await.unwrap());
+    let stats = store.stats().await.unwrap();
+    assert_eq!(stats.dead, 1);
+    assert!(store.retry(id, next).await.unwrap());
+    let m = store
+        .list(false)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|m| m.id == id)
+        .unwrap();
+    assert_eq!(m.status, Status::Queued);
+    assert_eq!(m.due(), ["bad@example.com"], "the sent one stays sent");
+    assert_eq!(m.finished.len(), 1);
+    assert_eq!(m.finished[0].status, Status::Sent);
+    // The same through retry_dead.
+    let claimed = store.claim("w1", LEASE, 10, next).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    let completion = Completion::Recipients {
+        finished: finished.clone(),
+        next_attempt: None,
+        error: "550".into(),
+    };
+    assert!(store.complete(id, "w1", completion, next).await.unwrap());
+    assert_eq!(store.retry_dead(next).await.unwrap(), 1);
+    let m = store
+        .list(false)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|m| m.id == id)
+        .unwrap();
+    assert_eq!(m.due(), ["bad@example.com"]);
+}

@@ -1,0 +1,152 @@
+//! What becomes of each recipient: the seam that DSNs, metrics and logs
+//! hang on.
+
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+
+use super::worker::DeliveryOutcome;
+use super::{QueuedMessage, Status};
+
+/// What one delivery attempt did for one recipient.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RecipientEvent {
+    /// The server took the message for `recipient`.
+    Delivered {
+        /// The address, as in the envelope.
+        recipient: String,
+        /// The server's reply.
+        reply: String,
+    },
+    /// Not this time; tried again at `next_attempt`.
+    Deferred {
+        /// The address.
+        recipient: String,
+        /// Why.
+        error: String,
+        /// When it is tried again.
+        next_attempt: SystemTime,
+    },
+    /// It will never get the message.
+    Dead {
+        /// The address.
+        recipient: String,
+        /// Why (the server's reply, or the reason mailgate gave up).
+        error: String,
+    },
+}
+
+impl RecipientEvent {
+    /// The recipient's address.
+    pub fn recipient(&self) -> &str {
+        match self {
+            RecipientEvent::Delivered { recipient, .. }
+            | RecipientEvent::Deferred { recipient, .. }
+            | RecipientEvent::Dead { recipient, .. } => recipient,
+        }
+    }
+
+    /// One event per distinct recipient of `due` (the recipients the
+    /// attempt was for), from its outcome.
+    pub(crate) fn of(
+        message: &QueuedMessage,
+        due: &[String],
+        outcome: &DeliveryOutcome,
+    ) -> Vec<RecipientEvent> {
+        let mut seen = std::collections::HashSet::new();
+        due.iter()
+            .filter(|r| seen.insert(r.as_str()))
+            .map(|recipient| {
+                let recipient = recipient.clone();
+                match outcome {
+                    DeliveryOutcome::Sent(reply) => RecipientEvent::Delivered {
+                        recipient,
+                        reply: reply.clone(),
+                    },
+                    DeliveryOutcome::Retry {
+                        error,
+                        next_attempt,
+                    } => RecipientEvent::Deferred {
+                        recipient,
+                        error: error.clone(),
+                        next_attempt: *next_attempt,
+                    },
+                    DeliveryOutcome::Dead { error, .. } => RecipientEvent::Dead {
+                        recipient,
+                        error: error.clone(),
+                    },
+                    DeliveryOutcome::Recipients {
+                        finished,
+                        next_attempt,
+                        error,
+                        ..
+                    } => {
+                        // Records that were there before this attempt are
+                        // not in `due`, so a record here is this attempt's.
+                        match finished.iter().find(|r| r.address == recipient) {
+                            Some(r) if r.status == Status::Sent => RecipientEvent::Delivered {
+                                recipient,
+                                reply: r.reply.clone().unwrap_or_default(),
+                            },
+                            Some(r) => RecipientEvent::Dead {
+                                recipient,
+                                error: r.reply.clone().unwrap_or_default(),
+                            },
+                            None => RecipientEvent::Deferred {
+                                recipient,
+                                error: error.clone(),
+                                next_attempt: next_attempt.unwrap_or(message.created),
+                            },
+                        }
+                    }
+                }
+            })
+            .collect()
+    }
+}
+
+/// Hears what becomes of each recipient of each outbox delivery attempt
+/// ([`Worker::observe`](super::Worker::observe)). Each method has a default
+/// that does nothing; [`on_attempt`](Self::on_attempt) calls the three
+/// per-recipient methods, and an observer that wants one attempt whole (a
+/// DSN lists every dead recipient of a message) overrides it.
+#[async_trait]
+pub trait DeliveryObserver: Send + Sync {
+    /// The server took `message` for `recipient`.
+    async fn on_delivered(&self, _message: &QueuedMessage, _recipient: &str, _reply: &str) {}
+
+    /// `recipient` waits for the next attempt.
+    async fn on_deferred(
+        &self,
+        _message: &QueuedMessage,
+        _recipient: &str,
+        _error: &str,
+        _next_attempt: SystemTime,
+    ) {
+    }
+
+    /// `recipient` will never get `message`.
+    async fn on_dead(&self, _message: &QueuedMessage, _recipient: &str, _error: &str) {}
+
+    /// One attempt of `message`, every recipient it was for.
+    async fn on_attempt(&self, message: &QueuedMessage, events: &[RecipientEvent]) {
+        for event in events {
+            match event {
+                RecipientEvent::Delivered { recipient, reply } => {
+                    self.on_delivered(message, recipient, reply).await;
+                }
+                RecipientEvent::Deferred {
+                    recipient,
+                    error,
+                    next_attempt,
+                } => {
+                    self.on_deferred(message, recipient, error, *next_attempt)
+                        .await;
+                }
+                RecipientEvent::Dead { recipient, error } => {
+                    self.on_dead(message, recipient, error).await;
+                }
+            }
+        }
+    }
+}
