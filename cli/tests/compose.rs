@@ -337,9 +337,18 @@ async fn json_is_one_object_whose_message_id_is_the_one_received() {
     let object = value.as_object().expect("an object");
     let mut keys: Vec<&str> = object.keys().map(String::as_str).collect();
     keys.sort_unstable();
-    assert_eq!(keys, ["message_id", "recipients", "status"], "{value}");
+    assert_eq!(
+        keys,
+        ["accepted", "message_id", "recipients", "refused", "status"],
+        "{value}"
+    );
     assert_eq!(value["status"], "sent");
     assert_eq!(value["recipients"], 2);
+    assert_eq!(
+        value["accepted"],
+        serde_json::json!(["dev@example.com", "ops@example.com"])
+    );
+    assert_eq!(value["refused"], serde_json::json!([]));
     let id = value["message_id"]
         .as_str()
         .expect("message_id is a string");

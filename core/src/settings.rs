@@ -58,6 +58,10 @@ pub mod keys {
     pub const OUTBOX_KEEP_SENT: &str = "mailgate.outbox.keepSentHours";
     /// A worker's lease on a message, in seconds (default 300).
     pub const OUTBOX_LEASE: &str = "mailgate.outbox.leaseSeconds";
+    /// `false`: no delivery status notification when a recipient is dead (default true).
+    pub const OUTBOX_BOUNCES: &str = "mailgate.outbox.bounces";
+    /// Who is told when a delivery status notification cannot be delivered.
+    pub const OUTBOX_POSTMASTER: &str = "mailgate.outbox.postmaster";
     /// Where `mailgate relay` listens (default `127.0.0.1:2525`).
     pub const RELAY_LISTEN: &str = "mailgate.relay.listen";
     /// Clients allowed to submit to the relay: comma-separated CIDRs (default loopback).
@@ -111,6 +115,8 @@ pub mod keys {
         OUTBOX_MAX_AGE,
         OUTBOX_KEEP_SENT,
         OUTBOX_LEASE,
+        OUTBOX_BOUNCES,
+        OUTBOX_POSTMASTER,
         RELAY_LISTEN,
         RELAY_ALLOW,
         RELAY_MAX_MESSAGE_BYTES,
@@ -164,10 +170,11 @@ pub mod keys {
             OUTBOX_MAX_AGE,
             OUTBOX_KEEP_SENT,
             OUTBOX_LEASE,
+            OUTBOX_BOUNCES,
         ];
         match key {
             SERVER_HOSTNAME | HELO_NAME | MESSAGE_ID_DOMAIN => 253,
-            EMAIL_FROM | AUTH_STRATEGY => 998,
+            EMAIL_FROM | AUTH_STRATEGY | OUTBOX_POSTMASTER => 998,
             OUTBOX_URL => 2048,
             k if SHORT.contains(&k) => 64,
             _ => 4096,

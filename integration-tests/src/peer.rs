@@ -349,8 +349,10 @@ impl ReceivedMessage {
     }
 }
 
+/// The null sender as both peers report it (Node: null, aiosmtpd: `<>`).
 fn null_as_empty<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
+    let from = Option::<String>::deserialize(d)?.unwrap_or_default();
+    Ok(if from == "<>" { String::new() } else { from })
 }
 
 fn base64_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {

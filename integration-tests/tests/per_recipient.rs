@@ -48,7 +48,12 @@ struct Recorder(Mutex<Vec<RecipientEvent>>);
 
 #[mailgate::async_trait]
 impl DeliveryObserver for Recorder {
-    async fn on_attempt(&self, _message: &QueuedMessage, events: &[RecipientEvent]) {
+    async fn on_attempt(
+        &self,
+        _message: &QueuedMessage,
+        _original: &[u8],
+        events: &[RecipientEvent],
+    ) {
         self.0.lock().unwrap().extend_from_slice(events);
     }
 }

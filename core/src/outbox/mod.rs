@@ -19,6 +19,7 @@
 //! loop ([`Worker`]); the `mailgate-outbox` crate holds the SQLite and
 //! PostgreSQL stores, each behind a cargo feature.
 
+mod dsn;
 mod observer;
 mod worker;
 
@@ -28,6 +29,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
+pub use dsn::DsnWriter;
 pub use observer::{DeliveryObserver, RecipientEvent};
 pub use worker::{DeliveryOutcome, FlushReport, Worker, WorkerStats};
 

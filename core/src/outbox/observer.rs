@@ -128,8 +128,14 @@ pub trait DeliveryObserver: Send + Sync {
     /// `recipient` will never get `message`.
     async fn on_dead(&self, _message: &QueuedMessage, _recipient: &str, _error: &str) {}
 
-    /// One attempt of `message`, every recipient it was for.
-    async fn on_attempt(&self, message: &QueuedMessage, events: &[RecipientEvent]) {
+    /// One attempt of `message` (whose stored bytes are `original`), every
+    /// recipient it was for.
+    async fn on_attempt(
+        &self,
+        message: &QueuedMessage,
+        _original: &[u8],
+        events: &[RecipientEvent],
+    ) {
         for event in events {
             match event {
                 RecipientEvent::Delivered { recipient, reply } => {

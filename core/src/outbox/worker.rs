@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 use lettre::Address;
 use lettre::address::Envelope;
 
+use super::dsn::DsnWriter;
 use super::observer::{DeliveryObserver, RecipientEvent};
 use super::{
     Claimed, Completion, MessageId, OutboxSettings, OutboxStore, QueuedMessage, RecipientRecord,
@@ -170,9 +171,13 @@ impl std::fmt::Debug for Worker {
 }
 
 impl Worker {
-    /// A worker for `mailer`'s outbox.
+    /// A worker for `mailer`'s outbox. It sends a delivery status
+    /// notification for each message whose recipients die ([`DsnWriter`])
+    /// unless `mailgate.outbox.bounces=false`.
     pub fn new(mailer: &Mailer) -> Result<Self> {
         let store = Arc::clone(mailer.outbox()?);
+        let dsn = DsnWriter::from_settings(mailer.settings(), Arc::clone(&store))?
+            .map(|w| Arc::new(w.waking(mailer.outbox_wake())) as Arc<dyn DeliveryObserver>);
         Ok(Self {
             settings: mailer.settings().outbox().clone(),
             mailer: mailer.clone(),
@@ -183,7 +188,7 @@ impl Worker {
             stop_flags: Arc::default(),
             counters: Arc::default(),
             wake: mailer.outbox_wake(),
-            observers: Arc::default(),
+            observers: Arc::new(dsn.into_iter().collect()),
         })
     }
 
@@ -518,7 +523,7 @@ impl Worker {
             },
         };
         let outcome = self.with_earlier_records(&message, &due, outcome);
-        self.tell_observers(&message, &due, &outcome).await;
+        self.tell_observers(&message, &bytes, &due, &outcome).await;
         let c = &self.counters;
         c.attempts.fetch_add(1, Ordering::Relaxed);
         c.attempt_micros.fetch_add(
@@ -642,6 +647,7 @@ impl Worker {
     async fn tell_observers(
         &self,
         message: &QueuedMessage,
+        original: &[u8],
         due: &[String],
         outcome: &DeliveryOutcome,
     ) {
@@ -650,7 +656,7 @@ impl Worker {
         }
         let events = RecipientEvent::of(message, due, outcome);
         for observer in self.observers.iter() {
-            observer.on_attempt(message, &events).await;
+            observer.on_attempt(message, original, &events).await;
         }
     }
 

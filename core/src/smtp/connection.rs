@@ -129,7 +129,7 @@ fn lock(m: &Mutex<Redactor>) -> std::sync::MutexGuard<'_, Redactor> {
 }
 
 /// This host's name when it is a usable EHLO domain, else an address literal.
-fn default_hello() -> String {
+pub(crate) fn default_hello() -> String {
     hostname::get()
         .ok()
         .and_then(|h| h.into_string().ok())

@@ -1,0 +1,400 @@
+//! Delivery status notifications (RFC 3464): when a recipient of a message
+//! mailgate accepted becomes dead, its envelope sender is told, by a
+//! `multipart/report` from the null sender that goes out through the same
+//! outbox, upstream and strategy.
+//!
+//! Written here rather than with lettre's builder: a DSN's second part is
+//! `message/delivery-status` and its third `text/rfc822-headers`, which are
+//! fields and raw header bytes, not MIME text lettre would re-encode.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+
+use super::observer::{DeliveryObserver, RecipientEvent};
+use super::{NewMessage, OutboxStore, QueuedMessage};
+use crate::message::raw::{self, HeaderSection};
+use crate::settings::{Settings, keys};
+
+/// The original header section attached to a DSN is cut at this size.
+const MAX_ATTACHED_HEADERS: usize = 64 * 1024;
+/// A diagnostic longer than this is cut (a DSN field must stay well under 998).
+const MAX_DIAGNOSTIC: usize = 400;
+
+/// Writes a DSN to the envelope sender for the dead recipients of each
+/// attempt ([`Worker::observe`](super::Worker::observe); `Worker::new` adds
+/// it unless `mailgate.outbox.bounces=false`).
+///
+/// No DSN answers a message from the null sender (a DSN itself): when one
+/// of those dies, `mailgate.outbox.postmaster` gets a notice if it is set,
+/// else only the log says so. Messages whose envelope sender is the
+/// configured sender (`mksis.logging.email.from`, mailgate's own
+/// notifications) get none either: their caller learns of the failure from
+/// `send` and `queue`, and a DSN would only go back to the same mailbox.
+pub struct DsnWriter {
+    store: Arc<dyn OutboxStore>,
+    reporting_mta: String,
+    own_sender: Option<String>,
+    postmaster: Option<String>,
+    wake: Option<Arc<tokio::sync::Notify>>,
+}
+
+impl std::fmt::Debug for DsnWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DsnWriter")
+            .field("reporting_mta", &self.reporting_mta)
+            .field("postmaster", &self.postmaster)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DsnWriter {
+    /// A writer that stores its DSNs in `store`, with the settings' names;
+    /// `None` when `mailgate.outbox.bounces=false`.
+    pub fn from_settings(
+        settings: &Settings,
+        store: Arc<dyn OutboxStore>,
+    ) -> crate::Result<Option<Self>> {
+        if settings.value(keys::OUTBOX_BOUNCES).is_some() && !settings.flag(keys::OUTBOX_BOUNCES)? {
+            return Ok(None);
+        }
+        let postmaster = settings
+            .optional_mailbox(keys::OUTBOX_POSTMASTER)?
+            .map(|m| m.email.to_string());
+        Ok(Some(Self {
+            store,
+            reporting_mta: settings
+                .server()
+                .helo_name
+                .clone()
+                .unwrap_or_else(crate::smtp::connection::default_hello),
+            own_sender: settings.sender().map(|m| m.email.to_string()),
+            postmaster,
+            wake: None,
+        }))
+    }
+
+    /// Wakes `wake` after a DSN is stored, so that a worker sends it now.
+    pub fn waking(mut self, wake: Arc<tokio::sync::Notify>) -> Self {
+        self.wake = Some(wake);
+        self
+    }
+
+    async fn store(&self, message: NewMessage) {
+        let to = message.to.join(", ");
+        match self.store.enqueue(message).await {
+            Ok(id) => {
+                tracing::info!(id, "outbox: delivery status notification to {to} queued");
+                if let Some(wake) = &self.wake {
+                    wake.notify_one();
+                }
+            }
+            Err(e) => tracing::error!(
+                "outbox: the delivery status notification to {to} could not be stored: {e}"
+            ),
+        }
+    }
+}
+
+#[async_trait]
+impl DeliveryObserver for DsnWriter {
+    async fn on_attempt(
+        &self,
+        message: &QueuedMessage,
+        original: &[u8],
+        events: &[RecipientEvent],
+    ) {
+        let dead: Vec<(&str, &str)> = events
+            .iter()
+            .filter_map(|e| match e {
+                RecipientEvent::Dead { recipient, error } => {
+                    Some((recipient.as_str(), error.as_str()))
+                }
+                _ => None,
+            })
+            .collect();
+        if dead.is_empty() {
+            return;
+        }
+        if message.from.is_empty() {
+            // A DSN (or another null-sender message) died: never a DSN for it.
+            let already_postmaster = self
+                .postmaster
+                .as_deref()
+                .is_some_and(|p| message.to.iter().any(|t| t.eq_ignore_ascii_case(p)));
+            match &self.postmaster {
+                Some(postmaster) if !already_postmaster => {
+                    let notice = build(&Report {
+                        reporting_mta: &self.reporting_mta,
+                        to: postmaster,
+                        message,
+                        original,
+                        dead: &dead,
+                    });
+                    self.store(notice).await;
+                }
+                _ => tracing::error!(
+                    id = message.id,
+                    "outbox: a message from the null sender (a delivery status notification) could not be delivered to {}; set mailgate.outbox.postmaster to be told by mail",
+                    dead.iter().map(|(r, _)| *r).collect::<Vec<_>>().join(", ")
+                ),
+            }
+            return;
+        }
+        if self
+            .own_sender
+            .as_deref()
+            .is_some_and(|own| own.eq_ignore_ascii_case(&message.from))
+        {
+            return;
+        }
+        let dsn = build(&Report {
+            reporting_mta: &self.reporting_mta,
+            to: &message.from,
+            message,
+            original,
+            dead: &dead,
+        });
+        self.store(dsn).await;
+    }
+}
+
+/// What one DSN reports.
+struct Report<'a> {
+    reporting_mta: &'a str,
+    /// Who it goes to.
+    to: &'a str,
+    message: &'a QueuedMessage,
+    original: &'a [u8],
+    /// The dead recipients and why.
+    dead: &'a [(&'a str, &'a str)],
+}
+
+/// The DSN as a message for the outbox, from the null sender.
+fn build(report: &Report<'_>) -> NewMessage {
+    let domain = report
+        .to
+        .rsplit_once('@')
+        .map(|(_, d)| d)
+        .filter(|d| d.is_ascii() && !d.is_empty())
+        .unwrap_or("localhost");
+    let message_id = raw::message_id(domain);
+    let boundary = format!(
+        "mailgate-dsn-{}",
+        message_id.trim_matches(['<', '>']).replace('@', ".")
+    );
+    let now = raw::rfc5322_date(SystemTime::now());
+    let m = report.message;
+    let subject = "Undelivered Mail Returned to Sender";
+    let mut out = String::with_capacity(4096);
+    let mut line = |s: &str| {
+        out.push_str(s);
+        out.push_str("\r\n");
+    };
+    line(&format!(
+        "From: Mail Delivery System <MAILER-DAEMON@{}>",
+        ascii(report.reporting_mta)
+    ));
+    line(&format!("To: <{}>", ascii(report.to)));
+    line(&format!("Subject: {subject}"));
+    line(&format!("Date: {now}"));
+    line(&format!("Message-ID: {message_id}"));
+    line("MIME-Version: 1.0");
+    // RFC 3834: no auto-reply to this.
+    line("Auto-Submitted: auto-replied");
+    line(&format!(
+        "Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\"{boundary}\""
+    ));
+    line("");
+    line("This is a MIME-encapsulated message.");
+    line("");
+    line(&format!("--{boundary}"));
+    line("Content-Type: text/plain; charset=us-ascii");
+    line("Content-Description: Notification");
+    line("");
+    line(&format!(
+        "This is the mail system at {}.",
+        ascii(report.reporting_mta)
+    ));
+    line("");
+    line("Your message could not be delivered to one or more recipients.");
+    if let Some(subject) = Some(&m.subject).filter(|s| !s.is_empty()) {
+        line(&format!("Its subject: {}", cut(&ascii(subject), 200)));
+    }
+    line("");
+    for (recipient, error) in report.dead {
+        line(&format!(
+            "<{}>: {}",
+            ascii(recipient),
+            cut(&ascii(error), MAX_DIAGNOSTIC)
+        ));
+    }
+    line("");
+    line(&format!("--{boundary}"));
+    line("Content-Type: message/delivery-status");
+    line("Content-Description: Delivery report");
+    line("");
+    line(&format!(
+        "Reporting-MTA: dns; {}",
+        ascii(report.reporting_mta)
+    ));
+    line(&format!("X-Mailgate-Queue-ID: {}", m.id));
+    line(&format!("Arrival-Date: {}", raw::rfc5322_date(m.created)));
+    for (recipient, error) in report.dead {
+        line("");
+        line(&format!("Final-Recipient: rfc822; {}", ascii(recipient)));
+        line("Action: failed");
+        line(&format!("Status: {}", status_code(error)));
+        let error = cut(&ascii(error), MAX_DIAGNOSTIC);
+        if starts_with_reply_code(&error) {
+            line(&format!("Diagnostic-Code: smtp; {error}"));
+        } else {
+            line(&format!("Diagnostic-Code: X-mailgate; {error}"));
+        }
+        line(&format!("Last-Attempt-Date: {now}"));
+    }
+    line("");
+    line(&format!("--{boundary}"));
+    line("Content-Type: text/rfc822-headers");
+    line("Content-Description: Undelivered Message Headers");
+    line("");
+    let headers = &report.original[..HeaderSection::parse(report.original).body_start];
+    let headers = &headers[..headers.len().min(MAX_ATTACHED_HEADERS)];
+    let mut bytes = out.into_bytes();
+    // The original's header lines as they are (CRLF, at most 998 octets:
+    // the outbox stores only such messages), cut at a line end.
+    let cut_at = headers
+        .windows(2)
+        .rposition(|w| w == b"\r\n")
+        .map_or(0, |i| i + 2);
+    bytes.extend_from_slice(&headers[..cut_at]);
+    if !bytes.ends_with(b"\r\n\r\n") {
+        bytes.extend_from_slice(b"\r\n");
+    }
+    bytes.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    NewMessage {
+        from: String::new(),
+        to: vec![report.to.to_owned()],
+        subject: subject.to_owned(),
+        message_id: Some(message_id),
+        bytes,
+    }
+}
+
+/// Printable ASCII only: anything else (from a server, a hostile client)
+/// becomes `?`, so no field can be broken or smuggled.
+fn ascii(text: &str) -> String {
+    text.chars()
+        .map(|c| if (' '..='~').contains(&c) { c } else { '?' })
+        .collect()
+}
+
+fn cut(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((i, _)) => format!("{}...", &text[..i]),
+        None => text.to_owned(),
+    }
+}
+
+fn starts_with_reply_code(text: &str) -> bool {
+    let b = text.as_bytes();
+    b.len() >= 3 && b[..3].iter().all(u8::is_ascii_digit) && matches!(b[0], b'4' | b'5')
+}
+
+/// The RFC 3463 status of a failure: the enhanced code in the reply where
+/// there is one (a 4.x.x the server gave counts as permanent once mailgate
+/// gave up), 4.4.7 when the message grew too old, else 5.0.0.
+fn status_code(error: &str) -> String {
+    if let Some(code) = error.split_whitespace().find_map(enhanced) {
+        return code;
+    }
+    if error.contains("maxAgeHours") {
+        return "4.4.7".into();
+    }
+    "5.0.0".into()
+}
+
+fn enhanced(token: &str) -> Option<String> {
+    let mut parts = token.split('.');
+    let class = parts.next()?;
+    let subject = parts.next()?;
+    let detail = parts.next()?;
+    let ok = matches!(class, "2" | "4" | "5")
+        && parts.next().is_none()
+        && [subject, detail]
+            .iter()
+            .all(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()));
+    ok.then(|| token.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbox::Status;
+
+    fn queued() -> QueuedMessage {
+        QueuedMessage {
+            id: 7,
+            status: Status::Sending,
+            attempts: 1,
+            last_error: None,
+            next_attempt: None,
+            created: SystemTime::UNIX_EPOCH,
+            age_from: SystemTime::UNIX_EPOCH,
+            sent_at: None,
+            from: "app@example.org".into(),
+            to: vec!["bad@example.com".into()],
+            subject: "Report \u{e9}\r\nBcc: x@y".into(),
+            message_id: None,
+            size: 10,
+            finished: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn status_codes_come_from_the_reply() {
+        assert_eq!(status_code("550 5.1.1 No such user"), "5.1.1");
+        assert_eq!(status_code("552 Mailbox full"), "5.0.0");
+        assert_eq!(
+            status_code("451 4.3.0 later (given up: older than mailgate.outbox.maxAgeHours)"),
+            "4.3.0"
+        );
+        assert_eq!(
+            status_code("refused (given up: older than mailgate.outbox.maxAgeHours)"),
+            "4.4.7"
+        );
+        assert_eq!(status_code("version 1.2.3.4 of 5.x.1"), "5.0.0");
+    }
+
+    #[test]
+    fn a_dsn_is_from_the_null_sender_and_no_outside_text_breaks_its_fields() {
+        let m = queued();
+        let original = b"Subject: Report\r\nFrom: app@example.org\r\n\r\nbody\r\n";
+        let dead = [("bad@example.com", "550 5.1.1 No such user\r\nInjected: yes")];
+        let dsn = build(&Report {
+            reporting_mta: "relay.example.net",
+            to: "app@example.org",
+            message: &m,
+            original,
+            dead: &dead,
+        });
+        assert_eq!(dsn.from, "");
+        assert_eq!(dsn.to, ["app@example.org"]);
+        let text = String::from_utf8(dsn.bytes).unwrap();
+        assert!(!text.contains("\nInjected"), "{text}");
+        assert!(!text.contains("\nBcc"), "{text}");
+        assert!(
+            text.contains("Final-Recipient: rfc822; bad@example.com\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("Status: 5.1.1\r\n"), "{text}");
+        assert!(text.contains("Diagnostic-Code: smtp; 550 5.1.1 No such user??Injected: yes\r\n"));
+        assert!(text.contains("Subject: Report\r\nFrom: app@example.org\r\n\r\n--mailgate-dsn-"));
+        assert!(text.lines().all(|l| l.len() <= 998));
+        assert!(
+            text.split("\r\n")
+                .all(|l| !l.contains('\n') && !l.contains('\r'))
+        );
+    }
+}
