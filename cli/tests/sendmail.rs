@@ -581,3 +581,27 @@ async fn git_send_email_through_the_sendmail_symlink() {
     assert!(text.contains("+notification rules\n+.\n+end\n"), "{text}");
     assert!(text.contains("notify.txt"), "{text}");
 }
+
+/// PHP `mail()` with one 2.6 KB HTML line: sent (re-encoded), not exit 65.
+#[tokio::test]
+async fn a_long_html_line_is_sent_re_encoded() {
+    let server = relay().await;
+    let dir = config(&server, &[]);
+    let html = format!(
+        "<table>{}</table>",
+        "<tr><td>build 42</td></tr>".repeat(100)
+    );
+    assert!(html.len() > 2600);
+    let message = format!(
+        "To: dev@example.com\nSubject: report\nMIME-Version: 1.0\nContent-Type: text/html; charset=UTF-8\n\n{html}\n"
+    );
+    let out = sendmail(dir.path(), &["-t", "-i"], &message).await;
+    out.assert_code(0);
+    let received = only_message(&server);
+    assert!(received.data.split(|&b| b == b'\n').all(|l| l.len() <= 999));
+    let parsed = parse(&received);
+    assert_eq!(
+        parsed.body_html(0).as_deref().map(str::trim_end),
+        Some(html.as_str())
+    );
+}

@@ -129,6 +129,11 @@ pub struct PeerConfig {
     /// commands in order but does not advertise it by itself). Nodemailer's
     /// smtp-server always advertises it.
     pub pipelining: bool,
+    /// Do not advertise 8BITMIME (RFC 6152): a 7-bit server.
+    #[serde(rename = "hide8bitmime")]
+    pub hide_8bitmime: bool,
+    /// Do not advertise SMTPUTF8 (RFC 6531).
+    pub hide_smtputf8: bool,
 }
 
 impl PeerConfig {
@@ -236,6 +241,19 @@ impl PeerConfig {
     /// Answer RCPT TO of `address` (only) with `code`.
     pub fn fail_rcpt_for(mut self, address: &str, code: u16) -> Self {
         self.fail_rcpt_for.insert(address.to_owned(), code);
+        self
+    }
+
+    /// Advertise neither 8BITMIME nor SMTPUTF8: a 7-bit, ASCII-only server.
+    pub fn seven_bit(mut self) -> Self {
+        self.hide_8bitmime = true;
+        self.hide_smtputf8 = true;
+        self
+    }
+
+    /// Advertise 8BITMIME but not SMTPUTF8.
+    pub fn no_smtputf8(mut self) -> Self {
+        self.hide_smtputf8 = true;
         self
     }
 

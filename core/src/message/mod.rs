@@ -5,6 +5,7 @@
 
 pub mod address;
 mod compose;
+pub mod convert;
 pub mod raw;
 
 pub use address::{parse_mailbox, split_addresses};

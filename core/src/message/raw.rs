@@ -158,8 +158,15 @@ pub fn complete(message: &[u8], completion: &Completion<'_>) -> Result<Vec<u8>> 
     }
     out.extend_from_slice(message);
     let out = fold_header_lines(out, None)?;
-    // Folding and the added fields change only the header.
-    check_body(&message[section.body_start..])?;
+    // Long body lines are re-encoded when the message is sent; only those
+    // that no upstream could be given (inside a signed part) are refused now.
+    super::convert::fit(
+        &out,
+        super::convert::Upstream {
+            eight_bit_mime: true,
+            smtputf8: true,
+        },
+    )?;
     Ok(out)
 }
 

@@ -153,15 +153,19 @@ impl Transport {
         let _permit = self.permit().await?;
         let (mut conn, reused) = self.checkout().await?;
         // Encoded once; a composed message's bytes are dropped right after.
+        // Made to fit this server (8-bit, long lines, UTF-8 headers).
         let message = match payload {
-            Payload::Ready(bytes) => WireMessage::new(bytes),
-            Payload::Compose(build) => match build(conn.caps()) {
-                Ok(bytes) => WireMessage::new(&bytes),
-                Err(e) => {
-                    self.checkin(conn);
-                    return Err(e);
-                }
-            },
+            Payload::Ready(bytes) => WireMessage::for_server(bytes, conn.caps()),
+            Payload::Compose(build) => {
+                build(conn.caps()).and_then(|bytes| WireMessage::for_server(&bytes, conn.caps()))
+            }
+        };
+        let message = match message {
+            Ok(message) => message,
+            Err(e) => {
+                self.checkin(conn);
+                return Err(e);
+            }
         };
         let message = &message;
         let message_id = message.message_id.clone();

@@ -22,7 +22,9 @@ use super::data::encode_data;
 use super::reply::Reply;
 use crate::error::{Error, RecipientRefusal, Result, Stage};
 use crate::message::address::{ascii_domain, recipient_key};
+use crate::message::convert;
 use crate::message::raw::HeaderSection;
+use crate::smtp::Capabilities;
 
 /// What a transaction delivered.
 pub(crate) struct Sent {
@@ -61,6 +63,15 @@ pub(crate) struct WireMessage {
 }
 
 impl WireMessage {
+    /// `message` converted where `caps` require it ([`convert::fit`]).
+    pub(crate) fn for_server(message: &[u8], caps: &Capabilities) -> Result<Self> {
+        let upstream = convert::Upstream {
+            eight_bit_mime: caps.eight_bit_mime(),
+            smtputf8: caps.smtputf8(),
+        };
+        Ok(Self::new(&convert::fit(message, upstream)?))
+    }
+
     pub(crate) fn new(message: &[u8]) -> Self {
         let section = HeaderSection::parse(message);
         let eight_bit = !message.is_ascii();

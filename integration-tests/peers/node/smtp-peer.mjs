@@ -93,6 +93,8 @@ if (!cfg.starttls && !cfg.secure) {
 const options = {
     secure: !!cfg.secure,
     hideSTARTTLS: !cfg.starttls,
+    hide8BITMIME: !!cfg.hide8bitmime,
+    hideSMTPUTF8: !!cfg.hideSmtputf8,
     disabledCommands,
     authMethods: noAuth ? ['PLAIN'] : authMethods,
     authOptional: noAuth || !!cfg.authOptional,

@@ -115,6 +115,8 @@ class Handler:
         responses = [r for r in responses if r.strip() != "250-AUTH"]
         if self.cfg.get("pipelining") and len(responses) > 1:
             responses.insert(1, "250-PIPELINING")
+        if self.cfg.get("hide8bitmime"):
+            responses = [r for r in responses if r[4:].strip().upper() != "8BITMIME"]
         return responses
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
@@ -301,7 +303,7 @@ async def main(cfg):
             handler,
             hostname="localhost",
             decode_data=False,
-            enable_SMTPUTF8=True,
+            enable_SMTPUTF8=not cfg.get("hideSmtputf8"),
             tls_context=tls_ctx if starttls else None,
             require_starttls=bool(cfg.get("requireStarttls")) and starttls,
             # Same rule as smtp-server: AUTH before TLS is refused only when

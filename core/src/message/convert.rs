@@ -1,0 +1,806 @@
+//! Making a prepared message fit the upstream, as Postfix does instead of
+//! refusing it: 8-bit MIME parts become quoted-printable (text) or base64
+//! when the server lacks 8BITMIME (RFC 6152), parts with lines over 998
+//! octets are re-encoded the same way, and raw UTF-8 in header fields
+//! becomes RFC 2047 encoded-words (display names, unstructured fields) or
+//! A-label domains when the server lacks SMTPUTF8 (RFC 6531).
+//!
+//! The MIME walk is written here (boundary lines, one entity at a time,
+//! everything not converted copied byte for byte); parsing a part's header
+//! block is left to `mail-parser`, encoding to `quoted_printable`, `base64`
+//! and `email-encoding`. A full MIME library would re-serialise the whole
+//! message, and a DKIM signature or a signed part must survive when nothing
+//! in it needs to change.
+//!
+//! What cannot be converted is an error naming the reason: a UTF-8 local
+//! part without SMTPUTF8, and any change inside `multipart/signed` or
+//! `multipart/encrypted` (it would break the signature).
+
+use std::borrow::Cow;
+
+use base64::Engine as _;
+use mail_parser::MimeHeaders as _;
+
+use super::raw::{HeaderSection, MAX_LINE};
+use crate::error::{Error, Result};
+
+/// What the upstream takes, from its EHLO reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Upstream {
+    /// It offers 8BITMIME: 8-bit bodies go as they are.
+    pub eight_bit_mime: bool,
+    /// It offers SMTPUTF8: UTF-8 header fields go as they are.
+    pub smtputf8: bool,
+}
+
+/// Deepest MIME nesting walked; deeper entities are copied as they are
+/// (a hostile message must not exhaust the stack).
+const MAX_DEPTH: usize = 32;
+
+/// `message` (CRLF line ends) as `upstream` takes it: borrowed when it
+/// fits already, which is the usual case and costs one scan.
+pub fn fit(message: &[u8], upstream: Upstream) -> Result<Cow<'_, [u8]>> {
+    let eight_bit = !message.is_ascii();
+    let needs = Needs {
+        body_8bit: eight_bit && !upstream.eight_bit_mime,
+        header_8bit: eight_bit && !upstream.smtputf8,
+    };
+    if !needs.body_8bit && !needs.header_8bit && !has_long_line(message) {
+        return Ok(Cow::Borrowed(message));
+    }
+    let mut out = Vec::with_capacity(message.len() + message.len() / 3 + 256);
+    convert_entity(message, &needs, 0, None, true, &mut out)?;
+    Ok(Cow::Owned(out))
+}
+
+#[derive(Clone, Copy)]
+struct Needs {
+    /// 8-bit body bytes must be encoded.
+    body_8bit: bool,
+    /// 8-bit header bytes must be encoded.
+    header_8bit: bool,
+}
+
+impl Needs {
+    /// Whether `body` (an entity's body, no sub-entities) must change.
+    fn body_changes(&self, body: &[u8]) -> bool {
+        (self.body_8bit && !body.is_ascii()) || has_long_line(body)
+    }
+
+    fn head_changes(&self, head: &[u8]) -> bool {
+        self.header_8bit && !head.is_ascii()
+    }
+}
+
+fn has_long_line(bytes: &[u8]) -> bool {
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if b == b'\n' {
+            let line = &bytes[start..i];
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.len() > MAX_LINE {
+                return true;
+            }
+            start = i + 1;
+        }
+    }
+    bytes.len() - start > MAX_LINE
+}
+
+/// The content type of an entity and what matters of its header.
+struct Kind {
+    /// `text`, `multipart`, ... (lower case).
+    ctype: String,
+    /// `plain`, `signed`, ... (lower case).
+    subtype: String,
+    boundary: Option<String>,
+    /// `7bit`, `8bit`, `binary`, `quoted-printable`, `base64` (lower case), if given.
+    encoding: Option<String>,
+    /// It has a Content-Type field at all.
+    typed: bool,
+}
+
+fn kind_of(head: &[u8], parent_digest: bool) -> Kind {
+    let parsed = mail_parser::MessageParser::new().parse_headers(head);
+    let content_type = parsed.as_ref().and_then(|m| m.content_type());
+    let encoding = parsed.as_ref().and_then(|m| {
+        m.header_raw("Content-Transfer-Encoding")
+            .map(|v| v.trim().to_ascii_lowercase())
+    });
+    // RFC 2046 §5.1.5: in multipart/digest the default is message/rfc822.
+    let (default_type, default_sub) = if parent_digest {
+        ("message", "rfc822")
+    } else {
+        ("text", "plain")
+    };
+    match content_type {
+        Some(ct) => Kind {
+            ctype: ct.ctype().to_ascii_lowercase(),
+            subtype: ct
+                .subtype()
+                .map(str::to_ascii_lowercase)
+                .unwrap_or_default(),
+            boundary: ct.attribute("boundary").map(str::to_owned),
+            encoding,
+            typed: true,
+        },
+        None => Kind {
+            ctype: default_type.into(),
+            subtype: default_sub.into(),
+            boundary: None,
+            encoding,
+            typed: false,
+        },
+    }
+}
+
+/// Writes `entity` converted into `out`. `signed` names the enclosing
+/// signed or encrypted multipart, in which nothing may change.
+fn convert_entity(
+    entity: &[u8],
+    needs: &Needs,
+    depth: usize,
+    signed: Option<&str>,
+    top: bool,
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    convert_entity_in(entity, needs, depth, signed, top, false, out)
+}
+
+fn convert_entity_in(
+    entity: &[u8],
+    needs: &Needs,
+    depth: usize,
+    signed: Option<&str>,
+    top: bool,
+    parent_digest: bool,
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    let section = HeaderSection::parse(entity);
+    let (head, body) = entity.split_at(section.body_start);
+    if depth > MAX_DEPTH {
+        // Too deep to walk: as it is, unless it must change.
+        if needs.head_changes(head) || needs.body_changes(body) {
+            return Err(refusal(
+                "its MIME structure is nested too deeply to convert",
+            ));
+        }
+        out.extend_from_slice(entity);
+        return Ok(());
+    }
+    let kind = kind_of(head, parent_digest);
+    let is_multipart = kind.ctype == "multipart" && kind.boundary.is_some();
+    let is_message =
+        kind.ctype == "message" && matches!(kind.subtype.as_str(), "rfc822" | "global");
+    if let Some(signed) = signed
+        && (needs.head_changes(head) || needs.body_changes(body))
+    {
+        return Err(refusal(&format!(
+            "a part inside {signed} holds 8-bit data or lines over {MAX_LINE} octets that this server cannot take, and re-encoding it would break the signature; send it through a server that offers 8BITMIME, or sign an encoded message"
+        )));
+    }
+    let head_changes = needs.head_changes(head);
+    if is_multipart {
+        let signed_here = matches!(kind.subtype.as_str(), "signed" | "encrypted")
+            .then(|| format!("multipart/{}", kind.subtype));
+        write_head(head, needs, head_changes, None, out)?;
+        let boundary = kind.boundary.as_deref().unwrap_or_default();
+        let digest = kind.subtype == "digest";
+        return convert_multipart(
+            body,
+            boundary,
+            needs,
+            depth,
+            signed_here.as_deref().or(signed),
+            digest,
+            out,
+        );
+    }
+    if is_message
+        && matches!(
+            kind.encoding.as_deref(),
+            None | Some("7bit" | "8bit" | "binary")
+        )
+    {
+        write_head(head, needs, head_changes, None, out)?;
+        return convert_entity(body, needs, depth + 1, signed, false, out);
+    }
+    if !needs.body_changes(body) {
+        write_head(head, needs, head_changes, None, out)?;
+        out.extend_from_slice(body);
+        return Ok(());
+    }
+    // A leaf to re-encode.
+    let raw = match kind.encoding.as_deref() {
+        Some("base64") => base64_decode_lenient(body),
+        Some("quoted-printable") => {
+            quoted_printable::decode(body, quoted_printable::ParseMode::Robust)
+                .unwrap_or_else(|_| body.to_vec())
+        }
+        _ => body.to_vec(),
+    };
+    let text = kind.ctype == "text";
+    let (encoding, encoded) = if text {
+        ("quoted-printable", qp_encode(&raw))
+    } else {
+        ("base64", base64_lines(&raw))
+    };
+    let content_type = (!kind.typed && top).then(|| {
+        if std::str::from_utf8(&raw).is_ok() {
+            "text/plain; charset=utf-8"
+        } else {
+            // RFC 1428: 8-bit text in an unknown character set.
+            "text/plain; charset=unknown-8bit"
+        }
+    });
+    write_head(
+        head,
+        needs,
+        head_changes,
+        Some((encoding, content_type)),
+        out,
+    )?;
+    out.extend_from_slice(&encoded);
+    Ok(())
+}
+
+/// The parts of a multipart body converted one by one; the delimiter lines,
+/// preamble and epilogue copied (their 8-bit bytes and long lines made
+/// safe: readers ignore them).
+fn convert_multipart(
+    body: &[u8],
+    boundary: &str,
+    needs: &Needs,
+    depth: usize,
+    signed: Option<&str>,
+    digest: bool,
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    let delimiter = format!("--{boundary}");
+    // Each delimiter line: (start of the line break before it, end of the line).
+    let mut delimiters: Vec<(usize, usize, bool)> = Vec::new();
+    let mut start = 0;
+    while start < body.len() {
+        let end = body[start..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(body.len(), |i| start + i + 1);
+        let line = trim_line_end(&body[start..end]);
+        if let Some(rest) = line.strip_prefix(delimiter.as_bytes()) {
+            let (close, rest) = match rest.strip_prefix(b"--") {
+                Some(rest) => (true, rest),
+                None => (false, rest),
+            };
+            if rest.iter().all(|&b| b == b' ' || b == b'\t') {
+                let before = if start >= 2 && &body[start - 2..start] == b"\r\n" {
+                    start - 2
+                } else if start >= 1 && body[start - 1] == b'\n' {
+                    start - 1
+                } else {
+                    start
+                };
+                // An empty part: that line break ended the previous delimiter.
+                let previous_end = delimiters.last().map_or(0, |d| d.1);
+                let before = before.max(previous_end);
+                delimiters.push((before, end, close));
+                if close {
+                    break;
+                }
+            }
+        }
+        start = end;
+    }
+    let Some(&(first, _, _)) = delimiters.first() else {
+        // No delimiter: not really multipart; its bytes as a leaf would go.
+        if needs.body_changes(body) {
+            return Err(refusal(
+                "a multipart entity without its boundary lines holds 8-bit data or over-long lines",
+            ));
+        }
+        out.extend_from_slice(body);
+        return Ok(());
+    };
+    safe_filler(&body[..first], needs, out);
+    for (i, &(before, line_end, close)) in delimiters.iter().enumerate() {
+        out.extend_from_slice(&body[before..line_end]);
+        if close {
+            safe_filler(&body[line_end..], needs, out);
+            return Ok(());
+        }
+        // An unclosed multipart: the rest is its last part.
+        let part_end = delimiters.get(i + 1).map_or(body.len(), |d| d.0);
+        convert_entity_in(
+            &body[line_end..part_end],
+            needs,
+            depth + 1,
+            signed,
+            false,
+            digest,
+            out,
+        )?;
+    }
+    Ok(())
+}
+
+/// Preamble and epilogue: ignored by readers, so 8-bit bytes become `?`
+/// and long lines are broken rather than refused.
+fn safe_filler(bytes: &[u8], needs: &Needs, out: &mut Vec<u8>) {
+    if !needs.body_changes(bytes) {
+        out.extend_from_slice(bytes);
+        return;
+    }
+    let mut column = 0;
+    for &b in bytes {
+        let b = if needs.body_8bit && !b.is_ascii() {
+            b'?'
+        } else {
+            b
+        };
+        if b == b'\n' {
+            column = 0;
+        } else {
+            if column >= 76 && b != b'\r' {
+                out.extend_from_slice(b"\r\n");
+                column = 0;
+            }
+            column += 1;
+        }
+        out.push(b);
+    }
+}
+
+fn trim_line_end(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// The header block, its 8-bit fields encoded when `convert`, and with
+/// `encoding` replacing any Content-Transfer-Encoding (and a Content-Type
+/// added when the entity had none and gets one).
+fn write_head(
+    head: &[u8],
+    needs: &Needs,
+    convert: bool,
+    encoding: Option<(&str, Option<&str>)>,
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    if !convert && encoding.is_none() {
+        out.extend_from_slice(head);
+        return Ok(());
+    }
+    let section = HeaderSection::parse(head);
+    let mut last = 0;
+    for field in &section.fields {
+        out.extend_from_slice(&head[last..field.start]);
+        last = field.end;
+        let bytes = &head[field.start..field.end];
+        if encoding.is_some() && field.is("Content-Transfer-Encoding") {
+            continue;
+        }
+        if convert && needs.header_8bit && !bytes.is_ascii() {
+            encode_field(&field.name, bytes, out)?;
+        } else {
+            out.extend_from_slice(bytes);
+        }
+    }
+    // Where the fields end: before the blank line, if there is one.
+    let end_of_fields = section.fields.last().map_or(0, |f| f.end);
+    out.extend_from_slice(&head[last..end_of_fields]);
+    if let Some((encoding, content_type)) = encoding {
+        if let Some(ct) = content_type
+            && !section.has("Content-Type")
+        {
+            out.extend_from_slice(format!("Content-Type: {ct}\r\n").as_bytes());
+        }
+        out.extend_from_slice(format!("Content-Transfer-Encoding: {encoding}\r\n").as_bytes());
+    }
+    let rest = &head[end_of_fields..];
+    if rest.is_empty() {
+        // An entity without a blank line: its body starts here.
+        out.extend_from_slice(b"\r\n");
+    } else {
+        out.extend_from_slice(rest);
+    }
+    Ok(())
+}
+
+const ADDRESS_FIELDS: &[&str] = &[
+    "From",
+    "To",
+    "Cc",
+    "Bcc",
+    "Reply-To",
+    "Sender",
+    "Resent-From",
+    "Resent-To",
+    "Resent-Cc",
+    "Resent-Bcc",
+    "Resent-Sender",
+];
+
+/// Fields whose 8-bit bytes cannot be encoded-words (identifiers, trace,
+/// signatures): such bytes become `?`.
+const OPAQUE_FIELDS: &[&str] = &[
+    "Message-ID",
+    "In-Reply-To",
+    "References",
+    "Received",
+    "Return-Path",
+    "Date",
+    "DKIM-Signature",
+    "Content-ID",
+];
+
+/// One header field (`Name: value`, possibly folded, with its CRLF) with
+/// its 8-bit text made ASCII.
+fn encode_field(name: &str, field: &[u8], out: &mut Vec<u8>) -> Result<()> {
+    let colon = field.iter().position(|&b| b == b':').unwrap_or(field.len());
+    let value = String::from_utf8_lossy(&field[(colon + 1).min(field.len())..]);
+    // Unfolded, without the line end.
+    let value: String = value
+        .replace("\r\n", "")
+        .replace('\n', "")
+        .trim()
+        .to_owned();
+    let is = |names: &[&str]| names.iter().any(|n| n.eq_ignore_ascii_case(name));
+    let mut line = format!("{name}: ");
+    if is(ADDRESS_FIELDS) {
+        let mut first = true;
+        for item in super::split_addresses(&value) {
+            let item = item.trim();
+            if item.is_empty() {
+                continue;
+            }
+            if !first {
+                line.push_str(",\r\n ");
+            }
+            first = false;
+            line.push_str(&encode_mailbox(name, item)?);
+        }
+    } else if is(OPAQUE_FIELDS) {
+        line.extend(value.chars().map(|c| if c.is_ascii() { c } else { '?' }));
+    } else if name.to_ascii_lowercase().starts_with("content-") {
+        line.push_str(&encode_parameters(&value));
+    } else {
+        line.push_str(&encoded_words(&value, name.len() + 2));
+    }
+    line.push_str("\r\n");
+    out.extend_from_slice(line.as_bytes());
+    Ok(())
+}
+
+/// `Name <local@domain>` or `local@domain` with a non-ASCII display name
+/// as encoded-words and a non-ASCII domain as A-labels.
+fn encode_mailbox(field: &str, item: &str) -> Result<String> {
+    if item.is_ascii() {
+        return Ok(item.to_owned());
+    }
+    let (phrase, address) = match (item.rfind('<'), item.rfind('>')) {
+        (Some(open), Some(close)) if open < close => {
+            (Some(item[..open].trim()), item[open + 1..close].trim())
+        }
+        _ => (None, item),
+    };
+    let address = ascii_address(field, address)?;
+    Ok(match phrase {
+        Some(phrase) if !phrase.is_empty() => {
+            let phrase = phrase
+                .strip_prefix('"')
+                .and_then(|p| p.strip_suffix('"'))
+                .unwrap_or(phrase);
+            let phrase = if phrase.is_ascii() {
+                format!("\"{phrase}\"")
+            } else {
+                encoded_words(phrase, field.len() + 2)
+            };
+            format!("{phrase} <{address}>")
+        }
+        Some(_) => format!("<{address}>"),
+        None => address,
+    })
+}
+
+fn ascii_address(field: &str, address: &str) -> Result<String> {
+    if address.is_ascii() {
+        return Ok(address.to_owned());
+    }
+    let (local, domain) = address.rsplit_once('@').unwrap_or((address, ""));
+    if !local.is_ascii() {
+        return Err(Error::invalid_message(
+            field,
+            format!(
+                "`{}` has a non-ASCII local part in the {field} field, which needs SMTPUTF8, and the server does not offer it; nothing was sent",
+                crate::smtp::escape_controls(address, 200)
+            ),
+        ));
+    }
+    let domain = idna::domain_to_ascii(domain).map_err(|_| {
+        Error::invalid_message(
+            field,
+            format!(
+                "`{}` in the {field} field has a domain that is not a valid international domain name",
+                crate::smtp::escape_controls(address, 200)
+            ),
+        )
+    })?;
+    Ok(format!("{local}@{domain}"))
+}
+
+/// Content-* fields: each parameter value with 8-bit text becomes
+/// encoded-words in quotes, as mail clients write file names.
+fn encode_parameters(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() * 2);
+    for (i, piece) in value.split(';').enumerate() {
+        if i > 0 {
+            out.push(';');
+        }
+        if piece.is_ascii() {
+            out.push_str(piece);
+            continue;
+        }
+        match piece.split_once('=') {
+            Some((name, v)) => {
+                let v = v.trim().trim_matches('"');
+                out.push_str(name);
+                out.push_str("=\"");
+                out.push_str(&encoded_words(v, 0).replace("\r\n ", " "));
+                out.push('"');
+            }
+            None => out.extend(piece.chars().map(|c| if c.is_ascii() { c } else { '?' })),
+        }
+    }
+    out
+}
+
+/// `text` as RFC 2047 encoded-words (UTF-8, base64), folded so that no
+/// line exceeds 78 characters; `used` is how much of the first line the
+/// field name already takes.
+fn encoded_words(text: &str, used: usize) -> String {
+    let mut out = String::new();
+    {
+        let mut writer =
+            email_encoding::headers::writer::EmailWriter::new(&mut out, used, 0, false);
+        // Writing to a String cannot fail.
+        let _ = email_encoding::headers::rfc2047::encode(text, &mut writer);
+    }
+    out
+}
+
+/// Quoted-printable with CRLF kept as line breaks, lines of at most 76.
+/// No line break is added at the end: in a multipart the one before the
+/// delimiter is the delimiter's, and an added one would change the text.
+fn qp_encode(raw: &[u8]) -> Vec<u8> {
+    quoted_printable::encode(raw)
+}
+
+/// Base64 in lines of 76.
+fn base64_lines(raw: &[u8]) -> Vec<u8> {
+    let text = base64::engine::general_purpose::STANDARD.encode(raw);
+    let mut out = Vec::with_capacity(text.len() + text.len() / 38 + 2);
+    for chunk in text.as_bytes().chunks(76) {
+        out.extend_from_slice(chunk);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// Base64 as readers take it: whitespace and stray bytes skipped.
+fn base64_decode_lenient(body: &[u8]) -> Vec<u8> {
+    let clean: Vec<u8> = body
+        .iter()
+        .copied()
+        .filter(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/'))
+        .collect();
+    // A lone trailing character cannot be decoded; it is dropped.
+    let usable = clean.len() - usize::from(clean.len() % 4 == 1);
+    base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(&clean[..usable])
+        .unwrap_or_else(|_| body.to_vec())
+}
+
+fn refusal(reason: &str) -> Error {
+    Error::invalid_message("message", format!("{reason}; nothing was sent"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mail_parser::MessageParser;
+
+    const SEVEN_BIT: Upstream = Upstream {
+        eight_bit_mime: false,
+        smtputf8: false,
+    };
+    const EIGHT_BIT: Upstream = Upstream {
+        eight_bit_mime: true,
+        smtputf8: false,
+    };
+
+    fn fitted(message: &str, upstream: Upstream) -> Vec<u8> {
+        fit(message.as_bytes(), upstream)
+            .expect("fits")
+            .into_owned()
+    }
+
+    fn lines_ok(bytes: &[u8]) {
+        assert!(!has_long_line(bytes), "a line over 998 octets");
+        let text = String::from_utf8_lossy(bytes);
+        for line in text.split("\r\n") {
+            assert!(
+                !line.contains('\n') && !line.contains('\r'),
+                "bare line end in {line:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn what_fits_is_not_copied() {
+        let m = "Subject: hi\r\n\r\nplain text\r\n";
+        assert!(matches!(
+            fit(m.as_bytes(), SEVEN_BIT).unwrap(),
+            Cow::Borrowed(_)
+        ));
+        let m = "Subject: caf\u{e9}\r\n\r\ncaf\u{e9}\r\n";
+        let both = Upstream {
+            eight_bit_mime: true,
+            smtputf8: true,
+        };
+        assert!(matches!(fit(m.as_bytes(), both).unwrap(), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn an_8bit_body_without_mime_becomes_quoted_printable_text() {
+        let m = "From: a@example.com\r\nSubject: x\r\n\r\nGr\u{fc}\u{df}e aus K\u{f6}ln\r\nline two\r\n";
+        let out = fitted(m, SEVEN_BIT);
+        assert!(out.is_ascii());
+        lines_ok(&out);
+        let text = String::from_utf8(out.clone()).unwrap();
+        assert!(
+            text.contains("Content-Transfer-Encoding: quoted-printable\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Content-Type: text/plain; charset=utf-8\r\n"),
+            "{text}"
+        );
+        let parsed = MessageParser::default().parse(&out).unwrap();
+        assert_eq!(
+            parsed.body_text(0).unwrap().replace("\r\n", "\n"),
+            "Gr\u{fc}\u{df}e aus K\u{f6}ln\nline two\n"
+        );
+    }
+
+    #[test]
+    fn a_long_html_line_is_re_encoded_even_with_8bitmime() {
+        let html = format!("<p>{}</p>", "caf\u{e9} ".repeat(500));
+        let m = format!(
+            "Subject: x\r\nMIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n{html}\r\n"
+        );
+        let out = fitted(&m, EIGHT_BIT);
+        lines_ok(&out);
+        let text = String::from_utf8(out.clone()).unwrap();
+        assert_eq!(
+            text.matches("Content-Transfer-Encoding").count(),
+            1,
+            "{text}"
+        );
+        let parsed = MessageParser::default().parse(&out).unwrap();
+        assert_eq!(parsed.body_html(0).unwrap().trim_end(), html);
+    }
+
+    #[test]
+    fn multipart_parts_are_converted_one_by_one_and_the_rest_is_kept() {
+        let attachment = "AAECAwQFBgcICQ==";
+        let m = format!(
+            "Subject: x\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\npreamble\r\n--b1\r\nContent-Type: multipart/alternative; boundary=b2\r\n\r\n--b2\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nna\u{ef}ve\r\n--b2\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<b>na\u{ef}ve</b>\r\n--b2--\r\n--b1\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n{attachment}\r\n--b1\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: 8bit\r\n\r\n\u{ff}\u{fe}raw\r\n--b1--\r\nepilogue\r\n"
+        );
+        let out = fitted(&m, SEVEN_BIT);
+        assert!(out.is_ascii());
+        lines_ok(&out);
+        let text = String::from_utf8(out.clone()).unwrap();
+        assert!(
+            text.contains(&format!("base64\r\n\r\n{attachment}\r\n--b1\r\n")),
+            "untouched: {text}"
+        );
+        assert!(text.starts_with("Subject: x\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\npreamble\r\n--b1\r\n"));
+        assert!(text.ends_with("\r\n--b1--\r\nepilogue\r\n"), "{text}");
+        let parsed = MessageParser::default().parse(&out).unwrap();
+        assert_eq!(parsed.body_text(0).unwrap(), "na\u{ef}ve");
+        assert_eq!(parsed.body_html(0).unwrap(), "<b>na\u{ef}ve</b>");
+        let binary: Vec<_> = parsed
+            .attachments()
+            .map(|a| a.contents().to_vec())
+            .collect();
+        assert_eq!(binary.len(), 2);
+        assert_eq!(binary[0], [0u8, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+        // The line break before a delimiter belongs to the delimiter.
+        assert_eq!(binary[1], "\u{ff}\u{fe}raw".as_bytes());
+    }
+
+    #[test]
+    fn signed_parts_are_kept_or_refused_never_changed() {
+        let signed = |inner: &str, outside: &str| {
+            format!(
+                "Subject: x\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=o\r\n\r\n--o\r\nContent-Type: multipart/signed; boundary=s; protocol=\"application/pgp-signature\"\r\n\r\n--s\r\nContent-Type: text/plain\r\n\r\n{inner}\r\n--s\r\nContent-Type: application/pgp-signature\r\n\r\nSIG\r\n--s--\r\n--o\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{outside}\r\n--o--\r\n"
+            )
+        };
+        let m = signed("ascii only", "caf\u{e9}");
+        let out = fitted(&m, SEVEN_BIT);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("--s\r\nContent-Type: text/plain\r\n\r\nascii only\r\n--s\r\n"));
+        assert!(text.is_ascii());
+        let err = fit(signed("caf\u{e9}", "x").as_bytes(), SEVEN_BIT).unwrap_err();
+        assert_eq!(err.exit_code(), 65);
+        assert!(err.to_string().contains("multipart/signed"), "{err}");
+        // A long line inside a signed part is refused whatever the server.
+        let long = "x".repeat(1200);
+        let both = Upstream {
+            eight_bit_mime: true,
+            smtputf8: true,
+        };
+        assert!(fit(signed(&long, "y").as_bytes(), both).is_err());
+    }
+
+    #[test]
+    fn utf8_header_fields_become_encoded_words_and_a_labels() {
+        let m = "From: J\u{f6}rg M\u{fc}ller <joerg@b\u{fc}cher.example>\r\nTo: \"Ren\u{e9}e\" <renee@example.com>, plain@example.com\r\nSubject: R\u{e9}sum\u{e9} for the caf\u{e9}\r\nMessage-ID: <abc@example.com>\r\n\r\nbody\r\n";
+        let out = fitted(m, EIGHT_BIT);
+        assert!(out.is_ascii(), "{}", String::from_utf8_lossy(&out));
+        lines_ok(&out);
+        let parsed = MessageParser::default().parse(&out).unwrap();
+        assert_eq!(parsed.subject(), Some("R\u{e9}sum\u{e9} for the caf\u{e9}"));
+        let from = parsed.from().unwrap().first().unwrap();
+        assert_eq!(from.name(), Some("J\u{f6}rg M\u{fc}ller"));
+        assert_eq!(from.address(), Some("joerg@xn--bcher-kva.example"));
+        let to: Vec<_> = parsed
+            .to()
+            .unwrap()
+            .iter()
+            .map(|a| a.address().unwrap().to_owned())
+            .collect();
+        assert_eq!(to, ["renee@example.com", "plain@example.com"]);
+        assert_eq!(
+            parsed.to().unwrap().first().unwrap().name(),
+            Some("Ren\u{e9}e")
+        );
+        assert_eq!(parsed.message_id(), Some("abc@example.com"));
+    }
+
+    #[test]
+    fn a_utf8_local_part_needs_smtputf8() {
+        let m = "From: j\u{f6}rg@example.com\r\nSubject: x\r\n\r\nb\r\n";
+        let err = fit(m.as_bytes(), EIGHT_BIT).unwrap_err();
+        assert_eq!(err.exit_code(), 65);
+        assert!(err.to_string().contains("SMTPUTF8"), "{err}");
+    }
+
+    #[test]
+    fn nested_messages_are_converted_inside() {
+        let m = "Subject: fwd\r\nMIME-Version: 1.0\r\nContent-Type: message/rfc822\r\n\r\nSubject: inner\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\u{e9}t\u{e9}\r\n";
+        let out = fitted(m, SEVEN_BIT);
+        assert!(out.is_ascii());
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("Subject: inner\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n=C3=A9t=C3=A9\r\n"), "{text}");
+    }
+
+    #[test]
+    fn hostile_structures_do_not_panic() {
+        let deep = format!(
+            "Content-Type: multipart/mixed; boundary=a\r\n\r\n{}\u{e9}",
+            "--a\r\nContent-Type: multipart/mixed; boundary=a\r\n\r\n".repeat(100)
+        );
+        let cases = [
+            deep,
+            "Content-Type: multipart/mixed; boundary=z\r\n\r\n--z\r\n\r\n\u{e9}".into(),
+            "Content-Type: multipart/mixed; boundary=z\r\n\r\n--z\r\n--z\r\n--z--".into(),
+            "Content-Type: multipart/mixed\r\n\r\n\u{e9}".into(),
+            "\u{e9}".into(),
+            "Content-Transfer-Encoding: base64\r\n\r\n\u{e9}=".into(),
+            "Subject: \u{e9}\r\n".into(),
+            format!("X: y\r\n\r\n{}", "\u{e9}".repeat(2000)),
+        ];
+        for case in &cases {
+            let _ = fit(case.as_bytes(), SEVEN_BIT);
+        }
+    }
+}

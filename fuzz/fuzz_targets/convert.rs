@@ -1,0 +1,28 @@
+//! Converting a prepared message for the upstream (`message::convert`):
+//! no panic, and what it returns fits: 7-bit when the server has neither
+//! 8BITMIME nor SMTPUTF8, no line over 998 octets.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use mailgate_core::message::convert::{Upstream, fit};
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&flags, message)) = data.split_first() else {
+        return;
+    };
+    let upstream = Upstream {
+        eight_bit_mime: flags & 1 != 0,
+        smtputf8: flags & 2 != 0,
+    };
+    if let Ok(out) = fit(message, upstream) {
+        if out.as_ref() == message {
+            return;
+        }
+        for line in out.split(|b| *b == b'\n') {
+            assert!(line.len() <= 999, "a line of {} octets", line.len());
+        }
+        if !upstream.eight_bit_mime && !upstream.smtputf8 {
+            assert!(out.is_ascii(), "8-bit bytes left for a 7-bit server");
+        }
+    }
+});
