@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
+use mailgate::message::address::envelope_address;
 use mailgate::outbox::Worker;
 use mailgate::{ConfigError, Envelope, Error, Mailbox, Mailer, MailerBuilder, Settings, keys};
 use mailgate_relay::{Cidr, MessageSink, Rejection, RelayConfig, RelayServer, Submission, Users};
@@ -329,8 +330,48 @@ struct OutboxSink {
     accepted: std::sync::atomic::AtomicU64,
 }
 
+impl OutboxSink {
+    /// Where `<postmaster>` goes: the configured sender's domain, else this host.
+    fn postmaster_domain(&self) -> String {
+        let current = self.current.read().unwrap_or_else(|p| p.into_inner());
+        current
+            .0
+            .settings()
+            .sender()
+            .map(|m| m.email.domain().to_owned())
+            .unwrap_or_else(hostname)
+    }
+}
+
 #[async_trait::async_trait]
 impl MessageSink for OutboxSink {
+    fn check_sender(&self, address: &str) -> Result<String, String> {
+        let rewritten = self
+            .current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .1
+            .is_some();
+        if rewritten {
+            // Replaced by the configured sender before it is stored.
+            return Ok(address.to_owned());
+        }
+        envelope_address("from", address)
+            .map(|a| a.to_string())
+            .map_err(|e| e.to_string())
+    }
+
+    fn check_recipient(&self, address: &str) -> Result<String, String> {
+        if address.eq_ignore_ascii_case("postmaster") {
+            // RFC 5321 §4.5.1: qualified with this relay's domain.
+            let domain = self.postmaster_domain();
+            return Ok(format!("postmaster@{domain}"));
+        }
+        envelope_address("to", address)
+            .map(|a| a.to_string())
+            .map_err(|e| e.to_string())
+    }
+
     async fn accept(&self, submission: Submission, data: Vec<u8>) -> Result<String, Rejection> {
         let (mailer, rewrite) = self
             .current
@@ -341,27 +382,22 @@ impl MessageSink for OutboxSink {
             client_text: client_text.to_owned(),
             reason,
         };
+        // Checked at MAIL and RCPT already (`check_sender`,
+        // `check_recipient`), with the same grammar.
         let from = match &rewrite {
             Some(sender) => Some(sender.email.clone()),
             None if submission.from.is_empty() => None,
-            None => Some(submission.from.parse().map_err(|e| {
-                refused(
-                    "sender address not accepted upstream",
-                    format!("sender: {e}"),
-                )
-            })?),
+            None => Some(
+                envelope_address("from", &submission.from)
+                    .map_err(|e| refused("sender address not accepted upstream", e.to_string()))?,
+            ),
         };
         let to = submission
             .to
             .iter()
-            .map(|t| t.parse())
+            .map(|t| envelope_address("to", t))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| {
-                refused(
-                    "recipient address not accepted upstream",
-                    format!("recipient: {e}"),
-                )
-            })?;
+            .map_err(|e| refused("recipient address not accepted upstream", e.to_string()))?;
         let envelope = Envelope::new(from, to)
             .map_err(|e| refused("envelope not accepted upstream", e.to_string()))?;
         let data = match &rewrite {

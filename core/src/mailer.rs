@@ -410,8 +410,13 @@ impl Mailer {
         sender_name: Option<&str>,
         message: &[u8],
     ) -> Result<Vec<u8>> {
-        for address in envelope.from().into_iter().chain(envelope.to()) {
-            message::parse_mailbox("address", address.as_ref())?;
+        // The grammar the relay and the outbox share: what is accepted here
+        // can be delivered.
+        if let Some(from) = envelope.from() {
+            message::address::envelope_address("from", from.as_ref())?;
+        }
+        for to in envelope.to() {
+            message::address::envelope_address("to", to.as_ref())?;
         }
         let from = envelope
             .from()

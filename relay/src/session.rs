@@ -286,6 +286,14 @@ fn push_reply(out: &mut Vec<u8>, code: u16, text: &str) {
 }
 
 /// A queue id fit for a reply: printable ASCII, at most 64 characters.
+/// A sink's text as a reply may carry it: printable ASCII, cut short.
+fn reply_text(text: &str) -> String {
+    text.chars()
+        .map(|c| if (' '..='~').contains(&c) { c } else { '?' })
+        .take(200)
+        .collect()
+}
+
 fn sanitize_id(id: &str) -> String {
     let clean: String = id
         .chars()
@@ -665,8 +673,20 @@ where
                 .error(553, "5.6.7 Non-ASCII address without SMTPUTF8")
                 .await;
         }
+        let from = if path.address.is_empty() {
+            path.address
+        } else {
+            match self.ctx.sink.check_sender(&path.address) {
+                Ok(from) => from,
+                Err(why) => {
+                    return self
+                        .error(553, &format!("5.1.7 {}", reply_text(&why)))
+                        .await;
+                }
+            }
+        };
         self.txn = Some(Transaction {
-            from: path.address,
+            from,
             size: params.size,
             body: params.body,
             smtputf8: params.smtputf8,
@@ -688,14 +708,22 @@ where
                 .error(553, "5.6.7 Non-ASCII address without SMTPUTF8")
                 .await;
         }
-        let duplicate = txn.to.contains(&path.address);
+        let address = match self.ctx.sink.check_recipient(&path.address) {
+            Ok(address) => address,
+            Err(why) => {
+                return self
+                    .error(553, &format!("5.1.3 {}", reply_text(&why)))
+                    .await;
+            }
+        };
+        let duplicate = txn.to.contains(&address);
         if !duplicate && txn.to.len() >= max {
             return self.reply(452, "4.5.3 Too many recipients").await;
         }
         if let Some(txn) = &mut self.txn
             && !duplicate
         {
-            txn.to.push(path.address);
+            txn.to.push(address);
         }
         self.reply(250, "2.1.5 Recipient OK").await
     }

@@ -61,4 +61,18 @@ pub trait MessageSink: Send + Sync + 'static {
     /// unstuffed, without the final `.` line) for `envelope`; returns the
     /// queue id (printable ASCII, shown to the client) or why it failed.
     async fn accept(&self, envelope: Submission, data: Vec<u8>) -> Result<String, Rejection>;
+
+    /// Checks the sender of `MAIL FROM` (never the null sender) before it is
+    /// accepted, so that what the relay accepts can be delivered: `Ok` with
+    /// the address to keep, or `Err` with the reason, answered
+    /// `553 5.1.7` (printable text, cut short). The default keeps it.
+    fn check_sender(&self, address: &str) -> Result<String, String> {
+        Ok(address.to_owned())
+    }
+
+    /// The same for each `RCPT TO`, answered `553 5.1.3`; `postmaster`
+    /// (RFC 5321 §4.5.1) comes bare, for the sink to qualify.
+    fn check_recipient(&self, address: &str) -> Result<String, String> {
+        Ok(address.to_owned())
+    }
 }

@@ -61,6 +61,97 @@ pub fn parse_mailbox(field: &str, value: &str) -> Result<Mailbox> {
     Ok(Mailbox::new(mailbox.name, email))
 }
 
+/// Longest envelope address (RFC 5321 §4.5.3.1.3: a path of 256 octets
+/// with its angle brackets).
+pub const MAX_PATH: usize = 254;
+
+/// An envelope address (MAIL FROM, RCPT TO) as mailgate delivers it: the
+/// one grammar that the relay's MAIL and RCPT, `sendmail`, `send` and the
+/// outbox share, so that what is accepted can be delivered.
+///
+/// RFC 5321 Mailbox: a dot-atom or quoted-string local part (UTF-8 allowed,
+/// for SMTPUTF8), a domain (U-labels allowed), an IPv4 literal or an
+/// `IPv6:` literal. Like Postfix, a local part longer than the 64 octets
+/// RFC 5321 names is accepted (servers take them; refusing them would
+/// lose mail). The error names `field` and shows the address escaped.
+pub fn envelope_address(field: &str, text: &str) -> Result<Address> {
+    let bad = |why: &str| {
+        Error::invalid_message(
+            field,
+            format!("`{}` cannot be delivered: {why}", shown(text)),
+        )
+    };
+    if text.len() > MAX_PATH {
+        return Err(bad(&format!(
+            "it is {} octets long, and an address may have {MAX_PATH}",
+            text.len()
+        )));
+    }
+    if text.chars().any(is_forbidden_char) {
+        return Err(bad("it contains a control or invisible character"));
+    }
+    let Some((local, domain)) = text.rsplit_once('@') else {
+        return Err(bad("it has no domain"));
+    };
+    if !local_part_ok(local) {
+        return Err(bad(
+            "its local part is neither a dot-atom nor a quoted string",
+        ));
+    }
+    let address = match text.parse::<Address>() {
+        Ok(address) => address,
+        // lettre stops at 64 octets; the syntax was checked above.
+        Err(lettre::address::AddressError::InvalidUser) if local.len() > 64 => {
+            // The domain is still lettre's to check.
+            format!("x@{domain}")
+                .parse::<Address>()
+                .map_err(|e| bad(&e.to_string()))?;
+            Address::new_dangerous(local, domain)
+        }
+        Err(e) => return Err(bad(&e.to_string())),
+    };
+    if let Some(literal) = domain.strip_prefix('[') {
+        let literal = literal.strip_suffix(']').unwrap_or(literal);
+        let ok = match literal.strip_prefix("IPv6:") {
+            Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+            None => literal.parse::<std::net::Ipv4Addr>().is_ok(),
+        };
+        if !ok {
+            return Err(bad("its address literal is neither IPv4 nor IPv6:..."));
+        }
+    } else {
+        ascii_domain(field, &address)?;
+    }
+    Ok(address)
+}
+
+/// RFC 5321 Local-part: Dot-string or Quoted-string (RFC 6531: UTF-8 too).
+fn local_part_ok(local: &str) -> bool {
+    if let Some(inner) = local.strip_prefix('"').and_then(|l| l.strip_suffix('"'))
+        && local.len() >= 2
+    {
+        let mut escaped = false;
+        for c in inner.chars() {
+            match (escaped, c) {
+                (true, ' '..='~') => escaped = false,
+                (true, _) => return false,
+                (false, '\\') => escaped = true,
+                (false, '"') => return false,
+                (false, c) if c == ' ' || ('!'..='~').contains(&c) || !c.is_ascii() => {}
+                _ => return false,
+            }
+        }
+        return !escaped;
+    }
+    !local.is_empty()
+        && local.split('.').all(|atom| {
+            !atom.is_empty()
+                && atom.chars().all(|c| {
+                    c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || !c.is_ascii()
+                })
+        })
+}
+
 /// The address with its domain as an A-label (`xn--...`), which every server
 /// and header accepts; the local part is kept (non-ASCII needs SMTPUTF8).
 pub fn ascii_domain(field: &str, address: &Address) -> Result<Address> {
@@ -163,6 +254,43 @@ mod tests {
             recipient_key("ab@example.com"),
             recipient_key("Ab@example.com")
         );
+    }
+
+    #[test]
+    fn envelope_addresses_follow_rfc_5321() {
+        let long_local = format!("{}@example.com", "a".repeat(65));
+        for ok in [
+            "a@example.com",
+            "\"john doe\"@example.com",
+            "\"a\\\"b\"@example.org",
+            "a@[192.0.2.7]",
+            "a@[IPv6:2001:db8::7]",
+            "first.last+tag@sub.example.com",
+            "j\u{f6}rg@b\u{fc}cher.example",
+            long_local.as_str(),
+        ] {
+            let address = envelope_address("to", ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+            assert_eq!(AsRef::<str>::as_ref(&address), ok);
+        }
+        let too_long = format!("{}@example.com", "a".repeat(250));
+        for bad in [
+            "postmaster",
+            "a@",
+            "@example.com",
+            "a..b@example.com",
+            ".a@example.com",
+            "a b@example.com",
+            "\"a@example.com",
+            "a@[300.1.1.1]",
+            "a@[IPv6:zz::1]",
+            "a\u{202e}@example.com",
+            "a@exa mple.com",
+            too_long.as_str(),
+        ] {
+            let err = envelope_address("to", bad).unwrap_err();
+            assert_eq!(err.exit_code(), 65, "{bad}");
+            assert!(err.to_string().contains("cannot be delivered"), "{err}");
+        }
     }
 
     #[test]

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
-use lettre::Address;
 use lettre::address::Envelope;
 
 use super::dsn::DsnWriter;
@@ -727,20 +726,18 @@ impl Worker {
 }
 
 fn envelope_of(from: &str, to: &[String]) -> Result<Envelope> {
-    let bad = |what: &str, e: String| Error::invalid_message(what, format!("stored address: {e}"));
+    use crate::message::address::envelope_address;
     let from = if from.is_empty() {
         None
     } else {
-        Some(
-            from.parse::<Address>()
-                .map_err(|e| bad("from", e.to_string()))?,
-        )
+        Some(envelope_address("from", from)?)
     };
     let to = to
         .iter()
-        .map(|t| t.parse::<Address>().map_err(|e| bad("to", e.to_string())))
+        .map(|t| envelope_address("to", t))
         .collect::<Result<Vec<_>>>()?;
-    Envelope::new(from, to).map_err(|e| bad("to", e.to_string()))
+    Envelope::new(from, to)
+        .map_err(|e| Error::invalid_message("to", format!("stored envelope: {e}")))
 }
 
 /// A number in [0, 1), different in every call.
