@@ -776,3 +776,20 @@ fn config_validation() {
         open.warnings()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_line_limit_counts_the_line_after_dot_unstuffing() {
+    let relay = start(test_config()).await;
+    let mut c = greeted(relay.addr).await;
+    // 998 octets starting with a dot: 999 on the wire.
+    let line = format!(".{}", "x".repeat(997));
+    let (code, text) = submit(&mut c, &format!("Subject: dot\r\n\r\n.{line}\r\n.\r\n")).await;
+    assert_eq!(code, 250, "{text}");
+    // 999 after unstuffing.
+    let (code, text) = submit(&mut c, &format!("Subject: dot\r\n\r\n.{line}x\r\n.\r\n")).await;
+    assert_eq!(code, 550, "{text}");
+    assert!(text.starts_with("5.6.0 "), "{text}");
+    assert_eq!(relay.sink.count(), 1);
+    let (_, data) = relay.sink.get(0);
+    assert!(data.ends_with(format!("\r\n\r\n{line}\r\n").as_bytes()));
+}
