@@ -63,7 +63,8 @@ enum End {
     Timeout,
     /// The server shuts down: 421 4.3.2 is still to be sent.
     Shutdown,
-    /// A 421 was sent already (limits).
+    /// A closing reply was sent already: 421 (limits), or 554 after
+    /// improper pipelining.
     Sent421,
     /// Not an SMTP client (an HTTP request line, ...): closed silently.
     ForeignProtocol,
@@ -701,12 +702,14 @@ where
     }
 
     async fn data(&mut self) -> Result<()> {
-        match &self.txn {
-            None => return self.error(503, "5.5.1 Need MAIL command first").await,
-            Some(txn) if txn.to.is_empty() => {
-                return self.error(503, "5.5.1 Need RCPT command first").await;
-            }
-            Some(_) => {}
+        let refusal = match &self.txn {
+            None => Some("5.5.1 Need MAIL command first"),
+            Some(txn) if txn.to.is_empty() => Some("5.5.1 Need RCPT command first"),
+            Some(_) => None,
+        };
+        if let Some(text) = refusal {
+            self.error(503, text).await?;
+            return self.improper_pipelining().await;
         }
         self.reply(354, "End data with <CR><LF>.<CR><LF>").await?;
         let config = Arc::clone(&self.ctx.config);
@@ -781,6 +784,31 @@ where
             }
         };
         self.store(txn, data).await
+    }
+
+    /// After a refused DATA: bytes the client sent already (DATA ends a
+    /// pipelined group, RFC 2920 3.1) are message content it sent without
+    /// waiting for the 354, and must not run as commands. As Postfix does:
+    /// `554 5.5.0` and close.
+    async fn improper_pipelining(&mut self) -> Result<()> {
+        if self.start == self.end {
+            return Ok(());
+        }
+        bump(&self.ctx.counters.closed_for_abuse);
+        tracing::info!(
+            id = self.ctx.id,
+            client = %self.ctx.client,
+            bytes = self.end - self.start,
+            "relay session closed: input after a refused DATA (improper pipelining)"
+        );
+        self.start = self.end;
+        self.reply(
+            554,
+            "5.5.0 Improper use of SMTP command pipelining: data sent after a refused DATA, closing the connection",
+        )
+        .await?;
+        self.flush().await?;
+        Err(End::Sent421)
     }
 
     async fn store(&mut self, txn: Transaction, data: Vec<u8>) -> Result<()> {

@@ -793,3 +793,35 @@ async fn the_line_limit_counts_the_line_after_dot_unstuffing() {
     let (_, data) = relay.sink.get(0);
     assert!(data.ends_with(format!("\r\n\r\n{line}\r\n").as_bytes()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_pipelined_after_a_refused_data_is_not_run_as_commands() {
+    let relay = start(test_config()).await;
+    let mut c = greeted(relay.addr).await;
+    // No valid recipient, DATA refused, and the message right behind it:
+    // its lines must not become commands.
+    c.send(concat!(
+        "MAIL FROM:<alm@example.com>\r\n",
+        "RCPT TO:<bad address@example.com>\r\n",
+        "DATA\r\n",
+        "RSET\r\n",
+        "MAIL FROM:<evil@example.com>\r\n",
+        "RCPT TO:<victim@example.com>\r\n",
+        "DATA\r\n",
+        "Subject: smuggled\r\n\r\nx\r\n.\r\n",
+    ))
+    .await;
+    assert_eq!(c.reply().await.0, 250);
+    assert_eq!(c.reply().await.0, 501);
+    assert_eq!(c.reply().await.0, 503);
+    let (code, text) = c.reply().await;
+    assert_eq!(code, 554, "{text}");
+    assert!(text.starts_with("5.5.0 "), "{text}");
+    assert!(c.closed_within(Duration::from_secs(5)).await);
+    assert_eq!(relay.sink.count(), 0);
+
+    // A refused DATA with nothing behind it is only refused.
+    let mut c = greeted(relay.addr).await;
+    c.expect("DATA", 503).await;
+    c.expect("NOOP", 250).await;
+}
