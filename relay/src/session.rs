@@ -28,6 +28,7 @@ use crate::data::{DataOutcome, DataReader};
 use crate::sasl;
 use crate::sink::{MessageSink, Rejection, Submission};
 use crate::stats::{Counters, bump};
+use crate::trace::{self, Trace};
 
 /// Replies are written once this much is waiting, even mid-pipeline.
 const OUT_FLUSH: usize = 16 * 1024;
@@ -197,6 +198,9 @@ struct Session<IO> {
     tls: bool,
     /// `Some(extended)` once HELO (false) or EHLO (true) was answered.
     greeting: Option<bool>,
+    /// The name the client gave in its last EHLO or HELO, for the trace
+    /// field (hostile: cleaned where it is written).
+    helo: String,
     auth_user: Option<String>,
     txn: Option<Transaction>,
     commands: usize,
@@ -222,6 +226,7 @@ where
         out: Vec::with_capacity(1024),
         tls: false,
         greeting: None,
+        helo: String::new(),
         auth_user: None,
         txn: None,
         commands: 0,
@@ -406,10 +411,17 @@ where
     async fn ehlo(&mut self, host: &str, extended: bool) -> Result<()> {
         tracing::debug!(id = self.ctx.id, helo = ?host, extended, "relay greeting");
         self.txn = None;
+        self.helo = host.to_owned();
         let config = self.config();
+        // The instance id lets a mailgate client in this process see that
+        // it is talking to itself (a loop), see `RelayConfig::instance_id`.
+        let first = match &config.instance_id {
+            Some(id) => format!("{} mailgate ready [{id}]", config.hostname),
+            None => config.hostname.clone(),
+        };
         let text = if extended {
             let mut lines = vec![
-                config.hostname.clone(),
+                first,
                 "PIPELINING".to_owned(),
                 format!("SIZE {}", config.max_message_bytes),
                 "8BITMIME".to_owned(),
@@ -424,7 +436,7 @@ where
             }
             lines.join("\n")
         } else {
-            config.hostname.clone()
+            first
         };
         self.greeting = Some(extended);
         self.reply(250, &text).await
@@ -812,6 +824,37 @@ where
     }
 
     async fn store(&mut self, txn: Transaction, data: Vec<u8>) -> Result<()> {
+        let hops = trace::count_received(&data);
+        if hops > self.config().max_hops {
+            tracing::info!(
+                id = self.ctx.id,
+                client = %self.ctx.client,
+                from = ?txn.from,
+                hops,
+                max = self.config().max_hops,
+                "message refused: too many Received fields (a mail loop?)"
+            );
+            return self.error(554, "5.4.6 Too many hops").await;
+        }
+        let trace_id = trace::new_id();
+        let received = Trace {
+            helo: &self.helo,
+            extended: self.greeting == Some(true),
+            ip: self.ctx.client.ip(),
+            by: &self.ctx.config.hostname,
+            tls: self.tls,
+            authenticated: self.auth_user.is_some(),
+            id: &trace_id,
+            to: &txn.to,
+            at: std::time::SystemTime::now(),
+        }
+        .field();
+        let data = {
+            let mut with = Vec::with_capacity(received.len() + data.len());
+            with.extend_from_slice(received.as_bytes());
+            with.extend_from_slice(&data);
+            with
+        };
         let size = data.len();
         let submission = Submission {
             from: txn.from,
@@ -840,6 +883,7 @@ where
                     recipients,
                     size,
                     queue_id = %id,
+                    trace_id = %trace_id,
                     tls = self.tls,
                     user = ?self.auth_user,
                     "relay message queued"
