@@ -100,6 +100,17 @@ impl HeaderSection {
     pub fn has(&self, name: &str) -> bool {
         self.fields.iter().any(|f| f.is(name))
     }
+
+    /// The offset after the trace fields (`Return-Path`, `Received`) that
+    /// open the header; 0 when there are none. Fields mailgate adds go
+    /// here: trace fields stay on top (RFC 5321 4.4, RFC 5322 3.6.7).
+    pub fn trace_end(&self) -> usize {
+        self.fields
+            .iter()
+            .take_while(|f| f.is("Received") || f.is("Return-Path"))
+            .last()
+            .map_or(0, |f| f.end)
+    }
 }
 
 /// What [`complete`] may add to a prepared message.
@@ -112,7 +123,7 @@ pub struct Completion<'a> {
 }
 
 /// `message` with the Date, Message-ID, MIME-Version and From it lacks added
-/// at the top, its Bcc fields removed (no copy may show the blind
+/// at the top (below the trace fields that open it), its Bcc fields removed (no copy may show the blind
 /// recipients; Postfix's cleanup does the same), every header line folded
 /// to at most 998 octets (at whitespace), and CRLF line ends in the added
 /// lines. Nothing else changes.
@@ -151,12 +162,14 @@ pub fn complete(message: &[u8], completion: &Completion<'_>) -> Result<Vec<u8>> 
         added.push_str(&format!("From: {from}\r\n"));
     }
     let mut out = Vec::with_capacity(message.len() + added.len() + 2);
+    let trace_end = section.trace_end();
+    out.extend_from_slice(&message[..trace_end]);
     out.extend_from_slice(added.as_bytes());
     if section.fields.is_empty() && !section.has_separator && !message.is_empty() {
         // No header at all: what came is all body.
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(message);
+    out.extend_from_slice(&message[trace_end..]);
     let out = fold_header_lines(out, None)?;
     // Folding and the added fields change only the header.
     check_body(&message[section.body_start..])?;
@@ -421,6 +434,24 @@ mod tests {
         assert!(s.has_separator);
         let s = HeaderSection::parse(b"just a body line\n");
         assert!(s.fields.is_empty() && s.body_start == 0 && !s.has_separator);
+    }
+
+    #[test]
+    fn added_fields_go_below_the_trace_fields() {
+        let msg = b"Received: from a\r\n\tby b; date\r\nReturn-Path: <x@y>\r\nReceived: c\r\nSubject: s\r\nReceived: late\r\n\r\nb\r\n";
+        let c = Completion {
+            message_id_domain: "example.com",
+            ..Completion::default()
+        };
+        let out = String::from_utf8(complete(msg, &c).unwrap()).unwrap();
+        let head =
+            "Received: from a\r\n\tby b; date\r\nReturn-Path: <x@y>\r\nReceived: c\r\nDate: ";
+        assert!(out.starts_with(head), "{out}");
+        assert!(
+            out.ends_with("MIME-Version: 1.0\r\nSubject: s\r\nReceived: late\r\n\r\nb\r\n"),
+            "{out}"
+        );
+        assert_eq!(HeaderSection::parse(b"Subject: s\r\n\r\n").trace_end(), 0);
     }
 
     #[test]
