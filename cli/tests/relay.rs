@@ -1414,6 +1414,61 @@ async fn rewrite_from_sends_as_the_configured_sender_with_the_author_in_reply_to
     server.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewrite_from_leaves_one_from_and_one_reply_to_whatever_the_syntax() {
+    let server = dev_server().await;
+    let dir = relay_folder(server.port(), &[("mailgate.relay.rewriteFrom", "true")]);
+    let relay = Relay::start(dir.path());
+    let messages: [&[u8]; 2] = [
+        // Obsolete syntax (RFC 5322 4.5.6): white space before the colon.
+        b"From : CEO <ceo@legacy.example>\r\nTo: dev@example.com\r\nSubject: obsolete\r\n\r\nbody\r\n",
+        // Two From fields.
+        b"From: Scanner <scanner@legacy.example>\r\nTo: dev@example.com\r\nFrom: Printer <printer@legacy.example>\r\nSubject: two\r\n\r\nbody\r\n",
+    ];
+    blocking(|| {
+        let mut c = Client::greeted(relay.addr);
+        c.expect("EHLO printer.example", 250);
+        for data in messages {
+            c.expect("MAIL FROM:<scanner@legacy.example>", 250);
+            c.expect("RCPT TO:<dev@example.com>", 250);
+            c.expect("DATA", 354);
+            c.send(data).unwrap();
+            c.expect(".", 250);
+        }
+        c.expect("QUIT", 221);
+    });
+    let received = server.wait_for_messages(2, WAIT).await;
+    let mut authors = Vec::new();
+    for m in &received {
+        // Read by a real parser, which takes the obsolete form as a From.
+        let parsed = mail_parser::MessageParser::new()
+            .parse(&m.data)
+            .expect("a message");
+        let fields = |name: &str| -> Vec<String> {
+            parsed
+                .headers_raw()
+                .filter(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.trim().to_owned())
+                .collect()
+        };
+        let from = fields("From");
+        assert_eq!(from, [SENDER], "one From, the sender's:\n{}", m.data_str());
+        let reply_to = fields("Reply-To");
+        assert_eq!(reply_to.len(), 1, "one Reply-To:\n{}", m.data_str());
+        authors.push(reply_to[0].replace("\r\n", ""));
+    }
+    authors.sort();
+    assert_eq!(
+        authors,
+        [
+            "CEO <ceo@legacy.example>",
+            "Scanner <scanner@legacy.example>, Printer <printer@legacy.example>"
+        ]
+    );
+    drop(relay);
+    server.shutdown().await;
+}
+
 // ---------------------------------------------------------------------------
 // 8. Metrics
 

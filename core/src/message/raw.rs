@@ -37,6 +37,16 @@ impl HeaderField {
     pub fn is(&self, name: &str) -> bool {
         self.name.eq_ignore_ascii_case(name)
     }
+
+    /// Its value in `message` (the one it was parsed from): the bytes after
+    /// the colon, line ends and continuation lines included. Unlike
+    /// `name.len() + 1`, right also for the obsolete `Name :` form.
+    pub fn value<'a>(&self, message: &'a [u8]) -> &'a [u8] {
+        let raw = message.get(self.start..self.end).unwrap_or_default();
+        raw.iter()
+            .position(|&b| b == b':')
+            .map_or(&raw[raw.len()..], |colon| &raw[colon + 1..])
+    }
 }
 
 /// The header section of a message.
@@ -80,7 +90,9 @@ impl HeaderSection {
                 let Some(colon) = content.iter().position(|&b| b == b':') else {
                     break;
                 };
-                let name = &content[..colon];
+                // RFC 5322 4.5.6: white space may stand between the name
+                // and the colon (`From : x`); it is not part of the name.
+                let name = content[..colon].trim_ascii_end();
                 if name.is_empty() || !name.iter().all(|&b| (33..=126).contains(&b)) {
                     break;
                 }
@@ -334,37 +346,59 @@ pub fn header_recipients(message: &[u8]) -> Result<Vec<String>> {
 }
 
 /// `message` sent as `sender` (a relay whose upstream only takes its own
-/// user, as Microsoft 365 does for an app identity): the From field becomes
-/// `sender`, and the original From goes to Reply-To unless the message has
-/// one, so that answers still reach the author. A message without From
-/// gets one. Nothing else changes.
+/// user, as Microsoft 365 does for an app identity): every From field
+/// (obsolete `From :` syntax included) is replaced by one From of
+/// `sender`, below the trace fields, and the original authors go to one
+/// Reply-To unless the message has one, so that answers still reach them.
+/// Several Reply-To fields become one. A message without From gets one.
+/// Nothing else changes.
 pub fn rewrite_from(message: &[u8], sender: &Mailbox) -> Vec<u8> {
     let section = HeaderSection::parse(message);
     let from_fields: Vec<&HeaderField> = section.fields.iter().filter(|f| f.is("From")).collect();
+    let reply_fields: Vec<&HeaderField> =
+        section.fields.iter().filter(|f| f.is("Reply-To")).collect();
+    let mut removed = from_fields.clone();
     let mut head = format!("From: {sender}\r\n").into_bytes();
-    if !section.has("Reply-To") {
-        for field in &from_fields {
-            let raw = &message[field.start..field.end];
-            let value = &raw[field.name.len() + 1..];
-            head.extend_from_slice(b"Reply-To:");
-            head.extend_from_slice(value);
-            if !value.ends_with(b"\n") {
-                head.extend_from_slice(b"\r\n");
-            }
+    // One Reply-To: the authors when there was none, the union of several.
+    let reply_sources = match reply_fields.len() {
+        0 => from_fields.as_slice(),
+        1 => &[],
+        _ => {
+            removed.extend(&reply_fields);
+            reply_fields.as_slice()
         }
+    };
+    let values: Vec<&[u8]> = reply_sources
+        .iter()
+        .map(|f| trim_line_end(f.value(message)))
+        .filter(|v| !v.trim_ascii().is_empty())
+        .collect();
+    if !values.is_empty() {
+        head.extend_from_slice(b"Reply-To:");
+        head.extend_from_slice(&values.join(&b","[..]));
+        head.extend_from_slice(b"\r\n");
     }
-    let mut out = Vec::with_capacity(message.len() + head.len());
+    removed.sort_by_key(|f| f.start);
+    let trace_end = section.trace_end();
+    let mut out = Vec::with_capacity(message.len() + head.len() + 2);
+    out.extend_from_slice(&message[..trace_end]);
     out.extend_from_slice(&head);
     if section.fields.is_empty() && !section.has_separator {
         out.extend_from_slice(b"\r\n");
     }
-    let mut copied = 0;
-    for field in &from_fields {
+    let mut copied = trace_end;
+    for field in removed {
         out.extend_from_slice(&message[copied..field.start]);
         copied = field.end;
     }
     out.extend_from_slice(&message[copied..]);
     out
+}
+
+/// `value` without the line end of its last line.
+fn trim_line_end(value: &[u8]) -> &[u8] {
+    let value = value.strip_suffix(b"\n").unwrap_or(value);
+    value.strip_suffix(b"\r").unwrap_or(value)
 }
 
 /// The decoded Subject (empty when there is none) and the Message-ID of a
@@ -552,6 +586,36 @@ mod tests {
         assert_eq!(out, "From: alm@contoso.com\r\nReply-To: team@lab\r\n\r\nb");
         let none = String::from_utf8(rewrite_from(b"just body\n", &sender)).unwrap();
         assert_eq!(none, "From: alm@contoso.com\r\n\r\njust body\n");
+    }
+
+    #[test]
+    fn rewrite_from_takes_obsolete_syntax_and_leaves_one_from_and_one_reply_to() {
+        let sender: Mailbox = "alm@contoso.com".parse().unwrap();
+        let obsolete =
+            b"Received: from x\r\nFrom : CEO <ceo@x.example>\r\nSubject\t: s\r\n\r\nb\r\n";
+        let out = String::from_utf8(rewrite_from(obsolete, &sender)).unwrap();
+        assert_eq!(
+            out,
+            "Received: from x\r\nFrom: alm@contoso.com\r\nReply-To: CEO <ceo@x.example>\r\nSubject\t: s\r\n\r\nb\r\n"
+        );
+        let two = b"From: A <a@x>\r\nTo: t@x\r\nFrom:\r\n B <b@x>\r\n\r\nb";
+        let out = String::from_utf8(rewrite_from(two, &sender)).unwrap();
+        assert_eq!(
+            out,
+            "From: alm@contoso.com\r\nReply-To: A <a@x>,\r\n B <b@x>\r\nTo: t@x\r\n\r\nb"
+        );
+        let replies = b"From: a@x\r\nReply-To: r1@x\r\nReply-To : r2@x\r\n\r\nb";
+        let out = String::from_utf8(rewrite_from(replies, &sender)).unwrap();
+        assert_eq!(
+            out,
+            "From: alm@contoso.com\r\nReply-To: r1@x, r2@x\r\n\r\nb"
+        );
+        let section = HeaderSection::parse(obsolete);
+        assert_eq!(section.fields[1].name, "From");
+        assert_eq!(
+            section.fields[1].value(obsolete),
+            b" CEO <ceo@x.example>\r\n"
+        );
     }
 
     #[test]
