@@ -4,7 +4,7 @@
 //! SIGHUP and when a config file changes, keeping the old settings when the
 //! new ones are invalid.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
@@ -27,6 +27,8 @@ const DEFAULT_IDLE_SECONDS: u64 = 60;
 /// (Postfix's `smtpd_min_data_rate`): slower, the client is dropped like an
 /// idle one.
 const DEFAULT_MIN_DATA_RATE: usize = 500;
+/// The most Received fields a message may bring (Postfix's `hop_count_limit`).
+const DEFAULT_MAX_HOPS: usize = 50;
 
 /// The status file a running relay keeps next to its outbox, for `check`.
 pub(crate) const STATUS_FILE: &str = "mailgate-relay.status";
@@ -50,6 +52,7 @@ fn load(build: &Build) -> Result<Loaded, Error> {
     mailer.outbox()?;
     let settings = mailer.settings();
     let listen = parse_listen(settings)?;
+    refuse_upstream_self(settings, listen)?;
     let allow = parse_allow(settings)?;
     let users = match settings.value(keys::RELAY_USERS_FILE) {
         Some(path) => {
@@ -148,6 +151,10 @@ fn load(build: &Build) -> Result<Loaded, Error> {
             0,
             1 << 30,
         )? as u64,
+        max_hops: number(settings, keys::RELAY_MAX_HOPS, DEFAULT_MAX_HOPS, 1, 1000)?,
+        // A worker of this process that meets this id in an EHLO reply is
+        // talking to this listener: it refuses instead of looping.
+        instance_id: Some(mailgate::smtp::instance_id().to_owned()),
         tls,
         users,
         ..defaults
@@ -161,6 +168,7 @@ fn load(build: &Build) -> Result<Loaded, Error> {
             "max_recipients" => keys::RELAY_MAX_RECIPIENTS,
             "max_connections" => keys::RELAY_MAX_CONNECTIONS,
             "idle_timeout" => keys::RELAY_IDLE_SECONDS,
+            "max_hops" => keys::RELAY_MAX_HOPS,
             // The rest is set here, not from properties (the host name).
             _ => keys::RELAY_LISTEN,
         };
@@ -206,6 +214,58 @@ fn parse_listen(settings: &Settings) -> Result<SocketAddr, Error> {
         .unwrap_or(DEFAULT_LISTEN)
         .parse::<SocketAddr>()
         .map_err(|_| config(settings, keys::RELAY_LISTEN, "IP:PORT, e.g. 127.0.0.1:2525"))
+}
+
+/// An upstream that is the relay's own listener would send every message
+/// back to it, round and round: a configuration error naming both keys.
+/// The upstream's name is resolved only when its port is the listen port.
+fn refuse_upstream_self(settings: &Settings, listen: SocketAddr) -> Result<(), Error> {
+    let server = settings.server();
+    if server.port != listen.port() {
+        return Ok(());
+    }
+    let upstream: Vec<IpAddr> = match server.host.parse::<IpAddr>() {
+        Ok(ip) => vec![ip],
+        // A name that does not resolve now is not this relay; delivery
+        // reports it.
+        Err(_) => std::net::ToSocketAddrs::to_socket_addrs(&(server.host.as_str(), server.port))
+            .map(|addrs| addrs.map(|a| a.ip()).collect())
+            .unwrap_or_default(),
+    };
+    if !upstream.iter().any(|&ip| reaches(ip, listen.ip())) {
+        return Ok(());
+    }
+    Err(settings
+        .invalid(
+            keys::SERVER_HOSTNAME,
+            &format!(
+                "a server other than this relay: `{}` port `{}` (`{}`) is the relay's own `{}` ({listen}), so every message would loop back to it; point the upstream at the real server or move `{}`",
+                server.host,
+                server.port,
+                keys::SERVER_PORT,
+                keys::RELAY_LISTEN,
+                keys::RELAY_LISTEN,
+            ),
+        )
+        .into())
+}
+
+/// Whether a connection to `upstream` reaches a listener bound to `listen`
+/// (same port assumed): the same address, or a listener on every address
+/// (`0.0.0.0`, `::`) and an address of this host, or `0.0.0.0` as the
+/// upstream (Linux connects it to this host).
+fn reaches(upstream: IpAddr, listen: IpAddr) -> bool {
+    let canonical = |ip: IpAddr| match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    let (upstream, listen) = (canonical(upstream), canonical(listen));
+    if upstream == listen || upstream.is_unspecified() {
+        return true;
+    }
+    // Binding succeeds only to an address of this host.
+    listen.is_unspecified()
+        && (upstream.is_loopback() || std::net::UdpSocket::bind((upstream, 0)).is_ok())
 }
 
 fn parse_allow(settings: &Settings) -> Result<Vec<Cidr>, Error> {
@@ -1061,5 +1121,22 @@ impl Drop for EchoOff {
                 libc::tcsetattr(0, libc::TCSANOW, &saved);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_upstream_reaches_the_listener_on_its_address_or_on_all() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(reaches(ip("127.0.0.1"), ip("127.0.0.1")));
+        assert!(reaches(ip("::ffff:127.0.0.1"), ip("127.0.0.1")));
+        assert!(reaches(ip("127.0.0.1"), ip("0.0.0.0")));
+        assert!(reaches(ip("::1"), ip("::")));
+        assert!(reaches(ip("0.0.0.0"), ip("127.0.0.1")));
+        assert!(!reaches(ip("127.0.0.2"), ip("127.0.0.1")));
+        assert!(!reaches(ip("192.0.2.7"), ip("0.0.0.0")));
     }
 }

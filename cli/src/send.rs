@@ -124,40 +124,23 @@ fn body_source(args: &SendArgs) -> BodySource {
 }
 
 /// stdin can be read: it is not a terminal (nobody is piping a body) and
-/// not closed. A process started with fd 0 closed finds it reopened on
-/// /dev/null for reading and writing (Rust's runtime does that); a shell's
-/// `< /dev/null` opens it for reading only, and sends an empty body.
+/// it is open. /dev/null, opened for reading only (a shell's `< /dev/null`)
+/// or for reading and writing (Python's `subprocess.DEVNULL`, daemon(3),
+/// and Rust's runtime when fd 0 was closed), is an empty body: those
+/// callers mean "no input", and refusing them loses their mail.
 fn stdin_ready() -> Result<(), Error> {
     if std::io::stdin().is_terminal() {
         return Err(Error::Usage(
             "no message: pass --body TEXT, --body-file FILE or --raw FILE, or pipe it on stdin (stdin is a terminal)".into(),
         ));
     }
-    if stdin_was_closed() {
+    // SAFETY: F_GETFL on fd 0 only reads its flags.
+    if unsafe { libc::fcntl(0, libc::F_GETFL) } == -1 {
         return Err(Error::Usage(
             "stdin is closed (no file descriptor 0): pass --body, --body-file or --raw FILE, or give the command an input".into(),
         ));
     }
     Ok(())
-}
-
-fn stdin_was_closed() -> bool {
-    use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
-    // SAFETY: F_GETFL on fd 0 only reads its flags.
-    let flags = unsafe { libc::fcntl(0, libc::F_GETFL) };
-    if flags == -1 {
-        return true;
-    }
-    if flags & libc::O_ACCMODE != libc::O_RDWR {
-        return false;
-    }
-    let (Ok(stdin), Ok(null)) = (
-        std::fs::metadata("/proc/self/fd/0"),
-        std::fs::metadata("/dev/null"),
-    ) else {
-        return false;
-    };
-    stdin.file_type().is_char_device() && stdin.rdev() == null.rdev()
 }
 
 /// Reads at most `limit` bytes from `source`; more is an error naming it.

@@ -289,28 +289,76 @@ async fn body_from_stdin_and_from_a_file() {
     assert_eq!(lf(&second.body_text(0).expect("body")), in_file);
 }
 
-#[tokio::test]
-async fn a_closed_stdin_is_a_usage_error_and_an_empty_one_an_empty_body() {
+/// Runs `mailgate --config-dir DIR ARGS...` from Python with fd 0 on
+/// /dev/null opened read-write, as `subprocess.DEVNULL` and daemon(3) do;
+/// returns the exit code and stderr.
+fn with_dev_null_read_write(
+    dir: &mailgate_integration_tests::ConfigDir,
+    args: &[&str],
+) -> (i32, String) {
+    const SCRIPT: &str = r#"
+import fcntl, json, os, subprocess, sys
+null = os.open(os.devnull, os.O_RDWR)
+assert fcntl.fcntl(null, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDWR
+env = dict(os.environ)
+env.pop("MAILGATE_CONFIG_DIR", None)
+r = subprocess.run(sys.argv[1:], stdin=null, capture_output=True, env=env, timeout=60)
+print(json.dumps({"code": r.returncode, "stderr": r.stderr.decode(errors="replace")}))
+"#;
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(SCRIPT)
+        .arg(support::bin())
+        .arg("--config-dir")
+        .arg(dir.path())
+        .args(args)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("the script's JSON report");
+    (
+        report["code"].as_i64().unwrap_or(-1) as i32,
+        report["stderr"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdin_on_dev_null_is_an_empty_body_whether_read_only_read_write_or_closed() {
     let server = relay().await;
     let dir = config(&server, &[]);
     let send = ["send", "--to", "dev@example.com", "--subject", "empty"];
+    // Read-write, as Python's subprocess.DEVNULL gives it: composed (body
+    // from stdin, implied or `-`) and sendmail.
     for extra in [&[][..], &["--body-file", "-"][..]] {
         let args: Vec<&str> = send.iter().chain(extra).copied().collect();
-        let out = mailgate(&dir, &args, Input::Closed).await;
-        out.assert_code(64);
-        assert!(out.stderr().contains("stdin is closed"), "{}", out.stderr());
+        let (code, stderr) = tokio::task::block_in_place(|| with_dev_null_read_write(&dir, &args));
+        assert_eq!(code, 0, "{args:?}: {stderr}");
     }
-    let out = mailgate(&dir, &["send", "--raw", "-"], Input::Closed).await;
-    out.assert_code(64);
-    assert_nothing_sent(&server);
-
+    let (code, stderr) = tokio::task::block_in_place(|| {
+        with_dev_null_read_write(&dir, &["sendmail", "dev@example.com"])
+    });
+    assert_eq!(code, 0, "sendmail: {stderr}");
+    // Closed: Rust's runtime reopens fd 0 on /dev/null, read-write.
+    let out = mailgate(&dir, &send, Input::Closed).await;
+    out.assert_code(0);
+    // Read-only (`< /dev/null`).
     let out = mailgate(&dir, &send, Input::Empty).await;
     out.assert_code(0);
-    let received = only_message(&server);
-    let parsed = parse(&received);
-    assert_eq!(parsed.subject(), Some("empty"));
-    assert!(received.body().is_empty(), "{:?}", received.data_str());
-    assert_eq!(parsed.body_text(0).as_deref().unwrap_or_default(), "");
+
+    let messages = server.messages();
+    assert_eq!(messages.len(), 5, "{messages:#?}");
+    for (i, received) in messages.iter().enumerate() {
+        let parsed = parse(received);
+        if i != 2 {
+            assert_eq!(parsed.subject(), Some("empty"));
+        }
+        assert!(received.body().is_empty(), "{:?}", received.data_str());
+    }
 }
 
 #[tokio::test]

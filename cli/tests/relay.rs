@@ -1414,6 +1414,61 @@ async fn rewrite_from_sends_as_the_configured_sender_with_the_author_in_reply_to
     server.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewrite_from_leaves_one_from_and_one_reply_to_whatever_the_syntax() {
+    let server = dev_server().await;
+    let dir = relay_folder(server.port(), &[("mailgate.relay.rewriteFrom", "true")]);
+    let relay = Relay::start(dir.path());
+    let messages: [&[u8]; 2] = [
+        // Obsolete syntax (RFC 5322 4.5.6): white space before the colon.
+        b"From : CEO <ceo@legacy.example>\r\nTo: dev@example.com\r\nSubject: obsolete\r\n\r\nbody\r\n",
+        // Two From fields.
+        b"From: Scanner <scanner@legacy.example>\r\nTo: dev@example.com\r\nFrom: Printer <printer@legacy.example>\r\nSubject: two\r\n\r\nbody\r\n",
+    ];
+    blocking(|| {
+        let mut c = Client::greeted(relay.addr);
+        c.expect("EHLO printer.example", 250);
+        for data in messages {
+            c.expect("MAIL FROM:<scanner@legacy.example>", 250);
+            c.expect("RCPT TO:<dev@example.com>", 250);
+            c.expect("DATA", 354);
+            c.send(data).unwrap();
+            c.expect(".", 250);
+        }
+        c.expect("QUIT", 221);
+    });
+    let received = server.wait_for_messages(2, WAIT).await;
+    let mut authors = Vec::new();
+    for m in &received {
+        // Read by a real parser, which takes the obsolete form as a From.
+        let parsed = mail_parser::MessageParser::new()
+            .parse(&m.data)
+            .expect("a message");
+        let fields = |name: &str| -> Vec<String> {
+            parsed
+                .headers_raw()
+                .filter(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.trim().to_owned())
+                .collect()
+        };
+        let from = fields("From");
+        assert_eq!(from, [SENDER], "one From, the sender's:\n{}", m.data_str());
+        let reply_to = fields("Reply-To");
+        assert_eq!(reply_to.len(), 1, "one Reply-To:\n{}", m.data_str());
+        authors.push(reply_to[0].replace("\r\n", ""));
+    }
+    authors.sort();
+    assert_eq!(
+        authors,
+        [
+            "CEO <ceo@legacy.example>",
+            "Scanner <scanner@legacy.example>, Printer <printer@legacy.example>"
+        ]
+    );
+    drop(relay);
+    server.shutdown().await;
+}
+
 // ---------------------------------------------------------------------------
 // 8. Metrics
 
@@ -1551,4 +1606,262 @@ fn the_helpers_read_what_they_should() {
     assert_eq!(metric("a_total_sum 4\n", "a_total"), None);
     let set: BTreeSet<String> = numbered("x", 12).into_iter().collect();
     assert_eq!(set.len(), 12);
+}
+
+// ---------------------------------------------------------------------------
+// 9. Trace fields and loops
+
+/// A message with `hops` Received fields of earlier relays above its own.
+fn with_hops(hops: usize, subject: &str) -> String {
+    let mut data = String::new();
+    for i in 0..hops {
+        data.push_str(&format!(
+            "Received: from hop{i}.example (hop{i}.example [192.0.2.{}])\r\n\tby next.example (Postfix) with ESMTP id H{i}; Mon, 07 Dec 2026 12:00:00 +0000\r\n",
+            i % 250 + 1
+        ));
+    }
+    data.push_str(&message(subject, "body"));
+    data.push_str(".\r\n");
+    data
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_received_field_is_added_and_more_than_max_hops_are_refused() {
+    let server = dev_server().await;
+    let dir = relay_folder(server.port(), &[]);
+    let relay = Relay::start(dir.path());
+    blocking(|| {
+        let mut c = Client::greeted(relay.addr);
+        c.expect("EHLO printer.example", 250);
+        for (hops, code) in [(50, 250), (51, 554)] {
+            c.expect("MAIL FROM:<scanner@legacy.example>", 250);
+            c.expect("RCPT TO:<dev@example.com>", 250);
+            c.expect("DATA", 354);
+            c.send(with_hops(hops, &format!("hops {hops}")).as_bytes())
+                .unwrap();
+            let (got, text) = c.reply();
+            assert_eq!(got, code, "{hops} hops: {text}");
+            if code == 554 {
+                assert_eq!(text, "5.4.6 Too many hops");
+            }
+        }
+        c.expect("QUIT", 221);
+    });
+    let m = &server.wait_for_messages(1, WAIT).await[0];
+    assert_eq!(m.subject().as_deref(), Some("hops 50"));
+    let parsed = mail_parser::MessageParser::new()
+        .parse(&m.data)
+        .expect("a message");
+    assert_eq!(parsed.received_all().count(), 51);
+    let first = parsed
+        .received_all()
+        .next()
+        .expect("a Received field first");
+    assert_eq!(
+        first.from,
+        Some(mail_parser::Host::Name("printer.example".into())),
+        "{first:?}"
+    );
+    assert_eq!(first.from_ip, Some("127.0.0.1".parse().unwrap()));
+    assert_eq!(first.with, Some(mail_parser::Protocol::ESMTP));
+    assert_eq!(first.for_.as_deref(), Some("dev@example.com"));
+    assert!(first.by.is_some() && first.id.is_some(), "{first:?}");
+    let date = first.date.as_ref().expect("a date");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!((date.to_timestamp() - now).abs() < 300, "{date:?}");
+    // The raw field: first, folded to 78 columns, naming this relay.
+    let text = m.data_str();
+    let field_end = text
+        .find("\r\nReceived: from hop0")
+        .expect("the older fields follow");
+    let field = &text[..field_end];
+    assert!(
+        field.starts_with("Received: from printer.example (localhost [127.0.0.1]) by "),
+        "{field}"
+    );
+    let unfolded = field.replace("\r\n\t", " ");
+    assert!(unfolded.contains(" (mailgate) with ESMTP id "), "{field}");
+    assert!(unfolded.contains(" for <dev@example.com>; "), "{field}");
+    assert!(field.split("\r\n").all(|l| l.len() <= 78), "{field}");
+    // Only the accepted one was stored.
+    assert_eq!(queued_subjects(dir.path()), ["hops 50"]);
+    drop(relay);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_is_the_relays_own_listener_is_refused_at_load() {
+    let port = unused_port().to_string();
+    for (host, listen, extra) in [
+        ("127.0.0.1", "127.0.0.1", None),
+        ("localhost", "127.0.0.1", None),
+        (
+            "127.0.0.1",
+            "0.0.0.0",
+            Some(("mailgate.relay.allow", "127.0.0.1")),
+        ),
+    ] {
+        let listen = format!("{listen}:{port}");
+        let mut keys = vec![
+            ("mksis.logging.email.server.hostname", host),
+            ("mailgate.relay.listen", listen.as_str()),
+        ];
+        keys.extend(extra);
+        let dir = relay_folder(port.parse().unwrap(), &keys);
+        let ran = mailgate(dir.path(), &["relay"]);
+        assert_eq!(
+            ran.status.code(),
+            Some(78),
+            "{host} -> {listen}: {}",
+            ran.stderr
+        );
+        for key in [
+            "mksis.logging.email.server.hostname",
+            "mksis.logging.email.server.port",
+            "mailgate.relay.listen",
+        ] {
+            assert!(ran.stderr.contains(key), "{key}: {}", ran.stderr);
+        }
+        assert!(ran.stderr.contains("loop"), "{}", ran.stderr);
+    }
+}
+
+/// A TCP forwarder (Python) from a free port to `target`; killed on drop.
+struct Forwarder {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Forwarder {
+    fn start(target: u16) -> Forwarder {
+        const SCRIPT: &str = r#"
+import socket, sys, threading
+target = int(sys.argv[1])
+srv = socket.socket()
+srv.bind(("127.0.0.1", 0))
+srv.listen(16)
+print(srv.getsockname()[1], flush=True)
+def pipe(a, b):
+    try:
+        while True:
+            data = a.recv(65536)
+            if not data:
+                break
+            b.sendall(data)
+    except OSError:
+        pass
+    for s in (a, b):
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+while True:
+    client, _ = srv.accept()
+    upstream = socket.create_connection(("127.0.0.1", target))
+    threading.Thread(target=pipe, args=(client, upstream), daemon=True).start()
+    threading.Thread(target=pipe, args=(upstream, client), daemon=True).start()
+"#;
+        let mut child = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(SCRIPT)
+            .arg(target.to_string())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs the forwarder");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().expect("piped stdout")),
+            &mut line,
+        )
+        .expect("the forwarder's port");
+        let port = line.trim().parse().expect("a port number");
+        Forwarder { child, port }
+    }
+}
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_whose_upstream_greets_with_its_own_instance_id_does_not_loop() {
+    // The relay's listener, reached through a forwarder: the addresses
+    // differ, only the EHLO reply tells the worker it is talking to itself.
+    let port = unused_port();
+    let forwarder = blocking(|| Forwarder::start(port));
+    let listen = format!("127.0.0.1:{port}");
+    let dir = relay_folder(forwarder.port, &[("mailgate.relay.listen", &listen)]);
+    let relay = Relay::start(dir.path());
+    submit(relay.port(), "to myself", 1);
+    let dead = poll(
+        "the message dead with a loop error",
+        WAIT,
+        || {
+            let all = queue_all(dir.path());
+            (all.len() == 1 && all[0]["status"] == "dead").then(|| all[0].clone())
+        },
+        || format!("{:#?}", queue_all(dir.path())),
+    );
+    let error = dead["last_error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("is this mailgate relay itself") && error.contains("loop"),
+        "{error}"
+    );
+    // One attempt, no copy of it in the outbox.
+    assert_eq!(queue_all(dir.path()).len(), 1);
+    drop(relay);
+    drop(forwarder);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_relays_pointed_at_each_other_stop_the_loop_within_max_hops() {
+    const MAX_HOPS: usize = 10;
+    let (port_a, port_b) = (unused_port(), unused_port());
+    let folder = |listen: u16, upstream: u16| {
+        relay_folder(
+            upstream,
+            &[
+                ("mailgate.relay.listen", &format!("127.0.0.1:{listen}")),
+                ("mailgate.relay.maxHops", &MAX_HOPS.to_string()),
+            ],
+        )
+    };
+    let (dir_a, dir_b) = (folder(port_a, port_b), folder(port_b, port_a));
+    let relay_a = Relay::start(dir_a.path());
+    let relay_b = Relay::start(dir_b.path());
+    submit(relay_a.port(), "round and round", 1);
+    let both = || {
+        let mut all = queue_all(dir_a.path());
+        all.extend(queue_all(dir_b.path()));
+        all
+    };
+    // Every copy was stored with one more Received field: 1 to MAX_HOPS
+    // + 1; the last is refused by the next relay and becomes dead.
+    let all = poll(
+        "the loop to end with one dead copy",
+        WAIT,
+        || {
+            let all = both();
+            let dead = all.iter().filter(|m| m["status"] == "dead").count();
+            let sent = all.iter().filter(|m| m["status"] == "sent").count();
+            (dead == 1 && dead + sent == all.len()).then_some(all)
+        },
+        || format!("{:#?}", both()),
+    );
+    assert_eq!(all.len(), MAX_HOPS + 1, "{all:#?}");
+    let dead = all.iter().find(|m| m["status"] == "dead").unwrap();
+    let error = dead["last_error"].as_str().unwrap_or_default();
+    assert!(error.contains("554") && error.contains("5.4.6"), "{error}");
+    // Nothing grows afterwards: both outboxes stay as they are for longer
+    // than a retry interval (1 s here).
+    blocking(|| std::thread::sleep(Duration::from_millis(1500)));
+    assert_eq!(both().len(), MAX_HOPS + 1);
+    drop(relay_a);
+    drop(relay_b);
 }

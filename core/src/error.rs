@@ -347,6 +347,19 @@ pub enum Error {
         /// host:port
         server: String,
     },
+    /// The server's EHLO reply carries this process's own instance id
+    /// ([`crate::smtp::instance_id`]): the upstream is this mailgate relay
+    /// itself, and delivering would send the message round in a loop.
+    /// Nothing was sent (78).
+    #[error(
+        "{server} is this mailgate relay itself (its EHLO reply carries this process's instance id {instance}): delivering there would loop the mail; point `mksis.logging.email.server.hostname` and `mksis.logging.email.server.port` at the real upstream server"
+    )]
+    MailLoop {
+        /// host:port
+        server: String,
+        /// This process's instance id.
+        instance: String,
+    },
     /// Credentials would cross an unencrypted connection.
     #[error(
         "the {strategy} strategy would send credentials to {server} without TLS; set `mksis.smtp.ssl.enabled=true` (or, on a trusted network only, `mailgate.smtp.allowPlaintextAuth=true`)"
@@ -516,7 +529,9 @@ impl Error {
     /// The failure class.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Config(_) | Error::PlaintextAuth { .. } => ErrorKind::Config,
+            Error::Config(_) | Error::PlaintextAuth { .. } | Error::MailLoop { .. } => {
+                ErrorKind::Config
+            }
             Error::InvalidMessage { .. } => ErrorKind::InvalidInput,
             Error::Connect { .. } => ErrorKind::Temporary,
             Error::UnknownHost { .. } => ErrorKind::NoHost,
@@ -613,7 +628,9 @@ impl Error {
             Error::Smtp { stage, .. }
             | Error::Protocol { stage, .. }
             | Error::Timeout { stage, .. } => Some(*stage),
-            Error::Connect { .. } | Error::UnknownHost { .. } => Some(Stage::Connect),
+            Error::Connect { .. } | Error::UnknownHost { .. } | Error::MailLoop { .. } => {
+                Some(Stage::Connect)
+            }
             Error::Tls { .. }
             | Error::StartTlsInjection { .. }
             | Error::StartTlsUnavailable { .. } => Some(Stage::Tls),

@@ -87,6 +87,9 @@ pub mod keys {
     pub const RELAY_REWRITE_FROM: &str = "mailgate.relay.rewriteFrom";
     /// `HOST:PORT` of a Prometheus metrics endpoint (default: none).
     pub const RELAY_METRICS: &str = "mailgate.relay.metrics";
+    /// Most `Received:` fields a message may carry into the relay (default
+    /// 50); more is a mail loop, refused with `554 5.4.6`.
+    pub const RELAY_MAX_HOPS: &str = "mailgate.relay.maxHops";
     /// Picks a registered strategy by name, overriding the flags.
     pub const AUTH_STRATEGY: &str = "mailgate.smtp.auth.strategy";
     /// Key file for `ENC(...)` values (default `mailgate.key` in the config folder).
@@ -129,6 +132,7 @@ pub mod keys {
         RELAY_USERS_FILE,
         RELAY_REWRITE_FROM,
         RELAY_METRICS,
+        RELAY_MAX_HOPS,
         AUTH_STRATEGY,
         CRYPTO_KEY_FILE,
     ];

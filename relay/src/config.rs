@@ -26,9 +26,10 @@ pub struct RelayConfig {
     /// The longest command line (and SASL response line), CRLF included;
     /// longer ones are refused with `500 5.5.2`. At least 512 (RFC 5321).
     pub max_line: usize,
-    /// The longest line of message data, CRLF included (1000 per RFC 5321:
-    /// 998 characters and CRLF). A message with a longer line is refused
-    /// with `550 5.6.0` at its end, never stored.
+    /// The longest line of message data after dot-unstuffing, CRLF
+    /// included (1000 per RFC 5321: 998 characters and CRLF). A message
+    /// with a longer line is refused with `550 5.6.0` at its end, never
+    /// stored.
     pub max_data_line: usize,
     /// Recipients per message; an extra `RCPT` gets `452 4.5.3`.
     pub max_recipients: usize,
@@ -77,6 +78,16 @@ pub struct RelayConfig {
     pub max_auth_failures: usize,
     /// The delay before a `535` answer to wrong credentials.
     pub auth_failure_delay: Duration,
+    /// The most `Received:` fields a message may already carry (default
+    /// 50, as Postfix's `hop_count_limit`): one with more is on a loop and
+    /// is refused at the end of DATA with `554 5.4.6`, never stored.
+    pub max_hops: usize,
+    /// This process's instance id, shown in the EHLO (and HELO) reply's
+    /// first line as `NAME mailgate ready [ID]`, so that a mailgate client
+    /// in the same process finds it is talking to itself and refuses to
+    /// loop (`mailgate::smtp::instance_id`). Printable ASCII, no spaces or
+    /// brackets; `None` shows no id.
+    pub instance_id: Option<String>,
 }
 
 /// A setting out of its range; the message names the field.
@@ -109,6 +120,8 @@ impl Default for RelayConfig {
             users: None,
             max_auth_failures: 3,
             auth_failure_delay: Duration::from_secs(1),
+            max_hops: 50,
+            instance_id: None,
         }
     }
 }
@@ -167,10 +180,23 @@ impl RelayConfig {
             ("max_errors", self.max_errors),
             ("max_connections", self.max_connections),
             ("max_auth_failures", self.max_auth_failures),
+            ("max_hops", self.max_hops),
         ] {
             if value == 0 {
                 return err(field, "must be at least 1");
             }
+        }
+        if let Some(id) = &self.instance_id
+            && (id.is_empty()
+                || id.len() > 64
+                || !id
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b'[' && b != b']'))
+        {
+            return err(
+                "instance_id",
+                "must be 1 to 64 printable ASCII characters without spaces or brackets",
+            );
         }
         let day = Duration::from_secs(24 * 3600);
         if self.idle_timeout.is_zero() || self.idle_timeout > day {

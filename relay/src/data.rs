@@ -10,8 +10,10 @@
 //! - What is kept is capped at `max_message_bytes`: past it nothing more is
 //!   kept (the buffer is freed) and the message is refused at its end; the
 //!   buffer's capacity never exceeds the cap.
-//! - A line longer than `max_data_line` (CRLF and any stuffing dot
-//!   included) refuses the message.
+//! - A line longer than `max_data_line` (CRLF included) after
+//!   dot-unstuffing refuses the message: the transparency dot is not part
+//!   of the line (RFC 5321 4.5.3.1.6), so a 998-octet line that starts
+//!   with a dot (999 on the wire) is accepted.
 //!
 //! The reader is fed arbitrary chunks; the result does not depend on where
 //! the chunks split.
@@ -100,7 +102,10 @@ impl DataReader {
             }
             let b = input[i];
             i += 1;
-            self.count_line(1);
+            // The stuffing dot is not part of the line.
+            if !(self.state == State::LineStart && b == b'.') {
+                self.count_line(1);
+            }
             match (self.state, b) {
                 (State::LineStart, b'.') => self.state = State::Dot,
                 (State::LineStart | State::Text, b'\r') => self.state = State::Cr,
@@ -251,9 +256,13 @@ mod tests {
         let mut r = DataReader::new(100, 10, None);
         assert!(r.feed(b"123456789\r\n.\r\n").is_some());
         assert_eq!(r.finish(), DataOutcome::LineTooLong);
-        // A stuffing dot counts: the line is 11 octets on the wire.
+        // A stuffing dot does not count: 11 octets on the wire, 10 after
+        // unstuffing.
         let mut r = DataReader::new(100, 10, None);
         assert!(r.feed(b"..2345678\r\n.\r\n").is_some());
+        assert_eq!(r.finish(), msg(b".2345678\r\n"));
+        let mut r = DataReader::new(100, 10, None);
+        assert!(r.feed(b"..23456789\r\n.\r\n").is_some());
         assert_eq!(r.finish(), DataOutcome::LineTooLong);
     }
 

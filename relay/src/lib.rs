@@ -46,6 +46,18 @@
 //! - After `220` to STARTTLS, whatever the client had sent already is
 //!   discarded unread (RFC 3207 section 6), and the session starts over
 //!   (EHLO again, no AUTH, no transaction).
+//! - A DATA that is refused (no MAIL, no valid recipient) with more input
+//!   already sent behind it (message content pipelined without waiting
+//!   for the 354) gets `554 5.5.0` and the connection is closed: that
+//!   content never runs as commands.
+//! - Every stored message gets a trace field first (RFC 5321 4.4):
+//!   `Received: from HELO (HOST [IP]) by NAME (mailgate) with ESMTP[S][A]
+//!   id ID [for <rcpt>]; DATE`, the client's names cleaned of anything a
+//!   header may not hold. A message already carrying more than
+//!   [`RelayConfig::max_hops`] Received fields is on a loop: `554 5.4.6`,
+//!   not stored. With [`RelayConfig::instance_id`] the EHLO reply's first
+//!   line shows the id, so that a client in the same process can tell it
+//!   is talking to itself.
 //! - Wrong credentials get `535 5.7.8` after [`RelayConfig::auth_failure_delay`];
 //!   `*` cancels (`501`); [`RelayConfig::max_auth_failures`] failures close
 //!   the session. AUTH payloads and passwords are never logged.
@@ -94,6 +106,7 @@ mod server;
 mod session;
 mod sink;
 mod stats;
+mod trace;
 mod users;
 
 pub use cidr::{Cidr, CidrError};

@@ -28,6 +28,7 @@ use crate::data::{DataOutcome, DataReader};
 use crate::sasl;
 use crate::sink::{MessageSink, Rejection, Submission};
 use crate::stats::{Counters, bump};
+use crate::trace::{self, Trace};
 
 /// Replies are written once this much is waiting, even mid-pipeline.
 const OUT_FLUSH: usize = 16 * 1024;
@@ -63,7 +64,8 @@ enum End {
     Timeout,
     /// The server shuts down: 421 4.3.2 is still to be sent.
     Shutdown,
-    /// A 421 was sent already (limits).
+    /// A closing reply was sent already: 421 (limits), or 554 after
+    /// improper pipelining.
     Sent421,
     /// Not an SMTP client (an HTTP request line, ...): closed silently.
     ForeignProtocol,
@@ -196,6 +198,9 @@ struct Session<IO> {
     tls: bool,
     /// `Some(extended)` once HELO (false) or EHLO (true) was answered.
     greeting: Option<bool>,
+    /// The name the client gave in its last EHLO or HELO, for the trace
+    /// field (hostile: cleaned where it is written).
+    helo: String,
     auth_user: Option<String>,
     txn: Option<Transaction>,
     commands: usize,
@@ -221,6 +226,7 @@ where
         out: Vec::with_capacity(1024),
         tls: false,
         greeting: None,
+        helo: String::new(),
         auth_user: None,
         txn: None,
         commands: 0,
@@ -413,10 +419,17 @@ where
     async fn ehlo(&mut self, host: &str, extended: bool) -> Result<()> {
         tracing::debug!(id = self.ctx.id, helo = ?host, extended, "relay greeting");
         self.txn = None;
+        self.helo = host.to_owned();
         let config = self.config();
+        // The instance id lets a mailgate client in this process see that
+        // it is talking to itself (a loop), see `RelayConfig::instance_id`.
+        let first = match &config.instance_id {
+            Some(id) => format!("{} mailgate ready [{id}]", config.hostname),
+            None => config.hostname.clone(),
+        };
         let text = if extended {
             let mut lines = vec![
-                config.hostname.clone(),
+                first,
                 "PIPELINING".to_owned(),
                 format!("SIZE {}", config.max_message_bytes),
                 "8BITMIME".to_owned(),
@@ -431,7 +444,7 @@ where
             }
             lines.join("\n")
         } else {
-            config.hostname.clone()
+            first
         };
         self.greeting = Some(extended);
         self.reply(250, &text).await
@@ -729,12 +742,14 @@ where
     }
 
     async fn data(&mut self) -> Result<()> {
-        match &self.txn {
-            None => return self.error(503, "5.5.1 Need MAIL command first").await,
-            Some(txn) if txn.to.is_empty() => {
-                return self.error(503, "5.5.1 Need RCPT command first").await;
-            }
-            Some(_) => {}
+        let refusal = match &self.txn {
+            None => Some("5.5.1 Need MAIL command first"),
+            Some(txn) if txn.to.is_empty() => Some("5.5.1 Need RCPT command first"),
+            Some(_) => None,
+        };
+        if let Some(text) = refusal {
+            self.error(503, text).await?;
+            return self.improper_pipelining().await;
         }
         self.reply(354, "End data with <CR><LF>.<CR><LF>").await?;
         let config = Arc::clone(&self.ctx.config);
@@ -811,7 +826,63 @@ where
         self.store(txn, data).await
     }
 
+    /// After a refused DATA: bytes the client sent already (DATA ends a
+    /// pipelined group, RFC 2920 3.1) are message content it sent without
+    /// waiting for the 354, and must not run as commands. As Postfix does:
+    /// `554 5.5.0` and close.
+    async fn improper_pipelining(&mut self) -> Result<()> {
+        if self.start == self.end {
+            return Ok(());
+        }
+        bump(&self.ctx.counters.closed_for_abuse);
+        tracing::info!(
+            id = self.ctx.id,
+            client = %self.ctx.client,
+            bytes = self.end - self.start,
+            "relay session closed: input after a refused DATA (improper pipelining)"
+        );
+        self.start = self.end;
+        self.reply(
+            554,
+            "5.5.0 Improper use of SMTP command pipelining: data sent after a refused DATA, closing the connection",
+        )
+        .await?;
+        self.flush().await?;
+        Err(End::Sent421)
+    }
+
     async fn store(&mut self, txn: Transaction, data: Vec<u8>) -> Result<()> {
+        let hops = trace::count_received(&data);
+        if hops > self.config().max_hops {
+            tracing::info!(
+                id = self.ctx.id,
+                client = %self.ctx.client,
+                from = ?txn.from,
+                hops,
+                max = self.config().max_hops,
+                "message refused: too many Received fields (a mail loop?)"
+            );
+            return self.error(554, "5.4.6 Too many hops").await;
+        }
+        let trace_id = trace::new_id();
+        let received = Trace {
+            helo: &self.helo,
+            extended: self.greeting == Some(true),
+            ip: self.ctx.client.ip(),
+            by: &self.ctx.config.hostname,
+            tls: self.tls,
+            authenticated: self.auth_user.is_some(),
+            id: &trace_id,
+            to: &txn.to,
+            at: std::time::SystemTime::now(),
+        }
+        .field();
+        let data = {
+            let mut with = Vec::with_capacity(received.len() + data.len());
+            with.extend_from_slice(received.as_bytes());
+            with.extend_from_slice(&data);
+            with
+        };
         let size = data.len();
         let submission = Submission {
             from: txn.from,
@@ -840,6 +911,7 @@ where
                     recipients,
                     size,
                     queue_id = %id,
+                    trace_id = %trace_id,
                     tls = self.tls,
                     user = ?self.auth_user,
                     "relay message queued"

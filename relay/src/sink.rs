@@ -58,7 +58,8 @@ pub enum Rejection {
 #[async_trait]
 pub trait MessageSink: Send + Sync + 'static {
     /// Stores `data` (the message as received, CRLF line endings, dot-
-    /// unstuffed, without the final `.` line) for `envelope`; returns the
+    /// unstuffed, without the final `.` line, with the relay's `Received:`
+    /// field prepended) for `envelope`; returns the
     /// queue id (printable ASCII, shown to the client) or why it failed.
     async fn accept(&self, envelope: Submission, data: Vec<u8>) -> Result<String, Rejection>;
 

@@ -776,3 +776,108 @@ fn config_validation() {
         open.warnings()
     );
 }
+
+/// A message with `hops` Received fields above its own header.
+fn with_hops(hops: usize, subject: &str) -> String {
+    let mut data = String::new();
+    for i in 0..hops {
+        data.push_str(&format!(
+            "Received: from hop{i}.example (hop{i}.example [192.0.2.{}])\r\n\tby next.example; Mon, 07 Dec 2026 12:00:00 +0000\r\n",
+            i % 250
+        ));
+    }
+    data.push_str(&format!("Subject: {subject}\r\n\r\nbody\r\n.\r\n"));
+    data
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trace_field_is_prepended_and_too_many_hops_are_refused() {
+    let config = RelayConfig {
+        instance_id: Some("0123abcd".to_owned()),
+        ..test_config()
+    };
+    let relay = start(config).await;
+    let mut c = connect(relay.addr).await;
+    c.reply().await;
+    let ehlo = c.expect("EHLO client.example", 250).await;
+    assert_eq!(
+        ehlo.lines().next(),
+        Some("relay.test mailgate ready [0123abcd]")
+    );
+    let (code, text) = submit(&mut c, &with_hops(50, "fifty")).await;
+    assert_eq!(code, 250, "{text}");
+    let (code, text) = submit(&mut c, &with_hops(51, "fifty-one")).await;
+    assert_eq!((code, text.as_str()), (554, "5.4.6 Too many hops"));
+    // The session goes on.
+    let (code, text) = submit(&mut c, "Subject: zero\r\n\r\nx\r\n.\r\n").await;
+    assert_eq!(code, 250, "{text}");
+    c.expect("QUIT", 221).await;
+
+    assert_eq!(relay.sink.count(), 2);
+    let (_, data) = relay.sink.get(0);
+    assert!(data.starts_with(b"Received: from hop0.example"));
+    let traces = relay.sink.traces.lock().unwrap().clone();
+    for trace in &traces {
+        assert!(
+            trace
+                .starts_with("Received: from client.example (localhost [127.0.0.1]) by relay.test"),
+            "{trace}"
+        );
+        assert!(
+            trace.contains(" (mailgate)") && trace.contains("with ESMTP id "),
+            "{trace}"
+        );
+        assert!(trace.contains("for <dev@example.com>;"), "{trace}");
+        assert!(trace.ends_with(" +0000\r\n"), "{trace}");
+        assert!(trace.split("\r\n").all(|l| l.len() <= 78), "{trace}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_pipelined_after_a_refused_data_is_not_run_as_commands() {
+    let relay = start(test_config()).await;
+    let mut c = greeted(relay.addr).await;
+    // No valid recipient, DATA refused, and the message right behind it:
+    // its lines must not become commands.
+    c.send(concat!(
+        "MAIL FROM:<alm@example.com>\r\n",
+        "RCPT TO:<bad address@example.com>\r\n",
+        "DATA\r\n",
+        "RSET\r\n",
+        "MAIL FROM:<evil@example.com>\r\n",
+        "RCPT TO:<victim@example.com>\r\n",
+        "DATA\r\n",
+        "Subject: smuggled\r\n\r\nx\r\n.\r\n",
+    ))
+    .await;
+    assert_eq!(c.reply().await.0, 250);
+    assert_eq!(c.reply().await.0, 501);
+    assert_eq!(c.reply().await.0, 503);
+    let (code, text) = c.reply().await;
+    assert_eq!(code, 554, "{text}");
+    assert!(text.starts_with("5.5.0 "), "{text}");
+    assert!(c.closed_within(Duration::from_secs(5)).await);
+    assert_eq!(relay.sink.count(), 0);
+
+    // A refused DATA with nothing behind it is only refused.
+    let mut c = greeted(relay.addr).await;
+    c.expect("DATA", 503).await;
+    c.expect("NOOP", 250).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_line_limit_counts_the_line_after_dot_unstuffing() {
+    let relay = start(test_config()).await;
+    let mut c = greeted(relay.addr).await;
+    // 998 octets starting with a dot: 999 on the wire.
+    let line = format!(".{}", "x".repeat(997));
+    let (code, text) = submit(&mut c, &format!("Subject: dot\r\n\r\n.{line}\r\n.\r\n")).await;
+    assert_eq!(code, 250, "{text}");
+    // 999 after unstuffing.
+    let (code, text) = submit(&mut c, &format!("Subject: dot\r\n\r\n.{line}x\r\n.\r\n")).await;
+    assert_eq!(code, 550, "{text}");
+    assert!(text.starts_with("5.6.0 "), "{text}");
+    assert_eq!(relay.sink.count(), 1);
+    let (_, data) = relay.sink.get(0);
+    assert!(data.ends_with(format!("\r\n\r\n{line}\r\n").as_bytes()));
+}

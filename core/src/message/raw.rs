@@ -37,6 +37,16 @@ impl HeaderField {
     pub fn is(&self, name: &str) -> bool {
         self.name.eq_ignore_ascii_case(name)
     }
+
+    /// Its value in `message` (the one it was parsed from): the bytes after
+    /// the colon, line ends and continuation lines included. Unlike
+    /// `name.len() + 1`, right also for the obsolete `Name :` form.
+    pub fn value<'a>(&self, message: &'a [u8]) -> &'a [u8] {
+        let raw = message.get(self.start..self.end).unwrap_or_default();
+        raw.iter()
+            .position(|&b| b == b':')
+            .map_or(&raw[raw.len()..], |colon| &raw[colon + 1..])
+    }
 }
 
 /// The header section of a message.
@@ -80,7 +90,9 @@ impl HeaderSection {
                 let Some(colon) = content.iter().position(|&b| b == b':') else {
                     break;
                 };
-                let name = &content[..colon];
+                // RFC 5322 4.5.6: white space may stand between the name
+                // and the colon (`From : x`); it is not part of the name.
+                let name = content[..colon].trim_ascii_end();
                 if name.is_empty() || !name.iter().all(|&b| (33..=126).contains(&b)) {
                     break;
                 }
@@ -100,6 +112,17 @@ impl HeaderSection {
     pub fn has(&self, name: &str) -> bool {
         self.fields.iter().any(|f| f.is(name))
     }
+
+    /// The offset after the trace fields (`Return-Path`, `Received`) that
+    /// open the header; 0 when there are none. Fields mailgate adds go
+    /// here: trace fields stay on top (RFC 5321 4.4, RFC 5322 3.6.7).
+    pub fn trace_end(&self) -> usize {
+        self.fields
+            .iter()
+            .take_while(|f| f.is("Received") || f.is("Return-Path"))
+            .last()
+            .map_or(0, |f| f.end)
+    }
 }
 
 /// What [`complete`] may add to a prepared message.
@@ -112,7 +135,7 @@ pub struct Completion<'a> {
 }
 
 /// `message` with the Date, Message-ID, MIME-Version and From it lacks added
-/// at the top, its Bcc fields removed (no copy may show the blind
+/// at the top (below the trace fields that open it), its Bcc fields removed (no copy may show the blind
 /// recipients; Postfix's cleanup does the same), every header line folded
 /// to at most 998 octets (at whitespace), and CRLF line ends in the added
 /// lines. Nothing else changes.
@@ -151,12 +174,14 @@ pub fn complete(message: &[u8], completion: &Completion<'_>) -> Result<Vec<u8>> 
         added.push_str(&format!("From: {from}\r\n"));
     }
     let mut out = Vec::with_capacity(message.len() + added.len() + 2);
+    let trace_end = section.trace_end();
+    out.extend_from_slice(&message[..trace_end]);
     out.extend_from_slice(added.as_bytes());
     if section.fields.is_empty() && !section.has_separator && !message.is_empty() {
         // No header at all: what came is all body.
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(message);
+    out.extend_from_slice(&message[trace_end..]);
     let out = fold_header_lines(out, None)?;
     // Long body lines are re-encoded when the message is sent; only those
     // that no upstream could be given (inside a signed part) are refused now.
@@ -328,37 +353,59 @@ pub fn header_recipients(message: &[u8]) -> Result<Vec<String>> {
 }
 
 /// `message` sent as `sender` (a relay whose upstream only takes its own
-/// user, as Microsoft 365 does for an app identity): the From field becomes
-/// `sender`, and the original From goes to Reply-To unless the message has
-/// one, so that answers still reach the author. A message without From
-/// gets one. Nothing else changes.
+/// user, as Microsoft 365 does for an app identity): every From field
+/// (obsolete `From :` syntax included) is replaced by one From of
+/// `sender`, below the trace fields, and the original authors go to one
+/// Reply-To unless the message has one, so that answers still reach them.
+/// Several Reply-To fields become one. A message without From gets one.
+/// Nothing else changes.
 pub fn rewrite_from(message: &[u8], sender: &Mailbox) -> Vec<u8> {
     let section = HeaderSection::parse(message);
     let from_fields: Vec<&HeaderField> = section.fields.iter().filter(|f| f.is("From")).collect();
+    let reply_fields: Vec<&HeaderField> =
+        section.fields.iter().filter(|f| f.is("Reply-To")).collect();
+    let mut removed = from_fields.clone();
     let mut head = format!("From: {sender}\r\n").into_bytes();
-    if !section.has("Reply-To") {
-        for field in &from_fields {
-            let raw = &message[field.start..field.end];
-            let value = &raw[field.name.len() + 1..];
-            head.extend_from_slice(b"Reply-To:");
-            head.extend_from_slice(value);
-            if !value.ends_with(b"\n") {
-                head.extend_from_slice(b"\r\n");
-            }
+    // One Reply-To: the authors when there was none, the union of several.
+    let reply_sources = match reply_fields.len() {
+        0 => from_fields.as_slice(),
+        1 => &[],
+        _ => {
+            removed.extend(&reply_fields);
+            reply_fields.as_slice()
         }
+    };
+    let values: Vec<&[u8]> = reply_sources
+        .iter()
+        .map(|f| trim_line_end(f.value(message)))
+        .filter(|v| !v.trim_ascii().is_empty())
+        .collect();
+    if !values.is_empty() {
+        head.extend_from_slice(b"Reply-To:");
+        head.extend_from_slice(&values.join(&b","[..]));
+        head.extend_from_slice(b"\r\n");
     }
-    let mut out = Vec::with_capacity(message.len() + head.len());
+    removed.sort_by_key(|f| f.start);
+    let trace_end = section.trace_end();
+    let mut out = Vec::with_capacity(message.len() + head.len() + 2);
+    out.extend_from_slice(&message[..trace_end]);
     out.extend_from_slice(&head);
     if section.fields.is_empty() && !section.has_separator {
         out.extend_from_slice(b"\r\n");
     }
-    let mut copied = 0;
-    for field in &from_fields {
+    let mut copied = trace_end;
+    for field in removed {
         out.extend_from_slice(&message[copied..field.start]);
         copied = field.end;
     }
     out.extend_from_slice(&message[copied..]);
     out
+}
+
+/// `value` without the line end of its last line.
+fn trim_line_end(value: &[u8]) -> &[u8] {
+    let value = value.strip_suffix(b"\n").unwrap_or(value);
+    value.strip_suffix(b"\r").unwrap_or(value)
 }
 
 /// The decoded Subject (empty when there is none) and the Message-ID of a
@@ -428,6 +475,24 @@ mod tests {
         assert!(s.has_separator);
         let s = HeaderSection::parse(b"just a body line\n");
         assert!(s.fields.is_empty() && s.body_start == 0 && !s.has_separator);
+    }
+
+    #[test]
+    fn added_fields_go_below_the_trace_fields() {
+        let msg = b"Received: from a\r\n\tby b; date\r\nReturn-Path: <x@y>\r\nReceived: c\r\nSubject: s\r\nReceived: late\r\n\r\nb\r\n";
+        let c = Completion {
+            message_id_domain: "example.com",
+            ..Completion::default()
+        };
+        let out = String::from_utf8(complete(msg, &c).unwrap()).unwrap();
+        let head =
+            "Received: from a\r\n\tby b; date\r\nReturn-Path: <x@y>\r\nReceived: c\r\nDate: ";
+        assert!(out.starts_with(head), "{out}");
+        assert!(
+            out.ends_with("MIME-Version: 1.0\r\nSubject: s\r\nReceived: late\r\n\r\nb\r\n"),
+            "{out}"
+        );
+        assert_eq!(HeaderSection::parse(b"Subject: s\r\n\r\n").trace_end(), 0);
     }
 
     #[test]
@@ -528,6 +593,36 @@ mod tests {
         assert_eq!(out, "From: alm@contoso.com\r\nReply-To: team@lab\r\n\r\nb");
         let none = String::from_utf8(rewrite_from(b"just body\n", &sender)).unwrap();
         assert_eq!(none, "From: alm@contoso.com\r\n\r\njust body\n");
+    }
+
+    #[test]
+    fn rewrite_from_takes_obsolete_syntax_and_leaves_one_from_and_one_reply_to() {
+        let sender: Mailbox = "alm@contoso.com".parse().unwrap();
+        let obsolete =
+            b"Received: from x\r\nFrom : CEO <ceo@x.example>\r\nSubject\t: s\r\n\r\nb\r\n";
+        let out = String::from_utf8(rewrite_from(obsolete, &sender)).unwrap();
+        assert_eq!(
+            out,
+            "Received: from x\r\nFrom: alm@contoso.com\r\nReply-To: CEO <ceo@x.example>\r\nSubject\t: s\r\n\r\nb\r\n"
+        );
+        let two = b"From: A <a@x>\r\nTo: t@x\r\nFrom:\r\n B <b@x>\r\n\r\nb";
+        let out = String::from_utf8(rewrite_from(two, &sender)).unwrap();
+        assert_eq!(
+            out,
+            "From: alm@contoso.com\r\nReply-To: A <a@x>,\r\n B <b@x>\r\nTo: t@x\r\n\r\nb"
+        );
+        let replies = b"From: a@x\r\nReply-To: r1@x\r\nReply-To : r2@x\r\n\r\nb";
+        let out = String::from_utf8(rewrite_from(replies, &sender)).unwrap();
+        assert_eq!(
+            out,
+            "From: alm@contoso.com\r\nReply-To: r1@x, r2@x\r\n\r\nb"
+        );
+        let section = HeaderSection::parse(obsolete);
+        assert_eq!(section.fields[1].name, "From");
+        assert_eq!(
+            section.fields[1].value(obsolete),
+            b" CEO <ceo@x.example>\r\n"
+        );
     }
 
     #[test]

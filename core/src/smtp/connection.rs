@@ -35,6 +35,31 @@ const READ_CHUNK: usize = 8 * 1024;
 /// Bound on QUIT and on the NOOP that probes an idle pooled connection.
 pub(crate) const SHORT_EXCHANGE: Duration = Duration::from_secs(5);
 
+/// This process's instance id: 16 random hex digits, the same for the
+/// whole life of the process. `mailgate relay` shows it in its EHLO reply;
+/// a connection whose EHLO reply carries it is talking to its own process,
+/// and refuses to deliver ([`Error::MailLoop`]) instead of looping the mail.
+pub fn instance_id() -> &'static str {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        // RandomState is seeded from the OS's randomness.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        if let Ok(now) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+            h.write_u128(now.as_nanos());
+        }
+        format!("{:016x}", h.finish())
+    })
+}
+
+/// Whether a greeting line (EHLO or HELO reply) names `id` as a word of
+/// its own, bracketed or not.
+fn names_instance(line: &str, id: &str) -> bool {
+    line.split_ascii_whitespace()
+        .any(|w| w.trim_matches(|c| c == '[' || c == ']') == id)
+}
+
 /// What every connection to one server shares: where, how, and the secrets
 /// to mask in whatever the server says.
 pub(crate) struct Peer {
@@ -267,6 +292,7 @@ impl Connection {
             .command(&format!("EHLO {hello}"), stage, deadline)
             .await?;
         if reply.code == 250 {
+            self.refuse_own_instance(&reply)?;
             self.caps = Capabilities::from_ehlo(&reply);
             return Ok(());
         }
@@ -275,12 +301,28 @@ impl Connection {
                 .command(&format!("HELO {hello}"), stage, deadline)
                 .await?;
             if helo.code == 250 {
+                self.refuse_own_instance(&helo)?;
                 self.caps = Capabilities::default();
                 return Ok(());
             }
             return Err(self.peer.smtp_error(stage, &helo));
         }
         Err(self.peer.smtp_error(stage, &reply))
+    }
+
+    /// A greeting that names this process's instance id: the server is our
+    /// own relay, and delivering there would loop.
+    fn refuse_own_instance(&mut self, reply: &Reply) -> Result<()> {
+        let id = instance_id();
+        if reply.lines.first().is_some_and(|l| names_instance(l, id)) {
+            // Not out of step, but never to be used: QUIT is not worth it.
+            self.poisoned = true;
+            return Err(Error::MailLoop {
+                server: self.peer.address.clone(),
+                instance: id.to_owned(),
+            });
+        }
+        Ok(())
     }
 
     async fn starttls(mut self) -> Result<Connection> {
@@ -557,5 +599,27 @@ fn tls_reason(e: &io::Error) -> String {
     match e.get_ref() {
         Some(inner) => inner.to_string(),
         None => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_instance_id_is_stable_and_found_only_as_a_word() {
+        let id = instance_id();
+        assert_eq!(id, instance_id());
+        assert_eq!(id.len(), 16);
+        assert!(names_instance(
+            &format!("relay.example mailgate ready [{id}]"),
+            id
+        ));
+        assert!(names_instance(&format!("relay.example {id}"), id));
+        assert!(
+            !names_instance("relay.example mailgate ready [0123456789abcdef]", id)
+                || id == "0123456789abcdef"
+        );
+        assert!(!names_instance(&format!("relay.example x{id}"), id));
     }
 }

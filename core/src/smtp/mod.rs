@@ -18,6 +18,7 @@ pub mod redact;
 pub mod reply;
 
 pub use capabilities::Capabilities;
+pub use connection::instance_id;
 pub use data::encode_data;
 pub use pool::{ConnectReport, Delivery};
 pub(crate) use pool::{Payload, Transport};

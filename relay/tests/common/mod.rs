@@ -19,10 +19,12 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 /// A sink that records what it stores; it can fail the first N calls and
-/// take its time.
+/// take its time. The relay's own Received field is kept apart (in
+/// `traces`): `messages` holds the data as the client sent it.
 #[derive(Default)]
 pub struct RecordingSink {
     pub messages: Mutex<Vec<(Submission, Vec<u8>)>>,
+    pub traces: Mutex<Vec<String>>,
     pub fail_first: AtomicUsize,
     pub calls: AtomicUsize,
     pub delay: Mutex<Option<Duration>>,
@@ -59,10 +61,37 @@ impl MessageSink for RecordingSink {
         if call < self.fail_first.load(Ordering::SeqCst) {
             return Err(Rejection::Temporary("disk full (test)".to_owned()));
         }
+        let (trace, data) = split_trace(&data);
+        self.traces.lock().unwrap().push(trace);
         let mut messages = self.messages.lock().unwrap();
         messages.push((envelope, data));
         Ok(format!("TEST{}", messages.len()))
     }
+}
+
+/// The relay's Received field (the first field, unfolded lines joined) and
+/// the rest; panics when the data does not start with one.
+pub fn split_trace(data: &[u8]) -> (String, Vec<u8>) {
+    assert!(
+        data.starts_with(b"Received: from "),
+        "no Received field first: {:?}",
+        String::from_utf8_lossy(&data[..data.len().min(200)])
+    );
+    let mut end = 0;
+    loop {
+        let eol = data[end..]
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("the Received field ends in CRLF")
+            + end
+            + 2;
+        end = eol;
+        if !matches!(data.get(end), Some(b' ' | b'\t')) {
+            break;
+        }
+    }
+    let field = String::from_utf8(data[..end].to_vec()).expect("an ASCII Received field");
+    (field, data[end..].to_vec())
 }
 
 /// A relay running in the background.
