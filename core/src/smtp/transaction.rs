@@ -87,8 +87,7 @@ impl WireMessage {
 /// The Message-ID field's value, for the caller's records.
 fn message_id_of(message: &[u8], section: &HeaderSection) -> Option<String> {
     let field = section.fields.iter().find(|f| f.is("Message-ID"))?;
-    let raw = &message[field.start..field.end];
-    let value = String::from_utf8_lossy(&raw[field.name.len() + 1..]);
+    let value = String::from_utf8_lossy(field.value(message));
     let value: String = value.split_whitespace().collect();
     (!value.is_empty()).then_some(value)
 }
