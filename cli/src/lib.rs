@@ -198,6 +198,14 @@ fn sendmail_argv() -> Option<Vec<std::ffi::OsString>> {
 /// `registry` (or exits 78 with the error that kept it from being
 /// assembled, e.g. two strategies under one name), and returns its exit code.
 pub fn run(registry: Result<Registry, mailgate::ConfigError>) -> ExitCode {
+    // Past a file-size limit (RLIMIT_FSIZE) a write must fail with EFBIG,
+    // reported as exit 74, not kill the process with SIGXFSZ, perhaps after
+    // the message was stored: the caller would retry and send it twice.
+    // SAFETY: setting a signal's disposition to SIG_IGN has no handler to
+    // race with; it is done before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     let parsed = match sendmail_argv() {
         Some(argv) => Cli::try_parse_from(argv),
         None => Cli::try_parse(),

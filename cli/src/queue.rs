@@ -291,6 +291,10 @@ async fn flush(mailer: &Mailer, quiet: bool) -> Result<(), Failure> {
 /// is finished and the exit is 0.
 pub(crate) async fn deliver(mailer: &Mailer, quiet: bool) -> Result<(), Failure> {
     let worker = Worker::new(mailer)?;
+    // An outbox that cannot be read at all (damaged, not a database, no
+    // access) is exit 74 naming it, not a worker that warns forever; a
+    // store that fails later is retried (a database may be restarting).
+    mailer.outbox()?.next_due().await?;
     tracing::info!(
         "delivering from {} as worker {}",
         mailer.outbox()?.describe(),

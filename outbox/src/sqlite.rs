@@ -120,6 +120,11 @@ impl SqliteOutbox {
         self.pools
             .get_or_try_init(|| async {
                 create_file(&self.path)?;
+                // Creation, the switch to WAL and the migration run under
+                // one file lock: two processes starting on a new outbox at
+                // once would otherwise see "database is locked" at once
+                // (SQLite does not wait on those locks).
+                let _lock = self.setup_lock().await?;
                 let pool = |options: SqliteConnectOptions| {
                     SqlitePoolOptions::new()
                         .max_connections(4)
@@ -132,6 +137,56 @@ impl SqliteOutbox {
                 Ok(Pools { durable, worker })
             })
             .await
+    }
+
+    /// Holds `<file>.lock` exclusively (waiting up to 30 s for another
+    /// process setting the outbox up). A lock file beside the database, not
+    /// the database itself: closing another descriptor of the database
+    /// would drop SQLite's own POSIX locks.
+    async fn setup_lock(&self) -> Result<std::fs::File> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let mut name = self.path.as_os_str().to_owned();
+        name.push(".lock");
+        let path = PathBuf::from(name);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            // Never a symlink planted to point elsewhere.
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(|e| {
+                outbox_error(
+                    &self.path,
+                    format!(
+                        "cannot open its lock file {}: {e}; check that its folder is writable",
+                        path.display()
+                    ),
+                )
+            })?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(file),
+                Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(outbox_error(
+                        &self.path,
+                        "another process held it for 30 s while setting it up; try again".into(),
+                    ));
+                }
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(outbox_error(
+                        &self.path,
+                        format!("cannot lock {}: {e}", path.display()),
+                    ));
+                }
+            }
+        }
     }
 
     /// The pool whose commits are fsynced before they return.

@@ -500,9 +500,12 @@ impl fmt::Debug for OutboxLocation {
     }
 }
 
-/// `postgres://user@host:port/db`: password and query left out.
+/// `postgres://user@host:port/db`: password and query left out. A URL
+/// without `://` (`sqlite:PATH`) holds no password and is shown as it is.
 pub fn shown_url(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
     // A password with an unencoded `?` or `#` must not survive the cut below.
     let rest = match crate::settings::url_userinfo(url) {
         Some((_, userinfo, host)) => {
@@ -576,6 +579,7 @@ mod tests {
             "postgresql://db/mailgate"
         );
         assert_eq!(shown_url("postgres://:pw@db/x"), "postgres://db/x");
+        assert_eq!(shown_url("sqlite:outbox.db"), "sqlite:outbox.db");
         // A pasted password with unencoded delimiters.
         for url in [
             "postgres://mg:ab#cd@db/mail",
