@@ -421,6 +421,56 @@ pub(crate) struct MailParams {
     pub smtputf8: bool,
     /// `AUTH=` was given (RFC 4954 section 5); its value is ignored.
     pub auth: bool,
+    /// `RET=FULL` (true) or `RET=HDRS` (RFC 3461 §4.3).
+    pub ret_full: Option<bool>,
+    /// `ENVID=`, decoded from xtext (RFC 3461 §4.4).
+    pub envid: Option<String>,
+}
+
+/// The DSN parameters of one RCPT (RFC 3461 §4.1, §4.2).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct RcptParams {
+    /// `NOTIFY=`: `None` when not given; `Some(vec![])` for NEVER; else
+    /// some of `SUCCESS`, `FAILURE`, `DELAY`.
+    pub notify: Option<Vec<String>>,
+    /// `ORCPT=addr-type;address`, the address decoded from xtext.
+    pub orcpt: Option<String>,
+}
+
+/// Longest ENVID (RFC 3461 §4.4: 100 characters) and ORCPT we keep.
+const MAX_ENVID: usize = 100;
+const MAX_ORCPT: usize = 500;
+
+/// Decodes xtext (RFC 3461 §4): `+XX` is a byte in upper-case hex; `+`
+/// and `=` are otherwise not allowed. The result must be printable ASCII.
+fn xtext(value: &str) -> Option<String> {
+    let bytes = value.as_bytes();
+    let mut out = String::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'+' {
+            let hex = bytes.get(i + 1..i + 3)?;
+            if !hex
+                .iter()
+                .all(|h| h.is_ascii_digit() || (b'A'..=b'F').contains(h))
+            {
+                return None;
+            }
+            let decoded = u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?;
+            if !(32..=126).contains(&decoded) {
+                return None;
+            }
+            out.push(char::from(decoded));
+            i += 3;
+        } else if (33..=126).contains(&b) && b != b'=' {
+            out.push(char::from(b));
+            i += 1;
+        } else {
+            return None;
+        }
+    }
+    Some(out)
 }
 
 /// Splits parameters into `(KEYWORD, value)`; checks the syntax of
@@ -493,8 +543,16 @@ pub(crate) fn mail_params(
                 });
             }
             ("SMTPUTF8", None) => out.smtputf8 = true,
+            ("RET", Some(v)) if v.eq_ignore_ascii_case("FULL") => out.ret_full = Some(true),
+            ("RET", Some(v)) if v.eq_ignore_ascii_case("HDRS") => out.ret_full = Some(false),
+            ("ENVID", Some(v)) => {
+                match xtext(v).filter(|e| !e.is_empty() && e.len() <= MAX_ENVID) {
+                    Some(envid) => out.envid = Some(envid),
+                    None => return Err(Refusal::new(501, "5.5.4 Bad ENVID value")),
+                }
+            }
             ("AUTH", Some(_)) if auth_offered => out.auth = true,
-            ("SIZE" | "BODY" | "SMTPUTF8", _) => {
+            ("SIZE" | "BODY" | "SMTPUTF8" | "RET" | "ENVID", _) => {
                 return Err(Refusal::new(501, format!("5.5.4 Bad {key} parameter")));
             }
             ("AUTH", None) if auth_offered => {
@@ -512,14 +570,47 @@ pub(crate) fn mail_params(
 }
 
 /// Checks the parameters of RCPT: none is supported (no DSN).
-pub(crate) fn rcpt_params(params: &str) -> Result<(), Refusal> {
-    match split_params(params)?.into_iter().next() {
-        None => Ok(()),
-        Some((key, _)) => Err(Refusal::new(
-            555,
-            format!("5.5.4 Unsupported parameter {key}"),
-        )),
+pub(crate) fn rcpt_params(params: &str) -> Result<RcptParams, Refusal> {
+    let mut out = RcptParams::default();
+    for (key, value) in split_params(params)? {
+        match (key.as_str(), value) {
+            ("NOTIFY", Some(v)) => {
+                let words: Vec<String> = v.split(',').map(str::to_ascii_uppercase).collect();
+                let never = words.len() == 1 && words[0] == "NEVER";
+                let known = words
+                    .iter()
+                    .all(|w| matches!(w.as_str(), "SUCCESS" | "FAILURE" | "DELAY"));
+                let mut unique = words.clone();
+                unique.sort();
+                unique.dedup();
+                if !never && (!known || unique.len() != words.len()) {
+                    return Err(Refusal::new(501, "5.5.4 Bad NOTIFY value"));
+                }
+                out.notify = Some(if never { Vec::new() } else { words });
+            }
+            ("ORCPT", Some(v)) => {
+                let decoded = v.split_once(';').and_then(|(kind, address)| {
+                    let kind_ok =
+                        kind.eq_ignore_ascii_case("rfc822") || kind.eq_ignore_ascii_case("utf-8");
+                    kind_ok.then(|| xtext(address)).flatten()
+                });
+                match decoded.filter(|a| !a.is_empty() && a.len() <= MAX_ORCPT) {
+                    Some(address) => out.orcpt = Some(address),
+                    None => return Err(Refusal::new(501, "5.5.4 Bad ORCPT value")),
+                }
+            }
+            ("NOTIFY" | "ORCPT", None) => {
+                return Err(Refusal::new(501, format!("5.5.4 Bad {key} parameter")));
+            }
+            _ => {
+                return Err(Refusal::new(
+                    555,
+                    format!("5.5.4 Unsupported parameter {key}"),
+                ));
+            }
+        }
     }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -528,6 +619,38 @@ mod tests {
 
     fn path(s: &str) -> Result<String, &'static str> {
         parse_path(s, true).map(|(p, _)| p.address)
+    }
+
+    #[test]
+    fn dsn_parameters_rfc_3461() {
+        let m = mail_params("RET=HDRS ENVID=QQ314159+2Bx", true, false).unwrap();
+        assert_eq!(m.ret_full, Some(false));
+        assert_eq!(m.envid.as_deref(), Some("QQ314159+x"));
+        assert!(mail_params("RET=ALL", true, false).is_err());
+        assert!(
+            mail_params("ENVID=a+0D+0Ab", true, false).is_err(),
+            "no CR LF"
+        );
+        assert!(mail_params(&format!("ENVID={}", "x".repeat(101)), true, false).is_err());
+        let r = rcpt_params("NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;a+2Bb@example.com").unwrap();
+        assert_eq!(
+            r.notify,
+            Some(vec!["SUCCESS".to_owned(), "FAILURE".to_owned()])
+        );
+        assert_eq!(r.orcpt.as_deref(), Some("a+b@example.com"));
+        assert_eq!(rcpt_params("NOTIFY=never").unwrap().notify, Some(vec![]));
+        for bad in [
+            "NOTIFY=NEVER,SUCCESS",
+            "NOTIFY=SOMETIMES",
+            "NOTIFY=DELAY,DELAY",
+            "ORCPT=x400;abc",
+            "ORCPT=rfc822;",
+            "ORCPT=rfc822;a+zz",
+            "NOTIFY",
+        ] {
+            assert!(rcpt_params(bad).is_err(), "{bad}");
+        }
+        assert_eq!(rcpt_params("").unwrap(), RcptParams::default());
     }
 
     #[test]
@@ -624,7 +747,7 @@ mod tests {
         assert_eq!(mail_params("SIZE=x", true, false).unwrap_err().code, 501);
         assert_eq!(mail_params("SIZE", true, false).unwrap_err().code, 501);
         assert_eq!(mail_params("FOO=bar", true, false).unwrap_err().code, 555);
-        assert_eq!(mail_params("RET=FULL", true, false).unwrap_err().code, 555);
+        assert_eq!(mail_params("RET=ALL", true, false).unwrap_err().code, 501);
         assert_eq!(
             mail_params("MT-PRIORITY=0", true, false).unwrap_err().code,
             555
@@ -644,7 +767,7 @@ mod tests {
         );
         assert_eq!(mail_params("=x", true, false).unwrap_err().code, 501);
         assert!(rcpt_params("").is_ok());
-        assert_eq!(rcpt_params("NOTIFY=NEVER").unwrap_err().code, 555);
+        assert_eq!(rcpt_params("FOO=1").unwrap_err().code, 555);
     }
 
     proptest::proptest! {

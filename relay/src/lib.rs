@@ -112,7 +112,7 @@ mod users;
 pub use cidr::{Cidr, CidrError};
 pub use config::{ConfigError, RelayConfig, default_allow};
 pub use server::{RelayHandle, RelayServer, serve_connection};
-pub use sink::{MessageSink, Rejection, Submission};
+pub use sink::{DsnRequest, MessageSink, RecipientDsn, Rejection, Submission};
 pub use stats::{RefusedStats, RelayStats};
 pub use users::{
     MAX_USER_NAME, UserChange, Users, UsersError, add_user, check_user_name, hash_password,

@@ -26,7 +26,7 @@ use crate::command::{self, Body, Command, Path, Refusal};
 use crate::config::RelayConfig;
 use crate::data::{DataOutcome, DataReader};
 use crate::sasl;
-use crate::sink::{MessageSink, Rejection, Submission};
+use crate::sink::{DsnRequest, MessageSink, RecipientDsn, Rejection, Submission};
 use crate::stats::{Counters, bump};
 use crate::trace::{self, Trace};
 
@@ -169,6 +169,8 @@ struct Transaction {
     body: Option<Body>,
     smtputf8: bool,
     to: Vec<String>,
+    /// RET, ENVID, and one NOTIFY/ORCPT per entry of `to`.
+    dsn: DsnRequest,
 }
 
 /// Decrements the active session count when the session ends, however.
@@ -435,6 +437,7 @@ where
                 "8BITMIME".to_owned(),
                 "SMTPUTF8".to_owned(),
                 "ENHANCEDSTATUSCODES".to_owned(),
+                "DSN".to_owned(),
             ];
             if config.tls.is_some() && !self.tls {
                 lines.push("STARTTLS".to_owned());
@@ -704,6 +707,11 @@ where
             body: params.body,
             smtputf8: params.smtputf8,
             to: Vec::new(),
+            dsn: DsnRequest {
+                ret_full: params.ret_full,
+                envid: params.envid,
+                recipients: Vec::new(),
+            },
         });
         self.reply(250, "2.1.0 Sender OK").await
     }
@@ -713,9 +721,13 @@ where
         let Some(txn) = &self.txn else {
             return self.error(503, "5.5.1 Need MAIL command first").await;
         };
-        if let Err(refusal) = command::rcpt_params(params) {
-            return self.refuse(refusal).await;
-        }
+        let rcpt_dsn = match command::rcpt_params(params) {
+            Ok(p) => RecipientDsn {
+                notify: p.notify,
+                orcpt: p.orcpt,
+            },
+            Err(refusal) => return self.refuse(refusal).await,
+        };
         if path.utf8 && !txn.smtputf8 {
             return self
                 .error(553, "5.6.7 Non-ASCII address without SMTPUTF8")
@@ -737,6 +749,7 @@ where
             && !duplicate
         {
             txn.to.push(address);
+            txn.dsn.recipients.push(rcpt_dsn);
         }
         self.reply(250, "2.1.5 Recipient OK").await
     }
@@ -892,6 +905,7 @@ where
             tls: self.tls,
             smtputf8: txn.smtputf8,
             eight_bit_mime: txn.body == Some(Body::EightBitMime),
+            dsn: txn.dsn,
         };
         let from = submission.from.clone();
         let recipients = submission.to.len();

@@ -25,6 +25,30 @@ pub struct Submission {
     pub smtputf8: bool,
     /// The client declared `BODY=8BITMIME` (RFC 6152).
     pub eight_bit_mime: bool,
+    /// What the client asked of delivery status notifications (RFC 3461).
+    pub dsn: DsnRequest,
+}
+
+/// The DSN parameters a client gave (RFC 3461): `RET` and `ENVID` of MAIL,
+/// `NOTIFY` and `ORCPT` of each RCPT.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DsnRequest {
+    /// `RET=FULL` (true) or `RET=HDRS` (false); `None` when not given.
+    pub ret_full: Option<bool>,
+    /// `ENVID`, decoded (printable ASCII).
+    pub envid: Option<String>,
+    /// One entry per recipient of [`Submission::to`], in the same order.
+    pub recipients: Vec<RecipientDsn>,
+}
+
+/// The DSN parameters of one recipient.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecipientDsn {
+    /// `NOTIFY`: `None` when not given, empty for `NEVER`, else some of
+    /// `SUCCESS`, `FAILURE`, `DELAY` (upper case).
+    pub notify: Option<Vec<String>>,
+    /// `ORCPT`'s address, decoded.
+    pub orcpt: Option<String>,
 }
 
 /// Why a sink did not store a message.
