@@ -50,6 +50,13 @@ pub fn fit(message: &[u8], upstream: Upstream) -> Result<Cow<'_, [u8]>> {
     }
     let mut out = Vec::with_capacity(message.len() + message.len() / 3 + 256);
     convert_entity(message, &needs, 0, None, true, &mut out)?;
+    // What was copied as it is (an opaque header field, a hostile part
+    // header) may still be too long: refused, never sent broken.
+    if has_long_line(&out) {
+        return Err(refusal(&format!(
+            "a header line would stay over {MAX_LINE} octets after conversion"
+        )));
+    }
     Ok(Cow::Owned(out))
 }
 
@@ -443,7 +450,16 @@ fn encode_field(name: &str, field: &[u8], out: &mut Vec<u8>) -> Result<()> {
         .trim()
         .to_owned();
     let is = |names: &[&str]| names.iter().any(|n| n.eq_ignore_ascii_case(name));
-    let mut line = format!("{name}: ");
+    let mut line = format!("{name}:");
+    // A long field name: the value starts on a continuation line, so that
+    // no line of the field exceeds 998 octets.
+    let used = if name.len() > 60 {
+        line.push_str("\r\n ");
+        1
+    } else {
+        line.push(' ');
+        name.len() + 2
+    };
     if is(ADDRESS_FIELDS) {
         let mut first = true;
         for item in super::split_addresses(&value) {
@@ -462,7 +478,7 @@ fn encode_field(name: &str, field: &[u8], out: &mut Vec<u8>) -> Result<()> {
     } else if name.to_ascii_lowercase().starts_with("content-") {
         line.push_str(&encode_parameters(&value));
     } else {
-        line.push_str(&encoded_words(&value, name.len() + 2));
+        line.push_str(&encoded_words(&value, used));
     }
     line.push_str("\r\n");
     out.extend_from_slice(line.as_bytes());
@@ -798,9 +814,14 @@ mod tests {
             "Content-Transfer-Encoding: base64\r\n\r\n\u{e9}=".into(),
             "Subject: \u{e9}\r\n".into(),
             format!("X: y\r\n\r\n{}", "\u{e9}".repeat(2000)),
+            // Found by fuzzing: a 985-octet field name with an 8-bit value.
+            format!("{}-%:^?\t)\t\u{c9}%", "h".repeat(985)),
         ];
         for case in &cases {
-            let _ = fit(case.as_bytes(), SEVEN_BIT);
+            if let Ok(Cow::Owned(out)) = fit(case.as_bytes(), SEVEN_BIT) {
+                assert!(!has_long_line(&out), "{case:?}");
+                assert!(out.is_ascii(), "{case:?}");
+            }
         }
     }
 }
