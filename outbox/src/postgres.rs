@@ -3,7 +3,8 @@
 //! Claims take due rows with `FOR UPDATE SKIP LOCKED` and lease them to the
 //! worker (`lease_owner`, `lease_until`): workers on any number of machines
 //! never get the same message at once, and a worker that dies releases its
-//! messages when the lease runs out, exactly as with SQLite. Every change is
+//! messages once its heartbeat is stale (see `liveness`), at the latest
+//! when the lease runs out. Every change is
 //! one autocommitted statement, durable when it returns (the server's
 //! `synchronous_commit`, on by default).
 //!
