@@ -129,6 +129,7 @@ fn assert_none_lost(server: &DevSmtpServer, n: usize, bound: usize) {
     let counts = arrivals(server);
     assert_eq!(counts.len(), n, "every message arrived: {counts:?}");
     let doubled: usize = counts.values().map(|c| c - 1).sum();
+    eprintln!("{n} messages, {doubled} duplicate(s), bound {bound}");
     assert!(
         doubled <= bound,
         "{doubled} duplicates, at most {bound} (one per connection)"
@@ -258,6 +259,11 @@ async fn postgres_the_others_take_a_killed_worker_s_batch_after_its_timeout() {
     for w in workers {
         stop(w);
     }
+    assert_eq!(
+        pg.psql(pg.database(), "SELECT count(*) FROM mailgate_workers"),
+        "0",
+        "workers that stop say goodbye"
+    );
     assert_none_lost(&server, 60, CONNECTIONS);
     assert_eq!(
         pg.psql(

@@ -50,7 +50,7 @@ async fn an_unheard_worker_s_messages_are_due_at_once_and_a_beating_one_s_stay()
     // An older mailgate's worker: no row, so it is never taken for dead.
     assert_eq!(s.claim("orphan-9", LEASE, 1, now).await.unwrap().len(), 1);
 
-    let _other = s
+    let other = s
         .announce_worker("other-3", Duration::from_secs(30))
         .await
         .unwrap();
@@ -70,11 +70,17 @@ async fn an_unheard_worker_s_messages_are_due_at_once_and_a_beating_one_s_stay()
     assert_eq!(taken, ghost, "exactly the dead worker's messages");
     assert_eq!(s.reclaim_dead("other-3", now).await.unwrap(), 0);
 
-    // A worker that ends removes its row.
-    drop(beating);
+    // A worker that ends removes its row before `end` returns.
+    beating.end().await;
+    assert_eq!(s.live_workers().await.unwrap(), 1);
+    // One that is dropped, soon after.
+    drop(other);
     let deadline = Instant::now() + Duration::from_secs(5);
-    while s.live_workers().await.unwrap() != 1 {
-        assert!(Instant::now() < deadline, "the row of an ended worker goes");
+    while s.live_workers().await.unwrap() != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the row of a dropped worker goes"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // It ended cleanly: its leases stay with their lease (none were left

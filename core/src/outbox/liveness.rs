@@ -13,7 +13,9 @@
 //! stale starts no further message of its batch, so the others can only
 //! double the message in hand on each of its connections.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -31,7 +33,11 @@ const RECLAIM_EVERY: Duration = Duration::from_secs(1);
 pub struct Presence {
     state: Arc<BeatState>,
     _hold: Box<dyn Send + Sync>,
+    end: Option<EndFn>,
 }
+
+/// A worker's goodbye, awaited by [`Presence::end`].
+type EndFn = Box<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
 impl std::fmt::Debug for Presence {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -49,6 +55,8 @@ struct BeatState {
     last_beat: Mutex<Instant>,
     /// Times the others may have taken this worker for dead.
     lapses: AtomicU64,
+    /// Said goodbye: starts nothing more.
+    ended: AtomicBool,
 }
 
 impl Presence {
@@ -59,8 +67,33 @@ impl Presence {
                 fresh_for: None,
                 last_beat: Mutex::new(Instant::now()),
                 lapses: AtomicU64::new(0),
+                ended: AtomicBool::new(false),
             }),
             _hold: Box::new(hold),
+            end: None,
+        }
+    }
+
+    /// With `end` run (and awaited) by [`Presence::end`]: a goodbye that
+    /// cannot wait for `Drop` (a database row to delete before the process
+    /// exits).
+    pub fn with_end<F, Fut>(mut self, end: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.end = Some(Box::new(move || Box::pin(end())));
+        self
+    }
+
+    /// The worker stops: it starts nothing more and says goodbye, so that
+    /// it no longer counts as alive.
+    pub async fn end(&self) {
+        if self.state.ended.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        if let Some(end) = &self.end {
+            end().await;
         }
     }
 
@@ -75,7 +108,9 @@ impl Presence {
     /// a lock; for a heartbeat, no lapse since and the last recorded beat
     /// sent less than half the timeout ago.
     pub fn holds(&self, mark: u64) -> bool {
-        if self.state.lapses.load(Ordering::SeqCst) != mark {
+        if self.state.ended.load(Ordering::SeqCst)
+            || self.state.lapses.load(Ordering::SeqCst) != mark
+        {
             return false;
         }
         match self.state.fresh_for {
@@ -115,6 +150,7 @@ impl Heartbeat {
                 fresh_for: Some(timeout),
                 last_beat: Mutex::new(sent),
                 lapses: AtomicU64::new(0),
+                ended: AtomicBool::new(false),
             }),
         }
     }
@@ -150,6 +186,7 @@ impl Heartbeat {
         Presence {
             state: Arc::clone(&self.state),
             _hold: Box::new(hold),
+            end: None,
         }
     }
 }
@@ -205,6 +242,13 @@ impl Liveness {
         Ok(presence.as_ref().map_or(0, Presence::mark))
     }
 
+    /// The worker stops (see [`Presence::end`]).
+    pub(crate) async fn end(&self) {
+        if let Some(Some(presence)) = self.presence.get() {
+            presence.end().await;
+        }
+    }
+
     /// Whether messages claimed after `mark` may still be started.
     pub(crate) fn holds(&self, mark: u64) -> bool {
         match self.presence.get() {
@@ -218,11 +262,22 @@ impl Liveness {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_lock_holds_for_good() {
-        let p = Presence::held(());
+    #[tokio::test]
+    async fn a_lock_holds_until_the_worker_ends() {
+        let ended = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&ended);
+        let p = Presence::held(()).with_end(move || {
+            let counter = Arc::clone(&counter);
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
+        });
         let mark = p.mark();
         assert!(p.holds(mark));
+        p.end().await;
+        p.end().await;
+        assert!(!p.holds(mark));
+        assert_eq!(ended.load(Ordering::SeqCst), 1, "one goodbye");
     }
 
     #[test]

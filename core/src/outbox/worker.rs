@@ -424,6 +424,13 @@ impl Worker {
     /// and retried after a pause (a database restarting must not stop the
     /// worker).
     pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<()> {
+        let result = self.run_until(shutdown).await;
+        // Gone from the live workers now, not when the process exits.
+        self.liveness.end().await;
+        result
+    }
+
+    async fn run_until(&self, shutdown: impl Future<Output = ()>) -> Result<()> {
         tokio::pin!(shutdown);
         let mut failures = 0u32;
         loop {

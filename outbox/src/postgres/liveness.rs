@@ -47,34 +47,14 @@ async fn beat(
     .await
 }
 
-/// The heartbeat task's guard: stops it and removes the row when dropped.
-struct Beating {
-    task: tokio::task::JoinHandle<()>,
-    pool: PgPool,
-    worker: String,
-}
-
-impl Drop for Beating {
-    fn drop(&mut self) {
-        self.task.abort();
-        // Best effort: a runtime that is stopping may not run it; the row is
-        // then removed by the others once it is older than its timeout.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let pool = self.pool.clone();
-            let worker = std::mem::take(&mut self.worker);
-            runtime.spawn(async move {
-                let _ = sqlx::query("DELETE FROM mailgate_workers WHERE id = $1")
-                    .bind(worker)
-                    .execute(&pool)
-                    .await;
-            });
-        }
-    }
-}
+/// A request to stop beating, answered once the row is deleted.
+type Bye = tokio::sync::oneshot::Sender<()>;
 
 impl PgOutbox {
     /// [`mailgate_core::outbox::OutboxStore::announce_worker`]: the first
-    /// beat, then a task that beats until the presence is dropped.
+    /// beat, then a task that beats until the presence ends or is dropped,
+    /// and then deletes the row (beats and the delete in one task: no beat
+    /// can bring the row back).
     pub(super) async fn start_heartbeat(
         &self,
         worker: &str,
@@ -84,12 +64,27 @@ impl PgOutbox {
         let sent = Instant::now();
         self.run(beat(&pool, worker, timeout)).await?;
         let heartbeat = Heartbeat::started(timeout, sent);
-        let task = {
-            let (pool, worker, heartbeat) = (pool.clone(), worker.to_owned(), heartbeat.clone());
+        let (bye_tx, mut bye_rx) = tokio::sync::mpsc::channel::<Bye>(1);
+        {
+            let (worker, heartbeat) = (worker.to_owned(), heartbeat.clone());
             let (shown, secrets) = (self.shown.clone(), self.secrets.clone());
             tokio::spawn(async move {
                 loop {
-                    tokio::time::sleep(heartbeat.interval()).await;
+                    let bye = tokio::select! {
+                        () = tokio::time::sleep(heartbeat.interval()) => None,
+                        // `None` too when the presence was dropped.
+                        bye = bye_rx.recv() => Some(bye),
+                    };
+                    if let Some(bye) = bye {
+                        let gone = sqlx::query("DELETE FROM mailgate_workers WHERE id = $1")
+                            .bind(&worker)
+                            .execute(&pool);
+                        let _ = tokio::time::timeout(timeout, gone).await;
+                        if let Some(reply) = bye {
+                            let _ = reply.send(());
+                        }
+                        return;
+                    }
                     let sent = Instant::now();
                     match tokio::time::timeout(timeout, beat(&pool, &worker, timeout)).await {
                         Ok(Ok(lost)) => {
@@ -111,12 +106,17 @@ impl PgOutbox {
                         ),
                     }
                 }
-            })
-        };
-        Ok(Some(heartbeat.presence(Beating {
-            task,
-            pool,
-            worker: worker.to_owned(),
+            });
+        }
+        let bye = bye_tx.clone();
+        Ok(Some(heartbeat.presence(bye_tx).with_end(move || {
+            let bye = bye.clone();
+            async move {
+                let (reply, done) = tokio::sync::oneshot::channel();
+                if bye.send(reply).await.is_ok() {
+                    let _ = tokio::time::timeout(timeout, done).await;
+                }
+            }
         })))
     }
 
