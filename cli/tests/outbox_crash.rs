@@ -1,5 +1,6 @@
-//! A `mailgate deliver` killed with -9 mid-batch, against a slow upstream:
-//! its messages come back in seconds, not when their 300 s lease runs out.
+//! A `mailgate deliver` (or `relay`) killed with -9 mid-batch, against a
+//! slow upstream: its messages come back in seconds, not when their 300 s
+//! lease runs out.
 //! On SQLite a restarted worker takes them at once (the dead worker's lock
 //! is free); on PostgreSQL the other workers take them once its heartbeat
 //! is older than `mailgate.outbox.workerTimeoutSeconds`. Nothing is lost,
@@ -59,10 +60,15 @@ async fn enqueue(dir: &ConfigDir, n: usize) {
 }
 
 fn deliver(dir: &Path) -> Child {
+    worker(dir, "deliver")
+}
+
+/// `mailgate COMMAND` (`deliver` or `relay`) in the background.
+fn worker(dir: &Path, command: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_mailgate"))
         .arg("--config-dir")
         .arg(dir)
-        .arg("deliver")
+        .arg(command)
         .env_remove("MAILGATE_CONFIG_DIR")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -181,6 +187,36 @@ async fn sqlite_a_restarted_worker_takes_a_killed_one_s_batch_at_once() {
     assert_eq!(lock_files(&outbox).len(), 1, "{:?}", lock_files(&outbox));
     stop(worker);
     assert!(lock_files(&outbox).is_empty(), "{:?}", lock_files(&outbox));
+    assert_none_lost(&server, 30, CONNECTIONS);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_restarted_relay_takes_a_killed_one_s_batch_at_once() {
+    let server = DevSmtpServer::builder()
+        .fault(Fault::delay(Stage::DataEnd, Duration::from_millis(150)))
+        .start()
+        .await
+        .unwrap();
+    let dir = folder(server.port(), &[("mailgate.relay.listen", "127.0.0.1:0")]);
+    // What the relay accepted earlier, waiting in its outbox.
+    enqueue(&dir, 30).await;
+
+    let mut victim = worker(dir.path(), "relay");
+    wait_for_copies(&server, 6, Duration::from_secs(30)).await;
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    let delivered_before = arrivals(&server).len();
+    assert!(delivered_before < 30, "killed mid-batch");
+
+    let relay = worker(dir.path(), "relay");
+    let took = wait_for_all(&server, 30, Duration::from_secs(30)).await;
+    eprintln!(
+        "sqlite relay: killed after {delivered_before} of 30; the restarted relay delivered the other {} in {:.2} s (lease 300 s)",
+        30 - delivered_before,
+        took.as_secs_f64()
+    );
+    stop(relay);
     assert_none_lost(&server, 30, CONNECTIONS);
     server.shutdown().await;
 }
