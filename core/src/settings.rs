@@ -1519,6 +1519,25 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn the_worker_timeout_defaults_to_30_s_and_is_checked() {
+        let s = load(HOST).unwrap();
+        assert_eq!(s.outbox().worker_timeout, Duration::from_secs(30));
+        let s = load(&format!("{HOST}mailgate.outbox.workerTimeoutSeconds=3\n")).unwrap();
+        assert_eq!(s.outbox().worker_timeout, Duration::from_secs(3));
+        for bad in ["0", "3601", "ten"] {
+            let err = load(&format!(
+                "{HOST}mailgate.outbox.workerTimeoutSeconds={bad}\n"
+            ))
+            .unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("mailgate.outbox.workerTimeoutSeconds"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
     fn debug_shows_no_url_password_and_no_declared_secret() {
         let s = load(&format!(
             "{HOST}mailgate.outbox.url=postgres://mg:pw-secret-9@db/mail\n"
