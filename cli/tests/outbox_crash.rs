@@ -300,7 +300,23 @@ async fn postgres_the_others_take_a_killed_worker_s_batch_after_its_timeout() {
         "0",
         "workers that stop say goodbye"
     );
-    assert_none_lost(&server, 60, CONNECTIONS);
+    // So does `send --queue`'s one-message worker.
+    let sent = Command::new(env!("CARGO_BIN_EXE_mailgate"))
+        .arg("--config-dir")
+        .arg(dir.path())
+        .args(["send", "--queue", "--to", "dev@example.com"])
+        .args(["--subject", "crash 60", "--body", "after\n"])
+        .env_remove("MAILGATE_CONFIG_DIR")
+        .stdin(Stdio::null())
+        .output()
+        .expect("mailgate send runs");
+    assert!(sent.status.success(), "{sent:?}");
+    assert_eq!(
+        pg.psql(pg.database(), "SELECT count(*) FROM mailgate_workers"),
+        "0",
+        "send --queue says goodbye"
+    );
+    assert_none_lost(&server, 61, CONNECTIONS);
     assert_eq!(
         pg.psql(
             pg.database(),

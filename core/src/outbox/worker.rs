@@ -425,9 +425,17 @@ impl Worker {
     /// worker).
     pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<()> {
         let result = self.run_until(shutdown).await;
-        // Gone from the live workers now, not when the process exits.
-        self.liveness.end().await;
+        self.retire().await;
         result
+    }
+
+    /// Ends this worker's presence on the outbox: it no longer counts as
+    /// alive and starts nothing more. [`Worker::run`] does it when it
+    /// returns; a worker used only for [`Worker::deliver_id`] or
+    /// [`Worker::flush`] calls it before the process exits (dropped, it
+    /// says goodbye only if the runtime still runs).
+    pub async fn retire(&self) {
+        self.liveness.end().await;
     }
 
     async fn run_until(&self, shutdown: impl Future<Output = ()>) -> Result<()> {
