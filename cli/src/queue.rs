@@ -73,6 +73,7 @@ pub(crate) async fn send_queued(
             None
         }
     };
+    worker.retire().await;
     let (status, dead) = match &outcome {
         Some(DeliveryOutcome::Sent(_)) => ("sent", None),
         Some(DeliveryOutcome::Dead { error, exit_code }) => (
@@ -258,7 +259,9 @@ async fn flush(mailer: &Mailer, quiet: bool) -> Result<(), Failure> {
                 bar.set_position(done as u64);
             }
         })
-        .await?;
+        .await;
+    worker.retire().await;
+    let report = report?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }

@@ -62,6 +62,9 @@ pub mod keys {
     pub const OUTBOX_BOUNCES: &str = "mailgate.outbox.bounces";
     /// Who is told when a delivery status notification cannot be delivered.
     pub const OUTBOX_POSTMASTER: &str = "mailgate.outbox.postmaster";
+    /// Seconds a worker may go unheard before the others take over its
+    /// messages (default 30).
+    pub const OUTBOX_WORKER_TIMEOUT: &str = "mailgate.outbox.workerTimeoutSeconds";
     /// Where `mailgate relay` listens (default `127.0.0.1:2525`).
     pub const RELAY_LISTEN: &str = "mailgate.relay.listen";
     /// Clients allowed to submit to the relay: comma-separated CIDRs (default loopback).
@@ -120,6 +123,7 @@ pub mod keys {
         OUTBOX_LEASE,
         OUTBOX_BOUNCES,
         OUTBOX_POSTMASTER,
+        OUTBOX_WORKER_TIMEOUT,
         RELAY_LISTEN,
         RELAY_ALLOW,
         RELAY_MAX_MESSAGE_BYTES,
@@ -175,6 +179,7 @@ pub mod keys {
             OUTBOX_KEEP_SENT,
             OUTBOX_LEASE,
             OUTBOX_BOUNCES,
+            OUTBOX_WORKER_TIMEOUT,
         ];
         match key {
             SERVER_HOSTNAME | HELO_NAME | MESSAGE_ID_DOMAIN => 253,
@@ -463,6 +468,7 @@ impl Settings {
                 max_age: Duration::from_secs(72 * 3600),
                 keep_sent: Duration::from_secs(24 * 3600),
                 lease: Duration::from_secs(300),
+                worker_timeout: Duration::from_secs(30),
             },
             warnings: Vec::new(),
             key_file_override: key_file,
@@ -630,6 +636,7 @@ impl Settings {
             max_age: hours(keys::OUTBOX_MAX_AGE, 72)?,
             keep_sent: hours(keys::OUTBOX_KEEP_SENT, 24)?,
             lease: seconds(keys::OUTBOX_LEASE, 300, 86_400)?,
+            worker_timeout: seconds(keys::OUTBOX_WORKER_TIMEOUT, 30, 3600)?,
         };
         if outbox.lease < self.server.timeout * 10 {
             tracing::warn!(
@@ -1509,6 +1516,25 @@ pub(crate) mod tests {
         let msg = format!("{err} {err:?}");
         assert!(msg.contains("mailgate.outbox.url"), "{msg}");
         assert!(!msg.contains("pw-secret-9"), "{msg}");
+    }
+
+    #[test]
+    fn the_worker_timeout_defaults_to_30_s_and_is_checked() {
+        let s = load(HOST).unwrap();
+        assert_eq!(s.outbox().worker_timeout, Duration::from_secs(30));
+        let s = load(&format!("{HOST}mailgate.outbox.workerTimeoutSeconds=3\n")).unwrap();
+        assert_eq!(s.outbox().worker_timeout, Duration::from_secs(3));
+        for bad in ["0", "3601", "ten"] {
+            let err = load(&format!(
+                "{HOST}mailgate.outbox.workerTimeoutSeconds={bad}\n"
+            ))
+            .unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("mailgate.outbox.workerTimeoutSeconds"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! Claims take due rows with `FOR UPDATE SKIP LOCKED` and lease them to the
 //! worker (`lease_owner`, `lease_until`): workers on any number of machines
 //! never get the same message at once, and a worker that dies releases its
-//! messages when the lease runs out, exactly as with SQLite. Every change is
+//! messages once its heartbeat is stale (see `liveness`), at the latest
+//! when the lease runs out. Every change is
 //! one autocommitted statement, durable when it returns (the server's
 //! `synchronous_commit`, on by default).
 //!
@@ -13,8 +14,8 @@
 //! second finds the work done. A database whose schema is newer than this
 //! mailgate knows is refused. A role without `CREATE` works once the owner
 //! has created the tables (run mailgate once as the owner, then grant
-//! `SELECT, INSERT, UPDATE, DELETE` on `outbox_messages` and `USAGE` on its
-//! sequence).
+//! `SELECT, INSERT, UPDATE, DELETE` on `outbox_messages` and
+//! `mailgate_workers` and `USAGE` on its sequence).
 //!
 //! Times are milliseconds since the epoch in `BIGINT` columns, as in SQLite;
 //! the recipients are a JSON array in a `TEXT` column, the same encoding as
@@ -41,6 +42,8 @@ use sqlx::{Connection as _, Row as _};
 use tokio::sync::OnceCell;
 
 use crate::{decode_finished, from_ms, to_ms};
+
+mod liveness;
 
 /// Versioned schema: each entry moves the database one version up, applied
 /// in one transaction with the version bump.
@@ -69,6 +72,8 @@ const MIGRATIONS: &[&str] = &[
     // 2: the recipients that are done while others are not (JSON, see
     // `encode_finished`); NULL while all share the message's status.
     "ALTER TABLE outbox_messages ADD COLUMN recipient_state TEXT;",
+    // 3: the workers' heartbeats.
+    liveness::WORKERS_TABLE,
 ];
 
 /// The advisory lock the schema migration holds: "mailgate" in ASCII.
@@ -314,7 +319,7 @@ impl PgOutbox {
                         "database `{database}` does not exist on {server}; create it (`createdb -O {user} {database}`) or fix the database name in `mailgate.outbox.url`"
                     ),
                     "42501" => format!(
-                        "{}; grant user `{user}` CREATE on the schema, or have the database owner run mailgate once to create the tables and grant `{user}` SELECT, INSERT, UPDATE, DELETE on outbox_messages and USAGE on its sequence",
+                        "{}; grant user `{user}` CREATE on the schema, or have the database owner run mailgate once to create the tables and grant `{user}` SELECT, INSERT, UPDATE, DELETE on outbox_messages and mailgate_workers and USAGE on its sequence",
                         if message.starts_with("permission denied") {
                             message.to_owned()
                         } else {
@@ -543,6 +548,22 @@ fn rows_to<T>(
 impl OutboxStore for PgOutbox {
     fn describe(&self) -> String {
         format!("postgres {}", self.shown)
+    }
+
+    async fn announce_worker(
+        &self,
+        worker: &str,
+        timeout: Duration,
+    ) -> Result<Option<mailgate_core::outbox::Presence>> {
+        self.start_heartbeat(worker, timeout).await
+    }
+
+    async fn reclaim_dead(&self, worker: &str, now: SystemTime) -> Result<u64> {
+        self.reclaim_unheard(worker, now).await
+    }
+
+    async fn live_workers(&self) -> Result<u64> {
+        self.count_heard().await
     }
 
     async fn enqueue(&self, message: NewMessage) -> Result<MessageId> {

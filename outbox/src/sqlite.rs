@@ -30,6 +30,8 @@ use tokio::sync::OnceCell;
 
 use crate::{decode_finished, from_ms, to_ms};
 
+mod liveness;
+
 /// Versioned schema: each entry moves the database one version up, applied
 /// in one transaction with the version bump.
 const MIGRATIONS: &[&str] = &[
@@ -371,6 +373,22 @@ impl OutboxStore for SqliteOutbox {
 
     fn created(&self) -> bool {
         self.exists()
+    }
+
+    async fn announce_worker(
+        &self,
+        worker: &str,
+        _timeout: Duration,
+    ) -> Result<Option<mailgate_core::outbox::Presence>> {
+        self.lock_worker(worker)
+    }
+
+    async fn reclaim_dead(&self, worker: &str, now: SystemTime) -> Result<u64> {
+        self.reclaim_unlocked(worker, now).await
+    }
+
+    async fn live_workers(&self) -> Result<u64> {
+        self.count_locked()
     }
 
     async fn enqueue(&self, message: NewMessage) -> Result<MessageId> {

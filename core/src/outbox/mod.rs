@@ -20,6 +20,7 @@
 //! PostgreSQL stores, each behind a cargo feature.
 
 mod dsn;
+mod liveness;
 mod observer;
 mod worker;
 
@@ -30,6 +31,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 
 pub use dsn::DsnWriter;
+pub use liveness::{Heartbeat, Presence};
 pub use observer::{DeliveryObserver, RecipientEvent};
 pub use worker::{DeliveryOutcome, FlushReport, Worker, WorkerStats};
 
@@ -446,6 +448,31 @@ pub trait OutboxStore: Send + Sync + fmt::Debug {
     /// The earliest next attempt of a `queued` message and the earliest
     /// lease end of a `sending` one, for a worker to sleep until.
     async fn next_due(&self) -> Result<Option<SystemTime>>;
+
+    /// Announces `worker` as alive for as long as the returned [`Presence`]
+    /// is held, before it claims anything; the others take it for dead
+    /// once it is unheard for `timeout` (a heartbeat store), or at once
+    /// when its lock is free (a lock store). `None`: this store cannot
+    /// tell, and the worker's messages wait for their lease if it dies.
+    async fn announce_worker(&self, worker: &str, timeout: Duration) -> Result<Option<Presence>> {
+        let _ = (worker, timeout);
+        Ok(None)
+    }
+
+    /// Ends now the leases of the workers other than `worker` that are no
+    /// longer alive, so that their `sending` messages are claimed at once,
+    /// and forgets those workers; how many messages. Never touches a
+    /// worker the store cannot prove dead.
+    async fn reclaim_dead(&self, worker: &str, now: SystemTime) -> Result<u64> {
+        let _ = (worker, now);
+        Ok(0)
+    }
+
+    /// How many workers are alive on this outbox now (0 when the store
+    /// cannot tell): whether anything will deliver what is queued.
+    async fn live_workers(&self) -> Result<u64> {
+        Ok(0)
+    }
 }
 
 /// The outbox settings (`mailgate.outbox.*`).
@@ -464,6 +491,10 @@ pub struct OutboxSettings {
     /// A claim's lease (`mailgate.outbox.leaseSeconds`, 300): a worker that
     /// dies releases its messages after this.
     pub lease: Duration,
+    /// A worker unheard for this long is dead and its messages are claimed
+    /// by the others (`mailgate.outbox.workerTimeoutSeconds`, 30; the
+    /// PostgreSQL heartbeat).
+    pub worker_timeout: Duration,
 }
 
 /// Where an outbox lives.
@@ -551,6 +582,7 @@ mod tests {
             max_age: Duration::from_secs(72 * 3600),
             keep_sent: Duration::from_secs(24 * 3600),
             lease: Duration::from_secs(300),
+            worker_timeout: Duration::from_secs(30),
         }
     }
 

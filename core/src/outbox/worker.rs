@@ -158,6 +158,8 @@ pub struct Worker {
     counters: Arc<Counters>,
     wake: Arc<tokio::sync::Notify>,
     observers: Arc<Vec<Arc<dyn DeliveryObserver>>>,
+    /// Announced on first claim; its messages come back at once if it dies.
+    liveness: Arc<super::liveness::Liveness>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -188,6 +190,9 @@ impl Worker {
             counters: Arc::default(),
             wake: mailer.outbox_wake(),
             observers: Arc::new(dsn.into_iter().collect()),
+            liveness: Arc::new(super::liveness::Liveness::new(
+                mailer.settings().outbox().worker_timeout,
+            )),
         })
     }
 
@@ -227,6 +232,9 @@ impl Worker {
     /// `None` if it is not queued (sent, dead, leased, or unknown).
     pub async fn deliver_id(&self, id: MessageId) -> Result<Option<DeliveryOutcome>> {
         let now = (self.clock)();
+        self.liveness
+            .before_claim(self.store.as_ref(), &self.id, now)
+            .await?;
         match self
             .store
             .claim_one(id, &self.id, self.settings.lease, now)
@@ -258,6 +266,10 @@ impl Worker {
         }
         let now = (self.clock)();
         self.purge(now).await?;
+        let mark = self
+            .liveness
+            .before_claim(self.store.as_ref(), &self.id, now)
+            .await?;
         let connections = self.mailer.max_connections().max(1);
         let claimed = self
             .store
@@ -286,7 +298,11 @@ impl Worker {
             let stopping = Arc::clone(&stopping);
             let done_tx = done_tx.clone();
             tasks.spawn(async move {
-                while !stopping.load(Ordering::SeqCst) && std::time::Instant::now() < start_by {
+                // A worker the others may take for dead starts nothing more.
+                while !stopping.load(Ordering::SeqCst)
+                    && std::time::Instant::now() < start_by
+                    && worker.liveness.holds(mark)
+                {
                     let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
                     let Some(claimed) = next else { break };
                     let outcome = worker.attempt(claimed).await;
@@ -408,6 +424,21 @@ impl Worker {
     /// and retried after a pause (a database restarting must not stop the
     /// worker).
     pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<()> {
+        let result = self.run_until(shutdown).await;
+        self.retire().await;
+        result
+    }
+
+    /// Ends this worker's presence on the outbox: it no longer counts as
+    /// alive and starts nothing more. [`Worker::run`] does it when it
+    /// returns; a worker used only for [`Worker::deliver_id`] or
+    /// [`Worker::flush`] calls it before the process exits (dropped, it
+    /// says goodbye only if the runtime still runs).
+    pub async fn retire(&self) {
+        self.liveness.end().await;
+    }
+
+    async fn run_until(&self, shutdown: impl Future<Output = ()>) -> Result<()> {
         tokio::pin!(shutdown);
         let mut failures = 0u32;
         loop {
