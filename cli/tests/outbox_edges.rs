@@ -94,7 +94,12 @@ async fn deliver_on_a_damaged_outbox_exits_74_naming_the_file() {
         ),
         ("zeros", vec![0; 8192]),
         ("a text file", b"this is not a database\n".repeat(200)),
-        ("a truncated database", db[..db.len().min(1024)].to_vec()),
+        // Its header kept, the rest of its first page gone.
+        ("a database cut after its header", {
+            let mut cut = db[..100].to_vec();
+            cut.resize(8192, 0);
+            cut
+        }),
         ("a database with damaged pages", with_bad_pages),
     ];
     for (kind, bytes) in kinds {

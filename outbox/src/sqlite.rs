@@ -145,33 +145,64 @@ impl SqliteOutbox {
     /// process setting the outbox up). A lock file beside the database, not
     /// the database itself: closing another descriptor of the database
     /// would drop SQLite's own POSIX locks.
-    async fn setup_lock(&self) -> Result<std::fs::File> {
+    /// `None` when the lock file cannot be made (a read-only folder): then
+    /// nothing can be created or migrated either, and opening the database
+    /// says why.
+    async fn setup_lock(&self) -> Result<Option<std::fs::File>> {
+        use std::io::ErrorKind;
         use std::os::unix::fs::OpenOptionsExt as _;
         let mut name = self.path.as_os_str().to_owned();
         name.push(".lock");
         let path = PathBuf::from(name);
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            // Never a symlink planted to point elsewhere.
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-            .map_err(|e| {
-                outbox_error(
+        // Never a symlink planted to point elsewhere; read access is
+        // enough for a lock.
+        let open = || {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&path)
+        };
+        let opened = match open() {
+            Err(e) if e.kind() == ErrorKind::NotFound => std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&path)
+                .or_else(|e| {
+                    if e.kind() == ErrorKind::AlreadyExists {
+                        open()
+                    } else {
+                        Err(e)
+                    }
+                }),
+            other => other,
+        };
+        let file = match opened {
+            Ok(file) => file,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem
+                ) =>
+            {
+                return Ok(None);
+            }
+            Err(e) => {
+                return Err(outbox_error(
                     &self.path,
                     format!(
                         "cannot open its lock file {}: {e}; check that its folder is writable",
                         path.display()
                     ),
-                )
-            })?;
+                ));
+            }
+        };
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
             match file.try_lock() {
-                Ok(()) => return Ok(file),
+                Ok(()) => return Ok(Some(file)),
                 Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
