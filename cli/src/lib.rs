@@ -103,7 +103,7 @@ enum Command {
     },
     /// Deliver queued messages until SIGTERM (several workers may share a PostgreSQL outbox)
     #[command(after_help = help::DELIVER)]
-    Deliver,
+    Deliver(queue::DeliverArgs),
     /// SMTP listener + outbox worker: legacy senders submit here, mailgate delivers upstream
     #[command(after_help = help::RELAY)]
     Relay,
@@ -386,6 +386,37 @@ fn config_files_in(cli: &Cli, sendmail_dir: Option<&Path>) -> Result<ConfigFiles
     Ok(files)
 }
 
+/// The global options that name the config, for a `mailgate deliver`
+/// started on this command's behalf.
+fn config_args(cli: &Cli, sendmail_dir: Option<&Path>) -> Vec<std::ffi::OsString> {
+    let mut args = Vec::new();
+    // The folder this command resolved (`-C`, `--config-dir`,
+    // `$MAILGATE_CONFIG_DIR`, ./config), made absolute.
+    if let Ok(ConfigFiles { dir: Some(dir), .. }) = config_files_in(cli, sendmail_dir) {
+        args.push("--config-dir".into());
+        args.push(absolute(&dir));
+    }
+    if let Some(is) = &cli.is_file {
+        args.push("--is".into());
+        args.push(absolute(is));
+    }
+    if let Some(security) = &cli.security_file {
+        args.push("--security".into());
+        args.push(absolute(security));
+    }
+    if let Some(key) = &cli.key_file {
+        args.push("--key-file".into());
+        args.push(absolute(key));
+    }
+    args
+}
+
+fn absolute(path: &Path) -> std::ffi::OsString {
+    std::path::absolute(path)
+        .unwrap_or_else(|_| path.to_owned())
+        .into_os_string()
+}
+
 fn builder(
     cli: &Cli,
     registry: &Registry,
@@ -492,6 +523,7 @@ async fn run_command(cli: Cli, registry: Registry) -> Result<(), Failure> {
         _ => None,
     };
     let sendmail_dir = sendmail_args.as_ref().and_then(|a| a.config_dir.as_deref());
+    queue::remember_config(config_args(&cli, sendmail_dir));
     let mut builder = builder(&cli, &registry, sendmail_dir)?;
     if let Command::Send(args) = &cli.command {
         builder = builder.all_or_nothing(args.all_or_nothing);
@@ -505,7 +537,7 @@ async fn run_command(cli: Cli, registry: Registry) -> Result<(), Failure> {
             None => unreachable!("parsed above"),
         },
         Command::Queue { command } => queue::run(&mailer, command, cli.quiet).await,
-        Command::Deliver => queue::deliver(&mailer, cli.quiet).await,
+        Command::Deliver(args) => queue::deliver(&mailer, cli.quiet, args.until_empty).await,
         Command::Token => match mailer.oauth_access_token().await {
             Ok(token) => print_out(format_args!("{}", token.expose_secret())),
             Err(e) => Err(e.into()),
@@ -577,6 +609,11 @@ async fn check(mailer: &Mailer, args: &CheckArgs, quiet: bool) -> Result<(), Fai
         Ok(store) if !store.created() => Some((store.describe(), Ok(None))),
         Ok(store) => Some((store.describe(), store.stats().await.map(Some))),
     };
+    // Whether anything delivers what is queued.
+    let workers = match mailer.outbox() {
+        Ok(store) if store.created() => store.live_workers().await.ok(),
+        _ => None,
+    };
     // A relay running on this folder: whether its settings are current.
     let relay = relay::status_line(settings);
     if args.json {
@@ -608,7 +645,11 @@ async fn check(mailer: &Mailer, args: &CheckArgs, quiet: bool) -> Result<(), Fai
         }
         if let Some((location, stats)) = &outbox {
             obj["outbox"] = match stats {
-                Ok(Some(stats)) => queue::stats_json(stats, location),
+                Ok(Some(stats)) => {
+                    let mut o = queue::stats_json(stats, location);
+                    o["workers"] = serde_json::Value::from(workers);
+                    o
+                }
                 Ok(None) => serde_json::json!({ "outbox": location, "created": false }),
                 Err(e) => {
                     serde_json::json!({ "outbox": location, "error": e.to_string(), "exit_code": e.exit_code() })
@@ -661,6 +702,19 @@ async fn check(mailer: &Mailer, args: &CheckArgs, quiet: bool) -> Result<(), Fai
                     "\noutbox:   {location}\n          {}",
                     queue::stats_text(stats)
                 );
+                let waiting = stats.queued + stats.sending;
+                match workers {
+                    Some(0) if waiting > 0 => {
+                        let _ = write!(
+                            text,
+                            "\n          workers: none alive, {waiting} message(s) waiting: run `mailgate deliver` (or leave mailgate.outbox.autoDeliver on)"
+                        );
+                    }
+                    Some(n) => {
+                        let _ = write!(text, "\n          workers: {n} alive");
+                    }
+                    None => {}
+                }
             }
             Some((location, Ok(None))) => {
                 let _ = write!(

@@ -42,6 +42,23 @@ pub(crate) struct ListArgs {
     json: bool,
 }
 
+/// `deliver`
+#[derive(Args, Debug)]
+pub(crate) struct DeliverArgs {
+    /// Exit once nothing is queued (what `sendmail` and `send --queue` start
+    /// when no worker runs)
+    #[arg(long)]
+    pub(crate) until_empty: bool,
+}
+
+/// The config options of this command, for a `deliver --until-empty` it
+/// starts (set once, before the command runs).
+static CONFIG_ARGS: std::sync::OnceLock<Vec<std::ffi::OsString>> = std::sync::OnceLock::new();
+
+pub(crate) fn remember_config(args: Vec<std::ffi::OsString>) {
+    let _ = CONFIG_ARGS.set(args);
+}
+
 /// `queue retry`
 #[derive(Args, Debug)]
 pub(crate) struct RetryArgs {
@@ -74,6 +91,9 @@ pub(crate) async fn send_queued(
         }
     };
     worker.retire().await;
+    // Gone before the look for a live worker below: its own presence (a
+    // lock held while it exists) must not count.
+    drop(worker);
     let (status, dead) = match &outcome {
         Some(DeliveryOutcome::Sent(_)) => ("sent", None),
         Some(DeliveryOutcome::Dead { error, exit_code }) => (
@@ -132,6 +152,9 @@ pub(crate) async fn send_queued(
         }
         None => ("queued", None),
     };
+    if status == "queued" {
+        ensure_deliverer(mailer).await;
+    }
     if json {
         let mut value = serde_json::json!({ "id": id, "status": status });
         if matches!(outcome, Some(DeliveryOutcome::Recipients { .. }))
@@ -148,6 +171,71 @@ pub(crate) async fn send_queued(
         Some((text, exit_code)) => Err(Failure::Exit(exit_code, text)),
         None => Ok(()),
     }
+}
+
+/// A queued message always has a deliverer: when no worker holds the
+/// outbox (no `deliver` or `relay` alive), one `mailgate deliver
+/// --until-empty` is started, detached, unless
+/// `mailgate.outbox.autoDeliver=false`. Failing to start one is logged, not
+/// an error: the message is stored either way.
+async fn ensure_deliverer(mailer: &Mailer) {
+    match mailer
+        .settings()
+        .flag_or(mailgate::keys::OUTBOX_AUTO_DELIVER, true)
+    {
+        Ok(true) => {}
+        Ok(false) => return,
+        Err(e) => {
+            tracing::warn!("{e}; no worker started");
+            return;
+        }
+    }
+    let alive = match mailer.outbox() {
+        Ok(store) => store.live_workers().await,
+        Err(_) => return,
+    };
+    match alive {
+        Ok(0) => {}
+        Ok(_) => return,
+        Err(e) => {
+            tracing::warn!("cannot tell whether a worker runs ({e}); starting one");
+        }
+    }
+    match spawn_deliverer() {
+        Ok(pid) => tracing::info!(
+            "no worker was running: started `mailgate deliver --until-empty` (pid {pid})"
+        ),
+        Err(e) => tracing::warn!(
+            "no worker is running and none could be started ({e}): run `mailgate deliver`, or `mailgate queue flush`"
+        ),
+    }
+}
+
+/// `mailgate [config options] -q deliver --until-empty`, in a session of
+/// its own with no terminal and stdio on /dev/null (so that cron, which
+/// waits for its job's output to end, does not wait for it), not waited for.
+fn spawn_deliverer() -> std::io::Result<u32> {
+    use std::os::unix::process::CommandExt as _;
+    let exe = std::env::current_exe()?;
+    let mut cmd = std::process::Command::new(exe);
+    // As `mailgate`, whatever name this binary was called by (`sendmail`).
+    cmd.arg0("mailgate")
+        .args(CONFIG_ARGS.get().map(Vec::as_slice).unwrap_or_default())
+        .args(["-q", "deliver", "--until-empty"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    // SAFETY: setsid is async-signal-safe and touches nothing of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn()?;
+    Ok(child.id())
 }
 
 /// Message `id` as a listing shows it.
@@ -292,26 +380,109 @@ async fn flush(mailer: &Mailer, quiet: bool) -> Result<(), Failure> {
 
 /// `mailgate deliver`: until SIGTERM or SIGINT, then the delivery in hand
 /// is finished and the exit is 0.
-pub(crate) async fn deliver(mailer: &Mailer, quiet: bool) -> Result<(), Failure> {
+pub(crate) async fn deliver(
+    mailer: &Mailer,
+    quiet: bool,
+    until_empty: bool,
+) -> Result<(), Failure> {
     let worker = Worker::new(mailer)?;
     // An outbox that cannot be read at all (damaged, not a database, no
     // access) is exit 74 naming it, not a worker that warns forever; a
     // store that fails later is retried (a database may be restarting).
-    mailer.outbox()?.next_due().await?;
+    let store = mailer.outbox()?;
+    store.next_due().await?;
     tracing::info!(
         "delivering from {} as worker {}",
-        mailer.outbox()?.describe(),
+        store.describe(),
         worker.id()
     );
     if !quiet {
         eprintln!(
             "mailgate: delivering from {} (worker {})",
-            mailer.outbox()?.describe(),
+            store.describe(),
             worker.id()
         );
     }
-    worker.run(shutdown_signal()).await?;
-    Ok(())
+    if !until_empty {
+        worker.run(shutdown_signal()).await?;
+        return Ok(());
+    }
+    // One started worker at a time: another (or any live worker) delivers.
+    let Some(_only) = sole_deliverer(mailer) else {
+        tracing::info!("another worker delivers this outbox; nothing to do");
+        return Ok(());
+    };
+    if store.live_workers().await.unwrap_or(0) > 0 {
+        tracing::info!("a worker runs on this outbox; nothing to do");
+        return Ok(());
+    }
+    // Until nothing is queued or being sent: a worker started for what
+    // sendmail left queued. It looks again after saying goodbye, so that a
+    // message stored while it was leaving (whose sender saw it alive and
+    // started none) is still delivered.
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    let mut worker = worker;
+    loop {
+        let watch = async {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                if let Ok(stats) = store.stats().await
+                    && stats.queued + stats.sending == 0
+                {
+                    return;
+                }
+            }
+        };
+        let mut signalled = false;
+        // run() finishes the deliveries in hand whichever ends it.
+        worker
+            .run(async {
+                tokio::select! {
+                    () = watch => {}
+                    () = &mut shutdown => signalled = true,
+                }
+            })
+            .await?;
+        if signalled {
+            return Ok(());
+        }
+        let stats = store.stats().await?;
+        if stats.queued + stats.sending == 0 {
+            return Ok(());
+        }
+        worker = Worker::new(mailer)?;
+    }
+}
+
+/// The lock that makes a `deliver --until-empty` the only one started on a
+/// SQLite outbox (`PATH.deliver.lock`); `None` when another holds it. On
+/// PostgreSQL the live-worker check alone decides (two started at the same
+/// moment share the outbox like any two workers).
+fn sole_deliverer(mailer: &Mailer) -> Option<Option<std::fs::File>> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mailgate::outbox::OutboxLocation::Sqlite(path) = &mailer.settings().outbox().location
+    else {
+        return Some(None);
+    };
+    let mut name = path.as_os_str().to_owned();
+    name.push(".deliver.lock");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(std::path::PathBuf::from(name));
+    match file {
+        // Without a lock file (a read-only folder) it runs anyway.
+        Err(_) => Some(None),
+        Ok(file) => match file.try_lock() {
+            Ok(()) => Some(Some(file)),
+            Err(_) => None,
+        },
+    }
 }
 
 /// SIGTERM or SIGINT.

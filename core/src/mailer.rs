@@ -10,7 +10,7 @@ use secrecy::SecretString;
 
 use crate::error::{Error, Origin, Result};
 use crate::message::{self, OutgoingMessage, raw};
-use crate::outbox::{MessageId, NewMessage, OutboxSettings, OutboxStore};
+use crate::outbox::{MessageId, NewMessage, OutboxSettings, OutboxStore, Worker};
 use crate::properties::{ConfigFiles, Properties};
 use crate::registry::Registry;
 use crate::resolver::Resolution;
@@ -51,6 +51,7 @@ pub struct MailerBuilder<M = Mailer> {
     max_connections: Option<usize>,
     outbox: Option<OutboxOpener>,
     policy: RecipientPolicy,
+    background: bool,
     output: std::marker::PhantomData<fn() -> M>,
 }
 
@@ -94,6 +95,7 @@ impl<M> Default for MailerBuilder<M> {
             max_connections: None,
             outbox: None,
             policy: RecipientPolicy::PerRecipient,
+            background: false,
             output: std::marker::PhantomData,
         }
     }
@@ -193,6 +195,16 @@ impl<M: FromMailer> MailerBuilder<M> {
         self
     }
 
+    /// With `true` (and an [`outbox`](Self::outbox)), [`build`](Self::build)
+    /// starts a [`Worker`] as a task on the current tokio runtime: what
+    /// [`Mailer::enqueue`] stores is delivered, retried and reported
+    /// without a separate `mailgate deliver`. [`Mailer::close`] stops it
+    /// after the deliveries in hand. `build` then needs a tokio runtime.
+    pub fn deliver_in_background(mut self, enabled: bool) -> Self {
+        self.background = enabled;
+        self
+    }
+
     /// Keeps messages in an outbox opened by `open` from the settings
     /// (`mailgate.outbox.*`): [`Mailer::enqueue`] and the [`Worker`] use it.
     /// The `mailgate` facade's `outbox` module opens the SQLite and
@@ -235,7 +247,17 @@ impl<M: FromMailer> MailerBuilder<M> {
             .outbox
             .map(|open| open(settings.outbox()))
             .transpose()?;
-        M::from_mailer(Mailer {
+        let background = self.background && outbox.is_some();
+        let runtime = if background {
+            Some(tokio::runtime::Handle::try_current().map_err(|_| {
+                Error::Usage(
+                    "deliver_in_background needs a tokio runtime: build the Mailer inside one (or run `mailgate deliver`)".into(),
+                )
+            })?)
+        } else {
+            None
+        };
+        let mailer = Mailer {
             inner: Arc::new(Inner {
                 settings,
                 resolution,
@@ -243,8 +265,29 @@ impl<M: FromMailer> MailerBuilder<M> {
                 outbox,
                 outbox_wake: Arc::default(),
                 policy: self.policy,
+                background: std::sync::Mutex::new(None),
             }),
-        })
+        };
+        if let Some(runtime) = runtime {
+            let worker = Worker::new(&mailer)?;
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let task = runtime.spawn(async move {
+                if let Err(e) = worker
+                    .run(async {
+                        let _ = stopped.await;
+                    })
+                    .await
+                {
+                    tracing::error!("outbox worker stopped: {e}");
+                }
+            });
+            *mailer
+                .inner
+                .background
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some((stop, task));
+        }
+        M::from_mailer(mailer)
     }
 }
 
@@ -258,6 +301,15 @@ struct Inner {
     outbox_wake: Arc<tokio::sync::Notify>,
     /// What a direct send does when some recipients are refused.
     policy: RecipientPolicy,
+    /// The worker [`MailerBuilder::deliver_in_background`] started: its stop
+    /// signal and task.
+    #[allow(clippy::type_complexity)]
+    background: std::sync::Mutex<
+        Option<(
+            tokio::sync::oneshot::Sender<()>,
+            tokio::task::JoinHandle<()>,
+        )>,
+    >,
 }
 
 /// Sends mail with the settings of an RV&S config folder. Cheap to clone;
@@ -499,7 +551,13 @@ impl Mailer {
 
     /// Stores a message built with lettre in the outbox, complete (Date,
     /// Message-ID, MIME-Version) as it will be sent; returns its id once it
-    /// is durable. A [`Worker`] (or `mailgate deliver`) sends it.
+    /// is durable.
+    ///
+    /// What sends it: the worker of
+    /// [`MailerBuilder::deliver_in_background`], a [`Worker`] the program
+    /// runs, `mailgate deliver` or `mailgate relay` on the same outbox.
+    /// With none of these it waits in the outbox (`mailgate check` says
+    /// when no worker is alive).
     pub async fn enqueue(&self, message: &Message) -> Result<MessageId> {
         self.enqueue_raw(message.envelope(), &message.formatted())
             .await
@@ -587,6 +645,17 @@ impl Mailer {
 
     /// Politely closes the pooled connections (QUIT). Dropping the mailer closes them too, abruptly.
     pub async fn close(&self) {
+        let background = self
+            .inner
+            .background
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some((stop, task)) = background {
+            // The deliveries in hand are finished first.
+            let _ = stop.send(());
+            let _ = task.await;
+        }
         self.inner.transport.close().await;
     }
 }

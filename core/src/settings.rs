@@ -62,6 +62,9 @@ pub mod keys {
     pub const OUTBOX_BOUNCES: &str = "mailgate.outbox.bounces";
     /// Who is told when a delivery status notification cannot be delivered.
     pub const OUTBOX_POSTMASTER: &str = "mailgate.outbox.postmaster";
+    /// `false`: `sendmail` and `send --queue` never start a worker for what
+    /// they leave queued (default true).
+    pub const OUTBOX_AUTO_DELIVER: &str = "mailgate.outbox.autoDeliver";
     /// Seconds a worker may go unheard before the others take over its
     /// messages (default 30).
     pub const OUTBOX_WORKER_TIMEOUT: &str = "mailgate.outbox.workerTimeoutSeconds";
@@ -124,6 +127,7 @@ pub mod keys {
         OUTBOX_BOUNCES,
         OUTBOX_POSTMASTER,
         OUTBOX_WORKER_TIMEOUT,
+        OUTBOX_AUTO_DELIVER,
         RELAY_LISTEN,
         RELAY_ALLOW,
         RELAY_MAX_MESSAGE_BYTES,
@@ -180,6 +184,7 @@ pub mod keys {
             OUTBOX_LEASE,
             OUTBOX_BOUNCES,
             OUTBOX_WORKER_TIMEOUT,
+            OUTBOX_AUTO_DELIVER,
         ];
         match key {
             SERVER_HOSTNAME | HELO_NAME | MESSAGE_ID_DOMAIN => 253,
@@ -900,6 +905,14 @@ impl Settings {
         }
         // Not trimmed: a password may end in an (escaped) space, as Java reads it.
         reveal(&self.key, key, value, origin)
+    }
+
+    /// A `true`/`false` key that is `default` when absent.
+    pub fn flag_or(&self, key: &str, default: bool) -> Result<bool, ConfigError> {
+        match self.value(key) {
+            None => Ok(default),
+            Some(_) => self.flag(key),
+        }
     }
 
     /// A boolean flag; absent is `false`, anything but true/false is an error.

@@ -240,3 +240,51 @@ async fn a_recipient_refused_for_good_with_others_delivered_makes_the_message_de
     assert_eq!(status_of(&m, GOOD1), Status::Sent);
     assert_eq!(status_of(&m, LATER), Status::Dead);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mailer_can_deliver_its_outbox_in_the_background() {
+    let tmp = tempfile::tempdir().unwrap();
+    let outbox = tmp.path().join("outbox.db");
+    let peer = SmtpPeer::start(PeerKind::Node, PeerConfig::new());
+    let (dir, _) = mailer_for(peer.port(), &outbox);
+    let mailer = Mailer::builder()
+        .config_dir(dir.path())
+        .env_overrides(false)
+        .outbox(mailgate::open_outbox)
+        .deliver_in_background(true)
+        .build()
+        .expect("mailer builds");
+    for i in 0..3 {
+        mailer
+            .enqueue_message(OutgoingMessage {
+                to: vec![GOOD1.into()],
+                subject: format!("background {i}"),
+                body: "b\n".into(),
+                ..OutgoingMessage::default()
+            })
+            .await
+            .unwrap();
+    }
+    assert_eq!(peer.wait_for_messages(3, WAIT).len(), 3);
+    // close() stops the worker after what it has in hand.
+    mailer.close().await;
+    let stats = mailer.outbox().unwrap().stats().await.unwrap();
+    assert_eq!(stats.sent, 3);
+}
+
+#[test]
+fn deliver_in_background_needs_a_runtime() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, _) = {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async { mailer_for(1, &tmp.path().join("o.db")) })
+    };
+    let err = Mailer::builder()
+        .config_dir(dir.path())
+        .env_overrides(false)
+        .outbox(mailgate::open_outbox)
+        .deliver_in_background(true)
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("tokio runtime"), "{err}");
+}

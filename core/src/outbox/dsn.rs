@@ -56,7 +56,7 @@ impl DsnWriter {
         settings: &Settings,
         store: Arc<dyn OutboxStore>,
     ) -> crate::Result<Option<Self>> {
-        if settings.value(keys::OUTBOX_BOUNCES).is_some() && !settings.flag(keys::OUTBOX_BOUNCES)? {
+        if !settings.flag_or(keys::OUTBOX_BOUNCES, true)? {
             return Ok(None);
         }
         let postmaster = settings
