@@ -390,6 +390,36 @@ struct OutboxSink {
     accepted: std::sync::atomic::AtomicU64,
 }
 
+/// What the client asked of DSNs (RFC 3461), if it asked anything.
+fn dsn_request(submission: &Submission) -> Option<mailgate::outbox::DsnRequest> {
+    use mailgate::outbox::{DsnRequest, Notify, RecipientRequest};
+    let dsn = &submission.dsn;
+    let asked = dsn.ret_full.is_some()
+        || dsn.envid.is_some()
+        || dsn
+            .recipients
+            .iter()
+            .any(|r| r.notify.is_some() || r.orcpt.is_some());
+    asked.then(|| DsnRequest {
+        ret_full: dsn.ret_full == Some(true),
+        envid: dsn.envid.clone(),
+        recipients: submission
+            .to
+            .iter()
+            .zip(&dsn.recipients)
+            .map(|(address, r)| RecipientRequest {
+                address: address.clone(),
+                notify: r.notify.as_ref().map(|words| Notify {
+                    success: words.iter().any(|w| w == "SUCCESS"),
+                    failure: words.iter().any(|w| w == "FAILURE"),
+                    delay: words.iter().any(|w| w == "DELAY"),
+                }),
+                orcpt: r.orcpt.clone(),
+            })
+            .collect(),
+    })
+}
+
 impl OutboxSink {
     /// Where `<postmaster>` goes: the configured sender's domain, else this host.
     fn postmaster_domain(&self) -> String {
@@ -465,7 +495,11 @@ impl MessageSink for OutboxSink {
             None => data,
         };
         let size = data.len();
-        match mailer.enqueue_raw(&envelope, &data).await {
+        let stored = match dsn_request(&submission) {
+            Some(dsn) => mailer.enqueue_raw_with_dsn(&envelope, &data, dsn).await,
+            None => mailer.enqueue_raw(&envelope, &data).await,
+        };
+        match stored {
             Ok(id) => {
                 self.accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::info!(

@@ -10,7 +10,7 @@ use secrecy::SecretString;
 
 use crate::error::{Error, Origin, Result};
 use crate::message::{self, OutgoingMessage, raw};
-use crate::outbox::{MessageId, NewMessage, OutboxSettings, OutboxStore, Worker};
+use crate::outbox::{DsnRequest, MessageId, NewMessage, OutboxSettings, OutboxStore, Worker};
 use crate::properties::{ConfigFiles, Properties};
 use crate::registry::Registry;
 use crate::resolver::Resolution;
@@ -568,7 +568,7 @@ impl Mailer {
     pub async fn enqueue_message(&self, message: OutgoingMessage) -> Result<MessageId> {
         let (message, default_from, envelope) = self.prepare(message)?;
         let bytes = message.into_wire(default_from.as_ref(), false)?;
-        self.store(&envelope, bytes).await
+        self.store(&envelope, bytes, None).await
     }
 
     /// Stores a prepared message in the outbox, completed as
@@ -587,7 +587,21 @@ impl Mailer {
     ) -> Result<MessageId> {
         self.check_sender(envelope)?;
         let bytes = self.complete_raw(envelope, sender_name, message)?;
-        self.store(envelope, bytes).await
+        self.store(envelope, bytes, None).await
+    }
+
+    /// [`Mailer::enqueue_raw`] for a message whose sender asked for delivery
+    /// status notifications its own way (the relay's `RET`, `ENVID`,
+    /// `NOTIFY`, `ORCPT`): the DSNs follow `dsn`.
+    pub async fn enqueue_raw_with_dsn(
+        &self,
+        envelope: &Envelope,
+        message: &[u8],
+        dsn: DsnRequest,
+    ) -> Result<MessageId> {
+        self.check_sender(envelope)?;
+        let bytes = self.complete_raw(envelope, None, message)?;
+        self.store(envelope, bytes, Some(dsn)).await
     }
 
     /// `message` with the settings' defaults (Message-ID domain, sender),
@@ -605,7 +619,12 @@ impl Mailer {
         Ok((message, default_from, envelope))
     }
 
-    async fn store(&self, envelope: &Envelope, bytes: Vec<u8>) -> Result<MessageId> {
+    async fn store(
+        &self,
+        envelope: &Envelope,
+        bytes: Vec<u8>,
+        dsn: Option<DsnRequest>,
+    ) -> Result<MessageId> {
         let store = self.outbox()?;
         let (subject, message_id) = raw::subject_and_message_id(&bytes);
         let new = NewMessage {
@@ -614,6 +633,7 @@ impl Mailer {
             subject,
             message_id,
             bytes,
+            dsn,
         };
         let id = store.enqueue(new).await?;
         self.inner.outbox_wake.notify_one();

@@ -24,7 +24,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mailgate_core::outbox::{
-    Completion, OutboxLocation, OutboxSettings, OutboxStore, RecipientRecord, Stats, Status,
+    Completion, DsnRequest, Notify, OutboxLocation, OutboxSettings, OutboxStore, RecipientRecord,
+    RecipientRequest, Stats, Status,
 };
 use mailgate_core::{ConfigError, Error, Origin, Result, keys};
 
@@ -180,6 +181,79 @@ pub(crate) fn decode_finished(column: Option<&str>) -> Vec<RecipientRecord> {
             })
         })
         .collect()
+}
+
+/// How a DSN request is kept in the `dsn_request` column (JSON).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredDsn {
+    #[serde(default)]
+    ret_full: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    envid: Option<String>,
+    #[serde(default)]
+    recipients: Vec<StoredRecipientDsn>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredRecipientDsn {
+    address: String,
+    /// Absent: not given; else the conditions (empty: NEVER).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    notify: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    orcpt: Option<String>,
+}
+
+/// The `dsn_request` column of `request`.
+pub(crate) fn encode_dsn(request: Option<&DsnRequest>) -> Option<String> {
+    let request = request?;
+    let stored = StoredDsn {
+        ret_full: request.ret_full,
+        envid: request.envid.clone(),
+        recipients: request
+            .recipients
+            .iter()
+            .map(|r| StoredRecipientDsn {
+                address: r.address.clone(),
+                notify: r.notify.map(|n| {
+                    [
+                        (n.success, "SUCCESS"),
+                        (n.failure, "FAILURE"),
+                        (n.delay, "DELAY"),
+                    ]
+                    .into_iter()
+                    .filter(|(on, _)| *on)
+                    .map(|(_, name)| name.to_owned())
+                    .collect()
+                }),
+                orcpt: r.orcpt.clone(),
+            })
+            .collect(),
+    };
+    serde_json::to_string(&stored).ok()
+}
+
+/// The request of a `dsn_request` column; one this version cannot read is
+/// none (DSNs on failure, the default).
+pub(crate) fn decode_dsn(column: Option<&str>) -> Option<DsnRequest> {
+    let stored: StoredDsn = serde_json::from_str(column?).ok()?;
+    Some(DsnRequest {
+        ret_full: stored.ret_full,
+        envid: stored.envid,
+        recipients: stored
+            .recipients
+            .into_iter()
+            .map(|r| RecipientRequest {
+                address: r.address,
+                notify: r.notify.map(|words| Notify {
+                    success: words.iter().any(|w| w == "SUCCESS"),
+                    failure: words.iter().any(|w| w == "FAILURE"),
+                    delay: words.iter().any(|w| w == "DELAY"),
+                }),
+                orcpt: r.orcpt,
+            })
+            .collect(),
+    })
 }
 
 /// Adds `n` recipients of status `status` to `stats`.

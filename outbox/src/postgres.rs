@@ -41,7 +41,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRo
 use sqlx::{Connection as _, Row as _};
 use tokio::sync::OnceCell;
 
-use crate::{decode_finished, from_ms, to_ms};
+use crate::{decode_dsn, decode_finished, encode_dsn, from_ms, to_ms};
 
 mod liveness;
 
@@ -74,6 +74,8 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE outbox_messages ADD COLUMN recipient_state TEXT;",
     // 3: the workers' heartbeats.
     liveness::WORKERS_TABLE,
+    // 4: what the sender asked of DSNs (JSON, see `encode_dsn`), if it asked.
+    "ALTER TABLE outbox_messages ADD COLUMN dsn_request TEXT;",
 ];
 
 /// The advisory lock the schema migration holds: "mailgate" in ASCII.
@@ -96,7 +98,7 @@ const MAX_CONNECTIONS: u32 = 8;
 macro_rules! summary {
     () => {
         "id, status, attempts, last_error, next_attempt_at, created_at, age_from, \
-         sent_at, mail_from, recipients, subject, message_id, size, recipient_state"
+         sent_at, mail_from, recipients, subject, message_id, size, recipient_state, dsn_request"
     };
 }
 
@@ -527,6 +529,7 @@ fn summary(row: &PgRow) -> std::result::Result<QueuedMessage, sqlx::Error> {
             row.try_get::<Option<String>, _>("recipient_state")?
                 .as_deref(),
         ),
+        dsn: decode_dsn(row.try_get::<Option<String>, _>("dsn_request")?.as_deref()),
     })
 }
 
@@ -574,8 +577,8 @@ impl OutboxStore for PgOutbox {
             sqlx::query_scalar(
                 "INSERT INTO outbox_messages
                    (status, created_at, age_from, next_attempt_at, attempts, mail_from, recipients,
-                    subject, message_id, size, message)
-                 VALUES ('queued', $1, $1, $1, 0, $2, $3, $4, $5, $6, $7)
+                    subject, message_id, size, message, dsn_request)
+                 VALUES ('queued', $1, $1, $1, 0, $2, $3, $4, $5, $6, $7, $8)
                  RETURNING id",
             )
             .bind(now)
@@ -585,6 +588,7 @@ impl OutboxStore for PgOutbox {
             .bind(&message.message_id)
             .bind(i64::try_from(message.bytes.len()).unwrap_or(i64::MAX))
             .bind(&message.bytes)
+            .bind(encode_dsn(message.dsn.as_ref()))
             .fetch_one(pool),
         )
         .await

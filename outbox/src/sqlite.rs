@@ -28,7 +28,7 @@ use sqlx::sqlite::{
 };
 use tokio::sync::OnceCell;
 
-use crate::{decode_finished, from_ms, to_ms};
+use crate::{decode_dsn, decode_finished, encode_dsn, from_ms, to_ms};
 
 mod liveness;
 
@@ -59,11 +59,13 @@ const MIGRATIONS: &[&str] = &[
     // 2: the recipients that are done while others are not (JSON, see
     // `encode_finished`); NULL while all share the message's status.
     "ALTER TABLE outbox_messages ADD COLUMN recipient_state TEXT;",
+    // 3: what the sender asked of DSNs (JSON, see `encode_dsn`), if it asked.
+    "ALTER TABLE outbox_messages ADD COLUMN dsn_request TEXT;",
 ];
 
 /// The columns a listing reads (never the message bytes).
 const SUMMARY: &str = "id, status, attempts, last_error, next_attempt_at, created_at, age_from, \
-                       sent_at, mail_from, recipients, subject, message_id, size, recipient_state";
+                       sent_at, mail_from, recipients, subject, message_id, size, recipient_state, dsn_request";
 
 /// An outbox in one SQLite file.
 pub struct SqliteOutbox {
@@ -386,6 +388,7 @@ fn summary(row: &SqliteRow) -> std::result::Result<QueuedMessage, sqlx::Error> {
             row.try_get::<Option<String>, _>("recipient_state")?
                 .as_deref(),
         ),
+        dsn: decode_dsn(row.try_get::<Option<String>, _>("dsn_request")?.as_deref()),
     })
 }
 
@@ -429,8 +432,8 @@ impl OutboxStore for SqliteOutbox {
         sqlx::query_scalar(
             "INSERT INTO outbox_messages
                (status, created_at, age_from, next_attempt_at, attempts, mail_from, recipients,
-                subject, message_id, size, message)
-             VALUES ('queued', ?, ?, ?, 0, ?, ?, ?, ?, ?, ?)
+                subject, message_id, size, message, dsn_request)
+             VALUES ('queued', ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?)
              RETURNING id",
         )
         .bind(now)
@@ -442,6 +445,7 @@ impl OutboxStore for SqliteOutbox {
         .bind(&message.message_id)
         .bind(i64::try_from(message.bytes.len()).unwrap_or(i64::MAX))
         .bind(&message.bytes)
+        .bind(encode_dsn(message.dsn.as_ref()))
         // All rows, not `fetch_one`: the commit of a statement outside a
         // transaction happens when it is stepped to its end, and an error
         // there (SQLITE_FULL while the WAL is written) would otherwise be

@@ -97,6 +97,38 @@ impl DsnWriter {
     }
 }
 
+/// Which kind of event a DSN reports.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// `Action: failed`.
+    Failed,
+    /// `Action: relayed` (`NOTIFY=SUCCESS`; the upstream is told nothing of
+    /// DSNs, so "relayed", not "delivered", RFC 3464 §2.3.3).
+    Relayed,
+}
+
+impl DsnWriter {
+    /// Whether the sender of `message` wants to hear `outcome` for
+    /// `recipient`: as its `NOTIFY` says; without one, failures only, and
+    /// not for mailgate's own notifications.
+    fn wants(&self, message: &QueuedMessage, recipient: &str, outcome: Outcome) -> bool {
+        let asked = message
+            .dsn
+            .as_ref()
+            .and_then(|d| d.recipient(recipient))
+            .and_then(|r| r.notify);
+        match (asked, outcome) {
+            (Some(n), Outcome::Failed) => n.failure,
+            (Some(n), Outcome::Relayed) => n.success,
+            (None, Outcome::Relayed) => false,
+            (None, Outcome::Failed) => !self
+                .own_sender
+                .as_deref()
+                .is_some_and(|own| own.eq_ignore_ascii_case(&message.from)),
+        }
+    }
+}
+
 #[async_trait]
 impl DeliveryObserver for DsnWriter {
     async fn on_attempt(
@@ -105,19 +137,25 @@ impl DeliveryObserver for DsnWriter {
         original: &[u8],
         events: &[RecipientEvent],
     ) {
-        let dead: Vec<(&str, &str)> = events
-            .iter()
-            .filter_map(|e| match e {
-                RecipientEvent::Dead { recipient, error } => {
-                    Some((recipient.as_str(), error.as_str()))
-                }
-                _ => None,
-            })
-            .collect();
-        if dead.is_empty() {
-            return;
-        }
+        let pick = |outcome: Outcome| -> Vec<(&str, &str)> {
+            events
+                .iter()
+                .filter_map(|e| match (e, outcome) {
+                    (RecipientEvent::Dead { recipient, error }, Outcome::Failed) => {
+                        Some((recipient.as_str(), error.as_str()))
+                    }
+                    (RecipientEvent::Delivered { recipient, reply }, Outcome::Relayed) => {
+                        Some((recipient.as_str(), reply.as_str()))
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        let dead = pick(Outcome::Failed);
         if message.from.is_empty() {
+            if dead.is_empty() {
+                return;
+            }
             // A DSN (or another null-sender message) died: never a DSN for it.
             let already_postmaster = self
                 .postmaster
@@ -130,7 +168,8 @@ impl DeliveryObserver for DsnWriter {
                         to: postmaster,
                         message,
                         original,
-                        dead: &dead,
+                        outcome: Outcome::Failed,
+                        entries: &dead,
                     });
                     self.store(notice).await;
                 }
@@ -142,21 +181,24 @@ impl DeliveryObserver for DsnWriter {
             }
             return;
         }
-        if self
-            .own_sender
-            .as_deref()
-            .is_some_and(|own| own.eq_ignore_ascii_case(&message.from))
-        {
-            return;
+        for outcome in [Outcome::Failed, Outcome::Relayed] {
+            let entries: Vec<(&str, &str)> = pick(outcome)
+                .into_iter()
+                .filter(|(recipient, _)| self.wants(message, recipient, outcome))
+                .collect();
+            if entries.is_empty() {
+                continue;
+            }
+            let dsn = build(&Report {
+                reporting_mta: &self.reporting_mta,
+                to: &message.from,
+                message,
+                original,
+                outcome,
+                entries: &entries,
+            });
+            self.store(dsn).await;
         }
-        let dsn = build(&Report {
-            reporting_mta: &self.reporting_mta,
-            to: &message.from,
-            message,
-            original,
-            dead: &dead,
-        });
-        self.store(dsn).await;
     }
 }
 
@@ -167,9 +209,14 @@ struct Report<'a> {
     to: &'a str,
     message: &'a QueuedMessage,
     original: &'a [u8],
-    /// The dead recipients and why.
-    dead: &'a [(&'a str, &'a str)],
+    outcome: Outcome,
+    /// The recipients and the reply (why dead, or the acceptance).
+    entries: &'a [(&'a str, &'a str)],
 }
+
+/// With `RET=FULL`, the whole original is returned up to this size; a
+/// larger one gets its header section only (RFC 3461 §4.3 allows it).
+const MAX_RETURNED: usize = 10 * 1024 * 1024;
 
 /// The DSN as a message for the outbox, from the null sender.
 fn build(report: &Report<'_>) -> NewMessage {
@@ -186,7 +233,11 @@ fn build(report: &Report<'_>) -> NewMessage {
     );
     let now = raw::rfc5322_date(SystemTime::now());
     let m = report.message;
-    let subject = "Undelivered Mail Returned to Sender";
+    let request = m.dsn.as_ref();
+    let subject = match report.outcome {
+        Outcome::Failed => "Undelivered Mail Returned to Sender",
+        Outcome::Relayed => "Successful Mail Delivery Report",
+    };
     let mut out = String::with_capacity(4096);
     let mut line = |s: &str| {
         out.push_str(s);
@@ -218,12 +269,17 @@ fn build(report: &Report<'_>) -> NewMessage {
         ascii(report.reporting_mta)
     ));
     line("");
-    line("Your message could not be delivered to one or more recipients.");
+    line(match report.outcome {
+        Outcome::Failed => "Your message could not be delivered to one or more recipients.",
+        Outcome::Relayed => {
+            "Your message was passed on to the next mail server for these recipients (as you asked); no further notice will follow from there."
+        }
+    });
     if let Some(subject) = Some(&m.subject).filter(|s| !s.is_empty()) {
         line(&format!("Its subject: {}", cut(&ascii(subject), 200)));
     }
     line("");
-    for (recipient, error) in report.dead {
+    for (recipient, error) in report.entries {
         line(&format!(
             "<{}>: {}",
             ascii(recipient),
@@ -235,19 +291,39 @@ fn build(report: &Report<'_>) -> NewMessage {
     line("Content-Type: message/delivery-status");
     line("Content-Description: Delivery report");
     line("");
+    if let Some(envid) = request.and_then(|r| r.envid.as_deref()) {
+        line(&format!("Original-Envelope-Id: {}", ascii(envid)));
+    }
     line(&format!(
         "Reporting-MTA: dns; {}",
         ascii(report.reporting_mta)
     ));
     line(&format!("X-Mailgate-Queue-ID: {}", m.id));
     line(&format!("Arrival-Date: {}", raw::rfc5322_date(m.created)));
-    for (recipient, error) in report.dead {
+    for (recipient, error) in report.entries {
         line("");
+        if let Some(orcpt) = request
+            .and_then(|r| r.recipient(recipient))
+            .and_then(|r| r.orcpt.as_deref())
+        {
+            line(&format!("Original-Recipient: rfc822; {}", ascii(orcpt)));
+        }
         line(&format!("Final-Recipient: rfc822; {}", ascii(recipient)));
-        line("Action: failed");
-        line(&format!("Status: {}", status_code(error)));
+        match report.outcome {
+            Outcome::Failed => {
+                line("Action: failed");
+                line(&format!("Status: {}", status_code(error)));
+            }
+            Outcome::Relayed => {
+                line("Action: relayed");
+                line("Status: 2.0.0");
+            }
+        }
         let error = cut(&ascii(error), MAX_DIAGNOSTIC);
-        if starts_with_reply_code(&error) {
+        if report.outcome == Outcome::Relayed {
+            // The next server's acceptance, for the record.
+            line(&format!("X-Mailgate-Reply: {error}"));
+        } else if starts_with_reply_code(&error) {
             line(&format!("Diagnostic-Code: smtp; {error}"));
         } else {
             line(&format!("Diagnostic-Code: X-mailgate; {error}"));
@@ -256,6 +332,19 @@ fn build(report: &Report<'_>) -> NewMessage {
     }
     line("");
     line(&format!("--{boundary}"));
+    let full = request.is_some_and(|r| r.ret_full) && report.original.len() <= MAX_RETURNED;
+    if full {
+        line("Content-Type: message/rfc822");
+        line("Content-Description: Undelivered Message");
+        line("");
+        let mut bytes = out.into_bytes();
+        bytes.extend_from_slice(report.original);
+        if !bytes.ends_with(b"\r\n") {
+            bytes.extend_from_slice(b"\r\n");
+        }
+        bytes.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        return finish(report, subject, message_id, bytes);
+    }
     line("Content-Type: text/rfc822-headers");
     line("Content-Description: Undelivered Message Headers");
     line("");
@@ -273,12 +362,17 @@ fn build(report: &Report<'_>) -> NewMessage {
         bytes.extend_from_slice(b"\r\n");
     }
     bytes.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    finish(report, subject, message_id, bytes)
+}
+
+fn finish(report: &Report<'_>, subject: &str, message_id: String, bytes: Vec<u8>) -> NewMessage {
     NewMessage {
         from: String::new(),
         to: vec![report.to.to_owned()],
         subject: subject.to_owned(),
         message_id: Some(message_id),
         bytes,
+        dsn: None,
     }
 }
 
@@ -349,6 +443,7 @@ mod tests {
             message_id: None,
             size: 10,
             finished: Vec::new(),
+            dsn: None,
         }
     }
 
@@ -377,7 +472,8 @@ mod tests {
             to: "app@example.org",
             message: &m,
             original,
-            dead: &dead,
+            outcome: Outcome::Failed,
+            entries: &dead,
         });
         assert_eq!(dsn.from, "");
         assert_eq!(dsn.to, ["app@example.org"]);

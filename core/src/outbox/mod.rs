@@ -79,6 +79,48 @@ impl fmt::Display for Status {
     }
 }
 
+/// What the sender asked of delivery status notifications (RFC 3461: the
+/// relay's `RET`, `ENVID`, `NOTIFY` and `ORCPT`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DsnRequest {
+    /// `RET=FULL`: a DSN carries the whole message, not only its header.
+    pub ret_full: bool,
+    /// `ENVID`, repeated in each DSN as `Original-Envelope-Id`.
+    pub envid: Option<String>,
+    /// What each recipient asked; a recipient not listed asked nothing.
+    pub recipients: Vec<RecipientRequest>,
+}
+
+impl DsnRequest {
+    /// What `address` asked, if anything.
+    pub fn recipient(&self, address: &str) -> Option<&RecipientRequest> {
+        self.recipients.iter().find(|r| r.address == address)
+    }
+}
+
+/// One recipient's `NOTIFY` and `ORCPT`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecipientRequest {
+    /// The address, as in the envelope.
+    pub address: String,
+    /// `NOTIFY`: `None` when not given (a DSN on failure, the default);
+    /// all false for `NEVER`.
+    pub notify: Option<Notify>,
+    /// `ORCPT`, repeated in a DSN as `Original-Recipient`.
+    pub orcpt: Option<String>,
+}
+
+/// The conditions of `NOTIFY`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Notify {
+    /// `SUCCESS`: a DSN once it is relayed.
+    pub success: bool,
+    /// `FAILURE`: a DSN when it is dead.
+    pub failure: bool,
+    /// `DELAY`: a DSN when it waits long.
+    pub delay: bool,
+}
+
 /// A message to store: the bytes exactly as they will be sent (Message-ID
 /// fixed), and its envelope.
 #[derive(Clone)]
@@ -93,6 +135,8 @@ pub struct NewMessage {
     pub message_id: Option<String>,
     /// The RFC 5322 bytes.
     pub bytes: Vec<u8>,
+    /// What the sender asked of DSNs, if it asked (the relay's clients).
+    pub dsn: Option<DsnRequest>,
 }
 
 impl fmt::Debug for NewMessage {
@@ -103,6 +147,7 @@ impl fmt::Debug for NewMessage {
             .field("subject", &self.subject)
             .field("message_id", &self.message_id)
             .field("bytes", &self.bytes.len())
+            .field("dsn", &self.dsn)
             .finish()
     }
 }
@@ -140,6 +185,8 @@ pub struct QueuedMessage {
     /// The recipients that are done (sent or dead) while others were not;
     /// empty while all recipients share the message's status.
     pub finished: Vec<RecipientRecord>,
+    /// What the sender asked of DSNs, if it asked.
+    pub dsn: Option<DsnRequest>,
 }
 
 /// A recipient that is done: the server took the message for it, or it is dead.

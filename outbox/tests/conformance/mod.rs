@@ -14,6 +14,7 @@ pub fn message(n: usize) -> NewMessage {
         subject: format!("Build {n}"),
         message_id: Some(format!("<id{n}@example.com>")),
         bytes: format!("Subject: Build {n}\r\n\r\nbody {n} \u{e9}\u{0}\r\n").into_bytes(),
+        dsn: None,
     }
 }
 
@@ -365,13 +366,41 @@ pub async fn concurrent_claims_are_exclusive(
 /// due again; stats count recipients.
 pub async fn per_recipient(store: Arc<dyn OutboxStore>) {
     use mailgate_core::outbox::RecipientRecord;
+    use mailgate_core::outbox::{DsnRequest, Notify, RecipientRequest};
     let mut new = message(1);
     new.to = vec![
         "good@example.com".into(),
         "bad@example.com".into(),
         "later@example.com".into(),
     ];
+    // What the sender asked of DSNs is kept as it was given.
+    let request = DsnRequest {
+        ret_full: true,
+        envid: Some("QQ314159".into()),
+        recipients: vec![
+            RecipientRequest {
+                address: "good@example.com".into(),
+                notify: Some(Notify {
+                    success: true,
+                    failure: true,
+                    delay: false,
+                }),
+                orcpt: Some("team@example.com".into()),
+            },
+            RecipientRequest {
+                address: "bad@example.com".into(),
+                notify: Some(Notify::default()),
+                orcpt: None,
+            },
+        ],
+    };
+    new.dsn = Some(request.clone());
     let id = store.enqueue(new).await.unwrap();
+    let listed = store.list(false).await.unwrap();
+    assert_eq!(
+        listed.iter().find(|m| m.id == id).unwrap().dsn,
+        Some(request)
+    );
     let t0 = SystemTime::now() + Duration::from_secs(1);
     let stats = store.stats().await.unwrap();
     assert_eq!(
