@@ -427,6 +427,9 @@ pub(crate) async fn deliver(
         let watch = async {
             loop {
                 tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                if outbox_gone(mailer) {
+                    return;
+                }
                 if let Ok(stats) = store.stats().await
                     && stats.queued + stats.sending == 0
                 {
@@ -444,7 +447,7 @@ pub(crate) async fn deliver(
                 }
             })
             .await?;
-        if signalled {
+        if signalled || outbox_gone(mailer) {
             return Ok(());
         }
         let stats = store.stats().await?;
@@ -452,6 +455,15 @@ pub(crate) async fn deliver(
             return Ok(());
         }
         worker = Worker::new(mailer)?;
+    }
+}
+
+/// A SQLite outbox whose file was removed (its folder cleaned up): a
+/// started worker leaves instead of delivering from a deleted file forever.
+fn outbox_gone(mailer: &Mailer) -> bool {
+    match &mailer.settings().outbox().location {
+        mailgate::outbox::OutboxLocation::Sqlite(path) => !path.exists(),
+        _ => false,
     }
 }
 

@@ -24,6 +24,9 @@ fn folder(port: u16, extra: &[(&str, &str)]) -> ConfigDir {
         ("mksis.logging.email.server.hostname", "127.0.0.1"),
         ("mksis.logging.email.server.port", port.as_str()),
         ("mailgate.smtp.timeoutSeconds", "5"),
+        // These tests run their own workers (cli/tests/auto_deliver.rs
+        // tests the one sendmail starts).
+        ("mailgate.outbox.autoDeliver", "false"),
     ];
     is.extend_from_slice(extra);
     ConfigDir::with_properties(&is, &[])
@@ -37,6 +40,9 @@ fn repoint(dir: &ConfigDir, port: u16, extra: &[(&str, &str)]) {
         ("mksis.logging.email.server.hostname", "127.0.0.1"),
         ("mksis.logging.email.server.port", port.as_str()),
         ("mailgate.smtp.timeoutSeconds", "5"),
+        // These tests run their own workers (cli/tests/auto_deliver.rs
+        // tests the one sendmail starts).
+        ("mailgate.outbox.autoDeliver", "false"),
     ];
     is.extend_from_slice(extra);
     dir.write_is(&is);

@@ -34,6 +34,8 @@ fn folder(port: u16, extra: &[(&str, &str)]) -> ConfigDir {
         ("mailgate.smtp.maxConnections", connections.as_str()),
         // The default lease: what comes back early is not the lease's doing.
         ("mailgate.outbox.leaseSeconds", "300"),
+        // The tests start and kill their own workers.
+        ("mailgate.outbox.autoDeliver", "false"),
     ];
     is.extend_from_slice(extra);
     ConfigDir::with_properties(&is, &[])

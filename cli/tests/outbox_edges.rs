@@ -19,6 +19,8 @@ fn folder() -> ConfigDir {
             ("mksis.logging.email.server.hostname", "127.0.0.1"),
             ("mksis.logging.email.server.port", port.as_str()),
             ("mailgate.smtp.timeoutSeconds", "5"),
+            // No worker started beside: `strace -f` would wait for it.
+            ("mailgate.outbox.autoDeliver", "false"),
         ],
         &[],
     )
