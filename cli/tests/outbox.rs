@@ -492,7 +492,9 @@ async fn a_database_this_process_cannot_write_is_a_clear_error() {
     );
     // SAFETY: getuid is always safe.
     if unsafe { libc::geteuid() } == 0 {
-        cmd.uid(65534).gid(65534);
+        // As nobody, from a copy of the binary nobody can reach (the
+        // checkout may be in a folder only its owner can enter).
+        cmd = mailgate_integration_tests::as_other_user(&cmd, 65534);
     }
     let run = run(cmd, Input::Empty).await;
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();

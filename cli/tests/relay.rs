@@ -335,7 +335,8 @@ async fn a_read_only_outbox_refuses_to_start_and_loses_nothing() {
     let mut cmd = mailgate_cmd(dir.path(), &["relay"]);
     // SAFETY: geteuid is always safe.
     if unsafe { libc::geteuid() } == 0 {
-        cmd.uid(65534).gid(65534);
+        // A copy of the binary nobody can reach, wherever the checkout is.
+        cmd = mailgate_integration_tests::as_other_user(&cmd, 65534);
     }
     // A relay that could only answer 451 does not start: exit 74 (EX_IOERR),
     // naming the file and the cause, before it listens.

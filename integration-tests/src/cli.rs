@@ -126,3 +126,45 @@ pub fn run_mailgate_measured(
         peak_rss_kib,
     }
 }
+
+/// A copy of the binary at `path` that other users can run: the checkout
+/// may be in a folder only its owner can enter (`mktemp -d`, a home
+/// folder), and a test that runs the binary as `nobody` must not fail for
+/// that. Made once per path and process, in a world-readable temporary
+/// folder removed at exit.
+pub fn runnable_by_others(path: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    static COPIES: std::sync::Mutex<Vec<(std::path::PathBuf, tempfile::TempDir)>> =
+        std::sync::Mutex::new(Vec::new());
+    let mut copies = COPIES.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, dir)) = copies.iter().find(|(p, _)| p == path) {
+        return dir.path().join("mailgate");
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("mailgate-bin-")
+        .tempdir_in(std::env::temp_dir())
+        .expect("a temporary folder");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("folder mode");
+    let copy = dir.path().join("mailgate");
+    std::fs::copy(path, &copy).expect("binary copied");
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).expect("binary mode");
+    copies.push((path.to_owned(), dir));
+    copy
+}
+
+/// `cmd` (a `mailgate` command line) as user and group `uid`, running a
+/// copy of the binary that user can reach ([`runnable_by_others`]), from `/`.
+pub fn as_other_user(cmd: &Command, uid: u32) -> Command {
+    use std::os::unix::process::CommandExt as _;
+    let mut other = Command::new(runnable_by_others(Path::new(cmd.get_program())));
+    other.args(cmd.get_args()).current_dir("/");
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(value) => other.env(key, value),
+            None => other.env_remove(key),
+        };
+    }
+    other.uid(uid).gid(uid);
+    other
+}
