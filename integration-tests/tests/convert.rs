@@ -6,6 +6,8 @@
 
 #![cfg(all(feature = "open", feature = "outbox"))]
 
+mod outbox_support;
+
 use std::time::Duration;
 
 use mail_parser::MessageParser;
@@ -17,23 +19,7 @@ const WAIT: Duration = Duration::from_secs(10);
 const KINDS: [PeerKind; 2] = [PeerKind::Node, PeerKind::Python];
 
 fn mailer_for(port: u16) -> (ConfigDir, Mailer) {
-    let port = port.to_string();
-    let dir = ConfigDir::with_properties(
-        &[
-            ("mksis.logging.email.from", "alm@example.com"),
-            ("mksis.logging.email.server.hostname", "127.0.0.1"),
-            ("mksis.logging.email.server.port", port.as_str()),
-            ("mailgate.smtp.timeoutSeconds", "10"),
-        ],
-        &[],
-    );
-    let mailer = Mailer::builder()
-        .config_dir(dir.path())
-        .env_overrides(false)
-        .outbox(mailgate::open_outbox)
-        .build()
-        .expect("mailer builds");
-    (dir, mailer)
+    outbox_support::outbox_mailer(port, &[])
 }
 
 fn envelope() -> Envelope {

@@ -7,6 +7,8 @@
 
 #![cfg(all(feature = "open", feature = "outbox"))]
 
+mod outbox_support;
+
 use std::time::Duration;
 
 use mail_parser::{MessageParser, MimeHeaders as _, PartType};
@@ -20,23 +22,9 @@ const GOOD: &str = "good@example.com";
 const BAD: &str = "bad@example.com";
 
 fn mailer_for(port: u16, extra: &[(&str, &str)]) -> (ConfigDir, Mailer) {
-    let port = port.to_string();
-    let mut is = vec![
-        ("mksis.logging.email.from", "alm@example.com"),
-        ("mksis.logging.email.server.hostname", "127.0.0.1"),
-        ("mksis.logging.email.server.port", port.as_str()),
-        ("mailgate.smtp.timeoutSeconds", "10"),
-        ("mailgate.smtp.heloName", "relay.example.net"),
-    ];
-    is.extend_from_slice(extra);
-    let dir = ConfigDir::with_properties(&is, &[]);
-    let mailer = Mailer::builder()
-        .config_dir(dir.path())
-        .env_overrides(false)
-        .outbox(mailgate::open_outbox)
-        .build()
-        .expect("mailer builds");
-    (dir, mailer)
+    let mut keys = vec![("mailgate.smtp.heloName", "relay.example.net")];
+    keys.extend_from_slice(extra);
+    outbox_support::outbox_mailer(port, &keys)
 }
 
 fn envelope(from: Option<&str>, to: &[&str]) -> Envelope {

@@ -5,6 +5,8 @@
 
 #![cfg(all(feature = "open", feature = "outbox"))]
 
+mod outbox_support;
+
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -22,25 +24,8 @@ const LATER: &str = "later@example.com";
 const GOOD2: &str = "good2@example.com";
 
 fn mailer_for(port: u16, outbox: &Path) -> (ConfigDir, Mailer) {
-    let port = port.to_string();
     let url = format!("sqlite:{}", outbox.display());
-    let dir = ConfigDir::with_properties(
-        &[
-            ("mksis.logging.email.from", "alm@example.com"),
-            ("mksis.logging.email.server.hostname", "127.0.0.1"),
-            ("mksis.logging.email.server.port", port.as_str()),
-            ("mailgate.smtp.timeoutSeconds", "10"),
-            ("mailgate.outbox.url", url.as_str()),
-        ],
-        &[],
-    );
-    let mailer = Mailer::builder()
-        .config_dir(dir.path())
-        .env_overrides(false)
-        .outbox(mailgate::open_outbox)
-        .build()
-        .expect("mailer builds");
-    (dir, mailer)
+    outbox_support::outbox_mailer(port, &[("mailgate.outbox.url", url.as_str())])
 }
 
 #[derive(Default)]
