@@ -421,6 +421,24 @@ fn dsn_request(submission: &Submission) -> Option<mailgate::outbox::DsnRequest> 
 }
 
 impl OutboxSink {
+    /// A non-ASCII local part can never be delivered to an upstream without
+    /// SMTPUTF8 (RFC 6531): refused at MAIL or RCPT when the upstream is
+    /// known not to offer it, so that no yes is given for it. Unknown (no
+    /// connection yet) is checked again before the message is stored.
+    fn refuse_utf8_local_part(&self, address: &mailgate::lettre::Address) -> Result<(), String> {
+        if address.user().is_ascii() {
+            return Ok(());
+        }
+        let current = self.current.read().unwrap_or_else(|p| p.into_inner());
+        if current.0.upstream_offers_smtputf8() == Some(false) {
+            return Err(format!(
+                "`{address}` has a non-ASCII local part, and the upstream {} does not offer SMTPUTF8",
+                current.0.mail_hostname_and_port()
+            ));
+        }
+        Ok(())
+    }
+
     /// Where `<postmaster>` goes: the configured sender's domain, else this host.
     fn postmaster_domain(&self) -> String {
         let current = self.current.read().unwrap_or_else(|p| p.into_inner());
@@ -446,9 +464,9 @@ impl MessageSink for OutboxSink {
             // Replaced by the configured sender before it is stored.
             return Ok(address.to_owned());
         }
-        envelope_address("from", address)
-            .map(|a| a.to_string())
-            .map_err(|e| e.to_string())
+        let address = envelope_address("from", address).map_err(|e| e.to_string())?;
+        self.refuse_utf8_local_part(&address)?;
+        Ok(address.to_string())
     }
 
     fn check_recipient(&self, address: &str) -> Result<String, String> {
@@ -457,9 +475,9 @@ impl MessageSink for OutboxSink {
             let domain = self.postmaster_domain();
             return Ok(format!("postmaster@{domain}"));
         }
-        envelope_address("to", address)
-            .map(|a| a.to_string())
-            .map_err(|e| e.to_string())
+        let address = envelope_address("to", address).map_err(|e| e.to_string())?;
+        self.refuse_utf8_local_part(&address)?;
+        Ok(address.to_string())
     }
 
     async fn accept(&self, submission: Submission, data: Vec<u8>) -> Result<String, Rejection> {
@@ -524,12 +542,24 @@ impl MessageSink for OutboxSink {
                     Error::InvalidMessage { field, .. } if field == "from" => {
                         "sender not allowed upstream: send as the relay's user, or set mailgate.relay.rewriteFrom=true".to_owned()
                     }
+                    Error::InvalidMessage { field, .. } if field == "address" || field == "header" => {
+                        "a non-ASCII address, and the upstream does not offer SMTPUTF8".to_owned()
+                    }
                     _ => "message refused: it cannot be relayed as it is (see the relay's log)".to_owned(),
                 },
                 reason: e.to_string(),
             }),
         }
     }
+}
+
+/// Learns in the background what the upstream takes (one EHLO), so that
+/// RCPT can refuse what it never will (see `refuse_utf8_local_part`).
+fn learn_upstream(mailer: &Mailer) {
+    let mailer = mailer.clone();
+    tokio::spawn(async move {
+        mailer.learn_upstream_smtputf8().await;
+    });
 }
 
 /// What the status file says, for `check`.
@@ -658,6 +688,7 @@ pub(crate) async fn run(build: Build) -> Result<(), Failure> {
         current: RwLock::new((loaded.mailer.clone(), loaded.rewrite_from.clone())),
         accepted: Default::default(),
     });
+    learn_upstream(&loaded.mailer);
     let (mailer_tx, mailer_rx) = watch::channel(loaded.mailer.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
     let totals = Arc::new(Totals::default());
@@ -737,6 +768,7 @@ pub(crate) async fn run(build: Build) -> Result<(), Failure> {
                         } else {
                             *sink.current.write().unwrap_or_else(|p| p.into_inner()) =
                                 (new.mailer.clone(), new.rewrite_from.clone());
+                            learn_upstream(&new.mailer);
                             let _ = mailer_tx.send(new.mailer);
                             status.loaded = epoch(SystemTime::now());
                             status.reload_error = None;

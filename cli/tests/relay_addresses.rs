@@ -100,3 +100,59 @@ async fn a_form_that_cannot_be_delivered_is_refused_at_rcpt_not_after_data() {
     drop(relay);
     server.shutdown().await;
 }
+
+/// An upstream without SMTPUTF8 can never take a non-ASCII local part: the
+/// relay refuses it at RCPT (553) once it knows the upstream's extensions
+/// (it asks at start), or at the end of DATA (554) for one in a header
+/// field, never with a 250 that ends in a dead message. The other
+/// recipients still get theirs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_utf8_local_part_is_refused_before_the_yes_without_smtputf8_upstream() {
+    let peer = SmtpPeer::start(PeerKind::Python, PeerConfig::new().no_smtputf8());
+    let dir = relay_folder(peer.port(), &[]);
+    let relay = Relay::start(dir.path());
+    let utf8 = "j\u{fc}rgen@example.com";
+    // The relay learns the upstream's EHLO in the background at start.
+    poll(
+        "RCPT refused with 553",
+        WAIT,
+        || {
+            let mut c = Client::greeted(relay.addr);
+            c.expect("EHLO client.example", 250);
+            c.expect(&format!("MAIL FROM:<{SENDER}> SMTPUTF8"), 250);
+            let (code, text) = c.cmd(&format!("RCPT TO:<{utf8}>"));
+            assert!(code == 250 || code == 553, "{code} {text}");
+            (code == 553).then(|| assert!(text.contains("SMTPUTF8"), "{text}"))
+        },
+        || relay.log(),
+    );
+    blocking(|| {
+        let mut c = Client::greeted(relay.addr);
+        c.expect("EHLO client.example", 250);
+        c.expect(&format!("MAIL FROM:<{SENDER}> SMTPUTF8"), 250);
+        c.expect(&format!("RCPT TO:<{utf8}>"), 553);
+        c.expect("RCPT TO:<dev@example.com>", 250);
+        c.expect("DATA", 354);
+        c.send(message("ascii only", "delivered").as_bytes())
+            .unwrap();
+        c.expect(".", 250);
+        // In a header field it is seen at the end of DATA: 554, not 250.
+        c.expect(&format!("MAIL FROM:<{SENDER}>"), 250);
+        c.expect("RCPT TO:<dev@example.com>", 250);
+        c.expect("DATA", 354);
+        let header = format!("Cc: {utf8}\r\n{}", message("utf-8 cc", "refused"));
+        c.send(header.as_bytes()).unwrap();
+        let (code, text) = c.cmd(".");
+        assert_eq!(code, 554, "{text}");
+        assert!(text.contains("SMTPUTF8"), "{text}");
+        c.expect("QUIT", 221);
+    });
+    let messages = peer.wait_for_messages(1, WAIT);
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0].to, ["dev@example.com"]);
+    assert_eq!(
+        queue_all(dir.path()).len(),
+        1,
+        "only the deliverable one was queued"
+    );
+}

@@ -605,3 +605,40 @@ async fn a_long_html_line_is_sent_re_encoded() {
         Some(html.as_str())
     );
 }
+
+/// A non-ASCII local part cannot reach a server without SMTPUTF8, so
+/// `sendmail` says so (exit 65) instead of exit 0 and a dead message.
+#[tokio::test]
+async fn a_utf8_recipient_for_a_server_without_smtputf8_is_refused_not_queued() {
+    use mailgate_integration_tests::{ConfigDir, PeerConfig, PeerKind, SmtpPeer};
+    let peer = SmtpPeer::start(PeerKind::Python, PeerConfig::new().no_smtputf8());
+    let port = peer.port().to_string();
+    let dir = ConfigDir::with_properties(
+        &[
+            ("mksis.smtp.oauth.authentication", "false"),
+            ("mksis.smtp.authentication", "false"),
+            ("mksis.smtp.ssl.enabled", "false"),
+            ("mksis.logging.email.from", SENDER),
+            ("mksis.logging.email.server.hostname", "127.0.0.1"),
+            ("mksis.logging.email.server.port", port.as_str()),
+            ("mailgate.outbox.autoDeliver", "false"),
+        ],
+        &[],
+    );
+    let out = sendmail(
+        dir.path(),
+        &["j\u{fc}rgen@example.com"],
+        "Subject: hi\n\nhi\n",
+    )
+    .await;
+    out.assert_code(65);
+    assert!(
+        out.stderr().contains("SMTPUTF8") && out.stderr().contains("nothing was queued"),
+        "{}",
+        out.stderr()
+    );
+    let listed = support::mailgate(&dir, &["queue", "list", "--all", "--json"], Input::Empty).await;
+    listed.assert_code(0);
+    assert_eq!(listed.stdout().trim(), "[]", "nothing queued");
+    assert!(peer.messages().is_empty());
+}

@@ -626,6 +626,8 @@ impl Mailer {
         dsn: Option<DsnRequest>,
     ) -> Result<MessageId> {
         let store = self.outbox()?;
+        self.refuse_what_upstream_cannot_take(envelope, &bytes)
+            .await?;
         let (subject, message_id) = raw::subject_and_message_id(&bytes);
         let new = NewMessage {
             from: envelope.from().map(|a| a.to_string()).unwrap_or_default(),
@@ -638,6 +640,64 @@ impl Mailer {
         let id = store.enqueue(new).await?;
         self.inner.outbox_wake.notify_one();
         Ok(id)
+    }
+
+    /// Refuses, before it is queued, a message the upstream can never take:
+    /// a non-ASCII local part (in the envelope or an address field) for a
+    /// server known not to offer SMTPUTF8. Everything else 8-bit is
+    /// converted at delivery. When the server's answer is not known (it is
+    /// unreachable), the message is queued, and a refusal at delivery
+    /// reaches its sender as a DSN.
+    async fn refuse_what_upstream_cannot_take(
+        &self,
+        envelope: &Envelope,
+        bytes: &[u8],
+    ) -> Result<()> {
+        let utf8_path = envelope
+            .from()
+            .into_iter()
+            .chain(envelope.to())
+            .find(|a| !a.user().is_ascii());
+        let head_end = raw::HeaderSection::parse(bytes)
+            .fields
+            .last()
+            .map_or(0, |f| f.end);
+        let offending = match utf8_path {
+            Some(address) => Some(("address", address.to_string())),
+            None if !bytes[..head_end].is_ascii() => {
+                message::convert::non_ascii_header_address(&bytes[..head_end])
+                    .map(|address| ("header", address))
+            }
+            None => None,
+        };
+        let Some((field, address)) = offending else {
+            return Ok(());
+        };
+        if self.inner.transport.offers_smtputf8().await != Some(false) {
+            return Ok(());
+        }
+        Err(Error::invalid_message(
+            field,
+            format!(
+                "`{}` has a non-ASCII local part, which needs SMTPUTF8, and {} does not offer it; nothing was queued",
+                crate::smtp::escape_controls(&address, 200),
+                self.mail_hostname_and_port()
+            ),
+        ))
+    }
+
+    /// Whether the upstream takes SMTPUTF8 (RFC 6531), as far as this
+    /// mailer knows without connecting: what the last connection's EHLO
+    /// said, `None` before the first. The relay uses it to refuse a
+    /// non-ASCII local part at RCPT when the upstream cannot take it.
+    pub fn upstream_offers_smtputf8(&self) -> Option<bool> {
+        self.inner.transport.known_smtputf8()
+    }
+
+    /// [`Mailer::upstream_offers_smtputf8`], learning it with one EHLO
+    /// (no authentication) when no connection has been opened yet.
+    pub async fn learn_upstream_smtputf8(&self) -> Option<bool> {
+        self.inner.transport.offers_smtputf8().await
     }
 
     /// What a worker of this mailer waits on besides its poll timer.

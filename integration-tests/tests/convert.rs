@@ -181,3 +181,71 @@ async fn a_signed_part_that_would_have_to_change_is_refused_clearly() {
     );
     assert!(peer.messages().is_empty());
 }
+
+/// A non-ASCII local part is the one thing no conversion can fix for a
+/// server without SMTPUTF8: it is refused before it is queued (exit 65),
+/// never accepted and then dead. Queued when the server does offer it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_utf8_local_part_is_refused_before_it_is_queued() {
+    for kind in KINDS {
+        let peer = SmtpPeer::start(kind, PeerConfig::new().no_smtputf8());
+        let (_dir, mailer) = mailer_for(peer.port());
+        let store = mailer.outbox().unwrap().clone();
+        let utf8_to = Envelope::new(
+            Some("alm@example.com".parse().unwrap()),
+            vec!["j\u{fc}rgen@example.com".parse().unwrap()],
+        )
+        .unwrap();
+        let err = mailer
+            .enqueue_raw(&utf8_to, b"Subject: envelope\r\n\r\nhi\r\n")
+            .await
+            .unwrap_err();
+        assert_eq!(err.exit_code(), 65, "{kind}: {err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("j\u{fc}rgen@example.com")
+                && text.contains("SMTPUTF8")
+                && text.contains(&peer.port().to_string())
+                && text.contains("nothing was queued"),
+            "{kind}: {text}"
+        );
+        // The same in a header field, with an ASCII envelope.
+        let err = mailer
+            .enqueue_raw(
+                &envelope(),
+                "Cc: \"J\u{fc}rgen\" <j\u{fc}rgen@example.com>\r\nSubject: header\r\n\r\nhi\r\n"
+                    .as_bytes(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.exit_code(), 65, "{kind}: {err}");
+        assert!(err.to_string().contains("j\u{fc}rgen@example.com"), "{err}");
+        // A UTF-8 display name or subject is converted, not refused.
+        mailer
+            .enqueue_raw(
+                &envelope(),
+                "Cc: \"J\u{fc}rgen\" <juergen@example.com>\r\nSubject: Gr\u{fc}\u{df}e\r\n\r\nhi\r\n"
+                    .as_bytes(),
+            )
+            .await
+            .expect("a UTF-8 display name is encoded at delivery");
+        assert_eq!(
+            store.list(true).await.unwrap().len(),
+            1,
+            "{kind}: only the convertible message is queued"
+        );
+    }
+    // A server that offers SMTPUTF8 takes it.
+    let peer = SmtpPeer::start(PeerKind::Node, PeerConfig::new());
+    let (_dir, mailer) = mailer_for(peer.port());
+    let utf8_to = Envelope::new(
+        Some("alm@example.com".parse().unwrap()),
+        vec!["j\u{fc}rgen@example.com".parse().unwrap()],
+    )
+    .unwrap();
+    mailer
+        .enqueue_raw(&utf8_to, b"Subject: envelope\r\n\r\nhi\r\n")
+        .await
+        .expect("queued for a server with SMTPUTF8");
+    assert_eq!(mailer.upstream_offers_smtputf8(), Some(true));
+}

@@ -33,6 +33,26 @@ pub struct Upstream {
     pub smtputf8: bool,
 }
 
+/// The first address of a top-level address field (From, To, ...) with a
+/// non-ASCII local part: the one 8-bit header text that cannot be encoded
+/// for a server without SMTPUTF8. Reads the header section only, so that
+/// such a message can be refused before it is queued.
+pub fn non_ascii_header_address(message: &[u8]) -> Option<String> {
+    let section = HeaderSection::parse(message);
+    section.fields.iter().find_map(|field| {
+        let bytes = &message[field.start..field.end];
+        if bytes.is_ascii() || !ADDRESS_FIELDS.iter().any(|n| field.is(n)) {
+            return None;
+        }
+        let value = unfolded_value(bytes);
+        super::split_addresses(&value).into_iter().find_map(|item| {
+            let (_, address) = split_mailbox(item.trim());
+            let local = address.rsplit_once('@').map_or(address, |(l, _)| l);
+            (!local.is_ascii()).then(|| address.to_owned())
+        })
+    })
+}
+
 /// Deepest MIME nesting walked; deeper entities are copied as they are
 /// (a hostile message must not exhaust the stack).
 const MAX_DEPTH: usize = 32;
@@ -441,14 +461,7 @@ const OPAQUE_FIELDS: &[&str] = &[
 /// One header field (`Name: value`, possibly folded, with its CRLF) with
 /// its 8-bit text made ASCII.
 fn encode_field(name: &str, field: &[u8], out: &mut Vec<u8>) -> Result<()> {
-    let colon = field.iter().position(|&b| b == b':').unwrap_or(field.len());
-    let value = String::from_utf8_lossy(&field[(colon + 1).min(field.len())..]);
-    // Unfolded, without the line end.
-    let value: String = value
-        .replace("\r\n", "")
-        .replace('\n', "")
-        .trim()
-        .to_owned();
+    let value = unfolded_value(field);
     let is = |names: &[&str]| names.iter().any(|n| n.eq_ignore_ascii_case(name));
     let mut line = format!("{name}:");
     // A long field name: the value starts on a continuation line, so that
@@ -485,18 +498,34 @@ fn encode_field(name: &str, field: &[u8], out: &mut Vec<u8>) -> Result<()> {
     Ok(())
 }
 
+/// A header field's value, unfolded, without its name and line end.
+fn unfolded_value(field: &[u8]) -> String {
+    let colon = field.iter().position(|&b| b == b':').unwrap_or(field.len());
+    let value = String::from_utf8_lossy(&field[(colon + 1).min(field.len())..]);
+    value
+        .replace("\r\n", "")
+        .replace('\n', "")
+        .trim()
+        .to_owned()
+}
+
+/// `Name <address>` as its display name (if any) and address.
+fn split_mailbox(item: &str) -> (Option<&str>, &str) {
+    match (item.rfind('<'), item.rfind('>')) {
+        (Some(open), Some(close)) if open < close => {
+            (Some(item[..open].trim()), item[open + 1..close].trim())
+        }
+        _ => (None, item),
+    }
+}
+
 /// `Name <local@domain>` or `local@domain` with a non-ASCII display name
 /// as encoded-words and a non-ASCII domain as A-labels.
 fn encode_mailbox(field: &str, item: &str) -> Result<String> {
     if item.is_ascii() {
         return Ok(item.to_owned());
     }
-    let (phrase, address) = match (item.rfind('<'), item.rfind('>')) {
-        (Some(open), Some(close)) if open < close => {
-            (Some(item[..open].trim()), item[open + 1..close].trim())
-        }
-        _ => (None, item),
-    };
+    let (phrase, address) = split_mailbox(item);
     let address = ascii_address(field, address)?;
     Ok(match phrase {
         Some(phrase) if !phrase.is_empty() => {
@@ -788,6 +817,18 @@ mod tests {
         let err = fit(m.as_bytes(), EIGHT_BIT).unwrap_err();
         assert_eq!(err.exit_code(), 65);
         assert!(err.to_string().contains("SMTPUTF8"), "{err}");
+    }
+
+    #[test]
+    fn a_utf8_local_part_is_found_in_the_header_section_alone() {
+        let m = "Subject: Gr\u{fc}\u{df}e\r\nCc: \"J\u{f6}rg\" <jorg@example.com>,\r\n =?x?= <j\u{f6}rg@b\u{fc}ro.example>\r\n\r\nj\u{f6}rg@x\r\n";
+        assert_eq!(
+            non_ascii_header_address(m.as_bytes()).as_deref(),
+            Some("j\u{f6}rg@b\u{fc}ro.example")
+        );
+        let fine =
+            "Subject: Gr\u{fc}\u{df}e\r\nTo: \"J\u{f6}rg\" <jorg@b\u{fc}ro.example>\r\n\r\nb\r\n";
+        assert_eq!(non_ascii_header_address(fine.as_bytes()), None);
     }
 
     #[test]

@@ -73,6 +73,11 @@ pub(crate) struct Peer {
     /// Built on first use: loading the system roots costs tens of
     /// milliseconds that `check`, `server` and `token` never need.
     tls: OnceCell<Arc<rustls::ClientConfig>>,
+    /// What the last connection's EHLO (after TLS) said of SMTPUTF8, so that
+    /// a message the server can never take is refused before it is queued.
+    smtputf8: Mutex<Option<bool>>,
+    /// When a connection was last opened only to learn the above.
+    last_probe: Mutex<Option<Instant>>,
 }
 
 impl Peer {
@@ -84,7 +89,28 @@ impl Peer {
             limits: ReplyLimits::default(),
             redactor: Mutex::new(Redactor::new()),
             tls: OnceCell::new(),
+            smtputf8: Mutex::new(None),
+            last_probe: Mutex::new(None),
         }
+    }
+
+    /// Whether the server offered SMTPUTF8 on the last connection this
+    /// process opened; `None` before the first.
+    pub(crate) fn offers_smtputf8(&self) -> Option<bool> {
+        *lock(&self.smtputf8)
+    }
+
+    /// Whether a connection only to learn the server's extensions may be
+    /// opened now: at most one per `interval`, so that a server that is down
+    /// costs one connect timeout a while, not one per message.
+    pub(crate) fn may_probe(&self, interval: Duration) -> bool {
+        let mut last = lock(&self.last_probe);
+        let now = Instant::now();
+        if last.is_some_and(|at| now.duration_since(at) < interval) {
+            return false;
+        }
+        *last = Some(now);
+        true
     }
 
     /// Masks `secret` in everything later shown from this server.
@@ -147,9 +173,10 @@ impl Peer {
     }
 }
 
-fn lock(m: &Mutex<Redactor>) -> std::sync::MutexGuard<'_, Redactor> {
-    // A panic while holding it cannot leave a half-built redactor behind
-    // that would leak: `protect` rebuilds the forms before returning.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding one cannot leave a half-built value behind: the
+    // redactor's `protect` rebuilds its forms before returning, and the
+    // others are plain values.
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
@@ -282,6 +309,8 @@ impl Connection {
         if peer.server.tls == TlsMode::StartTls {
             conn = conn.starttls().await?;
         }
+        // Only the EHLO after TLS counts: the one before could be forged.
+        *lock(&peer.smtputf8) = Some(conn.caps.smtputf8());
         Ok(conn)
     }
 

@@ -21,6 +21,9 @@ const MAX_IDLE_AGE: Duration = Duration::from_secs(60);
 /// before anything is accepted and the message goes out on a new connection).
 const PROBE_AFTER_IDLE: Duration = Duration::from_secs(5);
 
+/// At most one connection a minute only to learn the server's extensions.
+const PROBE_INTERVAL: Duration = Duration::from_secs(60);
+
 /// What happened on a successful delivery: the server took the message for
 /// the [`accepted`](Delivery::accepted) recipients. Recipients it refused at
 /// RCPT are in [`refused`](Delivery::refused) (see
@@ -244,6 +247,36 @@ impl Transport {
         };
         conn.quit().await;
         Ok(report)
+    }
+
+    /// Whether the server takes SMTPUTF8: what the last connection saw, else
+    /// what one EHLO now says (not authenticated; at most one such probe a
+    /// minute). `None` when that is not known (the server is unreachable).
+    pub(crate) async fn offers_smtputf8(&self) -> Option<bool> {
+        if let Some(known) = self.peer.offers_smtputf8() {
+            return Some(known);
+        }
+        if !self.peer.may_probe(PROBE_INTERVAL) {
+            return None;
+        }
+        match Connection::open(&self.peer).await {
+            Ok(conn) => {
+                conn.quit().await;
+                self.peer.offers_smtputf8()
+            }
+            Err(e) => {
+                tracing::debug!(
+                    "could not learn whether {} offers SMTPUTF8: {e}",
+                    self.peer.address
+                );
+                None
+            }
+        }
+    }
+
+    /// What [`Transport::offers_smtputf8`] knows without connecting.
+    pub(crate) fn known_smtputf8(&self) -> Option<bool> {
+        self.peer.offers_smtputf8()
     }
 
     /// Quits every idle connection; later sends fail with a usage error.
