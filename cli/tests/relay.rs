@@ -1790,6 +1790,33 @@ impl Drop for Forwarder {
     }
 }
 
+/// A sender other than the relay's configured one: its dead messages get a DSN.
+const OTHER_SENDER: &str = "printer@example.com";
+
+fn submit_as(port: u16, from: &str, subject: &str) {
+    let report = smtplib(serde_json::json!({
+        "port": port,
+        "count": 1,
+        "subject": subject,
+        "from": from,
+        "to": ["dev@example.com"],
+    }));
+    assert_eq!(report.results, [250], "{:?}", report.last_error);
+}
+
+/// The outbox entries of a loop: the copies of the submitted message and
+/// the DSNs (null sender), each group with its distinct Message-IDs.
+fn loop_census(all: &[serde_json::Value]) -> (usize, usize, std::collections::BTreeSet<String>) {
+    let dsn = |m: &&serde_json::Value| m["from"] == "";
+    let copies = all.iter().filter(|m| !dsn(m)).count();
+    let dsns: Vec<_> = all.iter().filter(dsn).collect();
+    let ids = dsns
+        .iter()
+        .map(|m| m["message_id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    (copies, dsns.len(), ids)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_whose_upstream_greets_with_its_own_instance_id_does_not_loop() {
     // The relay's listener, reached through a forwarder: the addresses
@@ -1799,23 +1826,30 @@ async fn a_relay_whose_upstream_greets_with_its_own_instance_id_does_not_loop() 
     let listen = format!("127.0.0.1:{port}");
     let dir = relay_folder(forwarder.port, &[("mailgate.relay.listen", &listen)]);
     let relay = Relay::start(dir.path());
-    submit(relay.port(), "to myself", 1);
-    let dead = poll(
-        "the message dead with a loop error",
+    submit_as(relay.port(), OTHER_SENDER, "to myself");
+    // The message dies with a loop error; its DSN (to the sender, through
+    // the same upstream) dies the same way and, sent by no one, ends there.
+    let all = poll(
+        "the message and its DSN dead with a loop error",
         WAIT,
         || {
             let all = queue_all(dir.path());
-            (all.len() == 1 && all[0]["status"] == "dead").then(|| all[0].clone())
+            (all.len() == 2 && all.iter().all(|m| m["status"] == "dead")).then_some(all)
         },
         || format!("{:#?}", queue_all(dir.path())),
     );
-    let error = dead["last_error"].as_str().unwrap_or_default();
-    assert!(
-        error.contains("is this mailgate relay itself") && error.contains("loop"),
-        "{error}"
-    );
-    // One attempt, no copy of it in the outbox.
-    assert_eq!(queue_all(dir.path()).len(), 1);
+    for m in &all {
+        let error = m["last_error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains("is this mailgate relay itself") && error.contains("loop"),
+            "{error}"
+        );
+    }
+    let (copies, dsns, _) = loop_census(&all);
+    assert_eq!((copies, dsns), (1, 1), "{all:#?}");
+    // Nothing more comes of it.
+    blocking(|| std::thread::sleep(Duration::from_millis(1500)));
+    assert_eq!(queue_all(dir.path()).len(), 2);
     drop(relay);
     drop(forwarder);
 }
@@ -1836,33 +1870,40 @@ async fn two_relays_pointed_at_each_other_stop_the_loop_within_max_hops() {
     let (dir_a, dir_b) = (folder(port_a, port_b), folder(port_b, port_a));
     let relay_a = Relay::start(dir_a.path());
     let relay_b = Relay::start(dir_b.path());
-    submit(relay_a.port(), "round and round", 1);
+    submit_as(relay_a.port(), OTHER_SENDER, "round and round");
     let both = || {
         let mut all = queue_all(dir_a.path());
         all.extend(queue_all(dir_b.path()));
         all
     };
     // Every copy was stored with one more Received field: 1 to MAX_HOPS
-    // + 1; the last is refused by the next relay and becomes dead.
+    // + 1; the last is refused by the next relay and becomes dead. Its DSN
+    // (a new message, null sender) loops the same way and dies unanswered.
     let all = poll(
-        "the loop to end with one dead copy",
+        "the loop and its DSN's loop to end",
         WAIT,
         || {
             let all = both();
             let dead = all.iter().filter(|m| m["status"] == "dead").count();
             let sent = all.iter().filter(|m| m["status"] == "sent").count();
-            (dead == 1 && dead + sent == all.len()).then_some(all)
+            (dead == 2 && dead + sent == all.len()).then_some(all)
         },
         || format!("{:#?}", both()),
     );
-    assert_eq!(all.len(), MAX_HOPS + 1, "{all:#?}");
-    let dead = all.iter().find(|m| m["status"] == "dead").unwrap();
-    let error = dead["last_error"].as_str().unwrap_or_default();
-    assert!(error.contains("554") && error.contains("5.4.6"), "{error}");
+    let (copies, dsns, dsn_ids) = loop_census(&all);
+    assert_eq!(copies, MAX_HOPS + 1, "{all:#?}");
+    // The DSN's first entry is the one the outbox wrote (no Received
+    // field yet); then it travels as far as the message did.
+    assert_eq!(dsns, MAX_HOPS + 2, "{all:#?}");
+    assert_eq!(dsn_ids.len(), 1, "one DSN, relayed: {dsn_ids:?}");
+    for dead in all.iter().filter(|m| m["status"] == "dead") {
+        let error = dead["last_error"].as_str().unwrap_or_default();
+        assert!(error.contains("554") && error.contains("5.4.6"), "{error}");
+    }
     // Nothing grows afterwards: both outboxes stay as they are for longer
     // than a retry interval (1 s here).
     blocking(|| std::thread::sleep(Duration::from_millis(1500)));
-    assert_eq!(both().len(), MAX_HOPS + 1);
+    assert_eq!(both().len(), 2 * MAX_HOPS + 3);
     drop(relay_a);
     drop(relay_b);
 }
