@@ -11,11 +11,18 @@
 //!    dev SMTP server has all of them, against the same N sent directly
 //!    through one pooled `Mailer` (4 connections, 4 tasks).
 //!
+//! Each row is also run against a private Postfix instance (`postfix -c
+//! DIR start-fg`, its default durability: each queue file fsynced before
+//! the 250) with the same client and upstream, and the ratio printed: the
+//! anchor. That needs root and the `postfix` package; the system's own
+//! Postfix is not touched.
+//!
 //! ```sh
 //! cargo bench -p mailgate-cli --bench relay
 //! MAILGATE_BENCH_MESSAGES=5000 cargo bench -p mailgate-cli --bench relay
 //! ```
 
+mod postfix;
 #[path = "../tests/relay_support/mod.rs"]
 mod relay_support;
 
@@ -25,6 +32,8 @@ use std::time::{Duration, Instant};
 
 use mailgate::{Mailer, OutgoingMessage};
 use mailgate_devserver::DevSmtpServer;
+use mailgate_integration_tests::unused_port;
+use postfix::PostfixRelay;
 use relay_support::{Relay, relay_folder};
 
 const SMTP_SOURCE: &str = "/usr/sbin/smtp-source";
@@ -107,18 +116,27 @@ async fn bench(n: usize) {
         tmp.display(),
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    let mut rows: Vec<(String, f64)> = Vec::new();
+    // Rows: what, mailgate's rate, Postfix's rate for the same.
+    let mut rows: Vec<(String, f64, Option<f64>)> = Vec::new();
+    // Postfix's user must be able to enter its queue folder.
+    let postfix_parent = tmp.join(format!("mailgate-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&postfix_parent).expect("a folder for Postfix");
+    std::fs::set_permissions(
+        &postfix_parent,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod 755");
 
     // 1. Accepting only: the upstream takes the connection and never says
     // a word, so the worker's first claims wait on it and it writes nothing
-    // more to the outbox. A fresh outbox per row.
+    // more to the outbox. A fresh outbox (and Postfix queue) per row.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("a silent upstream");
-    let silent_port = silent.local_addr().expect("its port").port().to_string();
+    let silent_port = silent.local_addr().expect("its port").port();
     for (sessions, reuse) in [(1, false), (8, false), (1, true), (8, true)] {
         let dir = relay_folder(
             0,
             &[
-                ("mksis.logging.email.server.port", &silent_port),
+                ("mksis.logging.email.server.port", &silent_port.to_string()),
                 ("mailgate.smtp.timeoutSeconds", "600"),
             ],
         );
@@ -126,6 +144,12 @@ async fn bench(n: usize) {
         let elapsed = tokio::task::block_in_place(|| smtp_source(relay.port(), sessions, n, reuse));
         drop(relay);
         assert_eq!(stored(dir.path()), n as u64, "every 250 is in the outbox");
+
+        let postfix = PostfixRelay::start(&postfix_parent, unused_port(), silent_port);
+        let postfix_elapsed =
+            tokio::task::block_in_place(|| smtp_source(postfix.port, sessions, n, reuse));
+        assert_eq!(postfix.queued(), n, "every 250 is in Postfix's queue");
+        drop(postfix);
         let label = format!(
             "accept, {sessions} session{}, {}",
             if sessions > 1 { "s" } else { "" },
@@ -135,7 +159,7 @@ async fn bench(n: usize) {
                 "a connection per message"
             }
         );
-        rows.push((label, rate(n, elapsed)));
+        rows.push((label, rate(n, elapsed), Some(rate(n, postfix_elapsed))));
     }
 
     // 2. End to end against direct, alternately, three times each: medians.
@@ -149,7 +173,8 @@ async fn bench(n: usize) {
             .build()
             .expect("mailer builds"),
     );
-    let (mut e2e, mut direct) = (Vec::new(), Vec::new());
+    let postfix = PostfixRelay::start(&postfix_parent, unused_port(), server.port());
+    let (mut e2e, mut direct, mut postfix_e2e) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..3 {
         server.clear();
         let t = Instant::now();
@@ -159,6 +184,15 @@ async fn bench(n: usize) {
         let elapsed = t.elapsed();
         assert_eq!(all.len(), n, "every message arrived");
         e2e.push((rate(n, elapsed), rate(n, submitted)));
+
+        server.clear();
+        let t = Instant::now();
+        let port = postfix.port;
+        let submitted = tokio::task::block_in_place(|| smtp_source(port, 8, n, true));
+        let all = server.wait_for_messages(n, Duration::from_secs(600)).await;
+        let elapsed = t.elapsed();
+        assert_eq!(all.len(), n, "every message arrived through Postfix");
+        postfix_e2e.push((rate(n, elapsed), rate(n, submitted)));
 
         server.clear();
         let t = Instant::now();
@@ -186,29 +220,46 @@ async fn bench(n: usize) {
         assert_eq!(server.messages().len(), n);
     }
     drop(relay);
+    drop(postfix);
     drop(silent);
+    let _ = std::fs::remove_dir_all(&postfix_parent);
     mailer.close().await;
     e2e.sort_by(|a, b| a.0.total_cmp(&b.0));
+    postfix_e2e.sort_by(|a, b| a.0.total_cmp(&b.0));
     direct.sort_by(|a, b| a.total_cmp(b));
     let (e2e, submit) = e2e[1];
+    let (postfix_e2e, postfix_submit) = postfix_e2e[1];
     let direct = direct[1];
     rows.push((
         "end to end: relay -> dev server (8 sessions in, 4 connections out)".into(),
         e2e,
+        Some(postfix_e2e),
     ));
-    rows.push(("  of which submitting to the relay".into(), submit));
-    rows.push(("direct pooled send (one Mailer, 4 tasks)".into(), direct));
+    rows.push((
+        "  of which submitting to the relay".into(),
+        submit,
+        Some(postfix_submit),
+    ));
+    rows.push((
+        "direct pooled send (one Mailer, 4 tasks)".into(),
+        direct,
+        None,
+    ));
     server.shutdown().await;
 
     let base = rows[0].1;
     println!();
     println!(
-        "{:<68} {:>12} {:>14} {:>12}",
-        "measurement", "messages/s", "vs 1 session", "vs direct"
+        "{:<68} {:>12} {:>14} {:>12} {:>12} {:>11}",
+        "measurement", "messages/s", "vs 1 session", "vs direct", "Postfix", "vs Postfix"
     );
-    for (label, r) in &rows {
+    for (label, r, postfix) in &rows {
+        let (pf, ratio) = match postfix {
+            Some(p) => (format!("{p:.1}"), format!("{:.2}x", r / p)),
+            None => ("-".into(), "-".into()),
+        };
         println!(
-            "{label:<68} {r:>12.1} {:>13.2}x {:>11.2}x",
+            "{label:<68} {r:>12.1} {:>13.2}x {:>11.2}x {pf:>12} {ratio:>11}",
             r / base,
             r / direct
         );
