@@ -62,6 +62,12 @@ async fn per_recipient() {
     conformance::per_recipient(store(&server.url())).await;
 }
 
+#[tokio::test]
+async fn delay_reports_are_recipient_state() {
+    let server = PgServer::start();
+    conformance::delay_reports_are_recipient_state(store(&server.url())).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_claims_are_exclusive() {
     let server = PgServer::start();
@@ -264,6 +270,7 @@ async fn open_dispatches_a_postgres_url_to_pg_outbox() {
         keep_sent: Duration::from_secs(24 * 3600),
         lease: Duration::from_secs(300),
         worker_timeout: Duration::from_secs(30),
+        delay_warning: Some(Duration::from_secs(4 * 3600)),
     };
     let s = mailgate_outbox::open(&settings).unwrap();
     assert_eq!(

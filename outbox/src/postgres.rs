@@ -41,7 +41,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRo
 use sqlx::{Connection as _, Row as _};
 use tokio::sync::OnceCell;
 
-use crate::{decode_dsn, decode_finished, encode_dsn, from_ms, to_ms};
+use crate::{decode_dsn, decode_state, encode_dsn, from_ms, to_ms};
 
 mod liveness;
 
@@ -70,7 +70,7 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX outbox_due ON outbox_messages (status, next_attempt_at);
     CREATE INDEX outbox_lease ON outbox_messages (status, lease_until);",
     // 2: the recipients that are done while others are not (JSON, see
-    // `encode_finished`); NULL while all share the message's status.
+    // `encode_state`); NULL while all share the message's status.
     "ALTER TABLE outbox_messages ADD COLUMN recipient_state TEXT;",
     // 3: the workers' heartbeats.
     liveness::WORKERS_TABLE,
@@ -509,6 +509,10 @@ fn config_reason(e: &sqlx::Error) -> String {
 fn summary(row: &PgRow) -> std::result::Result<QueuedMessage, sqlx::Error> {
     let status: String = row.try_get("status")?;
     let recipients: String = row.try_get("recipients")?;
+    let (finished, delay_warned) = decode_state(
+        row.try_get::<Option<String>, _>("recipient_state")?
+            .as_deref(),
+    );
     Ok(QueuedMessage {
         id: row.try_get("id")?,
         status: Status::parse(&status).unwrap_or(Status::Dead),
@@ -525,11 +529,9 @@ fn summary(row: &PgRow) -> std::result::Result<QueuedMessage, sqlx::Error> {
         subject: row.try_get("subject")?,
         message_id: row.try_get("message_id")?,
         size: u64::try_from(row.try_get::<i64, _>("size")?).unwrap_or(0),
-        finished: decode_finished(
-            row.try_get::<Option<String>, _>("recipient_state")?
-                .as_deref(),
-        ),
+        finished,
         dsn: decode_dsn(row.try_get::<Option<String>, _>("dsn_request")?.as_deref()),
+        delay_warned,
     })
 }
 
@@ -826,12 +828,16 @@ impl OutboxStore for PgOutbox {
                      SELECT 'recipients:' || COALESCE(s, ''), SUM(n)::BIGINT FROM (
                         SELECT status AS s,
                                jsonb_array_length(recipients::jsonb)
-                                 - COALESCE(jsonb_array_length(recipient_state::jsonb), 0) AS n
+                                 - (SELECT COUNT(*)
+                                      FROM jsonb_array_elements(
+                                             COALESCE(recipient_state, '[]')::jsonb) r
+                                     WHERE r->>'status' IN ('sent', 'dead')) AS n
                           FROM outbox_messages
                         UNION ALL
                         SELECT r->>'status' AS s, 1 AS n
                           FROM outbox_messages m,
                                jsonb_array_elements(COALESCE(m.recipient_state, '[]')::jsonb) r
+                         WHERE r->>'status' IN ('sent', 'dead')
                      ) AS per_recipient GROUP BY s",
                 )
                 .fetch_all(pool),

@@ -28,7 +28,7 @@ use sqlx::sqlite::{
 };
 use tokio::sync::OnceCell;
 
-use crate::{decode_dsn, decode_finished, encode_dsn, from_ms, to_ms};
+use crate::{decode_dsn, decode_state, encode_dsn, from_ms, to_ms};
 
 mod liveness;
 
@@ -57,7 +57,7 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX outbox_due ON outbox_messages (status, next_attempt_at);
     CREATE INDEX outbox_lease ON outbox_messages (status, lease_until);",
     // 2: the recipients that are done while others are not (JSON, see
-    // `encode_finished`); NULL while all share the message's status.
+    // `encode_state`); NULL while all share the message's status.
     "ALTER TABLE outbox_messages ADD COLUMN recipient_state TEXT;",
     // 3: what the sender asked of DSNs (JSON, see `encode_dsn`), if it asked.
     "ALTER TABLE outbox_messages ADD COLUMN dsn_request TEXT;",
@@ -368,6 +368,10 @@ fn describe(e: &sqlx::Error) -> String {
 fn summary(row: &SqliteRow) -> std::result::Result<QueuedMessage, sqlx::Error> {
     let status: String = row.try_get("status")?;
     let recipients: String = row.try_get("recipients")?;
+    let (finished, delay_warned) = decode_state(
+        row.try_get::<Option<String>, _>("recipient_state")?
+            .as_deref(),
+    );
     Ok(QueuedMessage {
         id: row.try_get("id")?,
         status: Status::parse(&status).unwrap_or(Status::Dead),
@@ -384,11 +388,9 @@ fn summary(row: &SqliteRow) -> std::result::Result<QueuedMessage, sqlx::Error> {
         subject: row.try_get("subject")?,
         message_id: row.try_get("message_id")?,
         size: u64::try_from(row.try_get::<i64, _>("size")?).unwrap_or(0),
-        finished: decode_finished(
-            row.try_get::<Option<String>, _>("recipient_state")?
-                .as_deref(),
-        ),
+        finished,
         dsn: decode_dsn(row.try_get::<Option<String>, _>("dsn_request")?.as_deref()),
+        delay_warned,
     })
 }
 
@@ -692,16 +694,19 @@ impl OutboxStore for SqliteOutbox {
         .await
         .map_err(|e| self.err(e))?;
         stats.oldest_waiting = oldest.map(from_ms);
-        // The recipients without a record share their message's status.
+        // The recipients without a finished record (`sent` or `dead`)
+        // share their message's status.
         let rows = sqlx::query(
             "SELECT s AS status, SUM(n) AS n FROM (
                 SELECT status AS s,
                        json_array_length(recipients)
-                         - COALESCE(json_array_length(recipient_state), 0) AS n
+                         - (SELECT COUNT(*) FROM json_each(recipient_state) r
+                             WHERE json_extract(r.value, '$.status') IN ('sent', 'dead')) AS n
                   FROM outbox_messages
                 UNION ALL
                 SELECT json_extract(r.value, '$.status') AS s, 1 AS n
-                  FROM outbox_messages m, json_each(m.recipient_state) r)
+                  FROM outbox_messages m, json_each(m.recipient_state) r
+                 WHERE json_extract(r.value, '$.status') IN ('sent', 'dead'))
              GROUP BY s",
         )
         .fetch_all(pool)

@@ -27,6 +27,12 @@ async fn per_recipient() {
     conformance::per_recipient(store(&dir)).await;
 }
 
+#[tokio::test]
+async fn delay_reports_are_recipient_state() {
+    let dir = tempfile::tempdir().unwrap();
+    conformance::delay_reports_are_recipient_state(store(&dir)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_claims_are_exclusive() {
     let dir = tempfile::tempdir().unwrap();

@@ -430,6 +430,7 @@ pub async fn per_recipient(store: Arc<dyn OutboxStore>) {
         finished: finished.clone(),
         next_attempt: Some(next),
         error: "452 4.2.2 mailbox full".into(),
+        delay_warned: Vec::new(),
     };
     assert_eq!(completion.status(), Status::Queued);
     assert!(store.complete(id, "w1", completion, t0).await.unwrap());
@@ -492,6 +493,7 @@ pub async fn per_recipient(store: Arc<dyn OutboxStore>) {
         finished: finished.clone(),
         next_attempt: None,
         error: "550 5.1.1 no such user".into(),
+        delay_warned: Vec::new(),
     };
     assert_eq!(completion.status(), Status::Dead);
     assert!(store.complete(id, "w1", completion, next).await.unwrap());
@@ -516,6 +518,7 @@ pub async fn per_recipient(store: Arc<dyn OutboxStore>) {
         finished: finished.clone(),
         next_attempt: None,
         error: "550".into(),
+        delay_warned: Vec::new(),
     };
     assert!(store.complete(id, "w1", completion, next).await.unwrap());
     assert_eq!(store.retry_dead(next).await.unwrap(), 1);
@@ -527,4 +530,107 @@ pub async fn per_recipient(store: Arc<dyn OutboxStore>) {
         .find(|m| m.id == id)
         .unwrap();
     assert_eq!(m.due(), ["bad@example.com"]);
+}
+
+/// A recipient still due whose delay was reported keeps that through
+/// deferrals and restarts; it counts as queued; a retry by hand keeps it;
+/// the final completion drops it.
+pub async fn delay_reports_are_recipient_state(store: Arc<dyn OutboxStore>) {
+    use mailgate_core::outbox::RecipientRecord;
+    let mut new = message(1);
+    new.to = vec![
+        "good@example.com".into(),
+        "slow@example.com".into(),
+        "late@example.com".into(),
+    ];
+    let id = store.enqueue(new).await.unwrap();
+    let t0 = SystemTime::now() + Duration::from_secs(1);
+    let claimed = store.claim("w1", LEASE, 10, t0).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert!(claimed[0].message.delay_warned.is_empty());
+    let good = RecipientRecord {
+        address: "good@example.com".into(),
+        status: Status::Sent,
+        reply: Some("250 ok".into()),
+        attempts: 1,
+    };
+    let next = t0 + Duration::from_secs(30);
+    let completion = Completion::Recipients {
+        finished: vec![good.clone()],
+        next_attempt: Some(next),
+        error: "451 4.3.0 later".into(),
+        delay_warned: vec!["slow@example.com".into()],
+    };
+    assert_eq!(completion.status(), Status::Queued);
+    assert!(store.complete(id, "w1", completion, t0).await.unwrap());
+    let listed = store.list(false).await.unwrap();
+    let m = listed.iter().find(|m| m.id == id).unwrap();
+    assert_eq!(m.finished, std::slice::from_ref(&good));
+    assert_eq!(m.delay_warned, ["slow@example.com"]);
+    assert_eq!(m.due(), ["slow@example.com", "late@example.com"]);
+    let stats = store.stats().await.unwrap();
+    assert_eq!(
+        (
+            stats.recipients.queued,
+            stats.recipients.sent,
+            stats.recipients.dead
+        ),
+        (2, 1, 0),
+        "a reported delay is still a queued recipient"
+    );
+
+    // A plain deferral leaves the state alone; the claim reads it back.
+    let claimed = store.claim("w1", LEASE, 10, next).await.unwrap();
+    assert_eq!(claimed[0].message.delay_warned, ["slow@example.com"]);
+    let retry = Completion::Retry {
+        error: "connection refused".into(),
+        next_attempt: next,
+    };
+    assert!(store.complete(id, "w1", retry, next).await.unwrap());
+    // A retry by hand keeps it: a second notice is not owed.
+    assert!(store.retry(id, next).await.unwrap());
+    let claimed = store.claim("w1", LEASE, 10, next).await.unwrap();
+    assert_eq!(claimed[0].message.delay_warned, ["slow@example.com"]);
+    assert_eq!(claimed[0].message.finished, std::slice::from_ref(&good));
+
+    // Done: the records replace the reported delays.
+    let done = Completion::Recipients {
+        finished: vec![
+            good,
+            RecipientRecord {
+                address: "slow@example.com".into(),
+                status: Status::Sent,
+                reply: Some("250 ok".into()),
+                attempts: 3,
+            },
+            RecipientRecord {
+                address: "late@example.com".into(),
+                status: Status::Sent,
+                reply: Some("250 ok".into()),
+                attempts: 3,
+            },
+        ],
+        next_attempt: None,
+        error: String::new(),
+        delay_warned: Vec::new(),
+    };
+    assert!(store.complete(id, "w1", done, next).await.unwrap());
+    let m = store
+        .list(true)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|m| m.id == id)
+        .unwrap();
+    assert_eq!(m.status, Status::Sent);
+    assert!(m.delay_warned.is_empty());
+    let stats = store.stats().await.unwrap();
+    assert_eq!(
+        (
+            stats.recipients.queued,
+            stats.recipients.sent,
+            stats.recipients.dead
+        ),
+        (0, 3, 0)
+    );
 }
