@@ -71,6 +71,9 @@ pub mod keys {
     /// Hours (decimals allowed) a recipient may stay deferred before its
     /// sender gets one delay notice (default 4; 0: never).
     pub const OUTBOX_DELAY_WARNING: &str = "mailgate.outbox.delayWarningHours";
+    /// `true`: sent messages keep their body for `keepSentHours` (default
+    /// false: the header section, envelope, size and replies only).
+    pub const OUTBOX_KEEP_SENT_BODIES: &str = "mailgate.outbox.keepSentBodies";
     /// Where `mailgate relay` listens (default `127.0.0.1:2525`).
     pub const RELAY_LISTEN: &str = "mailgate.relay.listen";
     /// Clients allowed to submit to the relay: comma-separated CIDRs (default loopback).
@@ -132,6 +135,7 @@ pub mod keys {
         OUTBOX_WORKER_TIMEOUT,
         OUTBOX_AUTO_DELIVER,
         OUTBOX_DELAY_WARNING,
+        OUTBOX_KEEP_SENT_BODIES,
         RELAY_LISTEN,
         RELAY_ALLOW,
         RELAY_MAX_MESSAGE_BYTES,
@@ -190,6 +194,7 @@ pub mod keys {
             OUTBOX_WORKER_TIMEOUT,
             OUTBOX_AUTO_DELIVER,
             OUTBOX_DELAY_WARNING,
+            OUTBOX_KEEP_SENT_BODIES,
         ];
         match key {
             SERVER_HOSTNAME | HELO_NAME | MESSAGE_ID_DOMAIN => 253,
@@ -485,6 +490,7 @@ impl Settings {
                 lease: Duration::from_secs(300),
                 worker_timeout: Duration::from_secs(30),
                 delay_warning: Some(DEFAULT_DELAY_WARNING),
+                keep_sent_bodies: false,
             },
             warnings: Vec::new(),
             key_file_override: key_file,
@@ -654,6 +660,7 @@ impl Settings {
             lease: seconds(keys::OUTBOX_LEASE, 300, 86_400)?,
             worker_timeout: seconds(keys::OUTBOX_WORKER_TIMEOUT, 30, 3600)?,
             delay_warning: self.delay_warning()?,
+            keep_sent_bodies: self.flag_or(keys::OUTBOX_KEEP_SENT_BODIES, false)?,
         };
         if outbox.lease < self.server.timeout * 10 {
             tracing::warn!(
@@ -1583,6 +1590,18 @@ pub(crate) mod tests {
                 "{bad}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn sent_bodies_are_dropped_unless_kept() {
+        assert!(!load(HOST).unwrap().outbox().keep_sent_bodies);
+        let s = load(&format!("{HOST}mailgate.outbox.keepSentBodies=true\n")).unwrap();
+        assert!(s.outbox().keep_sent_bodies);
+        let err = load(&format!("{HOST}mailgate.outbox.keepSentBodies=yes\n")).unwrap_err();
+        assert!(
+            err.to_string().contains("mailgate.outbox.keepSentBodies"),
+            "{err}"
+        );
     }
 
     #[test]

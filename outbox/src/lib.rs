@@ -47,9 +47,13 @@ pub use sqlite::SqliteOutbox;
 pub fn open(settings: &OutboxSettings) -> Result<Arc<dyn OutboxStore>> {
     match &settings.location {
         #[cfg(feature = "sqlite")]
-        OutboxLocation::Sqlite(path) => Ok(Arc::new(SqliteOutbox::open(path)?)),
+        OutboxLocation::Sqlite(path) => Ok(Arc::new(
+            SqliteOutbox::open(path)?.keep_sent_bodies(settings.keep_sent_bodies),
+        )),
         #[cfg(feature = "postgres")]
-        OutboxLocation::Postgres(url) => Ok(Arc::new(PgOutbox::open(url)?)),
+        OutboxLocation::Postgres(url) => Ok(Arc::new(
+            PgOutbox::open(url)?.keep_sent_bodies(settings.keep_sent_bodies),
+        )),
         #[allow(unreachable_patterns)]
         other => Err(not_compiled(other)),
     }

@@ -61,16 +61,37 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE outbox_messages ADD COLUMN recipient_state TEXT;",
     // 3: what the sender asked of DSNs (JSON, see `encode_dsn`), if it asked.
     "ALTER TABLE outbox_messages ADD COLUMN dsn_request TEXT;",
+    // 4: 1 once a sent message's body was dropped (`message` holds its
+    // header section, `size` stays the whole message's).
+    "ALTER TABLE outbox_messages ADD COLUMN body_dropped INTEGER NOT NULL DEFAULT 0;",
 ];
+
+/// The assignments that drop a message's body, keeping its header section
+/// up to and including the blank line (a message without one is all
+/// header and is kept). Every stored message has header fields (mailgate
+/// adds Date, Message-ID, MIME-Version), so its first CRLF CRLF ends them.
+macro_rules! drop_body {
+    () => {
+        "message = CASE WHEN instr(message, X'0D0A0D0A') > 0
+                        THEN substr(message, 1, instr(message, X'0D0A0D0A') + 3)
+                        ELSE message END,
+         body_dropped = CASE WHEN instr(message, X'0D0A0D0A') > 0
+                                  AND instr(message, X'0D0A0D0A') + 3 < length(message)
+                             THEN 1 ELSE body_dropped END"
+    };
+}
 
 /// The columns a listing reads (never the message bytes).
 const SUMMARY: &str = "id, status, attempts, last_error, next_attempt_at, created_at, age_from, \
-                       sent_at, mail_from, recipients, subject, message_id, size, recipient_state, dsn_request";
+                       sent_at, mail_from, recipients, subject, message_id, size, recipient_state, dsn_request, \
+                       body_dropped";
 
 /// An outbox in one SQLite file.
 pub struct SqliteOutbox {
     options: SqliteConnectOptions,
     path: PathBuf,
+    /// Sent messages keep their body (`mailgate.outbox.keepSentBodies`).
+    keep_sent_bodies: bool,
     /// Made on first use (sqlx needs a running tokio runtime for it), with
     /// the file and its schema: the durable pool, and the workers' pool.
     pools: OnceCell<Pools>,
@@ -106,8 +127,18 @@ impl SqliteOutbox {
         Ok(Self {
             options,
             path: path.to_owned(),
+            keep_sent_bodies: false,
             pools: OnceCell::new(),
         })
+    }
+
+    /// With `true`, sent messages keep their body until they are purged
+    /// (`mailgate.outbox.keepSentBodies`); by default only their header
+    /// section is kept once they are sent, and the space of the body is
+    /// reused by the next messages.
+    pub fn keep_sent_bodies(mut self, keep: bool) -> Self {
+        self.keep_sent_bodies = keep;
+        self
     }
 
     /// Whether the file exists yet (it is created on first use).
@@ -391,6 +422,7 @@ fn summary(row: &SqliteRow) -> std::result::Result<QueuedMessage, sqlx::Error> {
         finished,
         dsn: decode_dsn(row.try_get::<Option<String>, _>("dsn_request")?.as_deref()),
         delay_warned,
+        body_dropped: row.try_get::<i64, _>("body_dropped")? != 0,
     })
 }
 
@@ -531,23 +563,33 @@ impl OutboxStore for SqliteOutbox {
     ) -> Result<bool> {
         let pool = self.worker_pool().await?;
         let columns = crate::completion_columns(&completion, now);
-        let done = sqlx::query(
+        let sql = if columns.status == Status::Sent && !self.keep_sent_bodies {
+            concat!(
+                "UPDATE outbox_messages
+                    SET status = ?, last_error = COALESCE(?, last_error), next_attempt_at = ?,
+                        sent_at = ?, recipient_state = COALESCE(?, recipient_state),
+                        lease_owner = NULL, lease_until = NULL, ",
+                drop_body!(),
+                " WHERE id = ? AND status = 'sending' AND lease_owner = ?"
+            )
+        } else {
             "UPDATE outbox_messages
                 SET status = ?, last_error = COALESCE(?, last_error), next_attempt_at = ?,
                     sent_at = ?, recipient_state = COALESCE(?, recipient_state),
                     lease_owner = NULL, lease_until = NULL
-              WHERE id = ? AND status = 'sending' AND lease_owner = ?",
-        )
-        .bind(columns.status.as_str())
-        .bind(columns.error)
-        .bind(columns.next_attempt)
-        .bind(columns.sent_at)
-        .bind(columns.finished)
-        .bind(id)
-        .bind(worker)
-        .execute(pool)
-        .await
-        .map_err(|e| self.err(e))?;
+              WHERE id = ? AND status = 'sending' AND lease_owner = ?"
+        };
+        let done = sqlx::query(sql)
+            .bind(columns.status.as_str())
+            .bind(columns.error)
+            .bind(columns.next_attempt)
+            .bind(columns.sent_at)
+            .bind(columns.finished)
+            .bind(id)
+            .bind(worker)
+            .execute(pool)
+            .await
+            .map_err(|e| self.err(e))?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -559,20 +601,31 @@ impl OutboxStore for SqliteOutbox {
     ) -> Result<Vec<MessageId>> {
         let pool = self.worker_pool().await?;
         // One statement for all of them: atomic on its own.
-        sqlx::query_scalar(
+        let sql = if self.keep_sent_bodies {
             "UPDATE outbox_messages
                 SET status = 'sent', sent_at = ?, next_attempt_at = NULL,
                     lease_owner = NULL, lease_until = NULL
               WHERE id IN (SELECT value FROM json_each(?))
                 AND status = 'sending' AND lease_owner = ?
-              RETURNING id",
-        )
-        .bind(to_ms(now))
-        .bind(serde_json::to_string(ids).unwrap_or_else(|_| "[]".into()))
-        .bind(worker)
-        .fetch_all(pool)
-        .await
-        .map_err(|e| self.err(e))
+              RETURNING id"
+        } else {
+            concat!(
+                "UPDATE outbox_messages
+                    SET status = 'sent', sent_at = ?, next_attempt_at = NULL,
+                        lease_owner = NULL, lease_until = NULL, ",
+                drop_body!(),
+                " WHERE id IN (SELECT value FROM json_each(?))
+                    AND status = 'sending' AND lease_owner = ?
+                  RETURNING id"
+            )
+        };
+        sqlx::query_scalar(sql)
+            .bind(to_ms(now))
+            .bind(serde_json::to_string(ids).unwrap_or_else(|_| "[]".into()))
+            .bind(worker)
+            .fetch_all(pool)
+            .await
+            .map_err(|e| self.err(e))
     }
 
     async fn release(&self, ids: &[MessageId], worker: &str) -> Result<u64> {

@@ -191,6 +191,10 @@ pub struct QueuedMessage {
     /// deferred after `mailgate.outbox.delayWarningHours`, and a delay
     /// notice went out if their `NOTIFY` asked for one. Never twice.
     pub delay_warned: Vec<String>,
+    /// The stored bytes are the header section only: the body was dropped
+    /// once the message was sent (`mailgate.outbox.keepSentBodies=false`);
+    /// [`QueuedMessage::size`] is still the size of the whole message.
+    pub body_dropped: bool,
 }
 
 /// A recipient that is done: the server took the message for it, or it is dead.
@@ -553,6 +557,10 @@ pub struct OutboxSettings {
     /// gets its sender one delay notice, where `NOTIFY` allows
     /// (`mailgate.outbox.delayWarningHours`, 4; `None` for 0: never).
     pub delay_warning: Option<Duration>,
+    /// Sent messages keep their body (`mailgate.outbox.keepSentBodies`,
+    /// false: only the header section, the envelope, the size and the
+    /// replies are kept once a message is sent).
+    pub keep_sent_bodies: bool,
 }
 
 /// Where an outbox lives.
@@ -642,6 +650,7 @@ mod tests {
             lease: Duration::from_secs(300),
             worker_timeout: Duration::from_secs(30),
             delay_warning: Some(Duration::from_secs(4 * 3600)),
+            keep_sent_bodies: false,
         }
     }
 

@@ -990,6 +990,7 @@ mod tests {
             finished: Vec::new(),
             dsn: None,
             delay_warned: Vec::new(),
+            body_dropped: false,
         }
     }
 

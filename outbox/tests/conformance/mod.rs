@@ -634,3 +634,109 @@ pub async fn delay_reports_are_recipient_state(store: Arc<dyn OutboxStore>) {
         (0, 3, 0)
     );
 }
+
+/// A sent message keeps its header section and size, not its body (unless
+/// the store keeps bodies); a dead one keeps everything, so that `retry`
+/// sends it whole. `dropping` and `keeping` are two stores on one outbox.
+pub async fn sent_messages_keep_their_headers_only(
+    dropping: Arc<dyn OutboxStore>,
+    keeping: Arc<dyn OutboxStore>,
+) {
+    let header = "From: app@example.org\r\nSubject: big\r\nMessage-ID: <big@example.org>\r\n\r\n";
+    let body = "line of the body\r\n\r\n".repeat(4096);
+    let big = |n: usize| NewMessage {
+        bytes: format!("{header}{body}").into_bytes(),
+        ..message(n)
+    };
+    let whole = big(0).bytes.len() as u64;
+    let t = SystemTime::now() + Duration::from_secs(1);
+    let find = |store: Arc<dyn OutboxStore>, id| async move {
+        store
+            .list(true)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|m| m.id == id)
+            .unwrap()
+    };
+
+    // Marked sent alone, through a batch, and with per-recipient records.
+    let a = dropping.enqueue(big(1)).await.unwrap();
+    let b = dropping.enqueue(big(2)).await.unwrap();
+    let c = dropping.enqueue(big(3)).await.unwrap();
+    let dead = dropping.enqueue(big(4)).await.unwrap();
+    let claimed = dropping.claim("w1", LEASE, 10, t).await.unwrap();
+    assert_eq!(claimed.len(), 4);
+    assert!(claimed.iter().all(|c| !c.message.body_dropped));
+    let sent = Completion::Sent {
+        reply: "250 ok".into(),
+    };
+    assert!(dropping.complete(a, "w1", sent, t).await.unwrap());
+    assert_eq!(dropping.complete_sent("w1", &[b], t).await.unwrap(), [b]);
+    let records = message(3)
+        .to
+        .iter()
+        .map(|address| mailgate_core::outbox::RecipientRecord {
+            address: address.clone(),
+            status: Status::Sent,
+            reply: Some("250 ok".into()),
+            attempts: 1,
+        })
+        .collect();
+    let all_sent = Completion::Recipients {
+        finished: records,
+        next_attempt: None,
+        error: String::new(),
+        delay_warned: Vec::new(),
+    };
+    assert_eq!(all_sent.status(), Status::Sent);
+    assert!(dropping.complete(c, "w1", all_sent, t).await.unwrap());
+    let gone = Completion::Dead {
+        error: "550 no".into(),
+    };
+    assert!(dropping.complete(dead, "w1", gone, t).await.unwrap());
+    for id in [a, b, c] {
+        let m = find(Arc::clone(&dropping), id).await;
+        assert_eq!(m.status, Status::Sent);
+        assert!(m.body_dropped, "{id}");
+        assert_eq!(m.size, whole, "the size of the whole message is kept");
+    }
+    let m = find(Arc::clone(&dropping), dead).await;
+    assert!(!m.body_dropped, "a dead message keeps its body");
+
+    // The dead one, sent after a retry by hand, comes back whole first.
+    assert!(dropping.retry(dead, t).await.unwrap());
+    let claimed = dropping
+        .claim_one(dead, "w1", LEASE, t)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(claimed.bytes, big(4).bytes);
+    // What is left of a sent one: its header section to the blank line.
+    let sent = Completion::Sent {
+        reply: "250 ok".into(),
+    };
+    assert!(dropping.complete(dead, "w1", sent, t).await.unwrap());
+    assert!(
+        !dropping.retry(dead, t).await.unwrap(),
+        "a sent message is not retried"
+    );
+    let m = find(Arc::clone(&dropping), dead).await;
+    assert!(m.body_dropped);
+
+    // A store that keeps bodies keeps them.
+    let kept = keeping.enqueue(big(5)).await.unwrap();
+    let claimed = keeping
+        .claim_one(kept, "w2", LEASE, t)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(claimed.bytes.len() as u64, whole);
+    assert_eq!(
+        keeping.complete_sent("w2", &[kept], t).await.unwrap(),
+        [kept]
+    );
+    let m = find(Arc::clone(&keeping), kept).await;
+    assert!(!m.body_dropped);
+    assert_eq!(m.size, whole);
+}
