@@ -554,8 +554,9 @@ pub struct OutboxSettings {
     /// PostgreSQL heartbeat).
     pub worker_timeout: Duration,
     /// A recipient still deferred this long after its message was stored
-    /// gets its sender one delay notice, where `NOTIFY` allows
-    /// (`mailgate.outbox.delayWarningHours`, 4; `None` for 0: never).
+    /// (or retried by hand) gets its sender one delay notice, where
+    /// `NOTIFY` allows (`mailgate.outbox.delayWarningHours`, 4; `None` for
+    /// 0: never).
     pub delay_warning: Option<Duration>,
     /// Sent messages keep their body (`mailgate.outbox.keepSentBodies`,
     /// false: only the header section, the envelope, the size and the

@@ -28,7 +28,8 @@ pub enum RecipientEvent {
         next_attempt: SystemTime,
     },
     /// Not this time either, and it has waited longer than
-    /// `mailgate.outbox.delayWarningHours` since the message was stored:
+    /// `mailgate.outbox.delayWarningHours` since the message was stored
+    /// (or last retried by hand):
     /// its sender may be told (once per recipient; later attempts are
     /// [`RecipientEvent::Deferred`] again).
     Delayed {

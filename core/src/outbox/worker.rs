@@ -904,9 +904,10 @@ fn still_due(due: &[String], outcome: &DeliveryOutcome) -> Vec<String> {
 }
 
 /// The recipients of `still_due` whose delay is to be reported now:
-/// `message` was stored at least `delay_warning` before `now`
-/// (`mailgate.outbox.delayWarningHours`; `None`: never), and their delay
-/// was not reported before. Whether a notice goes out is the
+/// `message` was stored (or last retried by hand, where its
+/// `mailgate.outbox.maxAgeHours` counts from too) at least `delay_warning`
+/// before `now` (`mailgate.outbox.delayWarningHours`; `None`: never), and
+/// their delay was not reported before. Whether a notice goes out is the
 /// [`DsnWriter`]'s decision (the sender's `NOTIFY`); the delay counts as
 /// reported either way, as Postfix's `delay_warning_time` fires once.
 pub(crate) fn delay_warnings(
@@ -918,7 +919,9 @@ pub(crate) fn delay_warnings(
     let Some(after) = delay_warning else {
         return Vec::new();
     };
-    let waited = now.duration_since(message.created).unwrap_or_default();
+    // From `age_from`, not `created`: a dead message retried by hand gets
+    // its full time again before its sender hears of a delay.
+    let waited = now.duration_since(message.age_from).unwrap_or_default();
     if waited < after {
         return Vec::new();
     }
@@ -1014,6 +1017,14 @@ mod tests {
         // Turned off, or a clock before the message.
         assert!(delay_warnings(None, &m, &due, t0 + 100 * HOUR).is_empty());
         assert!(delay_warnings(Some(4 * HOUR), &m, &due, t0 - HOUR).is_empty());
+        // Retried by hand an hour ago: counted from then.
+        let mut retried = message(t0);
+        retried.age_from = t0 + 9 * HOUR;
+        assert!(delay_warnings(Some(4 * HOUR), &retried, &due, t0 + 10 * HOUR).is_empty());
+        assert_eq!(
+            delay_warnings(Some(4 * HOUR), &retried, &due, t0 + 13 * HOUR),
+            due
+        );
         // Fractions of an hour count.
         let m = message(t0);
         assert_eq!(
