@@ -527,6 +527,9 @@ fn json_of(m: &QueuedMessage) -> serde_json::Value {
         "message_id": m.message_id,
         "created": rfc3339(m.created),
         "size": m.size,
+        // Once sent, only the header section is kept unless
+        // `mailgate.outbox.keepSentBodies=true`.
+        "body_dropped": m.body_dropped,
         "recipients": recipients_json(m),
     })
 }

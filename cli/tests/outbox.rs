@@ -166,6 +166,45 @@ async fn delivered_at_once_when_the_server_is_up() {
 }
 
 #[tokio::test]
+async fn a_sent_message_is_listed_with_its_size_and_says_its_body_was_dropped() {
+    let server = DevSmtpServer::builder().start().await.unwrap();
+    let body = "a line of a long report\n".repeat(2000);
+    for (keep, dropped) in [(None, true), (Some("true"), false)] {
+        let extra: Vec<(&str, &str)> = keep
+            .map(|k| vec![("mailgate.outbox.keepSentBodies", k)])
+            .unwrap_or_default();
+        let dir = folder(server.port(), &extra);
+        let run = mailgate(
+            &dir,
+            &[
+                "send",
+                "--queue",
+                "--to",
+                "dev@example.com",
+                "--subject",
+                "big",
+                "--body",
+                &body,
+            ],
+        )
+        .await;
+        run.assert_code(0);
+        assert_eq!(run.stdout().trim(), "sent 1");
+        let listed = list(&dir, true).await;
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0]["status"], "sent");
+        assert_eq!(
+            listed[0]["body_dropped"], dropped,
+            "{keep:?}: {:#}",
+            listed[0]
+        );
+        let size = listed[0]["size"].as_u64().unwrap();
+        assert!(size > body.len() as u64, "the whole message's size: {size}");
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_permanent_refusal_is_dead_with_the_reply_then_retry_and_delete() {
     let server = DevSmtpServer::builder()
         .fault(Fault::reply(Stage::Rcpt, 550, "5.1.1 No such user here").times(1))

@@ -68,6 +68,12 @@ pub mod keys {
     /// Seconds a worker may go unheard before the others take over its
     /// messages (default 30).
     pub const OUTBOX_WORKER_TIMEOUT: &str = "mailgate.outbox.workerTimeoutSeconds";
+    /// Hours (decimals allowed) a recipient may stay deferred before its
+    /// sender gets one delay notice (default 4; 0: never).
+    pub const OUTBOX_DELAY_WARNING: &str = "mailgate.outbox.delayWarningHours";
+    /// `true`: sent messages keep their body for `keepSentHours` (default
+    /// false: the header section, envelope, size and replies only).
+    pub const OUTBOX_KEEP_SENT_BODIES: &str = "mailgate.outbox.keepSentBodies";
     /// Where `mailgate relay` listens (default `127.0.0.1:2525`).
     pub const RELAY_LISTEN: &str = "mailgate.relay.listen";
     /// Clients allowed to submit to the relay: comma-separated CIDRs (default loopback).
@@ -128,6 +134,8 @@ pub mod keys {
         OUTBOX_POSTMASTER,
         OUTBOX_WORKER_TIMEOUT,
         OUTBOX_AUTO_DELIVER,
+        OUTBOX_DELAY_WARNING,
+        OUTBOX_KEEP_SENT_BODIES,
         RELAY_LISTEN,
         RELAY_ALLOW,
         RELAY_MAX_MESSAGE_BYTES,
@@ -185,6 +193,8 @@ pub mod keys {
             OUTBOX_BOUNCES,
             OUTBOX_WORKER_TIMEOUT,
             OUTBOX_AUTO_DELIVER,
+            OUTBOX_DELAY_WARNING,
+            OUTBOX_KEEP_SENT_BODIES,
         ];
         match key {
             SERVER_HOSTNAME | HELO_NAME | MESSAGE_ID_DOMAIN => 253,
@@ -239,6 +249,11 @@ pub struct CaFile {
     /// Where `mailgate.smtp.ssl.caFile` named it.
     pub origin: Origin,
 }
+
+/// How long a recipient may stay deferred before its sender is told
+/// (`mailgate.outbox.delayWarningHours`, 4 hours as Postfix's
+/// `delay_warning_time` is commonly set).
+pub const DEFAULT_DELAY_WARNING: Duration = Duration::from_secs(4 * 3600);
 
 /// The outbox file in the config folder when `mailgate.outbox.url` is not set.
 pub const DEFAULT_OUTBOX_FILE: &str = "mailgate-outbox.db";
@@ -474,6 +489,8 @@ impl Settings {
                 keep_sent: Duration::from_secs(24 * 3600),
                 lease: Duration::from_secs(300),
                 worker_timeout: Duration::from_secs(30),
+                delay_warning: Some(DEFAULT_DELAY_WARNING),
+                keep_sent_bodies: false,
             },
             warnings: Vec::new(),
             key_file_override: key_file,
@@ -642,6 +659,8 @@ impl Settings {
             keep_sent: hours(keys::OUTBOX_KEEP_SENT, 24)?,
             lease: seconds(keys::OUTBOX_LEASE, 300, 86_400)?,
             worker_timeout: seconds(keys::OUTBOX_WORKER_TIMEOUT, 30, 3600)?,
+            delay_warning: self.delay_warning()?,
+            keep_sent_bodies: self.flag_or(keys::OUTBOX_KEEP_SENT_BODIES, false)?,
         };
         if outbox.lease < self.server.timeout * 10 {
             tracing::warn!(
@@ -663,6 +682,26 @@ impl Settings {
             ));
         }
         Ok(outbox)
+    }
+
+    /// `mailgate.outbox.delayWarningHours`: hours with decimals (Postfix's
+    /// `delay_warning_time`), 0 for none; at most a year.
+    fn delay_warning(&self) -> Result<Option<Duration>, ConfigError> {
+        let Some(v) = self.value(keys::OUTBOX_DELAY_WARNING) else {
+            return Ok(Some(DEFAULT_DELAY_WARNING));
+        };
+        let hours = v
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|h| h.is_finite() && (0.0..=24.0 * 365.0).contains(h))
+            .ok_or_else(|| {
+                self.invalid(
+                    keys::OUTBOX_DELAY_WARNING,
+                    "a number of hours from 0 (no delay notices) to 8760, decimals allowed (0.25 is 15 minutes)",
+                )
+            })?;
+        Ok(Some(Duration::from_secs_f64(hours * 3600.0)).filter(|d| !d.is_zero()))
     }
 
     /// The outbox settings (`mailgate.outbox.*`).
@@ -1529,6 +1568,40 @@ pub(crate) mod tests {
         let msg = format!("{err} {err:?}");
         assert!(msg.contains("mailgate.outbox.url"), "{msg}");
         assert!(!msg.contains("pw-secret-9"), "{msg}");
+    }
+
+    #[test]
+    fn delay_warnings_default_to_4_hours_take_decimals_and_0_turns_them_off() {
+        let s = load(HOST).unwrap();
+        assert_eq!(
+            s.outbox().delay_warning,
+            Some(Duration::from_secs(4 * 3600))
+        );
+        let s = load(&format!("{HOST}mailgate.outbox.delayWarningHours=0.25\n")).unwrap();
+        assert_eq!(s.outbox().delay_warning, Some(Duration::from_secs(900)));
+        let s = load(&format!("{HOST}mailgate.outbox.delayWarningHours=0\n")).unwrap();
+        assert_eq!(s.outbox().delay_warning, None);
+        for bad in ["-1", "NaN", "inf", "8761", "four"] {
+            let err =
+                load(&format!("{HOST}mailgate.outbox.delayWarningHours={bad}\n")).unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("mailgate.outbox.delayWarningHours"),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn sent_bodies_are_dropped_unless_kept() {
+        assert!(!load(HOST).unwrap().outbox().keep_sent_bodies);
+        let s = load(&format!("{HOST}mailgate.outbox.keepSentBodies=true\n")).unwrap();
+        assert!(s.outbox().keep_sent_bodies);
+        let err = load(&format!("{HOST}mailgate.outbox.keepSentBodies=yes\n")).unwrap_err();
+        assert!(
+            err.to_string().contains("mailgate.outbox.keepSentBodies"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -204,3 +204,61 @@ async fn no_dsn_for_the_null_sender_its_own_sender_or_with_bounces_off() {
     }
     assert!(peer.messages().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_success_report_with_ret_full_returns_the_body_the_outbox_then_drops() {
+    use mailgate::outbox::{DsnRequest, Notify, RecipientRequest};
+    let peer = SmtpPeer::start(PeerKind::Python, PeerConfig::new());
+    let (_dir, mailer) = mailer_for(peer.port(), &[]);
+    let worker = Worker::new(&mailer).unwrap();
+    let request = DsnRequest {
+        ret_full: true,
+        envid: None,
+        recipients: vec![RecipientRequest {
+            address: GOOD.into(),
+            notify: Some(Notify {
+                success: true,
+                failure: true,
+                delay: false,
+            }),
+            orcpt: None,
+        }],
+    };
+    let id = mailer
+        .enqueue_raw_with_dsn(&envelope(Some(APP), &[GOOD]), ORIGINAL.as_bytes(), request)
+        .await
+        .unwrap();
+    drain(&worker).await;
+    let messages = peer.wait_for_messages(2, WAIT);
+    let dsn = dsns(&messages);
+    assert_eq!(dsn.len(), 1, "{messages:#?}");
+    // The report is written before the message is marked sent: whole.
+    let parsed = MessageParser::default()
+        .parse(dsn[0].raw.as_slice())
+        .unwrap();
+    let returned = parsed
+        .parts
+        .iter()
+        .find(|p| {
+            p.content_type()
+                .is_some_and(|ct| ct.ctype() == "message" && ct.subtype() == Some("rfc822"))
+        })
+        .expect("RET=FULL returns the message");
+    let PartType::Message(returned) = &returned.body else {
+        panic!("message/rfc822 part: {:?}", returned.body);
+    };
+    assert!(
+        String::from_utf8_lossy(returned.raw_message()).contains("The build passed."),
+        "{:?}",
+        dsn[0].data
+    );
+    let listed = mailer.outbox().unwrap().list(true).await.unwrap();
+    let original = listed.iter().find(|m| m.id == id).unwrap();
+    assert_eq!(original.status, Status::Sent);
+    assert!(
+        original.body_dropped,
+        "then only its header section is kept"
+    );
+    assert!(original.size >= ORIGINAL.len() as u64);
+    mailer.close().await;
+}

@@ -62,6 +62,42 @@ async fn per_recipient() {
     conformance::per_recipient(store(&server.url())).await;
 }
 
+#[tokio::test]
+async fn delay_reports_are_recipient_state() {
+    let server = PgServer::start();
+    conformance::delay_reports_are_recipient_state(store(&server.url())).await;
+}
+
+#[tokio::test]
+async fn sent_messages_keep_their_headers_only() {
+    let server = PgServer::start();
+    let url = server.url();
+    conformance::sent_messages_keep_their_headers_only(
+        Arc::new(PgOutbox::open(&url).unwrap()),
+        Arc::new(PgOutbox::open(&url).unwrap().keep_sent_bodies(true)),
+    )
+    .await;
+    // What is left of each sent message: its header section to the blank
+    // line; the kept one is whole.
+    let rows = server.psql(
+        server.database(),
+        "SELECT body_dropped, octet_length(message), size,
+                position('\\x0d0a0d0a'::bytea IN message) + 3 = octet_length(message)
+           FROM outbox_messages WHERE status = 'sent' ORDER BY id",
+    );
+    let rows: Vec<&str> = rows.lines().collect();
+    assert_eq!(rows.len(), 5, "{rows:?}");
+    for row in &rows[..4] {
+        let cols: Vec<&str> = row.split('|').collect();
+        assert_eq!(cols[0], "t", "{row}");
+        assert_eq!(cols[3], "t", "ends at the blank line: {row}");
+        assert!(cols[1].parse::<u64>().unwrap() < 200, "{row}");
+        assert!(cols[2].parse::<u64>().unwrap() > 70_000, "{row}");
+    }
+    let kept: Vec<&str> = rows[4].split('|').collect();
+    assert_eq!((kept[0], kept[1] == kept[2]), ("f", true), "{rows:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_claims_are_exclusive() {
     let server = PgServer::start();
@@ -264,6 +300,8 @@ async fn open_dispatches_a_postgres_url_to_pg_outbox() {
         keep_sent: Duration::from_secs(24 * 3600),
         lease: Duration::from_secs(300),
         worker_timeout: Duration::from_secs(30),
+        delay_warning: Some(Duration::from_secs(4 * 3600)),
+        keep_sent_bodies: false,
     };
     let s = mailgate_outbox::open(&settings).unwrap();
     assert_eq!(

@@ -128,6 +128,7 @@ async fn a_refused_recipient_does_not_stop_the_others_and_a_retry_goes_only_to_t
                     let what = match e {
                         RecipientEvent::Delivered { .. } => "delivered",
                         RecipientEvent::Deferred { .. } => "deferred",
+                        RecipientEvent::Delayed { .. } => "delayed",
                         RecipientEvent::Dead { .. } => "dead",
                     };
                     (e.recipient(), what)

@@ -47,9 +47,13 @@ pub use sqlite::SqliteOutbox;
 pub fn open(settings: &OutboxSettings) -> Result<Arc<dyn OutboxStore>> {
     match &settings.location {
         #[cfg(feature = "sqlite")]
-        OutboxLocation::Sqlite(path) => Ok(Arc::new(SqliteOutbox::open(path)?)),
+        OutboxLocation::Sqlite(path) => Ok(Arc::new(
+            SqliteOutbox::open(path)?.keep_sent_bodies(settings.keep_sent_bodies),
+        )),
         #[cfg(feature = "postgres")]
-        OutboxLocation::Postgres(url) => Ok(Arc::new(PgOutbox::open(url)?)),
+        OutboxLocation::Postgres(url) => Ok(Arc::new(
+            PgOutbox::open(url)?.keep_sent_bodies(settings.keep_sent_bodies),
+        )),
         #[allow(unreachable_patterns)]
         other => Err(not_compiled(other)),
     }
@@ -126,17 +130,21 @@ pub(crate) fn completion_columns(completion: &Completion, now: SystemTime) -> Co
             finished,
             next_attempt,
             error,
+            delay_warned,
         } => Columns {
             status,
             error: Some(error.as_str()),
             next_attempt: next_attempt.map(to_ms),
             sent_at,
-            finished: Some(encode_finished(finished)),
+            finished: Some(encode_state(finished, delay_warned)),
         },
     }
 }
 
-/// How a finished recipient is kept in the `recipient_state` column (JSON).
+/// How a recipient's own state is kept in the `recipient_state` column (a
+/// JSON array): a finished one (`sent` or `dead`, with its reply), or one
+/// still due whose delay was reported (`queued` with `delay_warned`).
+/// Versions that know only finished records skip the others.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct StoredRecord {
     address: String,
@@ -145,10 +153,13 @@ struct StoredRecord {
     reply: Option<String>,
     #[serde(default)]
     attempts: u32,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    delay_warned: bool,
 }
 
-/// The `recipient_state` column of `finished`.
-pub(crate) fn encode_finished(finished: &[RecipientRecord]) -> String {
+/// The `recipient_state` column of `finished` and of the recipients still
+/// due whose delay was reported.
+pub(crate) fn encode_state(finished: &[RecipientRecord], delay_warned: &[String]) -> String {
     let stored: Vec<StoredRecord> = finished
         .iter()
         .map(|r| StoredRecord {
@@ -156,31 +167,47 @@ pub(crate) fn encode_finished(finished: &[RecipientRecord]) -> String {
             status: r.status.as_str().to_owned(),
             reply: r.reply.clone(),
             attempts: r.attempts,
+            delay_warned: false,
         })
+        .chain(
+            delay_warned
+                .iter()
+                .filter(|a| !finished.iter().any(|r| &r.address == *a))
+                .map(|address| StoredRecord {
+                    address: address.clone(),
+                    status: Status::Queued.as_str().to_owned(),
+                    reply: None,
+                    attempts: 0,
+                    delay_warned: true,
+                }),
+        )
         .collect();
     serde_json::to_string(&stored).unwrap_or_else(|_| "[]".into())
 }
 
-/// The records of a `recipient_state` column. A record this version cannot
-/// read is left out: its recipient counts as due again (at-least-once).
-pub(crate) fn decode_finished(column: Option<&str>) -> Vec<RecipientRecord> {
+/// The finished records and the reported delays of a `recipient_state`
+/// column. A record this version cannot read is left out: its recipient
+/// counts as due again (at-least-once), or its delay as not reported.
+pub(crate) fn decode_state(column: Option<&str>) -> (Vec<RecipientRecord>, Vec<String>) {
     let Some(text) = column else {
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     };
     let stored: Vec<StoredRecord> = serde_json::from_str(text).unwrap_or_default();
-    stored
-        .into_iter()
-        .filter_map(|r| {
-            let status =
-                Status::parse(&r.status).filter(|s| matches!(s, Status::Sent | Status::Dead))?;
-            Some(RecipientRecord {
+    let mut finished = Vec::new();
+    let mut delay_warned = Vec::new();
+    for r in stored {
+        match Status::parse(&r.status) {
+            Some(status @ (Status::Sent | Status::Dead)) => finished.push(RecipientRecord {
                 address: r.address,
                 status,
                 reply: r.reply,
                 attempts: r.attempts,
-            })
-        })
-        .collect()
+            }),
+            Some(Status::Queued) if r.delay_warned => delay_warned.push(r.address),
+            _ => {}
+        }
+    }
+    (finished, delay_warned)
 }
 
 /// How a DSN request is kept in the `dsn_request` column (JSON).
@@ -279,4 +306,34 @@ pub(crate) fn to_ms(t: SystemTime) -> i64 {
 #[allow(dead_code)]
 pub(crate) fn from_ms(ms: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recipient_state_keeps_records_and_reported_delays_and_reads_old_rows() {
+        let finished = vec![RecipientRecord {
+            address: "a@example.com".into(),
+            status: Status::Dead,
+            reply: Some("550 5.1.1 no".into()),
+            attempts: 2,
+        }];
+        let warned = vec!["b@example.com".to_owned(), "a@example.com".to_owned()];
+        let column = encode_state(&finished, &warned);
+        assert_eq!(
+            decode_state(Some(&column)),
+            (finished.clone(), vec!["b@example.com".to_owned()]),
+            "{column}"
+        );
+        // A row written before delay notices existed.
+        let old =
+            r#"[{"address":"a@example.com","status":"dead","reply":"550 5.1.1 no","attempts":2}]"#;
+        assert_eq!(decode_state(Some(old)), (finished, Vec::new()));
+        // What an older version reads of a new row: its finished records only.
+        assert!(column.contains(r#""status":"queued""#), "{column}");
+        assert_eq!(decode_state(Some("not json")), (Vec::new(), Vec::new()));
+        assert_eq!(decode_state(None), (Vec::new(), Vec::new()));
+    }
 }

@@ -41,7 +41,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRo
 use sqlx::{Connection as _, Row as _};
 use tokio::sync::OnceCell;
 
-use crate::{decode_dsn, decode_finished, encode_dsn, from_ms, to_ms};
+use crate::{decode_dsn, decode_state, encode_dsn, from_ms, to_ms};
 
 mod liveness;
 
@@ -70,13 +70,33 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX outbox_due ON outbox_messages (status, next_attempt_at);
     CREATE INDEX outbox_lease ON outbox_messages (status, lease_until);",
     // 2: the recipients that are done while others are not (JSON, see
-    // `encode_finished`); NULL while all share the message's status.
+    // `encode_state`); NULL while all share the message's status.
     "ALTER TABLE outbox_messages ADD COLUMN recipient_state TEXT;",
     // 3: the workers' heartbeats.
     liveness::WORKERS_TABLE,
     // 4: what the sender asked of DSNs (JSON, see `encode_dsn`), if it asked.
     "ALTER TABLE outbox_messages ADD COLUMN dsn_request TEXT;",
+    // 5: true once a sent message's body was dropped (`message` holds its
+    // header section, `size` stays the whole message's).
+    "ALTER TABLE outbox_messages ADD COLUMN body_dropped BOOLEAN NOT NULL DEFAULT false;",
 ];
+
+/// The assignments that drop a message's body, keeping its header section
+/// up to and including the blank line (a message without one is all
+/// header and is kept). Every stored message has header fields (mailgate
+/// adds Date, Message-ID, MIME-Version), so its first CRLF CRLF ends them.
+macro_rules! drop_body {
+    () => {
+        "message = CASE WHEN position('\\x0d0a0d0a'::bytea IN message) > 0
+                        THEN substring(message FROM 1
+                                       FOR position('\\x0d0a0d0a'::bytea IN message) + 3)
+                        ELSE message END,
+         body_dropped = body_dropped
+                        OR (position('\\x0d0a0d0a'::bytea IN message) > 0
+                            AND position('\\x0d0a0d0a'::bytea IN message) + 3
+                                < octet_length(message))"
+    };
+}
 
 /// The advisory lock the schema migration holds: "mailgate" in ASCII.
 /// Advisory locks are per database, so outboxes in different databases of
@@ -98,7 +118,8 @@ const MAX_CONNECTIONS: u32 = 8;
 macro_rules! summary {
     () => {
         "id, status, attempts, last_error, next_attempt_at, created_at, age_from, \
-         sent_at, mail_from, recipients, subject, message_id, size, recipient_state, dsn_request"
+         sent_at, mail_from, recipients, subject, message_id, size, recipient_state, dsn_request, \
+         body_dropped"
     };
 }
 
@@ -118,6 +139,8 @@ pub struct PgOutbox {
     /// The password as written in the URL (raw and decoded), removed from
     /// any text shown.
     secrets: Vec<String>,
+    /// Sent messages keep their body (`mailgate.outbox.keepSentBodies`).
+    keep_sent_bodies: bool,
 }
 
 impl std::fmt::Debug for PgOutbox {
@@ -162,7 +185,16 @@ impl PgOutbox {
             options,
             shown: shown_url(url),
             secrets,
+            keep_sent_bodies: false,
         })
+    }
+
+    /// With `true`, sent messages keep their body until they are purged
+    /// (`mailgate.outbox.keepSentBodies`); by default only their header
+    /// section is kept once they are sent.
+    pub fn keep_sent_bodies(mut self, keep: bool) -> Self {
+        self.keep_sent_bodies = keep;
+        self
     }
 
     /// The URL as it may be shown: no password, no query.
@@ -509,6 +541,10 @@ fn config_reason(e: &sqlx::Error) -> String {
 fn summary(row: &PgRow) -> std::result::Result<QueuedMessage, sqlx::Error> {
     let status: String = row.try_get("status")?;
     let recipients: String = row.try_get("recipients")?;
+    let (finished, delay_warned) = decode_state(
+        row.try_get::<Option<String>, _>("recipient_state")?
+            .as_deref(),
+    );
     Ok(QueuedMessage {
         id: row.try_get("id")?,
         status: Status::parse(&status).unwrap_or(Status::Dead),
@@ -525,11 +561,10 @@ fn summary(row: &PgRow) -> std::result::Result<QueuedMessage, sqlx::Error> {
         subject: row.try_get("subject")?,
         message_id: row.try_get("message_id")?,
         size: u64::try_from(row.try_get::<i64, _>("size")?).unwrap_or(0),
-        finished: decode_finished(
-            row.try_get::<Option<String>, _>("recipient_state")?
-                .as_deref(),
-        ),
+        finished,
         dsn: decode_dsn(row.try_get::<Option<String>, _>("dsn_request")?.as_deref()),
+        delay_warned,
+        body_dropped: row.try_get("body_dropped")?,
     })
 }
 
@@ -670,24 +705,35 @@ impl OutboxStore for PgOutbox {
     ) -> Result<bool> {
         let pool = self.worker_pool().await?;
         let columns = crate::completion_columns(&completion, now);
+        let sql = if columns.status == Status::Sent && !self.keep_sent_bodies {
+            concat!(
+                "UPDATE outbox_messages
+                    SET status = $1, last_error = COALESCE($2, last_error),
+                        next_attempt_at = $3, sent_at = $4,
+                        recipient_state = COALESCE($7, recipient_state),
+                        lease_owner = NULL, lease_until = NULL, ",
+                drop_body!(),
+                " WHERE id = $5 AND status = 'sending' AND lease_owner = $6"
+            )
+        } else {
+            "UPDATE outbox_messages
+                SET status = $1, last_error = COALESCE($2, last_error),
+                    next_attempt_at = $3, sent_at = $4,
+                    recipient_state = COALESCE($7, recipient_state),
+                    lease_owner = NULL, lease_until = NULL
+              WHERE id = $5 AND status = 'sending' AND lease_owner = $6"
+        };
         let done = self
             .run(
-                sqlx::query(
-                    "UPDATE outbox_messages
-                        SET status = $1, last_error = COALESCE($2, last_error),
-                            next_attempt_at = $3, sent_at = $4,
-                            recipient_state = COALESCE($7, recipient_state),
-                            lease_owner = NULL, lease_until = NULL
-                      WHERE id = $5 AND status = 'sending' AND lease_owner = $6",
-                )
-                .bind(columns.status.as_str())
-                .bind(columns.error)
-                .bind(columns.next_attempt)
-                .bind(columns.sent_at)
-                .bind(id)
-                .bind(worker)
-                .bind(columns.finished)
-                .execute(pool),
+                sqlx::query(sql)
+                    .bind(columns.status.as_str())
+                    .bind(columns.error)
+                    .bind(columns.next_attempt)
+                    .bind(columns.sent_at)
+                    .bind(id)
+                    .bind(worker)
+                    .bind(columns.finished)
+                    .execute(pool),
             )
             .await?;
         Ok(done.rows_affected() == 1)
@@ -700,18 +746,28 @@ impl OutboxStore for PgOutbox {
         now: SystemTime,
     ) -> Result<Vec<MessageId>> {
         let pool = self.worker_pool().await?;
-        self.run(
-            sqlx::query_scalar(
+        let sql = if self.keep_sent_bodies {
+            "UPDATE outbox_messages
+                SET status = 'sent', sent_at = $1, next_attempt_at = NULL,
+                    lease_owner = NULL, lease_until = NULL
+              WHERE id = ANY($2) AND status = 'sending' AND lease_owner = $3
+              RETURNING id"
+        } else {
+            concat!(
                 "UPDATE outbox_messages
                     SET status = 'sent', sent_at = $1, next_attempt_at = NULL,
-                        lease_owner = NULL, lease_until = NULL
-                  WHERE id = ANY($2) AND status = 'sending' AND lease_owner = $3
-                  RETURNING id",
+                        lease_owner = NULL, lease_until = NULL, ",
+                drop_body!(),
+                " WHERE id = ANY($2) AND status = 'sending' AND lease_owner = $3
+                  RETURNING id"
             )
-            .bind(to_ms(now))
-            .bind(ids)
-            .bind(worker)
-            .fetch_all(pool),
+        };
+        self.run(
+            sqlx::query_scalar(sql)
+                .bind(to_ms(now))
+                .bind(ids)
+                .bind(worker)
+                .fetch_all(pool),
         )
         .await
     }
@@ -826,12 +882,16 @@ impl OutboxStore for PgOutbox {
                      SELECT 'recipients:' || COALESCE(s, ''), SUM(n)::BIGINT FROM (
                         SELECT status AS s,
                                jsonb_array_length(recipients::jsonb)
-                                 - COALESCE(jsonb_array_length(recipient_state::jsonb), 0) AS n
+                                 - (SELECT COUNT(*)
+                                      FROM jsonb_array_elements(
+                                             COALESCE(recipient_state, '[]')::jsonb) r
+                                     WHERE r->>'status' IN ('sent', 'dead')) AS n
                           FROM outbox_messages
                         UNION ALL
                         SELECT r->>'status' AS s, 1 AS n
                           FROM outbox_messages m,
                                jsonb_array_elements(COALESCE(m.recipient_state, '[]')::jsonb) r
+                         WHERE r->>'status' IN ('sent', 'dead')
                      ) AS per_recipient GROUP BY s",
                 )
                 .fetch_all(pool),

@@ -28,7 +28,7 @@ use sqlx::sqlite::{
 };
 use tokio::sync::OnceCell;
 
-use crate::{decode_dsn, decode_finished, encode_dsn, from_ms, to_ms};
+use crate::{decode_dsn, decode_state, encode_dsn, from_ms, to_ms};
 
 mod liveness;
 
@@ -57,20 +57,41 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX outbox_due ON outbox_messages (status, next_attempt_at);
     CREATE INDEX outbox_lease ON outbox_messages (status, lease_until);",
     // 2: the recipients that are done while others are not (JSON, see
-    // `encode_finished`); NULL while all share the message's status.
+    // `encode_state`); NULL while all share the message's status.
     "ALTER TABLE outbox_messages ADD COLUMN recipient_state TEXT;",
     // 3: what the sender asked of DSNs (JSON, see `encode_dsn`), if it asked.
     "ALTER TABLE outbox_messages ADD COLUMN dsn_request TEXT;",
+    // 4: 1 once a sent message's body was dropped (`message` holds its
+    // header section, `size` stays the whole message's).
+    "ALTER TABLE outbox_messages ADD COLUMN body_dropped INTEGER NOT NULL DEFAULT 0;",
 ];
+
+/// The assignments that drop a message's body, keeping its header section
+/// up to and including the blank line (a message without one is all
+/// header and is kept). Every stored message has header fields (mailgate
+/// adds Date, Message-ID, MIME-Version), so its first CRLF CRLF ends them.
+macro_rules! drop_body {
+    () => {
+        "message = CASE WHEN instr(message, X'0D0A0D0A') > 0
+                        THEN substr(message, 1, instr(message, X'0D0A0D0A') + 3)
+                        ELSE message END,
+         body_dropped = CASE WHEN instr(message, X'0D0A0D0A') > 0
+                                  AND instr(message, X'0D0A0D0A') + 3 < length(message)
+                             THEN 1 ELSE body_dropped END"
+    };
+}
 
 /// The columns a listing reads (never the message bytes).
 const SUMMARY: &str = "id, status, attempts, last_error, next_attempt_at, created_at, age_from, \
-                       sent_at, mail_from, recipients, subject, message_id, size, recipient_state, dsn_request";
+                       sent_at, mail_from, recipients, subject, message_id, size, recipient_state, dsn_request, \
+                       body_dropped";
 
 /// An outbox in one SQLite file.
 pub struct SqliteOutbox {
     options: SqliteConnectOptions,
     path: PathBuf,
+    /// Sent messages keep their body (`mailgate.outbox.keepSentBodies`).
+    keep_sent_bodies: bool,
     /// Made on first use (sqlx needs a running tokio runtime for it), with
     /// the file and its schema: the durable pool, and the workers' pool.
     pools: OnceCell<Pools>,
@@ -106,8 +127,18 @@ impl SqliteOutbox {
         Ok(Self {
             options,
             path: path.to_owned(),
+            keep_sent_bodies: false,
             pools: OnceCell::new(),
         })
+    }
+
+    /// With `true`, sent messages keep their body until they are purged
+    /// (`mailgate.outbox.keepSentBodies`); by default only their header
+    /// section is kept once they are sent, and the space of the body is
+    /// reused by the next messages.
+    pub fn keep_sent_bodies(mut self, keep: bool) -> Self {
+        self.keep_sent_bodies = keep;
+        self
     }
 
     /// Whether the file exists yet (it is created on first use).
@@ -368,6 +399,10 @@ fn describe(e: &sqlx::Error) -> String {
 fn summary(row: &SqliteRow) -> std::result::Result<QueuedMessage, sqlx::Error> {
     let status: String = row.try_get("status")?;
     let recipients: String = row.try_get("recipients")?;
+    let (finished, delay_warned) = decode_state(
+        row.try_get::<Option<String>, _>("recipient_state")?
+            .as_deref(),
+    );
     Ok(QueuedMessage {
         id: row.try_get("id")?,
         status: Status::parse(&status).unwrap_or(Status::Dead),
@@ -384,11 +419,10 @@ fn summary(row: &SqliteRow) -> std::result::Result<QueuedMessage, sqlx::Error> {
         subject: row.try_get("subject")?,
         message_id: row.try_get("message_id")?,
         size: u64::try_from(row.try_get::<i64, _>("size")?).unwrap_or(0),
-        finished: decode_finished(
-            row.try_get::<Option<String>, _>("recipient_state")?
-                .as_deref(),
-        ),
+        finished,
         dsn: decode_dsn(row.try_get::<Option<String>, _>("dsn_request")?.as_deref()),
+        delay_warned,
+        body_dropped: row.try_get::<i64, _>("body_dropped")? != 0,
     })
 }
 
@@ -529,23 +563,33 @@ impl OutboxStore for SqliteOutbox {
     ) -> Result<bool> {
         let pool = self.worker_pool().await?;
         let columns = crate::completion_columns(&completion, now);
-        let done = sqlx::query(
+        let sql = if columns.status == Status::Sent && !self.keep_sent_bodies {
+            concat!(
+                "UPDATE outbox_messages
+                    SET status = ?, last_error = COALESCE(?, last_error), next_attempt_at = ?,
+                        sent_at = ?, recipient_state = COALESCE(?, recipient_state),
+                        lease_owner = NULL, lease_until = NULL, ",
+                drop_body!(),
+                " WHERE id = ? AND status = 'sending' AND lease_owner = ?"
+            )
+        } else {
             "UPDATE outbox_messages
                 SET status = ?, last_error = COALESCE(?, last_error), next_attempt_at = ?,
                     sent_at = ?, recipient_state = COALESCE(?, recipient_state),
                     lease_owner = NULL, lease_until = NULL
-              WHERE id = ? AND status = 'sending' AND lease_owner = ?",
-        )
-        .bind(columns.status.as_str())
-        .bind(columns.error)
-        .bind(columns.next_attempt)
-        .bind(columns.sent_at)
-        .bind(columns.finished)
-        .bind(id)
-        .bind(worker)
-        .execute(pool)
-        .await
-        .map_err(|e| self.err(e))?;
+              WHERE id = ? AND status = 'sending' AND lease_owner = ?"
+        };
+        let done = sqlx::query(sql)
+            .bind(columns.status.as_str())
+            .bind(columns.error)
+            .bind(columns.next_attempt)
+            .bind(columns.sent_at)
+            .bind(columns.finished)
+            .bind(id)
+            .bind(worker)
+            .execute(pool)
+            .await
+            .map_err(|e| self.err(e))?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -557,20 +601,31 @@ impl OutboxStore for SqliteOutbox {
     ) -> Result<Vec<MessageId>> {
         let pool = self.worker_pool().await?;
         // One statement for all of them: atomic on its own.
-        sqlx::query_scalar(
+        let sql = if self.keep_sent_bodies {
             "UPDATE outbox_messages
                 SET status = 'sent', sent_at = ?, next_attempt_at = NULL,
                     lease_owner = NULL, lease_until = NULL
               WHERE id IN (SELECT value FROM json_each(?))
                 AND status = 'sending' AND lease_owner = ?
-              RETURNING id",
-        )
-        .bind(to_ms(now))
-        .bind(serde_json::to_string(ids).unwrap_or_else(|_| "[]".into()))
-        .bind(worker)
-        .fetch_all(pool)
-        .await
-        .map_err(|e| self.err(e))
+              RETURNING id"
+        } else {
+            concat!(
+                "UPDATE outbox_messages
+                    SET status = 'sent', sent_at = ?, next_attempt_at = NULL,
+                        lease_owner = NULL, lease_until = NULL, ",
+                drop_body!(),
+                " WHERE id IN (SELECT value FROM json_each(?))
+                    AND status = 'sending' AND lease_owner = ?
+                  RETURNING id"
+            )
+        };
+        sqlx::query_scalar(sql)
+            .bind(to_ms(now))
+            .bind(serde_json::to_string(ids).unwrap_or_else(|_| "[]".into()))
+            .bind(worker)
+            .fetch_all(pool)
+            .await
+            .map_err(|e| self.err(e))
     }
 
     async fn release(&self, ids: &[MessageId], worker: &str) -> Result<u64> {
@@ -692,16 +747,19 @@ impl OutboxStore for SqliteOutbox {
         .await
         .map_err(|e| self.err(e))?;
         stats.oldest_waiting = oldest.map(from_ms);
-        // The recipients without a record share their message's status.
+        // The recipients without a finished record (`sent` or `dead`)
+        // share their message's status.
         let rows = sqlx::query(
             "SELECT s AS status, SUM(n) AS n FROM (
                 SELECT status AS s,
                        json_array_length(recipients)
-                         - COALESCE(json_array_length(recipient_state), 0) AS n
+                         - (SELECT COUNT(*) FROM json_each(recipient_state) r
+                             WHERE json_extract(r.value, '$.status') IN ('sent', 'dead')) AS n
                   FROM outbox_messages
                 UNION ALL
                 SELECT json_extract(r.value, '$.status') AS s, 1 AS n
-                  FROM outbox_messages m, json_each(m.recipient_state) r)
+                  FROM outbox_messages m, json_each(m.recipient_state) r
+                 WHERE json_extract(r.value, '$.status') IN ('sent', 'dead'))
              GROUP BY s",
         )
         .fetch_all(pool)

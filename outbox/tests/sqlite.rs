@@ -27,6 +27,23 @@ async fn per_recipient() {
     conformance::per_recipient(store(&dir)).await;
 }
 
+#[tokio::test]
+async fn delay_reports_are_recipient_state() {
+    let dir = tempfile::tempdir().unwrap();
+    conformance::delay_reports_are_recipient_state(store(&dir)).await;
+}
+
+#[tokio::test]
+async fn sent_messages_keep_their_headers_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("outbox.db");
+    conformance::sent_messages_keep_their_headers_only(
+        Arc::new(SqliteOutbox::open(&path).unwrap()),
+        Arc::new(SqliteOutbox::open(&path).unwrap().keep_sent_bodies(true)),
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_claims_are_exclusive() {
     let dir = tempfile::tempdir().unwrap();
@@ -110,4 +127,107 @@ fn opening_needs_no_runtime() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteOutbox::open(&dir.path().join("outbox.db")).unwrap();
     assert!(!store.exists());
+}
+
+/// The bytes stored for message `id`, read behind the store's back.
+async fn stored_bytes(path: &std::path::Path, id: i64) -> Vec<u8> {
+    use sqlx::ConnectOptions as _;
+    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .connect()
+        .await
+        .unwrap();
+    sqlx::query_scalar("SELECT message FROM outbox_messages WHERE id = ?")
+        .bind(id)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_sent_message_keeps_its_header_section_to_the_blank_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("outbox.db");
+    let store = SqliteOutbox::open(&path).unwrap();
+    let mut new = conformance::message(1);
+    let header = b"Subject: x\r\nMessage-ID: <x@example.org>\r\n\r\n".to_vec();
+    new.bytes = [header.clone(), b"body\r\n\r\nmore body\r\n".to_vec()].concat();
+    let id = store.enqueue(new.clone()).await.unwrap();
+    let now = std::time::SystemTime::now();
+    store
+        .claim_one(id, "w", std::time::Duration::from_secs(60), now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(store.complete_sent("w", &[id], now).await.unwrap(), [id]);
+    assert_eq!(stored_bytes(&path, id).await, header);
+    let listed = store.list(true).await.unwrap();
+    assert_eq!(listed[0].size, new.bytes.len() as u64);
+    assert!(listed[0].body_dropped);
+}
+
+/// Sizes of the database and its WAL after `rounds` rounds of `per_round`
+/// messages of `size` bytes, each round stored, then sent.
+async fn file_sizes_after(
+    store: &SqliteOutbox,
+    rounds: usize,
+    per_round: usize,
+    size: usize,
+) -> (u64, u64) {
+    use std::time::{Duration, SystemTime};
+    let mut body = Vec::with_capacity(size);
+    while body.len() < size {
+        body.extend_from_slice(
+            b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd\r\n",
+        );
+    }
+    for _ in 0..rounds {
+        let mut ids = Vec::new();
+        for n in 0..per_round {
+            let mut new = conformance::message(n);
+            new.bytes = [b"Subject: big\r\n\r\n".as_slice(), &body].concat();
+            ids.push(store.enqueue(new).await.unwrap());
+        }
+        let now = SystemTime::now() + Duration::from_secs(1);
+        let claimed = store
+            .claim("w", Duration::from_secs(60), per_round, now)
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), per_round);
+        assert_eq!(
+            store.complete_sent("w", &ids, now).await.unwrap().len(),
+            ids.len()
+        );
+    }
+    let size_of = |suffix: &str| {
+        let mut name = store.path().as_os_str().to_owned();
+        name.push(suffix);
+        std::fs::metadata(std::path::PathBuf::from(name)).map_or(0, |m| m.len())
+    };
+    (size_of(""), size_of("-wal"))
+}
+
+/// 100 messages of 1 MB sent one after another: with the bodies dropped,
+/// the file stays at a few MB (the pages of each body are reused by the
+/// next one); kept, it holds them all. Stored in bursts of 20, it grows to
+/// one burst and stays there.
+#[tokio::test]
+async fn the_space_of_dropped_bodies_is_reused() {
+    const MB: usize = 1 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let dropping = SqliteOutbox::open(&dir.path().join("dropping.db")).unwrap();
+    let keeping = SqliteOutbox::open(&dir.path().join("keeping.db"))
+        .unwrap()
+        .keep_sent_bodies(true);
+    let bursts = SqliteOutbox::open(&dir.path().join("bursts.db")).unwrap();
+    let (drop_db, drop_wal) = file_sizes_after(&dropping, 100, 1, MB).await;
+    let (keep_db, keep_wal) = file_sizes_after(&keeping, 100, 1, MB).await;
+    let (burst_db, burst_wal) = file_sizes_after(&bursts, 5, 20, MB).await;
+    eprintln!(
+        "100 x 1 MiB sent one by one: bodies dropped: db {drop_db} B, wal {drop_wal} B; \
+         bodies kept: db {keep_db} B, wal {keep_wal} B; 5 bursts of 20, dropped: db {burst_db} B, wal {burst_wal} B"
+    );
+    assert!(keep_db > 100 * MB as u64, "{keep_db}");
+    assert!(drop_db < 4 * MB as u64, "{drop_db}");
+    assert!(burst_db < 24 * MB as u64, "{burst_db}");
 }

@@ -1,5 +1,6 @@
 //! Delivery status notifications (RFC 3464): when a recipient of a message
-//! mailgate accepted becomes dead, its envelope sender is told, by a
+//! mailgate accepted becomes dead, or is still deferred after
+//! `mailgate.outbox.delayWarningHours`, its envelope sender is told, by a
 //! `multipart/report` from the null sender that goes out through the same
 //! outbox, upstream and strategy.
 //!
@@ -24,7 +25,14 @@ const MAX_DIAGNOSTIC: usize = 400;
 
 /// Writes a DSN to the envelope sender for the dead recipients of each
 /// attempt ([`Worker::observe`](super::Worker::observe); `Worker::new` adds
-/// it unless `mailgate.outbox.bounces=false`).
+/// it unless `mailgate.outbox.bounces=false`), and a delay notice
+/// (`Action: delayed`) for the recipients whose delay the worker reports
+/// ([`RecipientEvent::Delayed`]: still deferred after
+/// `mailgate.outbox.delayWarningHours`, once per recipient) where their
+/// `NOTIFY` has `DELAY` or is absent (RFC 3461 §4.1 leaves that case to
+/// the MTA; mailgate does as Postfix with `delay_warning_time` set).
+/// A delay notice carries the original's header section whatever `RET`
+/// says (RET applies to failure reports, RFC 3461 §4.3).
 ///
 /// No DSN answers a message from the null sender (a DSN itself): when one
 /// of those dies, `mailgate.outbox.postmaster` gets a notice if it is set,
@@ -105,26 +113,38 @@ enum Outcome {
     /// `Action: relayed` (`NOTIFY=SUCCESS`; the upstream is told nothing of
     /// DSNs, so "relayed", not "delivered", RFC 3464 §2.3.3).
     Relayed,
+    /// `Action: delayed` (`NOTIFY=DELAY`, or no `NOTIFY`).
+    Delayed,
 }
 
 impl DsnWriter {
     /// Whether the sender of `message` wants to hear `outcome` for
-    /// `recipient`: as its `NOTIFY` says; without one, failures only, and
-    /// not for mailgate's own notifications.
+    /// `recipient`: as its `NOTIFY` says; without one, failures and delays
+    /// only, and not for mailgate's own notifications.
     fn wants(&self, message: &QueuedMessage, recipient: &str, outcome: Outcome) -> bool {
-        let asked = message
-            .dsn
-            .as_ref()
-            .and_then(|d| d.recipient(recipient))
-            .and_then(|r| r.notify);
-        match (asked, outcome) {
-            (Some(n), Outcome::Failed) => n.failure,
-            (Some(n), Outcome::Relayed) => n.success,
-            (None, Outcome::Relayed) => false,
-            (None, Outcome::Failed) => !self
-                .own_sender
-                .as_deref()
-                .is_some_and(|own| own.eq_ignore_ascii_case(&message.from)),
+        wants(self.own_sender.as_deref(), message, recipient, outcome)
+    }
+}
+
+/// [`DsnWriter::wants`], with `own_sender` the configured sender.
+fn wants(
+    own_sender: Option<&str>,
+    message: &QueuedMessage,
+    recipient: &str,
+    outcome: Outcome,
+) -> bool {
+    let asked = message
+        .dsn
+        .as_ref()
+        .and_then(|d| d.recipient(recipient))
+        .and_then(|r| r.notify);
+    match (asked, outcome) {
+        (Some(n), Outcome::Failed) => n.failure,
+        (Some(n), Outcome::Relayed) => n.success,
+        (Some(n), Outcome::Delayed) => n.delay,
+        (None, Outcome::Relayed) => false,
+        (None, Outcome::Failed | Outcome::Delayed) => {
+            !own_sender.is_some_and(|own| own.eq_ignore_ascii_case(&message.from))
         }
     }
 }
@@ -141,9 +161,13 @@ impl DeliveryObserver for DsnWriter {
             events
                 .iter()
                 .filter_map(|e| match (e, outcome) {
-                    (RecipientEvent::Dead { recipient, error }, Outcome::Failed) => {
-                        Some((recipient.as_str(), error.as_str()))
-                    }
+                    (RecipientEvent::Dead { recipient, error }, Outcome::Failed)
+                    | (
+                        RecipientEvent::Delayed {
+                            recipient, error, ..
+                        },
+                        Outcome::Delayed,
+                    ) => Some((recipient.as_str(), error.as_str())),
                     (RecipientEvent::Delivered { recipient, reply }, Outcome::Relayed) => {
                         Some((recipient.as_str(), reply.as_str()))
                     }
@@ -151,6 +175,13 @@ impl DeliveryObserver for DsnWriter {
                 })
                 .collect()
         };
+        // All recipients delayed in one attempt share one retry limit.
+        let will_retry_until = events.iter().find_map(|e| match e {
+            RecipientEvent::Delayed {
+                will_retry_until, ..
+            } => Some(*will_retry_until),
+            _ => None,
+        });
         let dead = pick(Outcome::Failed);
         if message.from.is_empty() {
             if dead.is_empty() {
@@ -170,6 +201,7 @@ impl DeliveryObserver for DsnWriter {
                         original,
                         outcome: Outcome::Failed,
                         entries: &dead,
+                        will_retry_until: None,
                     });
                     self.store(notice).await;
                 }
@@ -181,7 +213,7 @@ impl DeliveryObserver for DsnWriter {
             }
             return;
         }
-        for outcome in [Outcome::Failed, Outcome::Relayed] {
+        for outcome in [Outcome::Failed, Outcome::Delayed, Outcome::Relayed] {
             let entries: Vec<(&str, &str)> = pick(outcome)
                 .into_iter()
                 .filter(|(recipient, _)| self.wants(message, recipient, outcome))
@@ -196,6 +228,7 @@ impl DeliveryObserver for DsnWriter {
                 original,
                 outcome,
                 entries: &entries,
+                will_retry_until,
             });
             self.store(dsn).await;
         }
@@ -210,8 +243,10 @@ struct Report<'a> {
     message: &'a QueuedMessage,
     original: &'a [u8],
     outcome: Outcome,
-    /// The recipients and the reply (why dead, or the acceptance).
+    /// The recipients and the reply (why dead or delayed, or the acceptance).
     entries: &'a [(&'a str, &'a str)],
+    /// When mailgate gives up on the delayed recipients.
+    will_retry_until: Option<SystemTime>,
 }
 
 /// With `RET=FULL`, the whole original is returned up to this size; a
@@ -237,6 +272,7 @@ fn build(report: &Report<'_>) -> NewMessage {
     let subject = match report.outcome {
         Outcome::Failed => "Undelivered Mail Returned to Sender",
         Outcome::Relayed => "Successful Mail Delivery Report",
+        Outcome::Delayed => "Delayed Mail (still being retried)",
     };
     let mut out = String::with_capacity(4096);
     let mut line = |s: &str| {
@@ -274,7 +310,16 @@ fn build(report: &Report<'_>) -> NewMessage {
         Outcome::Relayed => {
             "Your message was passed on to the next mail server for these recipients (as you asked); no further notice will follow from there."
         }
+        Outcome::Delayed => {
+            "Your message could not be delivered yet to one or more recipients; it is still being retried. This is a warning only: you do not need to send the message again."
+        }
     });
+    if let (Outcome::Delayed, Some(until)) = (report.outcome, report.will_retry_until) {
+        line(&format!(
+            "It will be retried until {}; you will be told if it cannot be delivered by then.",
+            raw::rfc5322_date(until)
+        ));
+    }
     if let Some(subject) = Some(&m.subject).filter(|s| !s.is_empty()) {
         line(&format!("Its subject: {}", cut(&ascii(subject), 200)));
     }
@@ -318,6 +363,10 @@ fn build(report: &Report<'_>) -> NewMessage {
                 line("Action: relayed");
                 line("Status: 2.0.0");
             }
+            Outcome::Delayed => {
+                line("Action: delayed");
+                line(&format!("Status: {}", delay_status_code(error)));
+            }
         }
         let error = cut(&ascii(error), MAX_DIAGNOSTIC);
         if report.outcome == Outcome::Relayed {
@@ -329,10 +378,17 @@ fn build(report: &Report<'_>) -> NewMessage {
             line(&format!("Diagnostic-Code: X-mailgate; {error}"));
         }
         line(&format!("Last-Attempt-Date: {now}"));
+        if let (Outcome::Delayed, Some(until)) = (report.outcome, report.will_retry_until) {
+            line(&format!("Will-Retry-Until: {}", raw::rfc5322_date(until)));
+        }
     }
     line("");
     line(&format!("--{boundary}"));
-    let full = request.is_some_and(|r| r.ret_full) && report.original.len() <= MAX_RETURNED;
+    // RET asks for the content of failure reports (RFC 3461 §4.3); a
+    // delay notice carries the header section, as Postfix's do.
+    let full = request.is_some_and(|r| r.ret_full)
+        && report.outcome != Outcome::Delayed
+        && report.original.len() <= MAX_RETURNED;
     if full {
         line("Content-Type: message/rfc822");
         line("Content-Description: Undelivered Message");
@@ -409,6 +465,17 @@ fn status_code(error: &str) -> String {
     "5.0.0".into()
 }
 
+/// The RFC 3463 status of a delay: the enhanced code in the reply where it
+/// is a temporary one (4.x.x), else 4.0.0 (a refused connection, a reply
+/// without an enhanced code).
+fn delay_status_code(error: &str) -> String {
+    error
+        .split_whitespace()
+        .find_map(enhanced)
+        .filter(|code| code.starts_with("4."))
+        .unwrap_or_else(|| "4.0.0".into())
+}
+
 fn enhanced(token: &str) -> Option<String> {
     let mut parts = token.split('.');
     let class = parts.next()?;
@@ -425,7 +492,7 @@ fn enhanced(token: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outbox::Status;
+    use crate::outbox::{DsnRequest, Notify, RecipientRequest, Status};
 
     fn queued() -> QueuedMessage {
         QueuedMessage {
@@ -444,6 +511,8 @@ mod tests {
             size: 10,
             finished: Vec::new(),
             dsn: None,
+            delay_warned: Vec::new(),
+            body_dropped: false,
         }
     }
 
@@ -474,6 +543,7 @@ mod tests {
             original,
             outcome: Outcome::Failed,
             entries: &dead,
+            will_retry_until: None,
         });
         assert_eq!(dsn.from, "");
         assert_eq!(dsn.to, ["app@example.org"]);
@@ -492,5 +562,101 @@ mod tests {
             text.split("\r\n")
                 .all(|l| !l.contains('\n') && !l.contains('\r'))
         );
+    }
+
+    fn asking(notify: Option<Notify>) -> QueuedMessage {
+        let mut m = queued();
+        m.dsn = Some(DsnRequest {
+            ret_full: true,
+            envid: None,
+            recipients: vec![RecipientRequest {
+                address: "bad@example.com".into(),
+                notify,
+                orcpt: None,
+            }],
+        });
+        m
+    }
+
+    #[test]
+    fn a_delay_is_reported_where_notify_has_delay_or_is_absent() {
+        let delay = Outcome::Delayed;
+        let r = "bad@example.com";
+        let own = Some("alm@example.com");
+        // No NOTIFY: the MTA's choice (RFC 3461 §4.1): a delay notice.
+        assert!(wants(own, &queued(), r, delay));
+        assert!(wants(own, &asking(None), r, delay));
+        let notify = |success, failure, delay| {
+            Some(Notify {
+                success,
+                failure,
+                delay,
+            })
+        };
+        assert!(wants(own, &asking(notify(false, false, true)), r, delay));
+        assert!(wants(own, &asking(notify(true, true, true)), r, delay));
+        // NEVER, and lists without DELAY.
+        assert!(!wants(own, &asking(notify(false, false, false)), r, delay));
+        assert!(!wants(own, &asking(notify(false, true, false)), r, delay));
+        assert!(!wants(own, &asking(notify(true, false, false)), r, delay));
+        // mailgate's own notifications: only when asked.
+        let mut mine = queued();
+        mine.from = "ALM@example.com".into();
+        assert!(!wants(own, &mine, r, delay));
+        mine.dsn = asking(notify(false, false, true)).dsn;
+        assert!(wants(own, &mine, r, delay));
+        // Failures keep their rules.
+        assert!(wants(own, &queued(), r, Outcome::Failed));
+        assert!(!wants(own, &queued(), r, Outcome::Relayed));
+    }
+
+    #[test]
+    fn a_delay_notice_says_delayed_with_a_temporary_status_and_the_retry_limit() {
+        let m = asking(Some(Notify {
+            success: false,
+            failure: true,
+            delay: true,
+        }));
+        let original = b"Subject: Report\r\nFrom: app@example.org\r\n\r\nsecret body\r\n";
+        let until = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+        let delayed = [("bad@example.com", "451 4.2.1 try later")];
+        let dsn = build(&Report {
+            reporting_mta: "relay.example.net",
+            to: "app@example.org",
+            message: &m,
+            original,
+            outcome: Outcome::Delayed,
+            entries: &delayed,
+            will_retry_until: Some(until),
+        });
+        assert_eq!(dsn.from, "");
+        let text = String::from_utf8(dsn.bytes).unwrap();
+        assert!(
+            text.contains("Subject: Delayed Mail (still being retried)\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("Action: delayed\r\n"), "{text}");
+        assert!(text.contains("Status: 4.2.1\r\n"), "{text}");
+        assert!(
+            text.contains("Diagnostic-Code: smtp; 451 4.2.1 try later\r\n"),
+            "{text}"
+        );
+        let until = raw::rfc5322_date(until);
+        assert!(
+            text.contains(&format!("Will-Retry-Until: {until}\r\n")),
+            "{text}"
+        );
+        // RET=FULL is for failures: the body stays out of a delay notice.
+        assert!(text.contains("Content-Type: text/rfc822-headers"), "{text}");
+        assert!(!text.contains("secret body"), "{text}");
+    }
+
+    #[test]
+    fn a_delay_status_is_temporary_whatever_the_reply() {
+        assert_eq!(delay_status_code("451 4.3.0 busy"), "4.3.0");
+        assert_eq!(delay_status_code("451 busy"), "4.0.0");
+        assert_eq!(delay_status_code("connection refused"), "4.0.0");
+        // A permanent enhanced code in a temporary reply is not taken.
+        assert_eq!(delay_status_code("452 5.2.2 full"), "4.0.0");
     }
 }

@@ -187,6 +187,14 @@ pub struct QueuedMessage {
     pub finished: Vec<RecipientRecord>,
     /// What the sender asked of DSNs, if it asked.
     pub dsn: Option<DsnRequest>,
+    /// The recipients still due whose delay was reported: they were still
+    /// deferred after `mailgate.outbox.delayWarningHours`, and a delay
+    /// notice went out if their `NOTIFY` asked for one. Never twice.
+    pub delay_warned: Vec<String>,
+    /// The stored bytes are the header section only: the body was dropped
+    /// once the message was sent (`mailgate.outbox.keepSentBodies=false`);
+    /// [`QueuedMessage::size`] is still the size of the whole message.
+    pub body_dropped: bool,
 }
 
 /// A recipient that is done: the server took the message for it, or it is dead.
@@ -328,6 +336,9 @@ pub enum Completion {
         next_attempt: Option<SystemTime>,
         /// The message's last failure, for listings.
         error: String,
+        /// The recipients still due whose delay was reported (replaces
+        /// [`QueuedMessage::delay_warned`]).
+        delay_warned: Vec<String>,
     },
 }
 
@@ -542,6 +553,15 @@ pub struct OutboxSettings {
     /// by the others (`mailgate.outbox.workerTimeoutSeconds`, 30; the
     /// PostgreSQL heartbeat).
     pub worker_timeout: Duration,
+    /// A recipient still deferred this long after its message was stored
+    /// (or retried by hand) gets its sender one delay notice, where
+    /// `NOTIFY` allows (`mailgate.outbox.delayWarningHours`, 4; `None` for
+    /// 0: never).
+    pub delay_warning: Option<Duration>,
+    /// Sent messages keep their body (`mailgate.outbox.keepSentBodies`,
+    /// false: only the header section, the envelope, the size and the
+    /// replies are kept once a message is sent).
+    pub keep_sent_bodies: bool,
 }
 
 /// Where an outbox lives.
@@ -630,6 +650,8 @@ mod tests {
             keep_sent: Duration::from_secs(24 * 3600),
             lease: Duration::from_secs(300),
             worker_timeout: Duration::from_secs(30),
+            delay_warning: Some(Duration::from_secs(4 * 3600)),
+            keep_sent_bodies: false,
         }
     }
 

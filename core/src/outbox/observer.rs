@@ -27,6 +27,21 @@ pub enum RecipientEvent {
         /// When it is tried again.
         next_attempt: SystemTime,
     },
+    /// Not this time either, and it has waited longer than
+    /// `mailgate.outbox.delayWarningHours` since the message was stored
+    /// (or last retried by hand):
+    /// its sender may be told (once per recipient; later attempts are
+    /// [`RecipientEvent::Deferred`] again).
+    Delayed {
+        /// The address.
+        recipient: String,
+        /// Why (the server's reply for it, or why the attempt failed).
+        error: String,
+        /// When it is tried again.
+        next_attempt: SystemTime,
+        /// When mailgate gives up on it (`mailgate.outbox.maxAgeHours`).
+        will_retry_until: SystemTime,
+    },
     /// It will never get the message.
     Dead {
         /// The address.
@@ -42,6 +57,7 @@ impl RecipientEvent {
         match self {
             RecipientEvent::Delivered { recipient, .. }
             | RecipientEvent::Deferred { recipient, .. }
+            | RecipientEvent::Delayed { recipient, .. }
             | RecipientEvent::Dead { recipient, .. } => recipient,
         }
     }
@@ -125,6 +141,20 @@ pub trait DeliveryObserver: Send + Sync {
     ) {
     }
 
+    /// `recipient` is still deferred long after `message` was stored (see
+    /// [`RecipientEvent::Delayed`]); by default a deferral like any other.
+    async fn on_delayed(
+        &self,
+        message: &QueuedMessage,
+        recipient: &str,
+        error: &str,
+        next_attempt: SystemTime,
+        _will_retry_until: SystemTime,
+    ) {
+        self.on_deferred(message, recipient, error, next_attempt)
+            .await;
+    }
+
     /// `recipient` will never get `message`.
     async fn on_dead(&self, _message: &QueuedMessage, _recipient: &str, _error: &str) {}
 
@@ -147,6 +177,15 @@ pub trait DeliveryObserver: Send + Sync {
                     next_attempt,
                 } => {
                     self.on_deferred(message, recipient, error, *next_attempt)
+                        .await;
+                }
+                RecipientEvent::Delayed {
+                    recipient,
+                    error,
+                    next_attempt,
+                    will_retry_until,
+                } => {
+                    self.on_delayed(message, recipient, error, *next_attempt, *will_retry_until)
                         .await;
                 }
                 RecipientEvent::Dead { recipient, error } => {

@@ -66,6 +66,44 @@ impl DeliveryOutcome {
         self.completion().status()
     }
 
+    /// The completion that records this outcome of `message`, whose
+    /// [`QueuedMessage::delay_warned`] is what this attempt leaves.
+    fn completion_of(&self, message: &QueuedMessage) -> Completion {
+        match self {
+            // A deferral that keeps reported delays rewrites the
+            // recipient state, so that no later attempt reports them again.
+            DeliveryOutcome::Retry {
+                error,
+                next_attempt,
+            } if !message.delay_warned.is_empty() => Completion::Recipients {
+                finished: message.finished.clone(),
+                next_attempt: Some(*next_attempt),
+                error: error.clone(),
+                delay_warned: message.delay_warned.clone(),
+            },
+            DeliveryOutcome::Recipients {
+                finished,
+                next_attempt,
+                error,
+                ..
+            } => Completion::Recipients {
+                finished: finished.clone(),
+                next_attempt: *next_attempt,
+                error: error.clone(),
+                delay_warned: match next_attempt {
+                    Some(_) => message
+                        .delay_warned
+                        .iter()
+                        .filter(|a| !finished.iter().any(|r| &&r.address == a))
+                        .cloned()
+                        .collect(),
+                    None => Vec::new(),
+                },
+            },
+            other => other.completion(),
+        }
+    }
+
     fn completion(&self) -> Completion {
         match self {
             DeliveryOutcome::Sent(reply) => Completion::Sent {
@@ -90,6 +128,7 @@ impl DeliveryOutcome {
                 finished: finished.clone(),
                 next_attempt: *next_attempt,
                 error: error.clone(),
+                delay_warned: Vec::new(),
             },
         }
     }
@@ -503,9 +542,19 @@ impl Worker {
     /// Sends one claimed message to its recipients still due; what became
     /// of it, told to the observers (nothing recorded yet).
     async fn attempt(&self, claimed: Claimed) -> (QueuedMessage, DeliveryOutcome) {
-        let Claimed { message, bytes } = claimed;
+        let Claimed { mut message, bytes } = claimed;
         let started = std::time::Instant::now();
         let due = message.due();
+        // Each recipient refused for now, with its own reply (the delay
+        // notice quotes it rather than the summary of all refusals).
+        let mut own_replies: Vec<(String, String)> = Vec::new();
+        let mut note_refusals = |refused: &[RecipientRefusal]| {
+            for r in refused.iter().filter(|r| r.is_transient()) {
+                if let Some(address) = due.get(r.index) {
+                    own_replies.push((address.clone(), format!("{} {}", r.code, r.reply)));
+                }
+            }
+        };
         let outcome = match envelope_of(&message.from, &due) {
             Err(e) => DeliveryOutcome::Dead {
                 error: e.to_string(),
@@ -516,6 +565,7 @@ impl Worker {
                     DeliveryOutcome::Sent(delivery.reply)
                 }
                 Ok(delivery) => {
+                    note_refusals(&delivery.refused);
                     let error = delivery.refusal().map(|e| (e.to_string(), e.exit_code()));
                     self.per_recipient(
                         &message,
@@ -526,6 +576,7 @@ impl Worker {
                     )
                 }
                 Err(e) if !e.refused_recipients().is_empty() => {
+                    note_refusals(e.refused_recipients());
                     let error = Some((e.to_string(), e.exit_code()));
                     self.per_recipient(&message, &due, None, e.refused_recipients(), error)
                 }
@@ -553,7 +604,31 @@ impl Worker {
             },
         };
         let outcome = self.with_earlier_records(&message, &due, outcome);
-        self.tell_observers(&message, &bytes, &due, &outcome).await;
+        let now = (self.clock)();
+        let still_due = still_due(&due, &outcome);
+        let newly_delayed = delay_warnings(self.settings.delay_warning, &message, &still_due, now);
+        // What is recorded: the reported delays of the recipients still due.
+        message.delay_warned = still_due
+            .iter()
+            .filter(|a| message.delay_warned.contains(a) || newly_delayed.contains(a))
+            .cloned()
+            .collect();
+        let will_retry_until = message
+            .age_from
+            .checked_add(self.settings.max_age)
+            .unwrap_or(message.age_from);
+        self.tell_observers(
+            &message,
+            &bytes,
+            &due,
+            &outcome,
+            &Deferrals {
+                own_replies: &own_replies,
+                delayed: &newly_delayed,
+                will_retry_until,
+            },
+        )
+        .await;
         let c = &self.counters;
         c.attempts.fetch_add(1, Ordering::Relaxed);
         c.attempt_micros.fetch_add(
@@ -578,7 +653,9 @@ impl Worker {
         due: &[String],
         outcome: DeliveryOutcome,
     ) -> DeliveryOutcome {
-        if message.finished.is_empty() {
+        // Reported delays are recipient state too: the final outcome
+        // replaces them.
+        if message.finished.is_empty() && message.delay_warned.is_empty() {
             return outcome;
         }
         match outcome {
@@ -680,11 +757,15 @@ impl Worker {
         original: &[u8],
         due: &[String],
         outcome: &DeliveryOutcome,
+        deferrals: &Deferrals<'_>,
     ) {
         if self.observers.is_empty() {
             return;
         }
-        let events = RecipientEvent::of(message, due, outcome);
+        let events = RecipientEvent::of(message, due, outcome)
+            .into_iter()
+            .map(|event| deferrals.refine(event))
+            .collect::<Vec<_>>();
         for observer in self.observers.iter() {
             observer.on_attempt(message, original, &events).await;
         }
@@ -694,7 +775,7 @@ impl Worker {
     async fn record(&self, outcomes: Vec<(QueuedMessage, DeliveryOutcome)>) -> Result<()> {
         let completions: Vec<(MessageId, Completion)> = outcomes
             .iter()
-            .map(|(message, outcome)| (message.id, outcome.completion()))
+            .map(|(message, outcome)| (message.id, outcome.completion_of(message)))
             .collect();
         let now = (self.clock)();
         let kept = self
@@ -756,6 +837,101 @@ impl Worker {
     }
 }
 
+/// What the observers hear of the recipients deferred by one attempt
+/// beyond the outcome itself.
+struct Deferrals<'a> {
+    /// Each recipient refused for now at RCPT, with its own reply.
+    own_replies: &'a [(String, String)],
+    /// The recipients whose delay is reported now.
+    delayed: &'a [String],
+    /// When the message is given up (`mailgate.outbox.maxAgeHours`).
+    will_retry_until: SystemTime,
+}
+
+impl Deferrals<'_> {
+    /// `event` with the recipient's own reply, and as
+    /// [`RecipientEvent::Delayed`] when its delay is reported now.
+    fn refine(&self, event: RecipientEvent) -> RecipientEvent {
+        let RecipientEvent::Deferred {
+            recipient,
+            error,
+            next_attempt,
+        } = event
+        else {
+            return event;
+        };
+        let error = self
+            .own_replies
+            .iter()
+            .find(|(a, _)| *a == recipient)
+            .map_or(error, |(_, reply)| reply.clone());
+        if self.delayed.contains(&recipient) {
+            RecipientEvent::Delayed {
+                recipient,
+                error,
+                next_attempt,
+                will_retry_until: self.will_retry_until,
+            }
+        } else {
+            RecipientEvent::Deferred {
+                recipient,
+                error,
+                next_attempt,
+            }
+        }
+    }
+}
+
+/// The distinct recipients of `due` that `outcome` leaves due (none once
+/// the message is sent or dead).
+fn still_due(due: &[String], outcome: &DeliveryOutcome) -> Vec<String> {
+    let finished: &[RecipientRecord] = match outcome {
+        DeliveryOutcome::Retry { .. } => &[],
+        DeliveryOutcome::Recipients {
+            finished,
+            next_attempt: Some(_),
+            ..
+        } => finished,
+        _ => return Vec::new(),
+    };
+    let mut out: Vec<String> = Vec::new();
+    for address in due {
+        if !finished.iter().any(|r| &r.address == address) && !out.contains(address) {
+            out.push(address.clone());
+        }
+    }
+    out
+}
+
+/// The recipients of `still_due` whose delay is to be reported now:
+/// `message` was stored (or last retried by hand, where its
+/// `mailgate.outbox.maxAgeHours` counts from too) at least `delay_warning`
+/// before `now` (`mailgate.outbox.delayWarningHours`; `None`: never), and
+/// their delay was not reported before. Whether a notice goes out is the
+/// [`DsnWriter`]'s decision (the sender's `NOTIFY`); the delay counts as
+/// reported either way, as Postfix's `delay_warning_time` fires once.
+pub(crate) fn delay_warnings(
+    delay_warning: Option<Duration>,
+    message: &QueuedMessage,
+    still_due: &[String],
+    now: SystemTime,
+) -> Vec<String> {
+    let Some(after) = delay_warning else {
+        return Vec::new();
+    };
+    // From `age_from`, not `created`: a dead message retried by hand gets
+    // its full time again before its sender hears of a delay.
+    let waited = now.duration_since(message.age_from).unwrap_or_default();
+    if waited < after {
+        return Vec::new();
+    }
+    still_due
+        .iter()
+        .filter(|a| !message.delay_warned.contains(a))
+        .cloned()
+        .collect()
+}
+
 fn envelope_of(from: &str, to: &[String]) -> Result<Envelope> {
     use crate::message::address::envelope_address;
     let from = if from.is_empty() {
@@ -793,4 +969,146 @@ fn worker_id() -> String {
     // The random hex of a fresh Message-ID: unique across restarts.
     let random = id.trim_start_matches('<').get(..12).unwrap_or("0");
     format!("{host}-{}-{random}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(created: SystemTime) -> QueuedMessage {
+        QueuedMessage {
+            id: 1,
+            status: Status::Sending,
+            attempts: 3,
+            last_error: None,
+            next_attempt: None,
+            created,
+            age_from: created,
+            sent_at: None,
+            from: "app@example.org".into(),
+            to: vec!["a@example.com".into(), "b@example.com".into()],
+            subject: String::new(),
+            message_id: None,
+            size: 10,
+            finished: Vec::new(),
+            dsn: None,
+            delay_warned: Vec::new(),
+            body_dropped: false,
+        }
+    }
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    #[test]
+    fn a_delay_is_reported_once_after_the_warning_time_for_the_recipients_still_due() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut m = message(t0);
+        let due = vec!["a@example.com".to_owned(), "b@example.com".to_owned()];
+        // Younger than the warning time: nothing yet.
+        assert!(delay_warnings(Some(4 * HOUR), &m, &due, t0 + 3 * HOUR).is_empty());
+        // Past it: every recipient still due.
+        assert_eq!(delay_warnings(Some(4 * HOUR), &m, &due, t0 + 4 * HOUR), due);
+        // Never twice: the recorded ones are left out.
+        m.delay_warned = vec!["a@example.com".into()];
+        assert_eq!(
+            delay_warnings(Some(4 * HOUR), &m, &due, t0 + 5 * HOUR),
+            ["b@example.com"]
+        );
+        // Turned off, or a clock before the message.
+        assert!(delay_warnings(None, &m, &due, t0 + 100 * HOUR).is_empty());
+        assert!(delay_warnings(Some(4 * HOUR), &m, &due, t0 - HOUR).is_empty());
+        // Retried by hand an hour ago: counted from then.
+        let mut retried = message(t0);
+        retried.age_from = t0 + 9 * HOUR;
+        assert!(delay_warnings(Some(4 * HOUR), &retried, &due, t0 + 10 * HOUR).is_empty());
+        assert_eq!(
+            delay_warnings(Some(4 * HOUR), &retried, &due, t0 + 13 * HOUR),
+            due
+        );
+        // Fractions of an hour count.
+        let m = message(t0);
+        assert_eq!(
+            delay_warnings(
+                Some(Duration::from_secs_f64(0.0003 * 3600.0)),
+                &m,
+                &due,
+                t0 + Duration::from_secs(2)
+            ),
+            due
+        );
+    }
+
+    #[test]
+    fn only_deferred_recipients_are_still_due() {
+        let due = vec![
+            "a@example.com".to_owned(),
+            "b@example.com".to_owned(),
+            "a@example.com".to_owned(),
+        ];
+        let retry = DeliveryOutcome::Retry {
+            error: "421 busy".into(),
+            next_attempt: SystemTime::UNIX_EPOCH,
+        };
+        assert_eq!(still_due(&due, &retry), ["a@example.com", "b@example.com"]);
+        let record = RecipientRecord {
+            address: "a@example.com".into(),
+            status: Status::Sent,
+            reply: Some("250 ok".into()),
+            attempts: 1,
+        };
+        let some = DeliveryOutcome::Recipients {
+            finished: vec![record.clone()],
+            next_attempt: Some(SystemTime::UNIX_EPOCH),
+            error: "451 later".into(),
+            exit_code: 75,
+        };
+        assert_eq!(still_due(&due, &some), ["b@example.com"]);
+        let done = DeliveryOutcome::Recipients {
+            finished: vec![record],
+            next_attempt: None,
+            error: String::new(),
+            exit_code: 0,
+        };
+        assert!(still_due(&due, &done).is_empty());
+        assert!(still_due(&due, &DeliveryOutcome::Sent("250".into())).is_empty());
+    }
+
+    #[test]
+    fn a_reported_delay_is_recorded_with_the_deferral_and_dropped_when_done() {
+        let mut m = message(SystemTime::UNIX_EPOCH);
+        m.delay_warned = vec!["b@example.com".into()];
+        let next = SystemTime::UNIX_EPOCH + HOUR;
+        let retry = DeliveryOutcome::Retry {
+            error: "connection refused".into(),
+            next_attempt: next,
+        };
+        match retry.completion_of(&m) {
+            Completion::Recipients {
+                finished,
+                next_attempt,
+                delay_warned,
+                ..
+            } => {
+                assert!(finished.is_empty());
+                assert_eq!(next_attempt, Some(next));
+                assert_eq!(delay_warned, ["b@example.com"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        // Without reported delays a deferral stays a plain retry.
+        m.delay_warned.clear();
+        assert!(matches!(retry.completion_of(&m), Completion::Retry { .. }));
+        // Once no recipient is due, nothing is kept of delays.
+        m.delay_warned = vec!["b@example.com".into()];
+        let done = DeliveryOutcome::Recipients {
+            finished: Vec::new(),
+            next_attempt: None,
+            error: String::new(),
+            exit_code: 0,
+        };
+        match done.completion_of(&m) {
+            Completion::Recipients { delay_warned, .. } => assert!(delay_warned.is_empty()),
+            other => panic!("{other:?}"),
+        }
+    }
 }

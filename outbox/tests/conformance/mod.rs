@@ -430,6 +430,7 @@ pub async fn per_recipient(store: Arc<dyn OutboxStore>) {
         finished: finished.clone(),
         next_attempt: Some(next),
         error: "452 4.2.2 mailbox full".into(),
+        delay_warned: Vec::new(),
     };
     assert_eq!(completion.status(), Status::Queued);
     assert!(store.complete(id, "w1", completion, t0).await.unwrap());
@@ -492,6 +493,7 @@ pub async fn per_recipient(store: Arc<dyn OutboxStore>) {
         finished: finished.clone(),
         next_attempt: None,
         error: "550 5.1.1 no such user".into(),
+        delay_warned: Vec::new(),
     };
     assert_eq!(completion.status(), Status::Dead);
     assert!(store.complete(id, "w1", completion, next).await.unwrap());
@@ -516,6 +518,7 @@ pub async fn per_recipient(store: Arc<dyn OutboxStore>) {
         finished: finished.clone(),
         next_attempt: None,
         error: "550".into(),
+        delay_warned: Vec::new(),
     };
     assert!(store.complete(id, "w1", completion, next).await.unwrap());
     assert_eq!(store.retry_dead(next).await.unwrap(), 1);
@@ -527,4 +530,213 @@ pub async fn per_recipient(store: Arc<dyn OutboxStore>) {
         .find(|m| m.id == id)
         .unwrap();
     assert_eq!(m.due(), ["bad@example.com"]);
+}
+
+/// A recipient still due whose delay was reported keeps that through
+/// deferrals and restarts; it counts as queued; a retry by hand keeps it;
+/// the final completion drops it.
+pub async fn delay_reports_are_recipient_state(store: Arc<dyn OutboxStore>) {
+    use mailgate_core::outbox::RecipientRecord;
+    let mut new = message(1);
+    new.to = vec![
+        "good@example.com".into(),
+        "slow@example.com".into(),
+        "late@example.com".into(),
+    ];
+    let id = store.enqueue(new).await.unwrap();
+    let t0 = SystemTime::now() + Duration::from_secs(1);
+    let claimed = store.claim("w1", LEASE, 10, t0).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert!(claimed[0].message.delay_warned.is_empty());
+    let good = RecipientRecord {
+        address: "good@example.com".into(),
+        status: Status::Sent,
+        reply: Some("250 ok".into()),
+        attempts: 1,
+    };
+    let next = t0 + Duration::from_secs(30);
+    let completion = Completion::Recipients {
+        finished: vec![good.clone()],
+        next_attempt: Some(next),
+        error: "451 4.3.0 later".into(),
+        delay_warned: vec!["slow@example.com".into()],
+    };
+    assert_eq!(completion.status(), Status::Queued);
+    assert!(store.complete(id, "w1", completion, t0).await.unwrap());
+    let listed = store.list(false).await.unwrap();
+    let m = listed.iter().find(|m| m.id == id).unwrap();
+    assert_eq!(m.finished, std::slice::from_ref(&good));
+    assert_eq!(m.delay_warned, ["slow@example.com"]);
+    assert_eq!(m.due(), ["slow@example.com", "late@example.com"]);
+    let stats = store.stats().await.unwrap();
+    assert_eq!(
+        (
+            stats.recipients.queued,
+            stats.recipients.sent,
+            stats.recipients.dead
+        ),
+        (2, 1, 0),
+        "a reported delay is still a queued recipient"
+    );
+
+    // A plain deferral leaves the state alone; the claim reads it back.
+    let claimed = store.claim("w1", LEASE, 10, next).await.unwrap();
+    assert_eq!(claimed[0].message.delay_warned, ["slow@example.com"]);
+    let retry = Completion::Retry {
+        error: "connection refused".into(),
+        next_attempt: next,
+    };
+    assert!(store.complete(id, "w1", retry, next).await.unwrap());
+    // A retry by hand keeps it: a second notice is not owed.
+    assert!(store.retry(id, next).await.unwrap());
+    let claimed = store.claim("w1", LEASE, 10, next).await.unwrap();
+    assert_eq!(claimed[0].message.delay_warned, ["slow@example.com"]);
+    assert_eq!(claimed[0].message.finished, std::slice::from_ref(&good));
+
+    // Done: the records replace the reported delays.
+    let done = Completion::Recipients {
+        finished: vec![
+            good,
+            RecipientRecord {
+                address: "slow@example.com".into(),
+                status: Status::Sent,
+                reply: Some("250 ok".into()),
+                attempts: 3,
+            },
+            RecipientRecord {
+                address: "late@example.com".into(),
+                status: Status::Sent,
+                reply: Some("250 ok".into()),
+                attempts: 3,
+            },
+        ],
+        next_attempt: None,
+        error: String::new(),
+        delay_warned: Vec::new(),
+    };
+    assert!(store.complete(id, "w1", done, next).await.unwrap());
+    let m = store
+        .list(true)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|m| m.id == id)
+        .unwrap();
+    assert_eq!(m.status, Status::Sent);
+    assert!(m.delay_warned.is_empty());
+    let stats = store.stats().await.unwrap();
+    assert_eq!(
+        (
+            stats.recipients.queued,
+            stats.recipients.sent,
+            stats.recipients.dead
+        ),
+        (0, 3, 0)
+    );
+}
+
+/// A sent message keeps its header section and size, not its body (unless
+/// the store keeps bodies); a dead one keeps everything, so that `retry`
+/// sends it whole. `dropping` and `keeping` are two stores on one outbox.
+pub async fn sent_messages_keep_their_headers_only(
+    dropping: Arc<dyn OutboxStore>,
+    keeping: Arc<dyn OutboxStore>,
+) {
+    let header = "From: app@example.org\r\nSubject: big\r\nMessage-ID: <big@example.org>\r\n\r\n";
+    let body = "line of the body\r\n\r\n".repeat(4096);
+    let big = |n: usize| NewMessage {
+        bytes: format!("{header}{body}").into_bytes(),
+        ..message(n)
+    };
+    let whole = big(0).bytes.len() as u64;
+    let t = SystemTime::now() + Duration::from_secs(1);
+    let find = |store: Arc<dyn OutboxStore>, id| async move {
+        store
+            .list(true)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|m| m.id == id)
+            .unwrap()
+    };
+
+    // Marked sent alone, through a batch, and with per-recipient records.
+    let a = dropping.enqueue(big(1)).await.unwrap();
+    let b = dropping.enqueue(big(2)).await.unwrap();
+    let c = dropping.enqueue(big(3)).await.unwrap();
+    let dead = dropping.enqueue(big(4)).await.unwrap();
+    let claimed = dropping.claim("w1", LEASE, 10, t).await.unwrap();
+    assert_eq!(claimed.len(), 4);
+    assert!(claimed.iter().all(|c| !c.message.body_dropped));
+    let sent = Completion::Sent {
+        reply: "250 ok".into(),
+    };
+    assert!(dropping.complete(a, "w1", sent, t).await.unwrap());
+    assert_eq!(dropping.complete_sent("w1", &[b], t).await.unwrap(), [b]);
+    let records = message(3)
+        .to
+        .iter()
+        .map(|address| mailgate_core::outbox::RecipientRecord {
+            address: address.clone(),
+            status: Status::Sent,
+            reply: Some("250 ok".into()),
+            attempts: 1,
+        })
+        .collect();
+    let all_sent = Completion::Recipients {
+        finished: records,
+        next_attempt: None,
+        error: String::new(),
+        delay_warned: Vec::new(),
+    };
+    assert_eq!(all_sent.status(), Status::Sent);
+    assert!(dropping.complete(c, "w1", all_sent, t).await.unwrap());
+    let gone = Completion::Dead {
+        error: "550 no".into(),
+    };
+    assert!(dropping.complete(dead, "w1", gone, t).await.unwrap());
+    for id in [a, b, c] {
+        let m = find(Arc::clone(&dropping), id).await;
+        assert_eq!(m.status, Status::Sent);
+        assert!(m.body_dropped, "{id}");
+        assert_eq!(m.size, whole, "the size of the whole message is kept");
+    }
+    let m = find(Arc::clone(&dropping), dead).await;
+    assert!(!m.body_dropped, "a dead message keeps its body");
+
+    // The dead one, sent after a retry by hand, comes back whole first.
+    assert!(dropping.retry(dead, t).await.unwrap());
+    let claimed = dropping
+        .claim_one(dead, "w1", LEASE, t)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(claimed.bytes, big(4).bytes);
+    // What is left of a sent one: its header section to the blank line.
+    let sent = Completion::Sent {
+        reply: "250 ok".into(),
+    };
+    assert!(dropping.complete(dead, "w1", sent, t).await.unwrap());
+    assert!(
+        !dropping.retry(dead, t).await.unwrap(),
+        "a sent message is not retried"
+    );
+    let m = find(Arc::clone(&dropping), dead).await;
+    assert!(m.body_dropped);
+
+    // A store that keeps bodies keeps them.
+    let kept = keeping.enqueue(big(5)).await.unwrap();
+    let claimed = keeping
+        .claim_one(kept, "w2", LEASE, t)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(claimed.bytes.len() as u64, whole);
+    assert_eq!(
+        keeping.complete_sent("w2", &[kept], t).await.unwrap(),
+        [kept]
+    );
+    let m = find(Arc::clone(&keeping), kept).await;
+    assert!(!m.body_dropped);
+    assert_eq!(m.size, whole);
 }
