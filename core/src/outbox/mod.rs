@@ -19,6 +19,7 @@
 //! loop ([`Worker`]); the `mailgate-outbox` crate holds the SQLite and
 //! PostgreSQL stores, each behind a cargo feature.
 
+mod delay;
 mod dsn;
 mod liveness;
 mod observer;
