@@ -6,6 +6,7 @@
 //!
 //! ```sh
 //! cargo bench -p mailgate-cli --bench relay_memory
+//! cargo bench -p mailgate-cli --bench relay_memory --profile dev   # the debug build's figures
 //! MAILGATE_BENCH_CLIENTS=8 MAILGATE_BENCH_MIB=10 cargo bench -p mailgate-cli --bench relay_memory
 //! ```
 

@@ -132,6 +132,17 @@ fn load(build: &Build) -> Result<Loaded, Error> {
         1,
         1 << 20,
     )? << 20;
+    if max_data_memory < max_message_bytes {
+        return Err(config(
+            settings,
+            keys::RELAY_MAX_DATA_MEMORY,
+            &format!(
+                "at least one message of `{}` ({max_message_bytes} bytes: {} MiB), or no relay session could ever hold one",
+                keys::RELAY_MAX_MESSAGE_BYTES,
+                max_message_bytes.div_ceil(1 << 20)
+            ),
+        ));
+    }
     let defaults = RelayConfig::default();
     let relay = RelayConfig {
         hostname: hostname(),
