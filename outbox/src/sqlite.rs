@@ -369,6 +369,26 @@ fn describe_code(code: i64, message: &str) -> String {
     }
 }
 
+/// A connection of the durable pool in a transaction of the store's own
+/// (`BEGIN IMMEDIATE` ... `COMMIT` as statements, not sqlx's
+/// `Transaction`: when SQLite rolls a transaction back by itself after a
+/// write error, sqlx's count of open transactions would stay up and that
+/// connection refuse every later `BEGIN`). Dropped before its commit (an
+/// error, a caller that gave up), the connection is closed, which rolls
+/// the transaction back, instead of going back to the pool.
+struct Writing {
+    conn: sqlx::pool::PoolConnection<sqlx::Sqlite>,
+    committed: bool,
+}
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        if !self.committed {
+            self.conn.close_on_drop();
+        }
+    }
+}
+
 mod blob {
     //! Writing a message into its row's zero blob with SQLite's
     //! incremental blob I/O, which sqlx does not wrap.
@@ -514,8 +534,12 @@ impl OutboxStore for SqliteOutbox {
         // transaction: a bound blob would be copied by SQLite and again
         // into the record, three times the message in memory at once.
         // IMMEDIATE: the write lock is taken (or waited for) at once.
-        let mut tx = pool
-            .begin_with("BEGIN IMMEDIATE")
+        let mut writing = Writing {
+            conn: pool.acquire().await.map_err(|e| self.err(e))?,
+            committed: false,
+        };
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *writing.conn)
             .await
             .map_err(|e| self.err(e))?;
         let id: MessageId = sqlx::query_scalar(
@@ -535,22 +559,25 @@ impl OutboxStore for SqliteOutbox {
         .bind(size)
         .bind(size)
         .bind(encode_dsn(message.dsn.as_ref()))
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut *writing.conn)
         .await
         .map_err(|e| self.err(e))?
         .into_iter()
         .next()
         .ok_or_else(|| outbox_error(&self.path, "the insert returned no id".into()))?;
         if !message.bytes.is_empty() {
-            let mut handle = tx.lock_handle().await.map_err(|e| self.err(e))?;
-            let db = handle.as_raw_handle();
-            blob::write(db, id, &message.bytes)
+            let mut handle = writing.conn.lock_handle().await.map_err(|e| self.err(e))?;
+            blob::write(handle.as_raw_handle(), id, &message.bytes)
                 .map_err(|(code, text)| outbox_error(&self.path, describe_code(code, &text)))?;
         }
         drop(message);
         // The commit is where a full disk shows (SQLITE_FULL while the WAL
         // is written): an error here means nothing was stored.
-        tx.commit().await.map_err(|e| self.err(e))?;
+        sqlx::query("COMMIT")
+            .execute(&mut *writing.conn)
+            .await
+            .map_err(|e| self.err(e))?;
+        writing.committed = true;
         Ok(id)
     }
 
