@@ -10,7 +10,7 @@
 //! - What is kept is capped at `max_message_bytes`: past it nothing more is
 //!   kept (the buffer is freed) and the message is refused at its end; the
 //!   buffer's capacity never exceeds the cap.
-//! - With a memory budget ([`DataReader::allow`]), the buffer never
+//! - With a memory budget ([`DataReader::allow`]), the data never
 //!   outgrows what the session was granted: past it nothing more is kept
 //!   and the message is answered `452` at its end (unless refused for
 //!   good). A few KiB of headroom ([`DataReader::with_headroom`]) are
@@ -105,25 +105,24 @@ impl DataReader {
         self
     }
 
-    /// The buffer the data may need once `more` input bytes are fed, the
-    /// headroom included (output never exceeds input); 0 once nothing more
-    /// is kept.
+    /// The data bytes kept once `more` input bytes are fed, at most
+    /// (output never exceeds input); 0 once nothing more is kept.
     pub(crate) fn need(&self, more: usize) -> usize {
         if self.oversize || self.over_budget {
             return 0;
         }
-        self.data
-            .len()
-            .saturating_add(more)
-            .min(self.max_message)
-            .saturating_add(self.headroom)
+        self.data.len().saturating_add(more).min(self.max_message)
     }
 
-    /// Lets the buffer take `bytes` (headroom included), and reserves them
-    /// at once: one allocation for a message whose size was declared.
+    /// Lets the buffer take `bytes` of data (and its headroom), and
+    /// reserves them at once: one allocation for a message whose size was
+    /// declared. The headroom is not counted: a small constant per
+    /// session, like its input buffer.
     pub(crate) fn allow(&mut self, bytes: usize) {
-        self.allowed = bytes;
-        let want = bytes.min(self.max_message.saturating_add(self.headroom));
+        self.allowed = bytes.saturating_add(self.headroom);
+        let want = self
+            .allowed
+            .min(self.max_message.saturating_add(self.headroom));
         if want > self.data.capacity() && !self.oversize && !self.over_budget {
             self.data.reserve_exact(want - self.data.len());
         }
@@ -347,8 +346,9 @@ mod tests {
     #[test]
     fn the_buffer_keeps_within_what_is_allowed_and_its_headroom() {
         let mut r = DataReader::new(10_000, 1000, Some(5000)).with_headroom(100);
-        assert_eq!(r.need(5000), 5100);
-        r.allow(5100);
+        assert_eq!(r.need(5000), 5000);
+        assert_eq!(r.need(50_000), 10_000);
+        r.allow(5000);
         assert!(r.held().1 >= 5100);
         let at = r.data.as_ptr();
         for _ in 0..50 {
@@ -358,7 +358,7 @@ mod tests {
         // One buffer from the start: the declared size and the headroom.
         assert_eq!(r.data.as_ptr(), at);
         assert!(r.held().1 - r.held().0 >= 100);
-        assert_eq!(r.need(100), 5100 + 100);
+        assert_eq!(r.need(100), 5100);
         // One byte more than allowed: nothing more is kept.
         assert_eq!(r.feed(b"z"), None);
         assert_eq!(r.held(), (0, 0));
@@ -367,7 +367,7 @@ mod tests {
         assert_eq!(r.finish(), DataOutcome::OverBudget);
         // A permanent refusal wins over the budget.
         let mut r = DataReader::new(100, 1000, None);
-        r.allow(10);
+        r.allow(0);
         assert!(r.feed(&[b'x'; 200]).is_none());
         assert!(r.feed(b"\r\n.\r\n").is_some());
         assert!(matches!(r.finish(), DataOutcome::TooBig { .. }));

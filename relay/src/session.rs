@@ -42,7 +42,8 @@ const MIN_BUFFER: usize = 16 * 1024;
 
 /// Buffer space kept free beyond a message's data for the trace field
 /// and what the store adds (Date, Message-ID, a From): more than they
-/// take, so that none of them needs a second buffer.
+/// take, so that none of them needs a second buffer. Not counted in the
+/// memory budget (a constant per session, like the input buffer).
 const HEADROOM: usize = 4096;
 
 /// What a message whose size was not declared (`SIZE=`) first reserves

@@ -901,9 +901,10 @@ async fn the_memory_budget_answers_452_beyond_it_and_frees_what_sessions_held() 
     let wait = Duration::from_millis(300);
     let config = RelayConfig {
         max_message_bytes: 100_000,
-        // 196 KiB: one declared 100 kB message and the first share of an
-        // undeclared one, not a second declared one.
-        max_data_memory: 200_000,
+        // 186 KiB: one declared 100 kB message (98 KiB) and the first
+        // share of an undeclared one (64 KiB), neither a second declared
+        // one nor the undeclared one grown to 98 KiB.
+        max_data_memory: 190_000,
         data_memory_wait: wait,
         ..test_config()
     };
