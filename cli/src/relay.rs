@@ -131,7 +131,8 @@ fn load(build: &Build) -> Result<Loaded, Error> {
         DEFAULT_MAX_DATA_MEMORY_MIB.max(max_message_bytes.div_ceil(1 << 20)),
         1,
         1 << 20,
-    )? << 20;
+    )?
+    .saturating_mul(1 << 20);
     if max_data_memory < max_message_bytes {
         return Err(config(
             settings,
