@@ -29,6 +29,9 @@ const DEFAULT_IDLE_SECONDS: u64 = 60;
 const DEFAULT_MIN_DATA_RATE: usize = 500;
 /// The most Received fields a message may bring (Postfix's `hop_count_limit`).
 const DEFAULT_MAX_HOPS: usize = 50;
+/// MiB of message data all sessions together may hold, unless one message
+/// may be bigger (then that, rounded up).
+const DEFAULT_MAX_DATA_MEMORY_MIB: usize = 256;
 
 /// The status file a running relay keeps next to its outbox, for `check`.
 pub(crate) const STATUS_FILE: &str = "mailgate-relay.status";
@@ -115,6 +118,32 @@ fn load(build: &Build) -> Result<Loaded, Error> {
         1,
         10_000,
     )?;
+    let max_message_bytes = number(
+        settings,
+        keys::RELAY_MAX_MESSAGE_BYTES,
+        DEFAULT_MAX_MESSAGE_BYTES,
+        1024,
+        1 << 30,
+    )?;
+    let max_data_memory = number(
+        settings,
+        keys::RELAY_MAX_DATA_MEMORY,
+        DEFAULT_MAX_DATA_MEMORY_MIB.max(max_message_bytes.div_ceil(1 << 20)),
+        1,
+        1 << 20,
+    )?
+    .saturating_mul(1 << 20);
+    if max_data_memory < max_message_bytes {
+        return Err(config(
+            settings,
+            keys::RELAY_MAX_DATA_MEMORY,
+            &format!(
+                "at least one message of `{}` ({max_message_bytes} bytes: {} MiB), or no relay session could ever hold one",
+                keys::RELAY_MAX_MESSAGE_BYTES,
+                max_message_bytes.div_ceil(1 << 20)
+            ),
+        ));
+    }
     let defaults = RelayConfig::default();
     let relay = RelayConfig {
         hostname: hostname(),
@@ -122,13 +151,8 @@ fn load(build: &Build) -> Result<Loaded, Error> {
         // A message of maxRecipients recipients (EHLO, MAIL, the RCPTs,
         // DATA, a few more) must fit in the commands allowed between two.
         max_commands: defaults.max_commands.max(max_recipients + 16),
-        max_message_bytes: number(
-            settings,
-            keys::RELAY_MAX_MESSAGE_BYTES,
-            DEFAULT_MAX_MESSAGE_BYTES,
-            1024,
-            1 << 30,
-        )?,
+        max_message_bytes,
+        max_data_memory,
         max_recipients,
         max_connections: number(
             settings,
@@ -169,6 +193,7 @@ fn load(build: &Build) -> Result<Loaded, Error> {
             "max_connections" => keys::RELAY_MAX_CONNECTIONS,
             "idle_timeout" => keys::RELAY_IDLE_SECONDS,
             "max_hops" => keys::RELAY_MAX_HOPS,
+            "max_data_memory" => keys::RELAY_MAX_DATA_MEMORY,
             // The rest is set here, not from properties (the host name).
             _ => keys::RELAY_LISTEN,
         };
@@ -508,15 +533,16 @@ impl MessageSink for OutboxSink {
             .map_err(|e| refused("recipient address not accepted upstream", e.to_string()))?;
         let envelope = Envelope::new(from, to)
             .map_err(|e| refused("envelope not accepted upstream", e.to_string()))?;
+        // The buffer the listener received into goes on to the store: no
+        // copy of the message on the way.
         let data = match &rewrite {
-            Some(sender) => mailgate::message::raw::rewrite_from(&data, sender),
+            Some(sender) => mailgate::message::raw::rewrite_from_owned(data, sender),
             None => data,
         };
         let size = data.len();
-        let stored = match dsn_request(&submission) {
-            Some(dsn) => mailer.enqueue_raw_with_dsn(&envelope, &data, dsn).await,
-            None => mailer.enqueue_raw(&envelope, &data).await,
-        };
+        let stored = mailer
+            .enqueue_raw_owned(&envelope, data, dsn_request(&submission))
+            .await;
         match stored {
             Ok(id) => {
                 self.accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -102,6 +102,9 @@ pub mod keys {
     /// Most `Received:` fields a message may carry into the relay (default
     /// 50); more is a mail loop, refused with `554 5.4.6`.
     pub const RELAY_MAX_HOPS: &str = "mailgate.relay.maxHops";
+    /// MiB of message data all relay sessions together may hold (default
+    /// 256, at least one `maxMessageBytes`); beyond it DATA gets `452 4.3.1`.
+    pub const RELAY_MAX_DATA_MEMORY: &str = "mailgate.relay.maxDataMemoryMB";
     /// Picks a registered strategy by name, overriding the flags.
     pub const AUTH_STRATEGY: &str = "mailgate.smtp.auth.strategy";
     /// Key file for `ENC(...)` values (default `mailgate.key` in the config folder).
@@ -149,6 +152,7 @@ pub mod keys {
         RELAY_REWRITE_FROM,
         RELAY_METRICS,
         RELAY_MAX_HOPS,
+        RELAY_MAX_DATA_MEMORY,
         AUTH_STRATEGY,
         CRYPTO_KEY_FILE,
     ];

@@ -622,7 +622,9 @@ impl OutboxStore for PgOutbox {
             .bind(&message.subject)
             .bind(&message.message_id)
             .bind(i64::try_from(message.bytes.len()).unwrap_or(i64::MAX))
-            .bind(&message.bytes)
+            // Moved, not borrowed: encoded into the query's buffer and
+            // freed, so the message is not held twice while it is sent.
+            .bind(message.bytes)
             .bind(encode_dsn(message.dsn.as_ref()))
             .fetch_one(pool),
         )

@@ -363,36 +363,135 @@ fn outbox_error(path: &Path, reason: String) -> Error {
 fn describe(e: &sqlx::Error) -> String {
     if let sqlx::Error::Database(db) = e {
         let code: i64 = db.code().and_then(|c| c.parse().ok()).unwrap_or(-1);
-        let hint = match code & 0xff {
-            13 => "the disk is full; free space and try again (nothing was written)",
-            8 => {
-                "the database is read-only for this process; check the file's and its folder's owner and permissions"
-            }
-            26 => {
-                "the file is not a SQLite database (or is damaged); move it aside and a new outbox is created, or point `mailgate.outbox.url` elsewhere"
-            }
-            11 => {
-                "the database is damaged; move it aside (keep it for recovery) and a new outbox is created"
-            }
-            5 | 6 => "the database stayed locked by another process for 30 s; try again",
-            14 => "cannot open the file; check that its folder exists and is writable",
-            10 => {
-                "writing failed; check that the disk has room (and the file size limit) and is healthy; nothing was written"
-            }
-            _ => "",
-        };
-        let message = db.message();
-        return if hint.is_empty() {
-            message.to_owned()
-        } else {
-            format!("{message}: {hint}")
-        };
+        return describe_code(code, db.message());
     }
     match e {
         sqlx::Error::PoolTimedOut => {
             "no connection to the database within 60 s; another process holds it".into()
         }
         other => other.to_string(),
+    }
+}
+
+/// SQLite's message for result `code`, with what to do about it.
+fn describe_code(code: i64, message: &str) -> String {
+    let hint = match code & 0xff {
+        13 => "the disk is full; free space and try again (nothing was written)",
+        8 => {
+            "the database is read-only for this process; check the file's and its folder's owner and permissions"
+        }
+        26 => {
+            "the file is not a SQLite database (or is damaged); move it aside and a new outbox is created, or point `mailgate.outbox.url` elsewhere"
+        }
+        11 => {
+            "the database is damaged; move it aside (keep it for recovery) and a new outbox is created"
+        }
+        5 | 6 => "the database stayed locked by another process for 30 s; try again",
+        14 => "cannot open the file; check that its folder exists and is writable",
+        10 => {
+            "writing failed; check that the disk has room (and the file size limit) and is healthy; nothing was written"
+        }
+        _ => "",
+    };
+    if hint.is_empty() {
+        message.to_owned()
+    } else {
+        format!("{message}: {hint}")
+    }
+}
+
+/// A connection of the durable pool in a transaction of the store's own
+/// (`BEGIN IMMEDIATE` ... `COMMIT` as statements, not sqlx's
+/// `Transaction`: when SQLite rolls a transaction back by itself after a
+/// write error, sqlx's count of open transactions would stay up and that
+/// connection refuse every later `BEGIN`). Dropped before its commit (an
+/// error, a caller that gave up), the connection is closed, which rolls
+/// the transaction back, instead of going back to the pool.
+struct Writing {
+    conn: sqlx::pool::PoolConnection<sqlx::Sqlite>,
+    committed: bool,
+}
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        if !self.committed {
+            self.conn.close_on_drop();
+        }
+    }
+}
+
+mod blob {
+    //! Writing a message into its row's zero blob with SQLite's
+    //! incremental blob I/O, which sqlx does not wrap.
+
+    use std::ffi::CStr;
+    use std::os::raw::c_int;
+    use std::ptr::NonNull;
+
+    use libsqlite3_sys as ffi;
+
+    /// Pieces written at once: SQLite copies each into its page cache.
+    const PIECE: usize = 1 << 20;
+
+    /// Writes `bytes` into the `message` blob of row `id` (which holds a
+    /// zero blob of the same size). `Err` holds SQLite's extended result
+    /// code and message.
+    pub(super) fn write(
+        db: NonNull<ffi::sqlite3>,
+        id: i64,
+        bytes: &[u8],
+    ) -> Result<(), (i64, String)> {
+        let db = db.as_ptr();
+        let error = |code: c_int| {
+            // SAFETY: `db` is the connection sqlx locked for us; the
+            // message is copied before any other call on it.
+            let text = unsafe { CStr::from_ptr(ffi::sqlite3_errmsg(db)) };
+            (i64::from(code), text.to_string_lossy().into_owned())
+        };
+        if c_int::try_from(bytes.len()).is_err() {
+            return Err((
+                i64::from(ffi::SQLITE_TOOBIG),
+                format!("a message of {} bytes is too big to store", bytes.len()),
+            ));
+        }
+        let mut blob: *mut ffi::sqlite3_blob = std::ptr::null_mut();
+        // SAFETY: valid connection, NUL-terminated names, an out pointer.
+        let rc = unsafe {
+            ffi::sqlite3_blob_open(
+                db,
+                c"main".as_ptr(),
+                c"outbox_messages".as_ptr(),
+                c"message".as_ptr(),
+                id,
+                1,
+                &mut blob,
+            )
+        };
+        if rc != ffi::SQLITE_OK {
+            let e = error(rc);
+            if !blob.is_null() {
+                // SAFETY: closing the handle the failed open may leave.
+                unsafe { ffi::sqlite3_blob_close(blob) };
+            }
+            return Err(e);
+        }
+        let mut result = Ok(());
+        for (i, piece) in bytes.chunks(PIECE).enumerate() {
+            // Both fit in c_int: the whole length does (checked above).
+            let (n, offset) = (piece.len() as c_int, (i * PIECE) as c_int);
+            // SAFETY: an open blob handle, `n` readable bytes at `piece`.
+            let rc = unsafe { ffi::sqlite3_blob_write(blob, piece.as_ptr().cast(), n, offset) };
+            if rc != ffi::SQLITE_OK {
+                result = Err(error(rc));
+                break;
+            }
+        }
+        // SAFETY: the handle opened above, closed once.
+        let rc = unsafe { ffi::sqlite3_blob_close(blob) };
+        if rc != ffi::SQLITE_OK && result.is_ok() {
+            result = Err(error(rc));
+        }
+        result
     }
 }
 
@@ -463,11 +562,25 @@ impl OutboxStore for SqliteOutbox {
         let pool = self.pool().await?;
         let now = to_ms(SystemTime::now());
         let recipients = serde_json::to_string(&message.to).unwrap_or_else(|_| "[]".into());
-        sqlx::query_scalar(
+        let size = i64::try_from(message.bytes.len()).unwrap_or(i64::MAX);
+        // The row with a zero blob of the message's size, then the bytes
+        // written into it piece by piece (incremental blob I/O), in one
+        // transaction: a bound blob would be copied by SQLite and again
+        // into the record, three times the message in memory at once.
+        // IMMEDIATE: the write lock is taken (or waited for) at once.
+        let mut writing = Writing {
+            conn: pool.acquire().await.map_err(|e| self.err(e))?,
+            committed: false,
+        };
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *writing.conn)
+            .await
+            .map_err(|e| self.err(e))?;
+        let id: MessageId = sqlx::query_scalar(
             "INSERT INTO outbox_messages
                (status, created_at, age_from, next_attempt_at, attempts, mail_from, recipients,
                 subject, message_id, size, message, dsn_request)
-             VALUES ('queued', ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?)
+             VALUES ('queued', ?, ?, ?, 0, ?, ?, ?, ?, ?, zeroblob(?), ?)
              RETURNING id",
         )
         .bind(now)
@@ -477,19 +590,29 @@ impl OutboxStore for SqliteOutbox {
         .bind(recipients)
         .bind(&message.subject)
         .bind(&message.message_id)
-        .bind(i64::try_from(message.bytes.len()).unwrap_or(i64::MAX))
-        .bind(&message.bytes)
+        .bind(size)
+        .bind(size)
         .bind(encode_dsn(message.dsn.as_ref()))
-        // All rows, not `fetch_one`: the commit of a statement outside a
-        // transaction happens when it is stepped to its end, and an error
-        // there (SQLITE_FULL while the WAL is written) would otherwise be
-        // lost, the id returned for a row that was never stored.
-        .fetch_all(pool)
+        .fetch_all(&mut *writing.conn)
         .await
         .map_err(|e| self.err(e))?
         .into_iter()
         .next()
-        .ok_or_else(|| outbox_error(&self.path, "the insert returned no id".into()))
+        .ok_or_else(|| outbox_error(&self.path, "the insert returned no id".into()))?;
+        if !message.bytes.is_empty() {
+            let mut handle = writing.conn.lock_handle().await.map_err(|e| self.err(e))?;
+            blob::write(handle.as_raw_handle(), id, &message.bytes)
+                .map_err(|(code, text)| outbox_error(&self.path, describe_code(code, &text)))?;
+        }
+        drop(message);
+        // The commit is where a full disk shows (SQLITE_FULL while the WAL
+        // is written): an error here means nothing was stored.
+        sqlx::query("COMMIT")
+            .execute(&mut *writing.conn)
+            .await
+            .map_err(|e| self.err(e))?;
+        writing.committed = true;
+        Ok(id)
     }
 
     async fn claim(

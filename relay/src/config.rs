@@ -82,6 +82,21 @@ pub struct RelayConfig {
     /// 50, as Postfix's `hop_count_limit`): one with more is on a loop and
     /// is refused at the end of DATA with `554 5.4.6`, never stored.
     pub max_hops: usize,
+    /// The most bytes of message data all sessions together hold at once
+    /// (default 256 MiB), so that many big messages at the same time
+    /// cannot exhaust the machine's memory. A session reserves its share
+    /// before it answers `354` (the declared `SIZE=`, else a little, and
+    /// more as the data grows) and keeps it until the message is stored
+    /// or refused. When the budget has no room within
+    /// [`data_memory_wait`](Self::data_memory_wait), `DATA` is answered
+    /// `452 4.3.1` (or, when the data outgrows its share, the end of the
+    /// data is): the client keeps its message and retries later. At least
+    /// [`max_message_bytes`](Self::max_message_bytes).
+    pub max_data_memory: usize,
+    /// How long a session waits for room in
+    /// [`max_data_memory`](Self::max_data_memory) before it answers `452`
+    /// (default 2 s).
+    pub data_memory_wait: Duration,
     /// This process's instance id, shown in the EHLO (and HELO) reply's
     /// first line as `NAME mailgate ready [ID]`, so that a mailgate client
     /// in the same process finds it is talking to itself and refuses to
@@ -121,6 +136,8 @@ impl Default for RelayConfig {
             max_auth_failures: 3,
             auth_failure_delay: Duration::from_secs(1),
             max_hops: 50,
+            max_data_memory: 256 * 1024 * 1024,
+            data_memory_wait: Duration::from_secs(2),
             instance_id: None,
         }
     }
@@ -161,6 +178,15 @@ impl RelayConfig {
         }
         if self.max_message_bytes == 0 || self.max_message_bytes > isize::MAX as usize / 2 {
             return err("max_message_bytes", "must be at least 1");
+        }
+        if self.max_data_memory < self.max_message_bytes {
+            return err(
+                "max_data_memory",
+                "must be at least max_message_bytes: a message that big could never be held",
+            );
+        }
+        if self.data_memory_wait > Duration::from_secs(60) {
+            return err("data_memory_wait", "must be at most 60 seconds");
         }
         if !(512..=65536).contains(&self.max_line) {
             return err(

@@ -10,6 +10,12 @@
 //! - What is kept is capped at `max_message_bytes`: past it nothing more is
 //!   kept (the buffer is freed) and the message is refused at its end; the
 //!   buffer's capacity never exceeds the cap.
+//! - With a memory budget ([`DataReader::allow`]), the data never
+//!   outgrows what the session was granted: past it nothing more is kept
+//!   and the message is answered `452` at its end (unless refused for
+//!   good). A few KiB of headroom ([`DataReader::with_headroom`]) are
+//!   kept free at the end of the buffer, so that the trace field and the
+//!   fields the store adds fit without a second buffer.
 //! - A line longer than `max_data_line` (CRLF included) after
 //!   dot-unstuffing refuses the message: the transparency dot is not part
 //!   of the line (RFC 5321 4.5.3.1.6), so a 998-octet line that starts
@@ -29,6 +35,8 @@ pub(crate) enum DataOutcome {
     TooBig { total: u64 },
     /// A line longer than `max_data_line`.
     LineTooLong,
+    /// More than the memory granted ([`DataReader::allow`]).
+    OverBudget,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +65,12 @@ pub(crate) struct DataReader {
     oversize: bool,
     bare: bool,
     long_line: bool,
+    /// The most bytes the buffer may take (its capacity), headroom
+    /// included; unlimited unless [`allow`](Self::allow)ed.
+    allowed: usize,
+    /// Capacity kept free beyond the data.
+    headroom: usize,
+    over_budget: bool,
 }
 
 impl DataReader {
@@ -78,6 +92,47 @@ impl DataReader {
             oversize: false,
             bare: false,
             long_line: false,
+            allowed: usize::MAX,
+            headroom: 0,
+            over_budget: false,
+        }
+    }
+
+    /// Keeps `bytes` of capacity free beyond the data (counted in what is
+    /// [`allow`](Self::allow)ed).
+    pub(crate) fn with_headroom(mut self, bytes: usize) -> DataReader {
+        self.headroom = bytes;
+        self
+    }
+
+    /// The data bytes kept once `more` input bytes are fed, at most
+    /// (output never exceeds input); 0 once nothing more is kept.
+    pub(crate) fn need(&self, more: usize) -> usize {
+        if self.oversize || self.over_budget {
+            return 0;
+        }
+        self.data.len().saturating_add(more).min(self.max_message)
+    }
+
+    /// Lets the buffer take `bytes` of data (and its headroom), and
+    /// reserves them at once: one allocation for a message whose size was
+    /// declared. The headroom is not counted: a small constant per
+    /// session, like its input buffer.
+    pub(crate) fn allow(&mut self, bytes: usize) {
+        self.allowed = bytes.saturating_add(self.headroom);
+        let want = self
+            .allowed
+            .min(self.max_message.saturating_add(self.headroom));
+        if want > self.data.capacity() && !self.oversize && !self.over_budget {
+            self.data.reserve_exact(want - self.data.len());
+        }
+    }
+
+    /// Keeps nothing more: the memory budget has no room for this message.
+    pub(crate) fn refuse_for_memory(&mut self) {
+        if !self.oversize {
+            self.over_budget = true;
+            self.data = Vec::new();
         }
     }
 
@@ -168,6 +223,8 @@ impl DataReader {
             DataOutcome::TooBig { total: self.total }
         } else if self.long_line {
             DataOutcome::LineTooLong
+        } else if self.over_budget {
+            DataOutcome::OverBudget
         } else {
             DataOutcome::Message(self.data)
         }
@@ -198,11 +255,19 @@ impl DataReader {
             self.data = Vec::new();
             return;
         }
-        if needed > self.data.capacity() {
+        if self.over_budget {
+            return;
+        }
+        if needed + self.headroom > self.data.capacity() {
+            if needed + self.headroom > self.allowed {
+                self.refuse_for_memory();
+                return;
+            }
             let target = (self.data.capacity() * 2)
-                .max(needed)
+                .max(needed + self.headroom)
                 .max(4096)
-                .min(self.max_message);
+                .min(self.max_message + self.headroom)
+                .min(self.allowed);
             self.data.reserve_exact(target - self.data.len());
         }
         self.data.extend_from_slice(bytes);
@@ -276,6 +341,40 @@ mod tests {
         }
         assert!(r.feed(b".\r\n").is_some());
         assert!(matches!(r.finish(), DataOutcome::Message(m) if m.len() == 9900));
+    }
+
+    #[test]
+    fn the_buffer_keeps_within_what_is_allowed_and_its_headroom() {
+        let mut r = DataReader::new(10_000, 1000, Some(5000)).with_headroom(100);
+        assert_eq!(r.need(5000), 5000);
+        assert_eq!(r.need(50_000), 10_000);
+        r.allow(5000);
+        assert!(r.held().1 >= 5100);
+        let at = r.data.as_ptr();
+        for _ in 0..50 {
+            assert_eq!(r.feed(&[b'y'; 98]), None);
+            assert_eq!(r.feed(b"\r\n"), None);
+        }
+        // One buffer from the start: the declared size and the headroom.
+        assert_eq!(r.data.as_ptr(), at);
+        assert!(r.held().1 - r.held().0 >= 100);
+        assert_eq!(r.need(100), 5100);
+        // One byte more than allowed: nothing more is kept.
+        assert_eq!(r.feed(b"z"), None);
+        assert_eq!(r.held(), (0, 0));
+        assert_eq!(r.need(1), 0);
+        assert!(r.feed(b"\r\n.\r\n").is_some());
+        assert_eq!(r.finish(), DataOutcome::OverBudget);
+        // A permanent refusal wins over the budget.
+        let mut r = DataReader::new(100, 1000, None);
+        r.allow(0);
+        assert!(r.feed(&[b'x'; 200]).is_none());
+        assert!(r.feed(b"\r\n.\r\n").is_some());
+        assert!(matches!(r.finish(), DataOutcome::TooBig { .. }));
+        let mut r = DataReader::new(100, 1000, None);
+        r.refuse_for_memory();
+        assert!(r.feed(b"a\r\n.\r\n").is_some());
+        assert_eq!(r.finish(), DataOutcome::OverBudget);
     }
 
     proptest::proptest! {

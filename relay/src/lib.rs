@@ -63,7 +63,11 @@
 //!   the session. AUTH payloads and passwords are never logged.
 //! - Limits: see [`RelayConfig`]. Every read and write has a deadline;
 //!   the input buffer has a fixed size; a message is capped at
-//!   `max_message_bytes` while it is read.
+//!   `max_message_bytes` while it is read. The data of all sessions
+//!   together is bounded by [`RelayConfig::max_data_memory`]: beyond it
+//!   `DATA` gets `452 4.3.1` and the client retries later. A message is
+//!   received into one buffer (sized by `SIZE=` when declared) with room
+//!   for the trace field in front, and handed to the sink as it is.
 //!
 //! # Why not `smtp-proto`
 //!
@@ -97,6 +101,7 @@
 
 #![warn(missing_docs)]
 
+mod budget;
 mod cidr;
 mod command;
 mod config;

@@ -13,6 +13,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
+use crate::budget::DataBudget;
 use crate::config::{ConfigError, RelayConfig};
 use crate::session::{self, SessionContext};
 use crate::sink::MessageSink;
@@ -40,6 +41,9 @@ pub struct RelayHandle {
 
 struct Shared {
     config: RwLock<Arc<RelayConfig>>,
+    /// The memory for message data; replaced when a reload changes its
+    /// size (sessions keep the one they started with).
+    budget: RwLock<Arc<DataBudget>>,
     counters: Arc<Counters>,
     local_addr: SocketAddr,
     next_id: AtomicU64,
@@ -83,6 +87,7 @@ impl RelayServer {
             listener,
             handle: RelayHandle {
                 shared: Arc::new(Shared {
+                    budget: RwLock::new(DataBudget::new(config.max_data_memory)),
                     config: RwLock::new(Arc::new(config)),
                     counters: Arc::new(Counters::default()),
                     local_addr,
@@ -188,6 +193,7 @@ impl RelayServer {
                         sink: Arc::clone(&sink),
                         counters: Arc::clone(counters),
                         shutdown: shutdown_rx.clone(),
+                        budget: shared.budget(),
                     };
                     let active = session::count_active(counters);
                     sessions.spawn(async move {
@@ -230,6 +236,14 @@ impl RelayHandle {
     pub fn set_config(&self, config: RelayConfig) -> Result<(), ConfigError> {
         config.validate()?;
         log_warnings(&config);
+        if config.max_data_memory != self.shared.config().max_data_memory {
+            *self
+                .shared
+                .budget
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                DataBudget::new(config.max_data_memory);
+        }
         let mut slot = self
             .shared
             .config
@@ -247,6 +261,15 @@ impl RelayHandle {
 }
 
 impl Shared {
+    fn budget(&self) -> Arc<DataBudget> {
+        Arc::clone(
+            &self
+                .budget
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
     fn config(&self) -> Arc<RelayConfig> {
         Arc::clone(
             &self
@@ -282,7 +305,8 @@ async fn refuse_loop(mut queue: mpsc::Receiver<(TcpStream, String)>) {
 ///
 /// The allow list is applied to `client` (`554 5.7.1` and close when it
 /// is not allowed). There is no connection limit and no shutdown signal
-/// here: drop the future to abort the session.
+/// here: drop the future to abort the session. The memory budget
+/// (`max_data_memory`) is this connection's own.
 pub async fn serve_connection<IO>(
     mut io: IO,
     client: SocketAddr,
@@ -307,6 +331,7 @@ pub async fn serve_connection<IO>(
     let ctx = SessionContext {
         id: 0,
         client,
+        budget: DataBudget::new(config.max_data_memory),
         config,
         sink,
         counters,

@@ -22,6 +22,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
+use crate::budget::DataBudget;
 use crate::command::{self, Body, Command, Path, Refusal};
 use crate::config::RelayConfig;
 use crate::data::{DataOutcome, DataReader};
@@ -39,6 +40,16 @@ static VERIFY_SLOTS: LazyLock<Arc<Semaphore>> = LazyLock::new(|| Arc::new(Semaph
 /// The smallest input buffer.
 const MIN_BUFFER: usize = 16 * 1024;
 
+/// Buffer space kept free beyond a message's data for the trace field
+/// and what the store adds (Date, Message-ID, a From): more than they
+/// take, so that none of them needs a second buffer. Not counted in the
+/// memory budget (a constant per session, like the input buffer).
+const HEADROOM: usize = 4096;
+
+/// What a message whose size was not declared (`SIZE=`) first reserves
+/// of the memory budget; its share grows as its data does.
+const FIRST_SHARE: usize = 64 * 1024;
+
 /// The longest wait for a farewell (421) to be taken, and for the
 /// connection to close.
 const FAREWELL_TIMEOUT: Duration = Duration::from_secs(2);
@@ -51,6 +62,8 @@ pub(crate) struct SessionContext {
     pub sink: Arc<dyn MessageSink>,
     pub counters: Arc<Counters>,
     pub shutdown: watch::Receiver<bool>,
+    /// The relay-wide memory for message data.
+    pub budget: Arc<DataBudget>,
 }
 
 /// Why a session ended.
@@ -764,14 +777,54 @@ where
             self.error(503, text).await?;
             return self.improper_pipelining().await;
         }
-        self.reply(354, "End data with <CR><LF>.<CR><LF>").await?;
         let config = Arc::clone(&self.ctx.config);
-        let data_deadline = Instant::now() + config.data_timeout;
         let size_hint = self.txn.as_ref().and_then(|t| t.size);
-        let mut reader = DataReader::new(config.max_message_bytes, config.max_data_line, size_hint);
+        let mut reader = DataReader::new(config.max_message_bytes, config.max_data_line, size_hint)
+            .with_headroom(HEADROOM);
+        // The memory for the data, before the 354: a client told 452 keeps
+        // its message and tries again later.
+        let first = size_hint
+            .and_then(|s| usize::try_from(s).ok())
+            .unwrap_or(FIRST_SHARE);
+        let mut grant = self.ctx.budget.empty();
+        if !grant
+            .grow(reader.need(first), config.data_memory_wait)
+            .await
+        {
+            bump(&self.ctx.counters.refused_memory);
+            tracing::warn!(
+                id = self.ctx.id,
+                client = %self.ctx.client,
+                wanted = reader.need(first),
+                budget = config.max_data_memory,
+                "DATA answered 452: the memory budget for message data is used up (mailgate.relay.maxDataMemoryMB)"
+            );
+            self.reply(452, "4.3.1 Insufficient system storage, try again later")
+                .await?;
+            return self.improper_pipelining().await;
+        }
+        reader.allow(grant.bytes());
+        self.reply(354, "End data with <CR><LF>.<CR><LF>").await?;
+        let data_deadline = Instant::now() + config.data_timeout;
         let started = Instant::now();
         let mut received: u64 = 0;
         loop {
+            let pending = self.end - self.start;
+            let need = reader.need(pending);
+            if need > grant.bytes() {
+                // Twice the share at a time: few waits on the budget.
+                let more = need
+                    .max(grant.bytes().saturating_mul(2))
+                    .min(reader.need(config.max_message_bytes));
+                if grant.grow(more, config.data_memory_wait).await {
+                    reader.allow(grant.bytes());
+                } else {
+                    // Read to its end and answered 452; others may use
+                    // the memory meanwhile.
+                    reader.refuse_for_memory();
+                    grant.release();
+                }
+            }
             if let Some(n) = reader.feed(&self.buf[self.start..self.end]) {
                 self.start += n;
                 break;
@@ -821,6 +874,19 @@ where
                     )
                     .await;
             }
+            DataOutcome::OverBudget => {
+                bump(&self.ctx.counters.refused_memory);
+                tracing::warn!(
+                    id = self.ctx.id,
+                    client = %self.ctx.client,
+                    from = ?txn.from,
+                    budget = config.max_data_memory,
+                    "message answered 452: the memory budget for message data is used up (mailgate.relay.maxDataMemoryMB)"
+                );
+                return self
+                    .reply(452, "4.3.1 Insufficient system storage, try again later")
+                    .await;
+            }
             DataOutcome::LineTooLong => {
                 bump(&self.ctx.counters.refused_line_too_long);
                 tracing::info!(
@@ -836,7 +902,10 @@ where
                 return self.error(550, &text).await;
             }
         };
-        self.store(txn, data).await
+        // The grant is held until the sink has stored the message.
+        let stored = self.store(txn, data).await;
+        drop(grant);
+        stored
     }
 
     /// After a refused DATA: bytes the client sent already (DATA ends a
@@ -890,12 +959,10 @@ where
             at: std::time::SystemTime::now(),
         }
         .field();
-        let data = {
-            let mut with = Vec::with_capacity(received.len() + data.len());
-            with.extend_from_slice(received.as_bytes());
-            with.extend_from_slice(&data);
-            with
-        };
+        // In front of the data, in the same buffer (its headroom).
+        let mut data = data;
+        data.reserve_exact(received.len());
+        data.splice(0..0, received.bytes());
         let size = data.len();
         let submission = Submission {
             from: txn.from,

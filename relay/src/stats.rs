@@ -20,6 +20,10 @@ pub struct RelayStats {
     /// Messages the sink failed to store, or did not store in time
     /// (answered 451: the client retries).
     pub temp_failed: u64,
+    /// Messages answered `452 4.3.1` (at DATA, or at the end of the
+    /// data) because the memory budget for message data had no room
+    /// (`max_data_memory`); the client retries later.
+    pub refused_memory: u64,
     /// Messages refused for good, per reason.
     pub refused: RefusedStats,
     /// Failed AUTH attempts.
@@ -56,6 +60,7 @@ pub(crate) struct Counters {
     pub active_sessions: AtomicUsize,
     pub accepted: AtomicU64,
     pub temp_failed: AtomicU64,
+    pub refused_memory: AtomicU64,
     pub refused_too_big: AtomicU64,
     pub refused_bare_line_ending: AtomicU64,
     pub refused_line_too_long: AtomicU64,
@@ -80,6 +85,7 @@ impl Counters {
             active_sessions: self.active_sessions.load(Ordering::Relaxed),
             accepted: get(&self.accepted),
             temp_failed: get(&self.temp_failed),
+            refused_memory: get(&self.refused_memory),
             refused: RefusedStats {
                 too_big: get(&self.refused_too_big),
                 bare_line_ending: get(&self.refused_bare_line_ending),

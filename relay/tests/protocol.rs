@@ -885,3 +885,113 @@ async fn the_line_limit_counts_the_line_after_dot_unstuffing() {
     let (_, data) = relay.sink.get(0);
     assert!(data.ends_with(format!("\r\n\r\n{line}\r\n").as_bytes()));
 }
+
+/// `n` bytes of message: a Subject, then lines of 78 octets.
+fn sized_message(subject: &str, n: usize) -> String {
+    let mut m = format!("Subject: {subject}\r\n\r\n");
+    let line = format!("{}\r\n", "m".repeat(78));
+    while m.len() + line.len() <= n {
+        m.push_str(&line);
+    }
+    m
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_budget_answers_452_beyond_it_and_frees_what_sessions_held() {
+    let wait = Duration::from_millis(300);
+    let config = RelayConfig {
+        max_message_bytes: 100_000,
+        // 186 KiB: one declared 100 kB message (98 KiB) and the first
+        // share of an undeclared one (64 KiB), neither a second declared
+        // one nor the undeclared one grown to 98 KiB.
+        max_data_memory: 190_000,
+        data_memory_wait: wait,
+        ..test_config()
+    };
+    let relay = start(config).await;
+    let a_text = sized_message("a", 90_000);
+    let b_text = sized_message("b", 90_000);
+
+    // A: declared, holds its 100 kB (and headroom) from DATA on.
+    let mut a = greeted(relay.addr).await;
+    a.expect("MAIL FROM:<a@example.com> SIZE=100000", 250).await;
+    a.expect("RCPT TO:<dev@example.com>", 250).await;
+    a.expect("DATA", 354).await;
+    a.send(&a_text[..40_000]).await;
+
+    // C: undeclared, gets its first share, then outgrows the budget: read
+    // to its end and answered 452.
+    let mut c = greeted(relay.addr).await;
+    c.expect("MAIL FROM:<c@example.com>", 250).await;
+    c.expect("RCPT TO:<dev@example.com>", 250).await;
+    c.expect("DATA", 354).await;
+
+    // B: declared, no room: 452 at DATA after waiting `wait`.
+    let mut b = greeted(relay.addr).await;
+    b.expect("MAIL FROM:<b@example.com> SIZE=100000", 250).await;
+    b.expect("RCPT TO:<dev@example.com>", 250).await;
+    let asked = Instant::now();
+    let (code, text) = b.cmd("DATA").await;
+    assert_eq!(
+        (code, text.as_str()),
+        (452, "4.3.1 Insufficient system storage, try again later")
+    );
+    assert!(
+        asked.elapsed() >= wait - Duration::from_millis(50),
+        "{:?}",
+        asked.elapsed()
+    );
+
+    c.send(&sized_message("c", 90_000)).await;
+    c.send(".\r\n").await;
+    let (code, text) = c.reply().await;
+    assert_eq!(code, 452, "{text}");
+    assert!(text.starts_with("4.3.1"), "{text}");
+    // The session goes on.
+    c.expect("NOOP", 250).await;
+
+    // A finishes: stored, whole.
+    a.send(&a_text[40_000..]).await;
+    a.send(".\r\n").await;
+    let (code, text) = a.reply().await;
+    assert_eq!(code, 250, "{text}");
+
+    // B tries again: the memory is back.
+    b.expect("RSET", 250).await;
+    let (code, text) = submit(&mut b, &format!("{b_text}.\r\n")).await;
+    assert_eq!(code, 250, "{text}");
+
+    // A session that dies in the middle of its data gives its share back.
+    let mut d = greeted(relay.addr).await;
+    d.expect("MAIL FROM:<d@example.com> SIZE=100000", 250).await;
+    d.expect("RCPT TO:<dev@example.com>", 250).await;
+    d.expect("DATA", 354).await;
+    d.send(&a_text[..10_000]).await;
+    drop(d);
+    let mut e = greeted(relay.addr).await;
+    e.expect("MAIL FROM:<e@example.com> SIZE=100000", 250).await;
+    e.expect("RCPT TO:<dev@example.com>", 250).await;
+    // Both declared shares do not fit: this waits for D's to come back.
+    e.expect("DATA", 354).await;
+    e.send(&a_text).await;
+    let (code, text) = e.cmd(".").await;
+    assert_eq!(code, 250, "{text}");
+
+    assert_eq!(relay.sink.count(), 3);
+    assert_eq!(relay.sink.get(0).1, a_text.as_bytes());
+    assert_eq!(relay.sink.get(1).1, b_text.as_bytes());
+    assert_eq!(relay.sink.get(2).1, a_text.as_bytes());
+    assert_eq!(relay.handle.stats().refused_memory, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_smaller_than_a_message_is_refused() {
+    let config = RelayConfig {
+        max_message_bytes: 100_000,
+        max_data_memory: 99_999,
+        ..test_config()
+    };
+    let err = config.validate().unwrap_err();
+    assert_eq!(err.field, "max_data_memory");
+    assert!(RelayConfig::default().validate().is_ok());
+}

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use mailgate_integration_tests::ConfigDir;
 
+pub mod memory;
+
 /// `mksis.logging.email.from` in these tests.
 pub const SENDER: &str = "alm@example.com";
 /// How long a test waits for anything (a delivery, a log line, an exit).

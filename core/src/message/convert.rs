@@ -80,6 +80,84 @@ pub fn fit(message: &[u8], upstream: Upstream) -> Result<Cow<'_, [u8]>> {
     Ok(Cow::Owned(out))
 }
 
+/// Checks what [`fit`] checks without building the converted message:
+/// `Ok` when `message` can be made to fit `upstream`, the error [`fit`]
+/// would give otherwise. What is converted is only measured, never kept,
+/// so a big message costs at most one converted part at a time.
+pub fn check_fits(message: &[u8], upstream: Upstream) -> Result<()> {
+    let eight_bit = !message.is_ascii();
+    let needs = Needs {
+        body_8bit: eight_bit && !upstream.eight_bit_mime,
+        header_8bit: eight_bit && !upstream.smtputf8,
+    };
+    if !needs.body_8bit && !needs.header_8bit && !has_long_line(message) {
+        return Ok(());
+    }
+    let mut lines = LineCheck::default();
+    convert_entity(message, &needs, 0, None, true, &mut lines)?;
+    if lines.long() {
+        return Err(refusal(&format!(
+            "a header line would stay over {MAX_LINE} octets after conversion"
+        )));
+    }
+    Ok(())
+}
+
+/// Where converted bytes go: the new message ([`fit`]) or only a line
+/// count ([`check_fits`]).
+trait Out {
+    fn put(&mut self, bytes: &[u8]);
+}
+
+impl Out for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+/// Keeps nothing but whether a line over [`MAX_LINE`] octets (CR LF not
+/// counted) went through, as [`has_long_line`] would find it.
+#[derive(Default)]
+struct LineCheck {
+    /// Octets of the current line so far, a final CR included.
+    current: usize,
+    last_cr: bool,
+    seen_long: bool,
+}
+
+impl LineCheck {
+    fn long(&self) -> bool {
+        self.seen_long || self.current > MAX_LINE
+    }
+}
+
+impl Out for LineCheck {
+    fn put(&mut self, bytes: &[u8]) {
+        let mut rest = bytes;
+        while let Some(i) = rest.iter().position(|&b| b == b'\n') {
+            let mut line = self.current + i;
+            let cr = if i > 0 {
+                rest[i - 1] == b'\r'
+            } else {
+                self.last_cr
+            };
+            if cr {
+                line -= 1;
+            }
+            if line > MAX_LINE {
+                self.seen_long = true;
+            }
+            self.current = 0;
+            self.last_cr = false;
+            rest = &rest[i + 1..];
+        }
+        if let Some(&last) = rest.last() {
+            self.current += rest.len();
+            self.last_cr = last == b'\r';
+        }
+    }
+}
+
 #[derive(Clone, Copy)]
 struct Needs {
     /// 8-bit body bytes must be encoded.
@@ -169,7 +247,7 @@ fn convert_entity(
     depth: usize,
     signed: Option<&str>,
     top: bool,
-    out: &mut Vec<u8>,
+    out: &mut dyn Out,
 ) -> Result<()> {
     convert_entity_in(entity, needs, depth, signed, top, false, out)
 }
@@ -181,7 +259,7 @@ fn convert_entity_in(
     signed: Option<&str>,
     top: bool,
     parent_digest: bool,
-    out: &mut Vec<u8>,
+    out: &mut dyn Out,
 ) -> Result<()> {
     let section = HeaderSection::parse(entity);
     let (head, body) = entity.split_at(section.body_start);
@@ -192,7 +270,7 @@ fn convert_entity_in(
                 "its MIME structure is nested too deeply to convert",
             ));
         }
-        out.extend_from_slice(entity);
+        out.put(entity);
         return Ok(());
     }
     let kind = kind_of(head, parent_digest);
@@ -234,7 +312,7 @@ fn convert_entity_in(
     }
     if !needs.body_changes(body) {
         write_head(head, needs, head_changes, None, out)?;
-        out.extend_from_slice(body);
+        out.put(body);
         return Ok(());
     }
     // A leaf to re-encode.
@@ -267,7 +345,7 @@ fn convert_entity_in(
         Some((encoding, content_type)),
         out,
     )?;
-    out.extend_from_slice(&encoded);
+    out.put(&encoded);
     Ok(())
 }
 
@@ -281,7 +359,7 @@ fn convert_multipart(
     depth: usize,
     signed: Option<&str>,
     digest: bool,
-    out: &mut Vec<u8>,
+    out: &mut dyn Out,
 ) -> Result<()> {
     let delimiter = format!("--{boundary}");
     // Each delimiter line: (start of the line break before it, end of the line).
@@ -324,12 +402,12 @@ fn convert_multipart(
                 "a multipart entity without its boundary lines holds 8-bit data or over-long lines",
             ));
         }
-        out.extend_from_slice(body);
+        out.put(body);
         return Ok(());
     };
     safe_filler(&body[..first], needs, out);
     for (i, &(before, line_end, close)) in delimiters.iter().enumerate() {
-        out.extend_from_slice(&body[before..line_end]);
+        out.put(&body[before..line_end]);
         if close {
             safe_filler(&body[line_end..], needs, out);
             return Ok(());
@@ -351,9 +429,9 @@ fn convert_multipart(
 
 /// Preamble and epilogue: ignored by readers, so 8-bit bytes become `?`
 /// and long lines are broken rather than refused.
-fn safe_filler(bytes: &[u8], needs: &Needs, out: &mut Vec<u8>) {
+fn safe_filler(bytes: &[u8], needs: &Needs, out: &mut dyn Out) {
     if !needs.body_changes(bytes) {
-        out.extend_from_slice(bytes);
+        out.put(bytes);
         return;
     }
     let mut column = 0;
@@ -367,12 +445,12 @@ fn safe_filler(bytes: &[u8], needs: &Needs, out: &mut Vec<u8>) {
             column = 0;
         } else {
             if column >= 76 && b != b'\r' {
-                out.extend_from_slice(b"\r\n");
+                out.put(b"\r\n");
                 column = 0;
             }
             column += 1;
         }
-        out.push(b);
+        out.put(&[b]);
     }
 }
 
@@ -389,16 +467,16 @@ fn write_head(
     needs: &Needs,
     convert: bool,
     encoding: Option<(&str, Option<&str>)>,
-    out: &mut Vec<u8>,
+    out: &mut dyn Out,
 ) -> Result<()> {
     if !convert && encoding.is_none() {
-        out.extend_from_slice(head);
+        out.put(head);
         return Ok(());
     }
     let section = HeaderSection::parse(head);
     let mut last = 0;
     for field in &section.fields {
-        out.extend_from_slice(&head[last..field.start]);
+        out.put(&head[last..field.start]);
         last = field.end;
         let bytes = &head[field.start..field.end];
         if encoding.is_some() && field.is("Content-Transfer-Encoding") {
@@ -407,26 +485,26 @@ fn write_head(
         if convert && needs.header_8bit && !bytes.is_ascii() {
             encode_field(&field.name, bytes, out)?;
         } else {
-            out.extend_from_slice(bytes);
+            out.put(bytes);
         }
     }
     // Where the fields end: before the blank line, if there is one.
     let end_of_fields = section.fields.last().map_or(0, |f| f.end);
-    out.extend_from_slice(&head[last..end_of_fields]);
+    out.put(&head[last..end_of_fields]);
     if let Some((encoding, content_type)) = encoding {
         if let Some(ct) = content_type
             && !section.has("Content-Type")
         {
-            out.extend_from_slice(format!("Content-Type: {ct}\r\n").as_bytes());
+            out.put(format!("Content-Type: {ct}\r\n").as_bytes());
         }
-        out.extend_from_slice(format!("Content-Transfer-Encoding: {encoding}\r\n").as_bytes());
+        out.put(format!("Content-Transfer-Encoding: {encoding}\r\n").as_bytes());
     }
     let rest = &head[end_of_fields..];
     if rest.is_empty() {
         // An entity without a blank line: its body starts here.
-        out.extend_from_slice(b"\r\n");
+        out.put(b"\r\n");
     } else {
-        out.extend_from_slice(rest);
+        out.put(rest);
     }
     Ok(())
 }
@@ -460,7 +538,7 @@ const OPAQUE_FIELDS: &[&str] = &[
 
 /// One header field (`Name: value`, possibly folded, with its CRLF) with
 /// its 8-bit text made ASCII.
-fn encode_field(name: &str, field: &[u8], out: &mut Vec<u8>) -> Result<()> {
+fn encode_field(name: &str, field: &[u8], out: &mut dyn Out) -> Result<()> {
     let value = unfolded_value(field);
     let is = |names: &[&str]| names.iter().any(|n| n.eq_ignore_ascii_case(name));
     let mut line = format!("{name}:");
@@ -494,7 +572,7 @@ fn encode_field(name: &str, field: &[u8], out: &mut Vec<u8>) -> Result<()> {
         line.push_str(&encoded_words(&value, used));
     }
     line.push_str("\r\n");
-    out.extend_from_slice(line.as_bytes());
+    out.put(line.as_bytes());
     Ok(())
 }
 
@@ -838,6 +916,46 @@ mod tests {
         assert!(out.is_ascii());
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("Subject: inner\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n=C3=A9t=C3=A9\r\n"), "{text}");
+    }
+
+    #[test]
+    fn check_fits_says_what_fit_says_without_the_copy() {
+        let both = Upstream {
+            eight_bit_mime: true,
+            smtputf8: true,
+        };
+        let long = "x".repeat(1200);
+        let signed = format!(
+            "Content-Type: multipart/signed; boundary=s\r\n\r\n--s\r\n\r\n{long}\r\n--s--\r\n"
+        );
+        let cases = [
+            "Subject: hi\r\n\r\nplain\r\n".to_owned(),
+            format!("Subject: x\r\n\r\n{long}\r\n"),
+            signed,
+            format!("X-Opaque-{long}: caf\u{e9}\r\n\r\nb"),
+            format!("Message-ID: <{long}\u{e9}@x>\r\n\r\nb"),
+            "From: j\u{f6}rg@example.com\r\n\r\nb\r\n".to_owned(),
+            format!("{}-%:^?\t)\t\u{c9}%", "h".repeat(985)),
+        ];
+        for case in &cases {
+            for upstream in [SEVEN_BIT, EIGHT_BIT, both] {
+                let fitted = fit(case.as_bytes(), upstream);
+                let checked = check_fits(case.as_bytes(), upstream);
+                assert_eq!(
+                    fitted.as_ref().err().map(ToString::to_string),
+                    checked.as_ref().err().map(ToString::to_string),
+                    "{case:?} {upstream:?}"
+                );
+            }
+        }
+        // Line ends split across writes count as in one piece.
+        let mut lines = LineCheck::default();
+        lines.put(&[b'a'; 998]);
+        lines.put(b"\r");
+        lines.put(b"\n");
+        assert!(!lines.long());
+        lines.put(&[b'a'; 999]);
+        assert!(lines.long());
     }
 
     #[test]

@@ -144,15 +144,43 @@ pub struct Completion<'a> {
 /// longer than 998 octets: a server would refuse it after the recipients
 /// were accepted.
 pub fn complete(message: &[u8], completion: &Completion<'_>) -> Result<Vec<u8>> {
-    // One parse on the usual path (no Bcc); the body is never copied twice.
-    let mut section = HeaderSection::parse(message);
+    complete_owned(message.to_vec(), completion)
+}
+
+/// [`complete`] on a message the caller hands over: only the header
+/// section is rebuilt and put in place of the old one, the body is never
+/// copied (a big message costs its own size, not twice that). Room for
+/// the added fields should be reserved in `message` by its producer
+/// (a few hundred bytes); otherwise the buffer grows once.
+pub fn complete_owned(mut message: Vec<u8>, completion: &Completion<'_>) -> Result<Vec<u8>> {
+    let body_start = HeaderSection::parse(&message).body_start;
+    let has_body = message.len() > body_start;
+    let head = complete_head(&message[..body_start], has_body, completion)?;
+    replace_head(&mut message, body_start, &head);
+    // Long body lines are re-encoded when the message is sent; only those
+    // that no upstream could be given (inside a signed part) are refused now.
+    super::convert::check_fits(
+        &message,
+        super::convert::Upstream {
+            eight_bit_mime: true,
+            smtputf8: true,
+        },
+    )?;
+    Ok(message)
+}
+
+/// The completed header section of [`complete`], from `head` (the header
+/// section of a message as [`HeaderSection::parse`] finds it, the empty
+/// line included when there is one).
+fn complete_head(head: &[u8], has_body: bool, completion: &Completion<'_>) -> Result<Vec<u8>> {
+    let mut section = HeaderSection::parse(head);
     let without_bcc;
-    let message = if section.has("Bcc") {
-        without_bcc = remove_fields_in(message, &section, "Bcc");
+    let head = if section.has("Bcc") {
+        without_bcc = remove_fields_in(head, &section, "Bcc");
         section = HeaderSection::parse(&without_bcc);
         &without_bcc[..]
     } else {
-        message
+        head
     };
     let mut added = String::new();
     if !section.has("Date") {
@@ -173,26 +201,26 @@ pub fn complete(message: &[u8], completion: &Completion<'_>) -> Result<Vec<u8>> 
         let from = Mailbox::new(from.name.clone(), ascii_domain("from", &from.email)?);
         added.push_str(&format!("From: {from}\r\n"));
     }
-    let mut out = Vec::with_capacity(message.len() + added.len() + 2);
+    let mut out = Vec::with_capacity(head.len() + added.len() + 2);
     let trace_end = section.trace_end();
-    out.extend_from_slice(&message[..trace_end]);
+    out.extend_from_slice(&head[..trace_end]);
     out.extend_from_slice(added.as_bytes());
-    if section.fields.is_empty() && !section.has_separator && !message.is_empty() {
+    if section.fields.is_empty() && !section.has_separator && has_body {
         // No header at all: what came is all body.
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(&message[trace_end..]);
-    let out = fold_header_lines(out, None)?;
-    // Long body lines are re-encoded when the message is sent; only those
-    // that no upstream could be given (inside a signed part) are refused now.
-    super::convert::fit(
-        &out,
-        super::convert::Upstream {
-            eight_bit_mime: true,
-            smtputf8: true,
-        },
-    )?;
-    Ok(out)
+    out.extend_from_slice(&head[trace_end..]);
+    fold_header_lines(out, None)
+}
+
+/// Puts `head` in place of the first `old_len` bytes of `message`: the
+/// body moves within the buffer (grown exactly when it must), never into
+/// a second one.
+fn replace_head(message: &mut Vec<u8>, old_len: usize, head: &[u8]) {
+    if head.len() > old_len {
+        message.reserve_exact(head.len() - old_len);
+    }
+    message.splice(..old_len, head.iter().copied());
 }
 
 /// Folds header lines longer than `soft` (when given) or [`MAX_LINE`] at
@@ -360,6 +388,20 @@ pub fn header_recipients(message: &[u8]) -> Result<Vec<String>> {
 /// Several Reply-To fields become one. A message without From gets one.
 /// Nothing else changes.
 pub fn rewrite_from(message: &[u8], sender: &Mailbox) -> Vec<u8> {
+    rewrite_from_owned(message.to_vec(), sender)
+}
+
+/// [`rewrite_from`] on a message the caller hands over: only the header
+/// section is rewritten, the body stays in its buffer.
+pub fn rewrite_from_owned(mut message: Vec<u8>, sender: &Mailbox) -> Vec<u8> {
+    let body_start = HeaderSection::parse(&message).body_start;
+    let head = rewrite_head(&message[..body_start], sender);
+    replace_head(&mut message, body_start, &head);
+    message
+}
+
+/// [`rewrite_from`] of a header section (or of a whole message).
+fn rewrite_head(message: &[u8], sender: &Mailbox) -> Vec<u8> {
     let section = HeaderSection::parse(message);
     let from_fields: Vec<&HeaderField> = section.fields.iter().filter(|f| f.is("From")).collect();
     let reply_fields: Vec<&HeaderField> =
@@ -623,6 +665,45 @@ mod tests {
             section.fields[1].value(obsolete),
             b" CEO <ceo@x.example>\r\n"
         );
+    }
+
+    #[test]
+    fn owned_messages_are_completed_and_rewritten_in_their_own_buffer() {
+        let from: Mailbox = "alm@example.com".parse().unwrap();
+        let c = Completion {
+            from: Some(&from),
+            message_id_domain: "example.com",
+        };
+        let body = "line of the body\r\n".repeat(1000);
+        for text in [
+            format!("Received: x\r\nBcc: b@x\r\nSubject: s\r\n\r\n{body}"),
+            format!("Subject: s\r\nnot a header\r\n{body}"),
+            body.clone(),
+            String::new(),
+        ] {
+            let mut buffer = Vec::with_capacity(text.len() + 1024);
+            buffer.extend_from_slice(text.as_bytes());
+            let at = buffer.as_ptr();
+            let owned = complete_owned(buffer, &c).unwrap();
+            assert_eq!(owned.as_ptr(), at, "moved to another buffer");
+            let copied = complete(text.as_bytes(), &c).unwrap();
+            // Date and Message-ID differ between two runs: compare around them.
+            let mask = |m: &[u8]| {
+                String::from_utf8_lossy(m)
+                    .lines()
+                    .filter(|l| !l.starts_with("Date:") && !l.starts_with("Message-ID:"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            };
+            assert_eq!(mask(&owned), mask(&copied), "{text:?}");
+            let rewritten = rewrite_from_owned(owned.clone(), &from);
+            assert_eq!(rewritten, rewrite_from(&owned, &from));
+            let mut buffer = Vec::with_capacity(owned.len() + 1024);
+            buffer.extend_from_slice(&owned);
+            let at_rewrite = buffer.as_ptr();
+            let rewritten = rewrite_from_owned(buffer, &from);
+            assert_eq!(rewritten.as_ptr(), at_rewrite);
+        }
     }
 
     #[test]
