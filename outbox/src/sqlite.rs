@@ -420,6 +420,11 @@ impl Drop for Writing {
     }
 }
 
+/// Messages up to this size are bound to the INSERT as they are (SQLite
+/// copies them, which costs nothing at this size); bigger ones are written
+/// into a zero blob piece by piece, so that the store holds no copy.
+const BOUND_AT_ONCE: usize = 256 * 1024;
+
 mod blob {
     //! Writing a message into its row's zero blob with SQLite's
     //! incremental blob I/O, which sqlx does not wrap.
@@ -563,7 +568,38 @@ impl OutboxStore for SqliteOutbox {
         let now = to_ms(SystemTime::now());
         let recipients = serde_json::to_string(&message.to).unwrap_or_else(|_| "[]".into());
         let size = i64::try_from(message.bytes.len()).unwrap_or(i64::MAX);
-        // The row with a zero blob of the message's size, then the bytes
+        if message.bytes.len() <= BOUND_AT_ONCE {
+            // One statement, one round trip to the connection's thread: the
+            // usual message, for which a copy or two cost nothing.
+            return sqlx::query_scalar(
+                "INSERT INTO outbox_messages
+                   (status, created_at, age_from, next_attempt_at, attempts, mail_from,
+                    recipients, subject, message_id, size, message, dsn_request)
+                 VALUES ('queued', ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?)
+                 RETURNING id",
+            )
+            .bind(now)
+            .bind(now)
+            .bind(now)
+            .bind(&message.from)
+            .bind(recipients)
+            .bind(&message.subject)
+            .bind(&message.message_id)
+            .bind(size)
+            .bind(&message.bytes)
+            .bind(encode_dsn(message.dsn.as_ref()))
+            // All rows, not `fetch_one`: the commit of a statement outside
+            // a transaction happens when it is stepped to its end, and an
+            // error there (SQLITE_FULL while the WAL is written) would
+            // otherwise be lost, the id returned for a row never stored.
+            .fetch_all(pool)
+            .await
+            .map_err(|e| self.err(e))?
+            .into_iter()
+            .next()
+            .ok_or_else(|| outbox_error(&self.path, "the insert returned no id".into()));
+        }
+        // A big one: the row with a zero blob of the message's size, then the bytes
         // written into it piece by piece (incremental blob I/O), in one
         // transaction: a bound blob would be copied by SQLite and again
         // into the record, three times the message in memory at once.
