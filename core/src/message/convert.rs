@@ -206,7 +206,9 @@ struct Kind {
 }
 
 fn kind_of(head: &[u8], parent_digest: bool) -> Kind {
-    let parsed = mail_parser::MessageParser::new().parse_headers(head);
+    // Only the two fields read here: parsing a long trace costs more.
+    let head = super::raw::only_fields(head, &["Content-Type", "Content-Transfer-Encoding"]);
+    let parsed = mail_parser::MessageParser::new().parse_headers(&head);
     let content_type = parsed.as_ref().and_then(|m| m.content_type());
     let encoding = parsed.as_ref().and_then(|m| {
         m.header_raw("Content-Transfer-Encoding")

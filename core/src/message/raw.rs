@@ -450,13 +450,33 @@ fn trim_line_end(value: &[u8]) -> &[u8] {
     value.strip_suffix(b"\r").unwrap_or(value)
 }
 
+/// The header fields of `message` named `names` (in their order, folded
+/// as they are), ended by an empty line: what a header parser needs to
+/// read just those.
+pub(crate) fn only_fields(message: &[u8], names: &[&str]) -> Vec<u8> {
+    let section = HeaderSection::parse(message);
+    let mut head = Vec::new();
+    for field in section
+        .fields
+        .iter()
+        .filter(|f| names.iter().any(|n| f.is(n)))
+    {
+        head.extend_from_slice(&message[field.start..field.end]);
+        if !head.ends_with(b"\n") {
+            head.extend_from_slice(b"\r\n");
+        }
+    }
+    head.extend_from_slice(b"\r\n");
+    head
+}
+
 /// The decoded Subject (empty when there is none) and the Message-ID of a
 /// message, for listings.
 pub fn subject_and_message_id(message: &[u8]) -> (String, Option<String>) {
-    let section = HeaderSection::parse(message);
-    let Some(parsed) =
-        mail_parser::MessageParser::new().parse_headers(&message[..section.body_start])
-    else {
+    // Only these two fields are parsed: a relayed message's Received
+    // fields cost more to parse than the rest of the header together.
+    let head = only_fields(message, &["Subject", "Message-ID"]);
+    let Some(parsed) = mail_parser::MessageParser::new().parse_headers(&head) else {
         return (String::new(), None);
     };
     let subject = parsed.subject().unwrap_or_default().to_owned();
@@ -503,6 +523,25 @@ pub fn message_id(domain: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn subject_and_message_id_read_past_a_long_trace() {
+        let received = "Received: from a (b [192.0.2.1]) by c (mailgate) with ESMTP id X\r\n for <d@example.com>; Tue, 01 Dec 2026 20:30:42 +0000\r\n";
+        let m = format!(
+            "{}Subject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\n folded\r\nMessage-ID: <a.b@example.com>\r\nX-Other: x\r\n\r\nSubject: body\r\n",
+            received.repeat(40)
+        );
+        assert_eq!(
+            subject_and_message_id(m.as_bytes()),
+            ("Grüße folded".to_owned(), Some("<a.b@example.com>".to_owned()))
+        );
+        // A last field without a line end still counts.
+        assert_eq!(
+            subject_and_message_id(b"Subject: last"),
+            ("last".to_owned(), None)
+        );
+        assert_eq!(subject_and_message_id(b""), (String::new(), None));
+    }
 
     #[test]
     fn header_section_byte_for_byte() {
