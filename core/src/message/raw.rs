@@ -533,7 +533,10 @@ mod tests {
         );
         assert_eq!(
             subject_and_message_id(m.as_bytes()),
-            ("Grüße folded".to_owned(), Some("<a.b@example.com>".to_owned()))
+            (
+                "Grüße folded".to_owned(),
+                Some("<a.b@example.com>".to_owned())
+            )
         );
         // A last field without a line end still counts.
         assert_eq!(
