@@ -34,6 +34,7 @@ mod help;
 mod queue;
 mod relay;
 mod send;
+mod sendmail;
 
 use clap::{Args, Parser, Subcommand};
 use mailgate::properties::ConfigFiles;
@@ -143,7 +144,7 @@ enum Command {
     },
 }
 
-/// sendmail's own options, parsed by [`send::parse_sendmail_args`].
+/// sendmail's own options, parsed by [`sendmail::parse_sendmail_args`].
 #[derive(Args, Debug)]
 struct SendmailCommand {
     /// [-t] [-i] [-oi] [-f ADDR] [-F NAME] [-C DIR] [--] [RCPT...]; other
@@ -519,7 +520,19 @@ async fn run_command(cli: Cli, registry: Registry) -> Result<(), Failure> {
             send::check_send_args(args)?;
             None
         }
-        Command::Sendmail(cmd) => Some(send::parse_sendmail_args(&cmd.args)?),
+        Command::Sendmail(cmd) => {
+            let args = sendmail::parse_sendmail_args(&cmd.args)?;
+            if args.help {
+                return print_out(format_args!("{}", sendmail::USAGE.trim_end()));
+            }
+            if args.version {
+                return print_out(format_args!(
+                    "mailgate {} (sendmail)",
+                    env!("CARGO_PKG_VERSION")
+                ));
+            }
+            Some(args)
+        }
         _ => None,
     };
     let sendmail_dir = sendmail_args.as_ref().and_then(|a| a.config_dir.as_deref());
@@ -533,7 +546,7 @@ async fn run_command(cli: Cli, registry: Registry) -> Result<(), Failure> {
         Command::Check(args) => check(&mailer, args, cli.quiet).await,
         Command::Send(args) => send::send(&mailer, args, cli.quiet).await,
         Command::Sendmail(_) => match &sendmail_args {
-            Some(args) => send::sendmail(&mailer, args).await,
+            Some(args) => sendmail::sendmail(&mailer, args).await,
             None => unreachable!("parsed above"),
         },
         Command::Queue { command } => queue::run(&mailer, command, cli.quiet).await,

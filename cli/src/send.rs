@@ -1,5 +1,5 @@
-//! `mailgate send` (composed or `--raw`) and `mailgate sendmail`, the
-//! drop-in for `/usr/sbin/sendmail`.
+//! `mailgate send`: a message composed from options, or a prepared one
+//! (`--raw`).
 
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
@@ -144,7 +144,11 @@ fn stdin_ready() -> Result<(), Error> {
 }
 
 /// Reads at most `limit` bytes from `source`; more is an error naming it.
-fn read_bounded(mut source: impl Read, what: &str, limit: u64) -> Result<Vec<u8>, Error> {
+pub(crate) fn read_bounded(
+    mut source: impl Read,
+    what: &str,
+    limit: u64,
+) -> Result<Vec<u8>, Error> {
     let mut buf = Vec::new();
     source
         .by_ref()
@@ -295,7 +299,7 @@ pub(crate) async fn send(mailer: &Mailer, args: &SendArgs, quiet: bool) -> Resul
 
 /// A delivery some recipients did not get is a failure of their class
 /// (65, 69 or 75), with a text that says who got it.
-fn refusals(delivery: &mailgate::Delivery) -> Result<(), Failure> {
+pub(crate) fn refusals(delivery: &mailgate::Delivery) -> Result<(), Failure> {
     match delivery.refusal() {
         None => Ok(()),
         Some(e) => Err(Failure::Exit(
@@ -327,7 +331,7 @@ fn raw_envelope(mailer: &Mailer, args: &SendArgs, message: &[u8]) -> Result<Enve
     envelope(from.as_deref(), &recipients)
 }
 
-fn envelope(from: Option<&str>, recipients: &[String]) -> Result<Envelope, Error> {
+pub(crate) fn envelope(from: Option<&str>, recipients: &[String]) -> Result<Envelope, Error> {
     if recipients.is_empty() {
         return Err(Error::InvalidMessage {
             field: "to".into(),
@@ -376,219 +380,9 @@ fn parse_header(spec: &str) -> Result<(String, String), Error> {
     }
 }
 
-// ---------------------------------------------------------------------------
-// sendmail
-
-/// A sendmail command line, as cron, PHP's mail(), git send-email and
-/// monitoring tools write it.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub(crate) struct SendmailArgs {
-    /// `-t`: recipients from the message's To, Cc and Bcc (Bcc then removed).
-    pub(crate) from_headers: bool,
-    /// `-i` / `-oi`: a line with a single `.` does not end the message.
-    pub(crate) ignore_dots: bool,
-    /// `-f ADDR` / `-r ADDR`: the envelope sender.
-    pub(crate) sender: Option<String>,
-    /// `-F NAME`: the full name for a From the message lacks.
-    pub(crate) full_name: Option<String>,
-    /// `-C DIR`: the config folder.
-    pub(crate) config_dir: Option<PathBuf>,
-    /// Recipients given as arguments.
-    pub(crate) recipients: Vec<String>,
-}
-
-/// Options that take a value and are accepted and ignored (as msmtp does).
-const IGNORED_WITH_VALUE: &[char] = &['B', 'h', 'L', 'N', 'O', 'R', 'V', 'X'];
-/// Options without a value that are accepted and ignored.
-const IGNORED_FLAGS: &[char] = &['G', 'U', 'm', 'n', 'v', 'd'];
-
-/// Parses sendmail's options: single letters, values attached (`-fADDR`) or
-/// separate (`-f ADDR`), `-o*` flags ignored but for `-oi`, `--` ends them.
-pub(crate) fn parse_sendmail_args(args: &[String]) -> Result<SendmailArgs, Error> {
-    let mut out = SendmailArgs::default();
-    let mut i = 0;
-    let usage = |msg: String| Error::Usage(format!("sendmail: {msg}"));
-    while i < args.len() {
-        let arg = &args[i];
-        i += 1;
-        if arg == "--" {
-            out.recipients.extend(args[i..].iter().cloned());
-            break;
-        }
-        let Some(opt) = arg.strip_prefix('-').filter(|o| !o.is_empty()) else {
-            out.recipients.push(arg.clone());
-            continue;
-        };
-        let mut chars = opt.chars();
-        let letter = chars.next().unwrap_or_default();
-        let attached = chars.as_str();
-        let mut value = |name: char| -> Result<String, Error> {
-            if !attached.is_empty() {
-                return Ok(attached.to_owned());
-            }
-            let v = args
-                .get(i)
-                .cloned()
-                .ok_or_else(|| usage(format!("-{name} needs a value")))?;
-            i += 1;
-            Ok(v)
-        };
-        match letter {
-            't' if attached.is_empty() => out.from_headers = true,
-            'i' if attached.is_empty() => out.ignore_dots = true,
-            'o' => {
-                // -oi and -o i mean -i; every other -o option is ignored.
-                if value('o')? == "i" {
-                    out.ignore_dots = true;
-                }
-            }
-            'f' | 'r' => out.sender = Some(value(letter)?),
-            'F' => out.full_name = Some(value('F')?),
-            'C' => out.config_dir = Some(PathBuf::from(value('C')?)),
-            'b' => match attached {
-                "m" | "" => {}
-                other => {
-                    return Err(usage(format!(
-                        "-b{other} is not supported: mailgate only delivers a message (-bm)"
-                    )));
-                }
-            },
-            c if IGNORED_WITH_VALUE.contains(&c) => {
-                let _ = value(c)?;
-            }
-            c if IGNORED_FLAGS.contains(&c) => {}
-            _ => {
-                return Err(usage(format!(
-                    "unknown option -{}",
-                    mailgate::smtp::escape_controls(opt, 40)
-                )));
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// Reads the message from stdin: to EOF with `-i`, else up to a line that
-/// holds only `.` (traditional sendmail).
-fn read_sendmail_input(ignore_dots: bool, limit: u64) -> Result<Vec<u8>, Error> {
-    let input = read_bounded(std::io::stdin().lock(), "message on stdin", limit)?;
-    if ignore_dots {
-        return Ok(input);
-    }
-    let mut start = 0;
-    while start < input.len() {
-        let end = input[start..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(input.len(), |n| start + n + 1);
-        let line = &input[start..end];
-        if line == b".\n" || line == b".\r\n" || line == b"." {
-            return Ok(input[..start].to_vec());
-        }
-        start = end;
-    }
-    Ok(input)
-}
-
-/// `mailgate sendmail`: reads the message on stdin and sends it (silent on
-/// success, like sendmail).
-pub(crate) async fn sendmail(mailer: &Mailer, args: &SendmailArgs) -> Result<(), Failure> {
-    let limit = mailer.settings().max_message_bytes();
-    let message = read_sendmail_input(args.ignore_dots, limit)?;
-    let mut recipients: Vec<String> = args
-        .recipients
-        .iter()
-        .flat_map(|r| mailgate::message::split_addresses(r))
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty())
-        .collect();
-    if args.from_headers {
-        recipients.extend(raw::header_recipients(&message)?);
-    }
-    if recipients.is_empty() {
-        return Err(Error::Usage(
-            "sendmail: no recipient: give addresses as arguments, or -t to read To, Cc and Bcc"
-                .into(),
-        )
-        .into());
-    }
-    let sender = match &args.sender {
-        Some(s) => Some(s.clone()),
-        None => mailer.settings().sender().map(|m| m.email.to_string()),
-    };
-    // A From the message lacks is the envelope sender, named by -F.
-    let name = args.full_name.as_deref();
-    let envelope = envelope(sender.as_deref(), &recipients)?;
-    if mailer.outbox().is_err() {
-        // A build without an outbox store sends at once.
-        let delivery = mailer.send_raw_named(&envelope, name, &message).await?;
-        return refusals(&delivery);
-    }
-    // As sendmail does: durable first, then one attempt; silent on success.
-    match mailer.enqueue_raw_named(&envelope, name, &message).await {
-        Ok(id) => crate::queue::send_queued(mailer, id, false, true).await,
-        Err(e @ Error::Outbox { .. }) => {
-            // The mail still goes out; the operator learns the outbox is unusable.
-            tracing::warn!("{e}; sending directly, without the outbox");
-            let delivery = mailer.send_raw_named(&envelope, name, &message).await?;
-            refusals(&delivery)
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn parse(args: &[&str]) -> Result<SendmailArgs, Error> {
-        let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
-        parse_sendmail_args(&args)
-    }
-
-    #[test]
-    fn sendmail_options_as_callers_write_them() {
-        let a = parse(&[
-            "-t",
-            "-i",
-            "-f",
-            "alm@example.com",
-            "-FCron Daemon",
-            "--",
-            "-odd@example.com",
-        ])
-        .unwrap();
-        assert!(a.from_headers && a.ignore_dots);
-        assert_eq!(a.sender.as_deref(), Some("alm@example.com"));
-        assert_eq!(a.full_name.as_deref(), Some("Cron Daemon"));
-        assert_eq!(a.recipients, ["-odd@example.com"]);
-
-        let a = parse(&[
-            "-oi",
-            "-oem",
-            "-odi",
-            "-bm",
-            "-B8BITMIME",
-            "-N",
-            "never",
-            "-v",
-            "-falm@example.com",
-            "root",
-        ])
-        .unwrap();
-        assert!(a.ignore_dots && !a.from_headers);
-        assert_eq!(a.sender.as_deref(), Some("alm@example.com"));
-        assert_eq!(a.recipients, ["root"]);
-
-        // `-o i` as two words, and another option's value is not a recipient.
-        let a = parse(&["-o", "i", "-o", "em", "root"]).unwrap();
-        assert!(a.ignore_dots);
-        assert_eq!(a.recipients, ["root"]);
-
-        assert_eq!(parse(&["-bp"]).unwrap_err().exit_code(), 64);
-        assert_eq!(parse(&["-f"]).unwrap_err().exit_code(), 64);
-        assert_eq!(parse(&["-Q"]).unwrap_err().exit_code(), 64);
-    }
 
     #[test]
     fn headers_from_the_command_line() {

@@ -642,3 +642,126 @@ async fn a_utf8_recipient_for_a_server_without_smtputf8_is_refused_not_queued() 
     assert_eq!(listed.stdout().trim(), "[]", "nothing queued");
     assert!(peer.messages().is_empty());
 }
+
+// ---------------------------------------------------------------------------
+// Every caller
+
+/// A cron job's mail as cronie writes it (MAILTO unset: to root).
+const CRON_MAIL: &str = "From: root (Cron Daemon)\nTo: root\nSubject: Cron <root@build> /usr/local/bin/nightly\nContent-Type: text/plain; charset=UTF-8\n\nnightly: 3 files rotated\n";
+
+/// cronie (RHEL, Fedora, Arch) runs `sendmail -FCronDaemon -i -odi -oem
+/// -oi -t -f root`: the bare `root` is qualified with the sender's domain,
+/// as envelope sender and as the To recipient.
+#[tokio::test]
+async fn cronie_s_command_line_with_a_bare_root_is_delivered() {
+    let server = relay().await;
+    let dir = config(&server, &[]);
+    let argv = [
+        "-FCronDaemon",
+        "-i",
+        "-odi",
+        "-oem",
+        "-oi",
+        "-t",
+        "-f",
+        "root",
+    ];
+    let out = sendmail(dir.path(), &argv, CRON_MAIL).await;
+    out.assert_code(0);
+    assert_eq!(out.stdout(), "");
+    let received = only_message(&server);
+    let domain = SENDER.rsplit_once('@').unwrap().1;
+    assert_eq!(received.mail_from, format!("root@{domain}"));
+    assert_eq!(received.rcpt_to, [format!("root@{domain}")]);
+    let parsed = parse(&received);
+    assert_eq!(
+        parsed.subject(),
+        Some("Cron <root@build> /usr/local/bin/nightly")
+    );
+    assert_eq!(
+        parsed.body_text(0).as_deref().map(str::trim_end),
+        Some("nightly: 3 files rotated")
+    );
+
+    // mailgate.sendmail.domain names another domain; an aliases file sends
+    // root's mail to the operators and everything local to `default`.
+    server.clear();
+    let dir = config(
+        &server,
+        &[
+            ("mailgate.sendmail.domain", "build.example.net"),
+            ("mailgate.sendmail.aliases", "aliases"),
+        ],
+    );
+    dir.write_file(
+        "aliases",
+        "# msmtp's format\nroot: ops@example.com, oncall\ndefault: it@example.com\n",
+    );
+    let out = sendmail(dir.path(), &argv, CRON_MAIL).await;
+    out.assert_code(0);
+    let received = only_message(&server);
+    assert_eq!(received.mail_from, "root@build.example.net");
+    assert_eq!(
+        received.rcpt_to,
+        ["ops@example.com", "oncall@build.example.net"]
+    );
+    server.clear();
+    let out = sendmail(dir.path(), &["-i", "www-data"], "Subject: web\n\nhi\n").await;
+    out.assert_code(0);
+    assert_eq!(only_message(&server).rcpt_to, ["it@example.com"]);
+
+    // A broken aliases file: exit 78 naming the key, the file and the line.
+    dir.write_file("aliases", "root ops@example.com\n");
+    let out = sendmail(dir.path(), &argv, CRON_MAIL).await;
+    out.assert_code(78);
+    let err = out.stderr();
+    assert!(
+        err.contains("mailgate.sendmail.aliases") && err.contains("line 1"),
+        "{err}"
+    );
+}
+
+/// `-f '<>'` and `-f ''` send with the null sender (bounce and vacation
+/// tools), as msmtp and Postfix do.
+#[tokio::test]
+async fn dash_f_empty_or_angle_brackets_is_the_null_sender() {
+    let server = relay().await;
+    let dir = config(&server, &[]);
+    for sender in ["<>", ""] {
+        server.clear();
+        let out = sendmail(
+            dir.path(),
+            &["-i", "-f", sender, "dev@example.com"],
+            "Subject: auto-reply\n\nout of office\n",
+        )
+        .await;
+        out.assert_code(0);
+        let received = only_message(&server);
+        assert_eq!(received.mail_from, "", "-f {sender:?}");
+        assert_eq!(received.rcpt_to, ["dev@example.com"]);
+    }
+}
+
+/// `--help` and `--version` work under both names, print on stdout and
+/// exit 0 without reading stdin or the config.
+#[tokio::test]
+async fn help_and_version_under_both_names() {
+    let (_files, link) = sendmail_symlink();
+    let missing = std::path::Path::new("/nonexistent/mailgate-config");
+    for (args, expected) in [
+        (&["--help"][..], "Usage: sendmail"),
+        (&["--version"][..], "mailgate "),
+    ] {
+        let mut all = vec!["sendmail"];
+        all.extend_from_slice(args);
+        let out = run(support::mailgate_cmd(missing, &all), Input::Empty).await;
+        out.assert_code(0);
+        assert!(out.stdout().starts_with(expected), "{}", out.stdout());
+
+        let mut cmd = Command::new(&link);
+        cmd.args(args).env_remove("MAILGATE_CONFIG_DIR");
+        let out = run(cmd, Input::Empty).await;
+        out.assert_code(0);
+        assert!(out.stdout().starts_with(expected), "{}", out.stdout());
+    }
+}

@@ -65,6 +65,13 @@ pub mod keys {
     /// `false`: `sendmail` and `send --queue` never start a worker for what
     /// they leave queued (default true).
     pub const OUTBOX_AUTO_DELIVER: &str = "mailgate.outbox.autoDeliver";
+    /// The domain `sendmail` appends to a bare local name (`root`,
+    /// `www-data`) as sender or recipient (default: the domain of
+    /// `mksis.logging.email.from`).
+    pub const SENDMAIL_DOMAIN: &str = "mailgate.sendmail.domain";
+    /// An aliases file for `sendmail` (msmtp's format: `root: ops@example.com`,
+    /// `default: admin@example.com`), relative to the config folder.
+    pub const SENDMAIL_ALIASES: &str = "mailgate.sendmail.aliases";
     /// Seconds a worker may go unheard before the others take over its
     /// messages (default 30).
     pub const OUTBOX_WORKER_TIMEOUT: &str = "mailgate.outbox.workerTimeoutSeconds";
@@ -139,6 +146,8 @@ pub mod keys {
         OUTBOX_AUTO_DELIVER,
         OUTBOX_DELAY_WARNING,
         OUTBOX_KEEP_SENT_BODIES,
+        SENDMAIL_DOMAIN,
+        SENDMAIL_ALIASES,
         RELAY_LISTEN,
         RELAY_ALLOW,
         RELAY_MAX_MESSAGE_BYTES,
@@ -201,7 +210,7 @@ pub mod keys {
             OUTBOX_KEEP_SENT_BODIES,
         ];
         match key {
-            SERVER_HOSTNAME | HELO_NAME | MESSAGE_ID_DOMAIN => 253,
+            SERVER_HOSTNAME | HELO_NAME | MESSAGE_ID_DOMAIN | SENDMAIL_DOMAIN => 253,
             EMAIL_FROM | AUTH_STRATEGY | OUTBOX_POSTMASTER => 998,
             OUTBOX_URL => 2048,
             k if SHORT.contains(&k) => 64,

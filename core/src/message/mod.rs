@@ -4,6 +4,7 @@
 //! costly is done with them.
 
 pub mod address;
+pub mod aliases;
 mod compose;
 pub mod convert;
 pub mod raw;

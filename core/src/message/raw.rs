@@ -362,7 +362,14 @@ pub fn header_recipients(message: &[u8]) -> Result<Vec<String>> {
                 ));
             };
             for addr in list.iter() {
-                if let Some(address) = addr.address.as_deref() {
+                // `To: root`: a bare local name reads as a display name
+                // without an address; it is a recipient (sendmail `-t`
+                // qualifies it, as Postfix and msmtp do).
+                let local = match (&addr.address, addr.name.as_deref()) {
+                    (None, Some(name)) if is_local_name(name) => Some(name),
+                    _ => None,
+                };
+                if let Some(address) = addr.address.as_deref().or(local) {
                     if address.chars().any(is_forbidden_char) {
                         return Err(Error::invalid_message(
                             field,
@@ -378,6 +385,15 @@ pub fn header_recipients(message: &[u8]) -> Result<Vec<String>> {
         }
     }
     Ok(out)
+}
+
+/// A bare local name (`root`, `www-data`): one word, no `@`.
+fn is_local_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.+".contains(c))
 }
 
 /// `message` sent as `sender` (a relay whose upstream only takes its own
