@@ -69,7 +69,7 @@ Exit status: 0 done (--check: no secret in plain text); 64 usage; 66 the --rotat
 
 /// `completions` and `man`.
 pub(crate) const GENERATED: &str = "\
-Exit status: 0 written to stdout; 74 stdout could not be written.";
+Exit status: 0 written to stdout (man --dir: the pages written into the folder); 73 the folder or a page cannot be written; 74 stdout could not be written.";
 
 /// `demo`.
 pub(crate) const DEMO: &str = "\
@@ -79,15 +79,6 @@ Exit status: 0 all three delivered as expected; 69 this build has no demo (cargo
 pub(crate) fn completions(shell: clap_complete::Shell) -> Result<(), Failure> {
     let mut out = Vec::new();
     clap_complete::generate(shell, &mut Cli::command(), "mailgate", &mut out);
-    write_stdout(&out)
-}
-
-/// `mailgate man`: the man page (roff) on stdout.
-pub(crate) fn man() -> Result<(), Failure> {
-    let mut out = Vec::new();
-    clap_mangen::Man::new(Cli::command())
-        .render(&mut out)
-        .map_err(Failure::Stdout)?;
     write_stdout(&out)
 }
 

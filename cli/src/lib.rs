@@ -31,6 +31,7 @@ use std::process::ExitCode;
 mod demo;
 mod encrypt;
 mod help;
+mod man;
 mod queue;
 mod relay;
 mod send;
@@ -126,9 +127,13 @@ enum Command {
         /// The shell
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff): `mailgate man > mailgate.1`
+    /// Print the man page (roff): `mailgate man > mailgate.1`; with --dir, write one page per command
     #[command(after_help = help::GENERATED)]
-    Man,
+    Man {
+        /// Write every page (mailgate.1, mailgate-send.1, mailgate-sendmail.8, ...) into this folder
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Run the whole job on loopback: dev servers, one config folder per strategy, one message each
     #[cfg(feature = "demo")]
     #[command(after_help = format!("{}\n\n{}", demo::IGNORED_OPTIONS, help::DEMO))]
@@ -497,7 +502,7 @@ async fn run_command(cli: Cli, registry: Registry) -> Result<(), Failure> {
                 print_out(format_args!("{report}"))
             };
         }
-        Command::Man => return help::man(),
+        Command::Man { dir } => return man::man(dir.as_deref()),
         #[cfg(not(feature = "demo"))]
         Command::Demo { .. } => {
             return Err(Failure::Exit(
@@ -558,7 +563,7 @@ async fn run_command(cli: Cli, registry: Registry) -> Result<(), Failure> {
         Command::Server
         | Command::Encrypt(_)
         | Command::Completions { .. }
-        | Command::Man
+        | Command::Man { .. }
         | Command::Relay
         | Command::RelayUser { .. } => {
             unreachable!("handled before the mailer is built")
