@@ -18,6 +18,10 @@
 //! timeout, 4xx), 77 authentication refused, 78 configuration error (each
 //! command's `--help` lists its own, see `help.rs`).
 //!
+//! With `--json`, a failure is also one object on stdout, `{"error": ...}`
+//! (see `report.rs`): stderr's text, the exit code and the object come from
+//! one `ErrorReport`.
+//!
 //! A closed stdout (`mailgate token | head -c 0`, a reader that quit) is not
 //! a crash: the command exits 74 (EX_IOERR) without a message, because its
 //! output did not reach the reader (as a pipeline under `set -o pipefail`
