@@ -151,8 +151,9 @@ fn lock_folders(dirs: &[PathBuf]) -> Result<Vec<std::fs::File>, Failure> {
         // `File::try_lock` is `flock` on Unix, as the secrets crate's locks are.
         while file.try_lock().is_err() {
             if std::time::Instant::now() > deadline {
-                return Err(Failure::Exit(
+                return Err(Failure::exit(
                     EXIT_TEMPFAIL,
+                    "busy",
                     format!(
                         "another `mailgate encrypt` is working in {}; try again when it is done",
                         dir.display()
@@ -407,8 +408,9 @@ fn vendor_guard(
     if refused.is_empty() {
         return Ok(keep);
     }
-    Err(Failure::Exit(
+    Err(Failure::exit(
         78,
+        "config",
         format!(
             "not encrypting: the RV&S server reads {} and cannot read ENC(...) values, so it would stop sending mail. \
              Give mailgate its own copy of is.properties and security.properties (a folder only mailgate reads, \
@@ -450,8 +452,9 @@ fn rotate(
         Some(path) => match SecretKey::load(path) {
             Ok(key) => key,
             Err(secrets::Error::KeyFileMissing { .. }) => {
-                return Err(Failure::Exit(
+                return Err(Failure::exit(
                     66,
+                    "no_input",
                     format!(
                         "new key file {} not found: make one with `(umask 077; openssl rand -hex 32 > {})`, or pass --rotate-key without a file for a fresh random key",
                         path.display(),
@@ -531,7 +534,9 @@ mod tests {
         let known = Known::of(&mailgate::default_registry().unwrap());
         run(files, given_key, args, &known, &mut String::new()).map_err(|f| match f {
             Failure::Mailgate(e) => e,
-            Failure::Exit(code, message) => panic!("exit {code}: {message}"),
+            Failure::Exit(report) | Failure::Printed(report) => {
+                panic!("exit {}: {}", report.exit_code(), report.message())
+            }
             Failure::Stdout(e) => panic!("stdout: {e}"),
         })
     }

@@ -18,6 +18,10 @@
 //! timeout, 4xx), 77 authentication refused, 78 configuration error (each
 //! command's `--help` lists its own, see `help.rs`).
 //!
+//! With `--json`, a failure is also one object on stdout, `{"error": ...}`
+//! (see `report.rs`): stderr's text, the exit code and the object come from
+//! one `ErrorReport`.
+//!
 //! A closed stdout (`mailgate token | head -c 0`, a reader that quit) is not
 //! a crash: the command exits 74 (EX_IOERR) without a message, because its
 //! output did not reach the reader (as a pipeline under `set -o pipefail`
@@ -34,15 +38,20 @@ mod help;
 mod man;
 mod queue;
 mod relay;
+mod report;
 mod send;
 mod sendmail;
+mod warnings;
 
 use clap::{Args, Parser, Subcommand};
 use mailgate::properties::ConfigFiles;
 use mailgate::secrecy::ExposeSecret;
 use mailgate::settings::LoadOptions;
 use mailgate::{Error, Mailer, MailerBuilder, Registry, Settings};
+use report::ErrorReport;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -219,21 +228,33 @@ pub fn run(registry: Result<Registry, mailgate::ConfigError>) -> ExitCode {
     let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {
-            let code = if e.use_stderr() { 64 } else { 0 };
             let _ = e.print();
-            return ExitCode::from(code);
+            if !e.use_stderr() {
+                // --help, --version: not a failure.
+                return ExitCode::SUCCESS;
+            }
+            let argv = match sendmail_argv() {
+                Some(argv) => argv,
+                None => std::env::args_os().collect(),
+            };
+            if report::argv_asks_json(argv) {
+                let text = e.render().to_string();
+                let report =
+                    ErrorReport::plain(report::EXIT_USAGE, "usage", text.trim_end().to_owned());
+                let _ = print_out(format_args!("{}", report.object()));
+            }
+            return ExitCode::from(report::EXIT_USAGE);
         }
     };
+    let json = json_requested(&cli.command);
     // A long-running relay logs each message at info; one-shot commands
     // stay quiet unless asked.
     let service = matches!(cli.command, Command::Relay);
-    init_logging(cli.verbose, cli.quiet, service);
+    let collect_warnings = matches!(&cli.command, Command::Check(args) if args.json);
+    init_logging(cli.verbose, cli.quiet, service, collect_warnings);
     let registry = match registry {
         Ok(registry) => registry,
-        Err(e) => {
-            eprintln!("mailgate: {e}");
-            return ExitCode::from(Error::from(e).exit_code());
-        }
+        Err(e) => return fail(Failure::Mailgate(Error::from(e)), json),
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -241,8 +262,12 @@ pub fn run(registry: Result<Registry, mailgate::ConfigError>) -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("mailgate: cannot start the async runtime: {e}");
-            return ExitCode::from(71);
+            let failure = Failure::exit(
+                EXIT_OSERR,
+                "os_error",
+                format!("cannot start the async runtime: {e}"),
+            );
+            return fail(failure, json);
         }
     };
     // The demo brings its own servers and config folders: no Mailer here.
@@ -252,36 +277,52 @@ pub fn run(registry: Result<Registry, mailgate::ConfigError>) -> ExitCode {
     }
     match runtime.block_on(run_command(cli, registry)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(Failure::Mailgate(e)) => {
-            eprintln!("mailgate: {e}{}", flag_hint(&e));
-            ExitCode::from(e.exit_code())
-        }
-        Err(Failure::Exit(code, message)) => {
-            eprintln!("mailgate: {message}");
-            ExitCode::from(code)
-        }
-        Err(Failure::Stdout(e)) => {
-            // A reader that went away needs no explanation; anything else does.
-            if e.kind() != std::io::ErrorKind::BrokenPipe {
-                eprintln!("mailgate: cannot write to stdout: {e}");
-            }
-            ExitCode::from(EXIT_IOERR)
-        }
+        Err(failure) => fail(failure, json),
     }
 }
 
-/// The options that fix an error, where the library's text cannot name them.
-fn flag_hint(e: &Error) -> &'static str {
-    match e {
-        Error::Config(mailgate::ConfigError::Unreadable { .. }) => {
-            " (see --config-dir, --is, --security)"
+/// Reports `failure`: its text on stderr and, when the command was asked
+/// for JSON, the error object on stdout (unless the command's own object
+/// there carries it already); returns its exit code.
+fn fail(failure: Failure, json: bool) -> ExitCode {
+    let (report, printed) = match failure {
+        Failure::Mailgate(e) => (ErrorReport::of(&e), false),
+        Failure::Exit(report) => (*report, false),
+        Failure::Printed(report) => (*report, true),
+        Failure::Stdout(e) => {
+            // A reader that went away needs no explanation; anything else
+            // does. There is no JSON: stdout is what failed.
+            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                eprintln!("mailgate: cannot write to stdout: {e}");
+            }
+            return ExitCode::from(EXIT_IOERR);
         }
-        _ => "",
+    };
+    eprintln!("mailgate: {}", report.message());
+    // The exit status stays the failure's own even when stdout cannot take
+    // the object: the caller learns of the failure either way.
+    if json && !printed {
+        let _ = print_out(format_args!("{}", report.object()));
+    }
+    ExitCode::from(report.exit_code())
+}
+
+/// Whether the command line asks for JSON output (`--json` of `check`,
+/// `send`, `queue list`, `queue stats`).
+fn json_requested(command: &Command) -> bool {
+    match command {
+        Command::Check(args) => args.json,
+        Command::Send(args) => args.json,
+        Command::Queue { command } => command.json(),
+        _ => false,
     }
 }
 
 /// EX_IOERR: stdout could not be written (see the module docs).
 const EXIT_IOERR: u8 = 74;
+
+/// EX_OSERR: the process could not set itself up.
+const EXIT_OSERR: u8 = 71;
 
 /// Why a command failed.
 pub(crate) enum Failure {
@@ -289,9 +330,32 @@ pub(crate) enum Failure {
     Mailgate(Error),
     /// stdout could not be written, e.g. a closed pipe.
     Stdout(std::io::Error),
-    /// An outcome with its own exit code and message (`queue flush`, a
-    /// queued message that became dead).
-    Exit(u8, String),
+    /// An outcome with its own exit code, kind and message (`queue flush`,
+    /// a queued message that became dead, a message some recipients got).
+    Exit(Box<ErrorReport>),
+    /// A failure the command's JSON object on stdout carries already (its
+    /// `error` member): only stderr and the exit code are left to do.
+    Printed(Box<ErrorReport>),
+}
+
+impl Failure {
+    /// [`Failure::Exit`] with a failure of the command line's own.
+    pub(crate) fn exit(code: u8, kind: &'static str, message: impl Into<String>) -> Self {
+        Failure::Exit(Box::new(ErrorReport::plain(code, kind, message.into())))
+    }
+
+    /// Puts this failure in `obj`, the JSON object a command is about to
+    /// print, as its `error` member; the failure is then [`Failure::Printed`].
+    pub(crate) fn put_in(self, obj: &mut serde_json::Value) -> Failure {
+        let report = match self {
+            Failure::Mailgate(e) => ErrorReport::of(&e),
+            Failure::Exit(report) | Failure::Printed(report) => *report,
+            // Not put in anything: stdout is what failed.
+            Failure::Stdout(e) => return Failure::Stdout(e),
+        };
+        obj["error"] = report.json();
+        Failure::Printed(Box::new(report))
+    }
 }
 
 impl From<Error> for Failure {
@@ -317,7 +381,10 @@ pub(crate) fn print_out(text: std::fmt::Arguments<'_>) -> Result<(), Failure> {
 /// `mailgate` takes in `mailgate_core::*`, `mailgate_auth_*`, the `mailgate::smtp`
 /// and `mailgate::oauth` targets, this binary (crate `mailgate`) and the demo's
 /// `mailgate_devserver`. No third-party crate's name starts with `mailgate`.
-fn init_logging(verbose: u8, quiet: bool, service: bool) {
+///
+/// With `collect_warnings`, each warning shown is also kept for `check
+/// --json` (see `warnings.rs`).
+fn init_logging(verbose: u8, quiet: bool, service: bool, collect_warnings: bool) {
     let ours = match (quiet, verbose) {
         (true, _) => "error",
         (false, 0) if service => "info",
@@ -327,15 +394,20 @@ fn init_logging(verbose: u8, quiet: bool, service: bool) {
     };
     let others = if quiet { "error" } else { "warn" };
     let filter = EnvFilter::new(format!("{others},mailgate={ours}"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false)
         .with_ansi(colour(
             std::io::stderr().is_terminal(),
             std::env::var_os("NO_COLOR"),
         ))
-        .without_time()
+        .without_time();
+    // The filter comes first and applies to both layers: what is collected
+    // is what stderr shows.
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(stderr)
+        .with(collect_warnings.then_some(warnings::Collector))
         .init();
 }
 
@@ -505,9 +577,10 @@ async fn run_command(cli: Cli, registry: Registry) -> Result<(), Failure> {
         Command::Man { dir } => return man::man(dir.as_deref()),
         #[cfg(not(feature = "demo"))]
         Command::Demo { .. } => {
-            return Err(Failure::Exit(
+            return Err(Failure::exit(
                 69,
-                "this mailgate is built without the demo (cargo feature `demo`); run it with `cargo run -p mailgate-cli --features demo -- demo`".into(),
+                "unavailable",
+                "this mailgate is built without the demo (cargo feature `demo`); run it with `cargo run -p mailgate-cli --features demo -- demo`",
             ));
         }
         // Only the settings: `server` works without the key file or the secrets.
@@ -634,6 +707,10 @@ async fn check(mailer: &Mailer, args: &CheckArgs, quiet: bool) -> Result<(), Fai
     };
     // A relay running on this folder: whether its settings are current.
     let relay = relay::status_line(settings);
+    // Built first, printed once the failures are known: the JSON object
+    // carries the first one.
+    let mut json_out = None;
+    let mut text_out = None;
     if args.json {
         let mut obj = serde_json::json!({
             "strategy": resolution.strategy,
@@ -646,7 +723,8 @@ async fn check(mailer: &Mailer, args: &CheckArgs, quiet: bool) -> Result<(), Fai
             "ca_files": ca_files,
             "files": files,
             "details": details.iter().map(|(k, v)| ((*k).to_owned(), serde_json::Value::from(v.clone()))).collect::<serde_json::Map<_, _>>(),
-            "warnings": settings.warnings().iter().map(|w| w.0.clone()).collect::<Vec<_>>(),
+            // Every warning stderr shows, from loading and from this check.
+            "warnings": warnings::collected(),
             "settings": origins.iter().map(|(key, value, origin)| {
                 let mut o = origin_json(origin);
                 o["value"] = serde_json::Value::from(value.clone());
@@ -691,9 +769,7 @@ async fn check(mailer: &Mailer, args: &CheckArgs, quiet: bool) -> Result<(), Fai
                 }),
             };
         }
-        if !quiet {
-            print_out(format_args!("{obj:#}"))?;
-        }
+        json_out = Some(obj);
     } else if !quiet {
         use std::fmt::Write as _;
         let mut text = String::new();
@@ -801,10 +877,10 @@ async fn check(mailer: &Mailer, args: &CheckArgs, quiet: bool) -> Result<(), Fai
             }
             None => {}
         }
-        print_out(format_args!("{text}"))?;
+        text_out = Some(text);
     }
     // Every failure is shown; the first decides the exit code (and is
-    // printed by `run`).
+    // printed by `run`, or carried by the JSON object).
     let mut failures: Vec<Error> = Vec::new();
     if let Err(e) = secrets {
         failures.push(Error::Config(e));
@@ -816,13 +892,21 @@ async fn check(mailer: &Mailer, args: &CheckArgs, quiet: bool) -> Result<(), Fai
         failures.push(e);
     }
     let mut failures = failures.into_iter();
-    match failures.next() {
+    let mut failure = failures.next().map(Failure::Mailgate);
+    if let Some(mut obj) = json_out.filter(|_| !quiet) {
+        failure = failure.map(|f| f.put_in(&mut obj));
+        print_out(format_args!("{obj:#}"))?;
+    }
+    if let Some(text) = text_out {
+        print_out(format_args!("{text}"))?;
+    }
+    match failure {
         None => Ok(()),
         Some(first) => {
             for other in failures {
                 eprintln!("mailgate: {other}");
             }
-            Err(first.into())
+            Err(first)
         }
     }
 }

@@ -49,16 +49,18 @@ pub(crate) fn man(dir: Option<&Path>) -> Result<(), Failure> {
             .map_err(Failure::Stdout);
     };
     std::fs::create_dir_all(dir).map_err(|e| {
-        Failure::Exit(
+        Failure::exit(
             73,
+            "cant_create",
             format!("mailgate man: cannot create {}: {e}", dir.display()),
         )
     })?;
     for page in &pages {
         let path = dir.join(&page.file);
         std::fs::write(&path, &page.roff).map_err(|e| {
-            Failure::Exit(
+            Failure::exit(
                 73,
+                "cant_create",
                 format!("mailgate man: cannot write {}: {e}", path.display()),
             )
         })?;

@@ -4,9 +4,12 @@ use std::io::IsTerminal as _;
 use std::time::SystemTime;
 
 use clap::{Args, Subcommand};
-use mailgate::outbox::{DeliveryOutcome, MessageId, QueuedMessage, Stats, Status, Worker};
-use mailgate::{Error, Mailer};
+use mailgate::outbox::{
+    DeliveryOutcome, MessageId, QueuedMessage, RecipientRecord, Stats, Status, Worker,
+};
+use mailgate::{Error, Mailer, RecipientRefusal};
 
+use crate::report::ErrorReport;
 use crate::{Failure, print_out};
 
 /// `mailgate queue ...`
@@ -29,6 +32,17 @@ pub(crate) enum QueueCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+impl QueueCommand {
+    /// Whether it asks for JSON output.
+    pub(crate) fn json(&self) -> bool {
+        match self {
+            QueueCommand::List(args) => args.json,
+            QueueCommand::Stats { json } => *json,
+            QueueCommand::Flush | QueueCommand::Retry(_) | QueueCommand::Delete { .. } => false,
+        }
+    }
 }
 
 /// `queue list`
@@ -98,7 +112,11 @@ pub(crate) async fn send_queued(
         Some(DeliveryOutcome::Sent(_)) => ("sent", None),
         Some(DeliveryOutcome::Dead { error, exit_code }) => (
             "dead",
-            Some((format!("message {id} is dead: {error}"), *exit_code)),
+            Some(ErrorReport::plain(
+                *exit_code,
+                "dead",
+                format!("message {id} is dead: {error}"),
+            )),
         ),
         Some(DeliveryOutcome::Retry { error, .. }) => {
             if !quiet {
@@ -138,15 +156,19 @@ pub(crate) async fn send_queued(
                 }
                 (status.as_str(), None)
             } else {
+                let refused: Vec<RecipientRefusal> = finished
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| r.status == Status::Dead)
+                    .filter_map(|(index, r)| refusal(index, r))
+                    .collect();
+                let text = format!(
+                    "message {id}: {got}; {} will never get it: {error}",
+                    dead.join(", ")
+                );
                 (
                     status.as_str(),
-                    Some((
-                        format!(
-                            "message {id}: {got}; {} will never get it: {error}",
-                            dead.join(", ")
-                        ),
-                        *exit_code,
-                    )),
+                    Some(ErrorReport::plain(*exit_code, "dead", text).refusals(&refused)),
                 )
             }
         }
@@ -155,6 +177,8 @@ pub(crate) async fn send_queued(
     if status == "queued" {
         ensure_deliverer(mailer).await;
     }
+    // Stored, but (some of) it will never be delivered: the caller must know.
+    let mut failure = dead.map(|report| Failure::Exit(Box::new(report)));
     if json {
         let mut value = serde_json::json!({ "id": id, "status": status });
         if matches!(outcome, Some(DeliveryOutcome::Recipients { .. }))
@@ -162,15 +186,30 @@ pub(crate) async fn send_queued(
         {
             value["recipients"] = recipients_json(&message);
         }
+        failure = failure.map(|f| f.put_in(&mut value));
         print_out(format_args!("{value}"))?;
-    } else if !quiet || dead.is_some() {
+    } else if !quiet || failure.is_some() {
         print_out(format_args!("{status} {id}"))?;
     }
-    match dead {
-        // Stored, but (some of) it will never be delivered: the caller must know.
-        Some((text, exit_code)) => Err(Failure::Exit(exit_code, text)),
+    match failure {
+        Some(failure) => Err(failure),
         None => Ok(()),
     }
+}
+
+/// A dead recipient's record as a refusal: its reply is the server's
+/// `CODE TEXT` (anything else, e.g. a message given up as too old, has no
+/// code and is left out).
+fn refusal(index: usize, record: &RecipientRecord) -> Option<RecipientRefusal> {
+    let reply = record.reply.as_deref()?;
+    let (code, text) = reply.split_once(' ').unwrap_or((reply, ""));
+    let code: u16 = code.parse().ok().filter(|c| (200..600).contains(c))?;
+    Some(RecipientRefusal {
+        address: record.address.clone(),
+        code,
+        reply: text.to_owned(),
+        index,
+    })
 }
 
 /// A queued message always has a deliverer: when no worker holds the
@@ -361,13 +400,15 @@ async fn flush(mailer: &Mailer, quiet: bool) -> Result<(), Failure> {
         ))?;
     }
     if left > 0 {
-        Err(Failure::Exit(
+        Err(Failure::exit(
             EXIT_TEMPFAIL,
+            "queued",
             format!("{left} message(s) remain queued"),
         ))
     } else if report.dead > 0 {
-        Err(Failure::Exit(
+        Err(Failure::exit(
             EXIT_UNAVAILABLE,
+            "dead",
             format!(
                 "{} message(s) became dead (see `mailgate queue list`)",
                 report.dead

@@ -8,6 +8,7 @@ use clap::Args;
 use mailgate::message::raw;
 use mailgate::{Attachment, Envelope, Error, Mailer, OutgoingMessage};
 
+use crate::report::ErrorReport;
 use crate::{Failure, print_out};
 
 /// Options of `mailgate send`.
@@ -70,9 +71,10 @@ pub(crate) struct SendArgs {
     #[arg(long, help_heading = "Output")]
     queue: bool,
     /// Print one JSON object: message_id, recipients, accepted, refused,
-    /// status (with --queue: id, status, and recipients when they differ)
+    /// status (with --queue: id, status, and recipients when they differ);
+    /// on failure {"error": {...}}, or an `error` member beside those
     #[arg(long, help_heading = "Output")]
-    json: bool,
+    pub(crate) json: bool,
     /// Send to no one if the server refuses any recipient (by default the
     /// accepted ones get it and the exit status names the refusals)
     #[arg(long, conflicts_with = "queue", help_heading = "Output")]
@@ -185,15 +187,17 @@ fn read_file(path: &Path, what: &str, limit: u64) -> Result<Vec<u8>, Failure> {
             ),
         }
         .into(),
-        ReadError::NotRegular { .. } => Failure::Exit(
+        ReadError::NotRegular { .. } => Failure::exit(
             EXIT_NOINPUT,
+            "no_input",
             format!(
                 "{what} {}: {e}; nothing was sent (to read a pipe, give `-` and pipe it to stdin)",
                 path.display()
             ),
         ),
-        e => Failure::Exit(
+        e => Failure::exit(
             EXIT_NOINPUT,
+            "no_input",
             format!("{what}: cannot read {}: {e}; nothing was sent", path.display()),
         ),
     })
@@ -277,36 +281,37 @@ pub(crate) async fn send(mailer: &Mailer, args: &SendArgs, quiet: bool) -> Resul
         }
         Dispatch::Delivery(delivery) => delivery,
     };
+    let mut failure = refusals(&delivery);
     if args.json {
         let refused: Vec<serde_json::Value> = delivery
             .refused
             .iter()
             .map(|r| serde_json::json!({ "address": r.address, "code": r.code, "reply": r.reply }))
             .collect();
-        let obj = serde_json::json!({
+        let mut obj = serde_json::json!({
             "message_id": delivery.message_id,
             "recipients": delivery.recipients,
             "accepted": delivery.accepted,
             "refused": refused,
             "status": if delivery.is_complete() { "sent" } else { "partly sent" },
         });
+        failure = failure.map(|f| f.put_in(&mut obj));
         print_out(format_args!("{obj}"))?;
     } else if !quiet {
         print_out(format_args!("sent: {}", delivery.reply))?;
     }
-    refusals(&delivery)
+    match failure {
+        Some(failure) => Err(failure),
+        None => Ok(()),
+    }
 }
 
 /// A delivery some recipients did not get is a failure of their class
 /// (65, 69 or 75), with a text that says who got it.
-pub(crate) fn refusals(delivery: &mailgate::Delivery) -> Result<(), Failure> {
-    match delivery.refusal() {
-        None => Ok(()),
-        Some(e) => Err(Failure::Exit(
-            e.exit_code(),
-            format!("{e} ({})", delivery.accepted.join(", ")),
-        )),
-    }
+pub(crate) fn refusals(delivery: &mailgate::Delivery) -> Option<Failure> {
+    let e = delivery.refusal()?;
+    let text = format!("{e} ({})", delivery.accepted.join(", "));
+    Some(Failure::Exit(Box::new(ErrorReport::with_message(&e, text))))
 }
 
 /// The envelope of a `--raw` message: the options, else its headers; and

@@ -198,7 +198,7 @@ pub(crate) async fn sendmail(mailer: &Mailer, args: &SendmailArgs) -> Result<(),
     if mailer.outbox().is_err() {
         // A build without an outbox store sends at once.
         let delivery = mailer.send_raw_named(&envelope, name, &message).await?;
-        return refusals(&delivery);
+        return refusals(&delivery).map_or(Ok(()), Err);
     }
     // As sendmail does: durable first, then one attempt; silent on success.
     match mailer.enqueue_raw_named(&envelope, name, &message).await {
@@ -207,7 +207,7 @@ pub(crate) async fn sendmail(mailer: &Mailer, args: &SendmailArgs) -> Result<(),
             // The mail still goes out; the operator learns the outbox is unusable.
             tracing::warn!("{e}; sending directly, without the outbox");
             let delivery = mailer.send_raw_named(&envelope, name, &message).await?;
-            refusals(&delivery)
+            refusals(&delivery).map_or(Ok(()), Err)
         }
         Err(e) => Err(e.into()),
     }

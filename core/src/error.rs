@@ -261,6 +261,23 @@ pub enum Stage {
     Other,
 }
 
+impl Stage {
+    /// A stable snake_case name (`connect`, `tls`, `auth`, `mail`, `rcpt`,
+    /// `data`, `other`), for machine-readable output; [`fmt::Display`] is
+    /// the text for people.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Connect => "connect",
+            Stage::Tls => "tls",
+            Stage::Auth => "auth",
+            Stage::Mail => "mail",
+            Stage::Rcpt => "rcpt",
+            Stage::Data => "data",
+            Stage::Other => "other",
+        }
+    }
+}
+
 impl fmt::Display for Stage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -523,6 +540,36 @@ impl Error {
             strategy: strategy.to_owned(),
             kind,
             source: message.into().into(),
+        }
+    }
+
+    /// A stable snake_case name for this error, one per variant, for
+    /// machine-readable output (the command line's `--json` error object
+    /// calls it `kind`; the README lists them). It is finer than
+    /// [`Error::kind`], whose class the exit code carries.
+    ///
+    /// Matched here, without a wildcard, so that a new variant needs a name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Error::Config(_) => "config",
+            Error::InvalidMessage { .. } => "invalid_message",
+            Error::Connect { .. } => "connect",
+            Error::UnknownHost { .. } => "unknown_host",
+            Error::StartTlsInjection { .. } => "starttls_injection",
+            Error::Tls { .. } => "tls",
+            Error::StartTlsUnavailable { .. } => "starttls_unavailable",
+            Error::MailLoop { .. } => "mail_loop",
+            Error::PlaintextAuth { .. } => "plaintext_auth",
+            Error::NoMechanism { .. } => "no_mechanism",
+            Error::AuthRefused { .. } => "auth_refused",
+            Error::Smtp { .. } => "smtp_reply",
+            Error::Recipients { .. } => "recipients_refused",
+            Error::PartlyDelivered { .. } => "partly_delivered",
+            Error::Protocol { .. } => "protocol",
+            Error::Timeout { .. } => "timeout",
+            Error::Strategy { .. } => "strategy",
+            Error::Outbox { .. } => "outbox",
+            Error::Usage(_) => "usage",
         }
     }
 
@@ -986,6 +1033,33 @@ mod tests {
             .and_then(|s| s.downcast_ref::<std::io::Error>())
             .expect("the strategy's cause is the source");
         assert_eq!(io.kind(), std::io::ErrorKind::ConnectionReset);
+    }
+
+    #[test]
+    fn names_and_stages_are_snake_case() {
+        let connect = Error::Connect {
+            server: "s:25".into(),
+            reason: "connection refused".into(),
+            source: None,
+        };
+        assert_eq!(connect.name(), "connect");
+        assert_eq!(smtp(550, Stage::Rcpt, "x").name(), "smtp_reply");
+        assert_eq!(Error::Usage("u".into()).name(), "usage");
+        for stage in [
+            Stage::Connect,
+            Stage::Tls,
+            Stage::Auth,
+            Stage::Mail,
+            Stage::Rcpt,
+            Stage::Data,
+            Stage::Other,
+        ] {
+            let name = stage.as_str();
+            assert!(
+                name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{name}"
+            );
+        }
     }
 
     #[test]
