@@ -132,6 +132,7 @@ fn render(cmd: &clap::Command, names: &[String]) -> Page {
     }
     let after = cmd
         .get_after_help()
+        .or(cmd.get_after_long_help())
         .map(|a| a.to_string())
         .unwrap_or_default();
     let (codes, notes) = exit_status(&after);
@@ -174,6 +175,9 @@ fn render(cmd: &clap::Command, names: &[String]) -> Page {
 /// `Exit status: 0 ok; 64 usage; ... . More text.` as its (code, meaning)
 /// pairs and the text after the list.
 fn exit_status(after: &str) -> (Vec<(String, String)>, String) {
+    if let Some(table) = after.trim().strip_prefix("Exit status (sysexits):") {
+        return sysexits_table(table);
+    }
     let Some(rest) = after.trim().strip_prefix("Exit status: ") else {
         return (Vec::new(), after.trim().to_owned());
     };
@@ -208,6 +212,21 @@ fn exit_status(after: &str) -> (Vec<(String, String)>, String) {
         })
         .collect();
     (codes, notes)
+}
+
+/// The main page's table: `  CODE  meaning` lines, then notes.
+fn sysexits_table(table: &str) -> (Vec<(String, String)>, String) {
+    let mut codes = Vec::new();
+    let mut notes = Vec::new();
+    for line in table.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        match line.split_once(char::is_whitespace) {
+            Some((code, meaning)) if code.chars().all(|c| c.is_ascii_digit()) => {
+                codes.push((code.to_owned(), meaning.trim().to_owned()));
+            }
+            _ => notes.push(line),
+        }
+    }
+    (codes, notes.join(" "))
 }
 
 fn environment(roff: &mut Roff) {

@@ -863,8 +863,10 @@ fn completions_for_other_shells_and_the_man_page() {
         ".TH mailgate",
         "encrypt",
         "completions",
-        "Exit status",
+        "EXIT STATUS",
         "EX_CONFIG",
+        "ENVIRONMENT",
+        "mailgate\\-send\\fR(1)",
     ] {
         assert!(page.contains(text), "{text} not in the man page");
     }
