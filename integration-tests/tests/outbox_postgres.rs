@@ -57,6 +57,12 @@ async fn lifecycle() {
 }
 
 #[tokio::test]
+async fn claims_are_bounded_in_bytes() {
+    let server = PgServer::start();
+    conformance::claims_are_bounded_in_bytes(store(&server.url())).await;
+}
+
+#[tokio::test]
 async fn per_recipient() {
     let server = PgServer::start();
     conformance::per_recipient(store(&server.url())).await;

@@ -648,11 +648,16 @@ impl OutboxStore for PgOutbox {
                     "UPDATE outbox_messages
                         SET status = 'sending', lease_owner = $1, lease_until = $2,
                             attempts = attempts + 1
-                      WHERE id IN (SELECT id FROM outbox_messages
-                                    WHERE (status = 'queued' AND next_attempt_at <= $3)
-                                       OR (status = 'sending' AND lease_until <= $3)
-                                    ORDER BY id LIMIT $4
-                                    FOR UPDATE SKIP LOCKED)
+                      WHERE id IN (SELECT id FROM (
+                                     SELECT id, size, SUM(size) OVER (ORDER BY id) AS running,
+                                    ROW_NUMBER() OVER (ORDER BY id) AS n
+                                       FROM (SELECT id, size FROM outbox_messages
+                                              WHERE (status = 'queued' AND next_attempt_at <= $3)
+                                                 OR (status = 'sending' AND lease_until <= $3)
+                                              ORDER BY id LIMIT $4
+                                              FOR UPDATE SKIP LOCKED) AS due) AS sized
+                                    -- The bodies held at once stay bounded.
+                                    WHERE n = 1 OR running <= $5)
                       RETURNING ",
                     summary!(),
                     ", message"
@@ -661,6 +666,7 @@ impl OutboxStore for PgOutbox {
                 .bind(to_ms(now + lease))
                 .bind(to_ms(now))
                 .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                .bind(mailgate_core::outbox::CLAIM_MAX_BYTES)
                 .fetch_all(pool),
             )
             .await?;

@@ -590,10 +590,15 @@ impl OutboxStore for SqliteOutbox {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE outbox_messages
                 SET status = 'sending', lease_owner = ?, lease_until = ?, attempts = attempts + 1
-              WHERE id IN (SELECT id FROM outbox_messages
-                            WHERE (status = 'queued' AND next_attempt_at <= ?)
-                               OR (status = 'sending' AND lease_until <= ?)
-                            ORDER BY id LIMIT ?)
+              WHERE id IN (SELECT id FROM (
+                             SELECT id, size, SUM(size) OVER (ORDER BY id) AS running,
+                                    ROW_NUMBER() OVER (ORDER BY id) AS n
+                               FROM outbox_messages
+                              WHERE (status = 'queued' AND next_attempt_at <= ?)
+                                 OR (status = 'sending' AND lease_until <= ?)
+                              ORDER BY id LIMIT ?)
+                            -- The bodies held at once stay bounded.
+                            WHERE n = 1 OR running <= ?)
               RETURNING {SUMMARY}, message"
         )))
         .bind(worker)
@@ -601,6 +606,7 @@ impl OutboxStore for SqliteOutbox {
         .bind(now_ms)
         .bind(now_ms)
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(mailgate_core::outbox::CLAIM_MAX_BYTES)
         .fetch_all(pool)
         .await
         .map_err(|e| self.err(e))?;

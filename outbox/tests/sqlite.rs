@@ -22,6 +22,12 @@ async fn lifecycle() {
 }
 
 #[tokio::test]
+async fn claims_are_bounded_in_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    conformance::claims_are_bounded_in_bytes(store(&dir)).await;
+}
+
+#[tokio::test]
 async fn per_recipient() {
     let dir = tempfile::tempdir().unwrap();
     conformance::per_recipient(store(&dir)).await;

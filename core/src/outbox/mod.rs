@@ -32,6 +32,10 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 
 pub use dsn::DsnWriter;
+
+/// Most bytes of message bodies one [`OutboxStore::claim`] returns (the
+/// first message always, whatever its size): 64 MiB.
+pub const CLAIM_MAX_BYTES: i64 = 64 * 1024 * 1024;
 pub use liveness::{Heartbeat, Presence};
 pub use observer::{DeliveryObserver, RecipientEvent};
 pub use worker::{DeliveryOutcome, FlushReport, Worker, WorkerStats};
@@ -390,6 +394,9 @@ pub trait OutboxStore: Send + Sync + fmt::Debug {
     /// Leases up to `limit` due messages to `worker` until `now + lease`:
     /// `queued` ones whose next attempt has come, and `sending` ones whose
     /// lease ran out (their worker died). Each claim counts as an attempt.
+    /// The messages' sizes add up to at most [`CLAIM_MAX_BYTES`] (the
+    /// first one whatever its size): a worker holds the bodies it claimed,
+    /// and a queue of big messages must not take the machine's memory.
     async fn claim(
         &self,
         worker: &str,

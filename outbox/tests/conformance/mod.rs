@@ -740,3 +740,35 @@ pub async fn sent_messages_keep_their_headers_only(
     assert!(!m.body_dropped);
     assert_eq!(m.size, whole);
 }
+
+/// A claim holds the bodies it returns: their sizes add up to at most
+/// `CLAIM_MAX_BYTES` (the first message always), whatever `limit` says.
+pub async fn claims_are_bounded_in_bytes(store: Arc<dyn OutboxStore>) {
+    use mailgate_core::outbox::CLAIM_MAX_BYTES;
+    let big = usize::try_from(CLAIM_MAX_BYTES).unwrap() / 3 + 1024 * 1024;
+    for n in 0..3 {
+        let mut new = message(n);
+        let mut bytes = format!("Subject: big {n}\r\n\r\n").into_bytes();
+        bytes.resize(big, b'x');
+        new.bytes = bytes;
+        store.enqueue(new).await.unwrap();
+    }
+    let now = SystemTime::now() + Duration::from_secs(1);
+    let first = store.claim("w1", LEASE, 10, now).await.unwrap();
+    assert_eq!(first.len(), 2, "two fit in the budget, the third does not");
+    let held: usize = first.iter().map(|c| c.bytes.len()).sum();
+    assert!(held as i64 <= CLAIM_MAX_BYTES, "{held}");
+    assert!(first.iter().all(|c| c.bytes.len() == big));
+    let second = store.claim("w2", LEASE, 10, now).await.unwrap();
+    assert_eq!(second.len(), 1, "the rest comes in the next claim");
+    // A message bigger than the budget on its own is still claimed.
+    let mut huge = message(9);
+    let mut bytes = b"Subject: huge\r\n\r\n".to_vec();
+    bytes.resize(usize::try_from(CLAIM_MAX_BYTES).unwrap() + 1, b'y');
+    huge.bytes = bytes;
+    store.enqueue(huge).await.unwrap();
+    let later = SystemTime::now() + Duration::from_secs(1);
+    let alone = store.claim("w3", LEASE, 10, later).await.unwrap();
+    assert_eq!(alone.len(), 1);
+    assert_eq!(alone[0].bytes.len() as i64, CLAIM_MAX_BYTES + 1);
+}
