@@ -455,6 +455,33 @@ impl Mailer {
             .await
     }
 
+    /// Sends a prepared RFC 5322 message to `envelope` exactly as given:
+    /// nothing is added (no Date, Message-ID, MIME-Version or From), no Bcc
+    /// field is removed and nothing is converted (no quoted-printable for a
+    /// server without 8BITMIME, no RFC 2047, no folding), so a message
+    /// signed with DKIM arrives with its signature intact. Only the
+    /// transport touches it: lines that start with `.` are dot-stuffed on
+    /// the wire and unstuffed by the server, and a last line without CRLF
+    /// is ended by the end-of-data line.
+    ///
+    /// Checked before anything is sent, refused with
+    /// [`Error::InvalidMessage`] (exit 65): a bare LF or a lone CR (SMTP
+    /// needs CRLF; [`Mailer::send_raw`] normalises them), a line over 998
+    /// octets, and an envelope address outside the grammar every other
+    /// send uses. Refused once the server has answered EHLO, before MAIL:
+    /// 8-bit data when it offers no 8BITMIME, 8-bit header fields when it
+    /// offers no SMTPUTF8. Recipients and the [`Delivery`] are as for
+    /// [`Mailer::send_raw`].
+    pub async fn send_raw_exact(&self, envelope: &Envelope, message: &[u8]) -> Result<Delivery> {
+        self.check_sender(envelope)?;
+        check_envelope(envelope)?;
+        raw::check_exact(message)?;
+        self.inner
+            .transport
+            .send(envelope, Payload::Exact(message), self.inner.policy)
+            .await
+    }
+
     /// A prepared message with what it lacks added
     /// ([`raw::complete_owned`]: in its own buffer).
     fn complete_raw(
@@ -463,14 +490,7 @@ impl Mailer {
         sender_name: Option<&str>,
         message: Vec<u8>,
     ) -> Result<Vec<u8>> {
-        // The grammar the relay and the outbox share: what is accepted here
-        // can be delivered.
-        if let Some(from) = envelope.from() {
-            message::address::envelope_address("from", from.as_ref())?;
-        }
-        for to in envelope.to() {
-            message::address::envelope_address("to", to.as_ref())?;
-        }
+        check_envelope(envelope)?;
         let from = envelope
             .from()
             .map(|a| Mailbox::new(sender_name.map(str::to_owned), a.clone()));
@@ -574,6 +594,10 @@ impl Mailer {
 
     /// Stores a prepared message in the outbox, completed as
     /// [`Mailer::send_raw`] completes it; returns its id once it is durable.
+    ///
+    /// The outbox has no counterpart of [`Mailer::send_raw_exact`]: a
+    /// stored message is converted to fit the server at delivery, and it
+    /// records no flag that would forbid that.
     pub async fn enqueue_raw(&self, envelope: &Envelope, message: &[u8]) -> Result<MessageId> {
         self.enqueue_raw_named(envelope, None, message).await
     }
@@ -755,6 +779,18 @@ impl Mailer {
         }
         self.inner.transport.close().await;
     }
+}
+
+/// Checks the envelope's addresses with the grammar the relay and the
+/// outbox share: what is accepted here can be delivered.
+fn check_envelope(envelope: &Envelope) -> Result<()> {
+    if let Some(from) = envelope.from() {
+        message::address::envelope_address("from", from.as_ref())?;
+    }
+    for to in envelope.to() {
+        message::address::envelope_address("to", to.as_ref())?;
+    }
+    Ok(())
 }
 
 /// The domain of a Message-ID mailgate adds: the configured one, else the

@@ -162,6 +162,17 @@ impl Mailer {
         self.run(async move { inner.send_raw(&envelope, &message).await })
     }
 
+    /// Sends a prepared RFC 5322 message to `envelope` exactly as given:
+    /// no completion, no Bcc removal, no conversion; bare line ends, lines
+    /// over 998 octets and 8-bit data the server cannot take are refused
+    /// ([`mailgate_core::Mailer::send_raw_exact`]).
+    pub fn send_raw_exact(&self, envelope: &Envelope, message: &[u8]) -> Result<Delivery> {
+        let inner = self.inner.clone();
+        let envelope = envelope.clone();
+        let message = message.to_vec();
+        self.run(async move { inner.send_raw_exact(&envelope, &message).await })
+    }
+
     /// The trigger API's `sendmail(from, to, subject, message)`: a plain-text
     /// message; `to` may be a comma-separated list
     /// ([`mailgate_core::Mailer::sendmail`]).

@@ -319,6 +319,55 @@ fn check_body(body: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Checks what SMTP itself needs of a message sent exactly as given
+/// ([`crate::Mailer::send_raw_exact`]): every line ends in CRLF (a bare LF
+/// or a lone CR would have to be rewritten, which breaks a DKIM signature
+/// over the body or headers) and no line is longer than [`MAX_LINE`]
+/// octets, headers included. Nothing is converted; a failure names the
+/// line (1-based) and what is wrong with it.
+pub fn check_exact(message: &[u8]) -> Result<()> {
+    let mut line_start = 0;
+    let mut line = 1usize;
+    while line_start < message.len() {
+        let rest = &message[line_start..];
+        let end = rest
+            .iter()
+            .position(|&b| b == b'\r' || b == b'\n')
+            .unwrap_or(rest.len());
+        if end > MAX_LINE {
+            return Err(Error::invalid_message(
+                "message",
+                format!(
+                    "line {line} is {end} octets long; a line may hold {MAX_LINE} (RFC 5322 \u{a7}2.1.1) and sending as is cannot fold or re-encode it: use send_raw (`send --raw` without --as-is), which does; nothing was sent"
+                ),
+            ));
+        }
+        let terminator = &rest[end..];
+        if terminator.is_empty() {
+            // The last line without an end: the end-of-data line supplies
+            // the CRLF (RFC 5321 \u{a7}4.1.1.4), nothing in the message changes.
+            break;
+        }
+        if !terminator.starts_with(b"\r\n") {
+            let what = if terminator[0] == b'\n' {
+                "a bare LF"
+            } else {
+                "a CR without LF"
+            };
+            return Err(Error::invalid_message(
+                "message",
+                format!(
+                    "line {line} ends in {what} (at octet {}); SMTP needs CRLF line ends and sending as is will not rewrite them: convert the message to CRLF, or use send_raw (`send --raw` without --as-is), which does; nothing was sent",
+                    line_start + end
+                ),
+            ));
+        }
+        line_start += end + 2;
+        line += 1;
+    }
+    Ok(())
+}
+
 /// `message` without any field called `name` (e.g. Bcc for `sendmail -t`).
 pub fn remove_fields(message: &[u8], name: &str) -> Vec<u8> {
     remove_fields_in(message, &HeaderSection::parse(message), name)
@@ -539,6 +588,31 @@ pub fn message_id(domain: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exact_messages_need_crlf_and_short_lines_only() {
+        let ok = b"DKIM-Signature: v=1; a=rsa-sha256\r\nBcc: x@example.com\r\n\r\nGr\xc3\xbc\xc3\x9fe\r\n.\r\n";
+        check_exact(ok).unwrap();
+        check_exact(b"").unwrap();
+        check_exact(b"Subject: no end").unwrap();
+        let lf = check_exact(b"Subject: a\r\n\r\nbody\nmore\r\n").unwrap_err();
+        assert_eq!(lf.exit_code(), 65);
+        assert!(lf.to_string().contains("line 3 ends in a bare LF"), "{lf}");
+        let cr = check_exact(b"Subject: a\rb\r\n").unwrap_err();
+        assert!(cr.to_string().contains("line 1 ends in a CR without LF"), "{cr}");
+        let cr_at_end = check_exact(b"Subject: a\r").unwrap_err();
+        assert!(cr_at_end.to_string().contains("CR without LF"), "{cr_at_end}");
+        let mut long = b"Subject: a\r\n\r\n".to_vec();
+        long.extend(std::iter::repeat_n(b'x', MAX_LINE));
+        long.extend_from_slice(b"\r\n");
+        check_exact(&long).unwrap();
+        long.insert(20, b'x');
+        let e = check_exact(&long).unwrap_err();
+        assert!(e.to_string().contains("line 3 is 999 octets"), "{e}");
+        let long_header = format!("X-Long: {}\r\n\r\n", "y".repeat(MAX_LINE));
+        let e = check_exact(long_header.as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("line 1 is 1006 octets"), "{e}");
+    }
 
     #[test]
     fn subject_and_message_id_read_past_a_long_trace() {

@@ -76,6 +76,10 @@ pub(crate) enum Payload<'a> {
     /// Built once the server's capabilities are known (8-bit text when it
     /// offers 8BITMIME); built once, reused if the send moves to a new connection.
     Compose(Compose<'a>),
+    /// Formatted RFC 5322 bytes sent exactly as given: never converted to
+    /// fit the server; what it cannot take is refused
+    /// ([`crate::Mailer::send_raw_exact`]).
+    Exact(&'a [u8]),
 }
 
 /// What `check --connect` found.
@@ -159,6 +163,7 @@ impl Transport {
         // Made to fit this server (8-bit, long lines, UTF-8 headers).
         let message = match payload {
             Payload::Ready(bytes) => WireMessage::for_server(bytes, conn.caps()),
+            Payload::Exact(bytes) => Ok(WireMessage::exact(bytes)),
             Payload::Compose(build) => {
                 build(conn.caps()).and_then(|bytes| WireMessage::for_server(&bytes, conn.caps()))
             }

@@ -60,6 +60,8 @@ pub(crate) struct WireMessage {
     eight_bit_headers: bool,
     /// The Message-ID field's value.
     pub(crate) message_id: Option<String>,
+    /// Sent as given: a refusal points to the converting send instead.
+    exact: bool,
 }
 
 impl WireMessage {
@@ -80,6 +82,25 @@ impl WireMessage {
             eight_bit,
             eight_bit_headers: eight_bit && !message[..section.body_start].is_ascii(),
             message_id: message_id_of(message, &section),
+            exact: false,
+        }
+    }
+
+    /// `message` exactly as given, for a server that must take it as it is
+    /// (8-bit data without 8BITMIME is refused at MAIL, not converted).
+    pub(crate) fn exact(message: &[u8]) -> Self {
+        Self {
+            exact: true,
+            ..Self::new(message)
+        }
+    }
+
+    /// What the caller can do about data this server cannot take.
+    fn remedy(&self, converted: &'static str) -> &'static str {
+        if self.exact {
+            "it is sent as is, never converted: use send_raw (`send --raw` without --as-is), which converts it"
+        } else {
+            converted
         }
     }
 }
@@ -224,8 +245,9 @@ fn mail_command(
         return Err(Error::invalid_message(
             "message",
             format!(
-                "its header fields hold 8-bit (UTF-8) text, which needs SMTPUTF8, and {} does not offer it; encode them (RFC 2047) or use A-label domains; nothing was sent",
-                peer.address
+                "its header fields hold 8-bit (UTF-8) text, which needs SMTPUTF8, and {} does not offer it; {}; nothing was sent",
+                peer.address,
+                message.remedy("encode them (RFC 2047) or use A-label domains")
             ),
         ));
     }
@@ -236,8 +258,9 @@ fn mail_command(
             return Err(Error::invalid_message(
                 "message",
                 format!(
-                    "it holds 8-bit data but {} offers no 8BITMIME (RFC 6152); send it encoded (quoted-printable or base64); nothing was sent",
-                    peer.address
+                    "it holds 8-bit data but {} offers no 8BITMIME (RFC 6152); {}; nothing was sent",
+                    peer.address,
+                    message.remedy("send it encoded (quoted-printable or base64)")
                 ),
             ));
         }
