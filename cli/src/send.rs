@@ -55,9 +55,10 @@ pub(crate) struct SendArgs {
     /// Extra header, `Name: value` (repeatable)
     #[arg(long, value_name = "'NAME: VALUE'", help_heading = "Message")]
     header: Vec<String>,
-    /// Send a prepared RFC 5322 message from FILE (`-`: stdin) as it is;
-    /// recipients from --to/--cc/--bcc, else from its To, Cc and Bcc; its
-    /// Bcc field is removed either way
+    /// Send a prepared RFC 5322 message from FILE (`-`: stdin); recipients
+    /// from --to/--cc/--bcc, else from its To, Cc and Bcc. Date,
+    /// Message-ID, MIME-Version and From are added if missing, its Bcc
+    /// field is removed and it is converted to fit the server (see --as-is)
     #[arg(
         long,
         value_name = "FILE",
@@ -65,6 +66,13 @@ pub(crate) struct SendArgs {
         help_heading = "Message"
     )]
     raw: Option<PathBuf>,
+    /// With --raw: send the message byte for byte as given (a DKIM-signed
+    /// one stays valid): nothing added, nothing converted, and its Bcc
+    /// field is NOT removed. Refused (exit 65) if a line ends in a bare LF
+    /// or CR, a line is over 998 octets, or it is 8-bit and the server
+    /// offers no 8BITMIME (no SMTPUTF8 for 8-bit headers). Not with --queue
+    #[arg(long, help_heading = "Message")]
+    as_is: bool,
     /// Store the message in the outbox first, then try it once: it is
     /// delivered later if the server cannot take it now. Prints `sent ID`
     /// or `queued ID`
@@ -96,6 +104,18 @@ enum BodySource {
 
 /// Checks the arguments that need no settings: usage errors come first.
 pub(crate) fn check_send_args(args: &SendArgs) -> Result<(), Error> {
+    if args.as_is && args.raw.is_none() {
+        return Err(Error::Usage(
+            "--as-is sends a prepared message as given: pass it with --raw FILE (or --raw - for stdin)".into(),
+        ));
+    }
+    if args.as_is && args.queue {
+        // The outbox converts a stored message to fit the server at
+        // delivery and keeps no flag that would forbid it.
+        return Err(Error::Usage(
+            "--as-is cannot be combined with --queue: the outbox may convert a message at delivery; send it now without --queue, or queue it without --as-is".into(),
+        ));
+    }
     if args.raw.is_some() {
         if args.raw.as_deref() == Some(Path::new("-")) {
             stdin_ready()?;
@@ -223,9 +243,12 @@ pub(crate) async fn send(mailer: &Mailer, args: &SendArgs, quiet: bool) -> Resul
             } else {
                 read_file(path, "--raw", limit)?
             };
-            // send_raw removes the Bcc field whoever the recipients are.
+            // send_raw removes the Bcc field whoever the recipients are;
+            // send_raw_exact keeps it, as it keeps every byte.
             let envelope = raw_envelope(mailer, args, &message)?;
-            if args.queue {
+            if args.as_is {
+                Dispatch::Delivery(mailer.send_raw_exact(&envelope, &message).await?)
+            } else if args.queue {
                 Dispatch::Queued(mailer.enqueue_raw(&envelope, &message).await?)
             } else {
                 Dispatch::Delivery(mailer.send_raw(&envelope, &message).await?)
