@@ -814,3 +814,163 @@ async fn a_prepared_message_piped_into_a_composed_send_becomes_its_body() {
         received.data_str()
     );
 }
+
+// ---------------------------------------------------------------------------
+// Prepared messages sent as they are: --raw --as-is
+
+/// A message as a DKIM signer leaves it: a signature over its headers and
+/// body, no Date, Message-ID or MIME-Version, a Bcc field, an 8-bit body, a
+/// line that starts with a dot and one of exactly 998 octets. `send --raw`
+/// would add fields and drop the Bcc; `--as-is` must change nothing.
+fn signed_message() -> Vec<u8> {
+    let mut m = b"DKIM-Signature: v=1; a=rsa-sha256; c=simple/simple; d=example.com;\r\n s=sel1; h=from:to:subject:bcc; bh=47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=;\r\n b=dGVzdA==\r\n\
+From: Build Server <builds@example.com>\r\n\
+To: dev1@example.com\r\n\
+Bcc: hidden@example.com\r\n\
+Subject: signed build 42\r\n\
+Content-Type: text/plain; charset=utf-8\r\n\
+Content-Transfer-Encoding: 8bit\r\n\
+\r\n\
+Gr\xc3\xbc\xc3\x9fe aus K\xc3\xb6ln\r\n\
+.a line that starts with a dot\r\n"
+        .to_vec();
+    m.extend(std::iter::repeat_n(b'x', 998));
+    m.extend_from_slice(b"\r\n");
+    m
+}
+
+#[tokio::test]
+async fn raw_as_is_arrives_byte_for_byte_with_its_bcc_field() {
+    let server = relay().await;
+    let dir = config(&server, &[]);
+    let message = signed_message();
+    let out = mailgate(
+        &dir,
+        &["send", "--raw", "-", "--as-is", "--json"],
+        Input::Bytes(message.clone()),
+    )
+    .await;
+    out.assert_code(0);
+    // The message has no Message-ID and none is added.
+    assert_eq!(out.json()["message_id"], serde_json::Value::Null);
+    let received = only_message(&server);
+    assert_eq!(received.mail_from, SENDER);
+    assert_eq!(received.rcpt_to, ["dev1@example.com", "hidden@example.com"]);
+    assert!(
+        received.data == message,
+        "byte for byte:\n{}",
+        received.data_str()
+    );
+}
+
+#[tokio::test]
+async fn raw_as_is_refuses_a_bare_lf_and_sends_nothing() {
+    let server = relay().await;
+    let dir = config(&server, &[]);
+    let files = TempFiles::new();
+    let eml = files.write(
+        "lf.eml",
+        "From: builds@example.com\nTo: dev@example.com\nSubject: lf\n\nbody\n",
+    );
+    let out = mailgate(&dir, &["send", "--raw", s(&eml), "--as-is"], Input::Empty).await;
+    out.assert_code(65);
+    assert!(
+        out.stderr().contains("line 1 ends in a bare LF")
+            && out.stderr().contains("without --as-is"),
+        "{}",
+        out.stderr()
+    );
+    assert_nothing_sent(&server);
+    // Without --as-is the same file is normalised and sent.
+    mailgate(&dir, &["send", "--raw", s(&eml)], Input::Empty)
+        .await
+        .assert_code(0);
+}
+
+#[tokio::test]
+async fn raw_as_is_refuses_a_line_over_998_octets() {
+    let server = relay().await;
+    let dir = config(&server, &[]);
+    let mut message =
+        b"From: builds@example.com\r\nTo: dev@example.com\r\nSubject: long\r\n\r\n".to_vec();
+    message.extend(std::iter::repeat_n(b'x', 1000));
+    message.extend_from_slice(b"\r\n");
+    let out = mailgate(
+        &dir,
+        &["send", "--raw", "-", "--as-is"],
+        Input::Bytes(message),
+    )
+    .await;
+    out.assert_code(65);
+    assert!(
+        out.stderr().contains("line 5 is 1000 octets long"),
+        "{}",
+        out.stderr()
+    );
+    assert_nothing_sent(&server);
+}
+
+#[tokio::test]
+async fn raw_as_is_needs_raw_and_is_not_queued() {
+    let server = relay().await;
+    let dir = config(&server, &[]);
+    let out = mailgate(
+        &dir,
+        &[
+            "send",
+            "--as-is",
+            "--to",
+            "dev@example.com",
+            "--subject",
+            "s",
+            "--body",
+            "b",
+        ],
+        Input::Empty,
+    )
+    .await;
+    out.assert_code(64);
+    assert!(out.stderr().contains("--raw"), "{}", out.stderr());
+    let out = mailgate(
+        &dir,
+        &["send", "--raw", "-", "--as-is", "--queue"],
+        Input::Bytes(signed_message()),
+    )
+    .await;
+    out.assert_code(64);
+    assert!(out.stderr().contains("--queue"), "{}", out.stderr());
+    assert_nothing_sent(&server);
+}
+
+/// A server without 8BITMIME gets the 8-bit message refused with the
+/// reason, not converted to quoted-printable.
+#[tokio::test]
+async fn raw_as_is_refuses_8bit_for_a_7bit_server_instead_of_converting() {
+    use mailgate_integration_tests::{ConfigDir, PeerConfig, PeerKind, SmtpPeer};
+    let peer = SmtpPeer::start(PeerKind::Python, PeerConfig::new().seven_bit());
+    let port = peer.port().to_string();
+    let dir = ConfigDir::with_properties(
+        &[
+            ("mksis.smtp.oauth.authentication", "false"),
+            ("mksis.smtp.authentication", "false"),
+            ("mksis.smtp.ssl.enabled", "false"),
+            ("mksis.logging.email.from", SENDER),
+            ("mksis.logging.email.server.hostname", "127.0.0.1"),
+            ("mksis.logging.email.server.port", port.as_str()),
+        ],
+        &[],
+    );
+    let out = mailgate(
+        &dir,
+        &["send", "--raw", "-", "--as-is"],
+        Input::Bytes(signed_message()),
+    )
+    .await;
+    out.assert_code(65);
+    assert!(
+        out.stderr().contains("8BITMIME") && out.stderr().contains("never converted"),
+        "{}",
+        out.stderr()
+    );
+    assert!(peer.messages().is_empty(), "{:?}", peer.messages());
+}

@@ -599,9 +599,15 @@ mod tests {
         assert_eq!(lf.exit_code(), 65);
         assert!(lf.to_string().contains("line 3 ends in a bare LF"), "{lf}");
         let cr = check_exact(b"Subject: a\rb\r\n").unwrap_err();
-        assert!(cr.to_string().contains("line 1 ends in a CR without LF"), "{cr}");
+        assert!(
+            cr.to_string().contains("line 1 ends in a CR without LF"),
+            "{cr}"
+        );
         let cr_at_end = check_exact(b"Subject: a\r").unwrap_err();
-        assert!(cr_at_end.to_string().contains("CR without LF"), "{cr_at_end}");
+        assert!(
+            cr_at_end.to_string().contains("CR without LF"),
+            "{cr_at_end}"
+        );
         let mut long = b"Subject: a\r\n\r\n".to_vec();
         long.extend(std::iter::repeat_n(b'x', MAX_LINE));
         long.extend_from_slice(b"\r\n");
