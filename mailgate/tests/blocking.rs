@@ -390,3 +390,33 @@ fn a_5xx_recipient_refusal_is_permanent_at_rcpt() {
     assert_eq!(err.enhanced_status(), Some((5, 1, 1)));
     assert!(server.messages().is_empty());
 }
+
+/// `send_raw_exact` from a plain `fn`: a signed message with a Bcc field
+/// arrives byte for byte; a bare LF is refused with 65 and nothing is sent.
+#[test]
+fn send_raw_exact_from_a_plain_fn_keeps_every_byte() {
+    let server = Server::start();
+    let dir = config(server.port());
+    let mailer = blocking_mailer(dir.path());
+    let message = b"DKIM-Signature: v=1; a=rsa-sha256; d=example.com; s=s1;\r\n b=dGVzdA==\r\nFrom: alm@example.com\r\nTo: dev@example.com\r\nBcc: hidden@example.com\r\nSubject: signed\r\n\r\nGr\xc3\xbc\xc3\x9fe\r\n.dot\r\n";
+    let envelope = lettre::address::Envelope::new(
+        Some(FROM.parse().expect("from")),
+        vec!["dev@example.com".parse().expect("to")],
+    )
+    .expect("envelope");
+    let delivery = mailer
+        .send_raw_exact(&envelope, message)
+        .expect("sent as is");
+    assert_eq!(delivery.message_id, None);
+    let messages = server.messages();
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0].data, message, "byte for byte");
+
+    let err = mailer
+        .send_raw_exact(&envelope, b"Subject: lf\n\nbody\n")
+        .expect_err("a bare LF is refused");
+    assert_eq!(err.exit_code(), 65, "{err}");
+    assert!(err.to_string().contains("bare LF"), "{err}");
+    assert_eq!(server.messages().len(), 1, "nothing more sent");
+    mailer.close();
+}
