@@ -90,7 +90,10 @@ impl<M> Default for MailerBuilder<M> {
             registry: None,
             files: ConfigFiles::default(),
             overrides: Properties::default(),
-            env: true,
+            // A library reads its settings from code and files only: a
+            // stray `MKSIS_*` variable in the host's environment must not
+            // redirect its mail. The CLI opts in.
+            env: false,
             key_file: None,
             max_connections: None,
             outbox: None,
@@ -161,8 +164,14 @@ impl<M: FromMailer> MailerBuilder<M> {
         self
     }
 
-    /// Whether environment variables override properties (default true);
-    /// see [`crate::properties::env_var_name`] for the mapping.
+    /// Whether environment variables (`MKSIS_*`, `MAILGATE_*`) override the
+    /// files. Off by default: a library's mail goes where its code and
+    /// files say, whatever the host's environment holds. The `mailgate`
+    /// command line turns it on. With it on, a variable wins over the
+    /// files but not over the builder's own settings; see
+    /// [`crate::properties::env_var_name`] for the mapping
+    /// (`mksis.logging.email.server.port` is
+    /// `MKSIS_LOGGING_EMAIL_SERVER_PORT`).
     pub fn env_overrides(mut self, enabled: bool) -> Self {
         self.env = enabled;
         self
