@@ -169,6 +169,7 @@
 //! # }
 //! ```
 
+mod builder;
 mod cache;
 mod client;
 mod config;
@@ -178,6 +179,7 @@ mod response;
 pub mod sasl;
 mod strategy;
 
+pub use builder::{ClientCredentials, MICROSOFT_365_SCOPE, OAuthBuilderExt};
 pub use cache::{
     CachePolicy, DEFAULT_REFRESH_MARGIN, MAX_BACKOFF, MAX_MARGIN_FRACTION, MIN_BACKOFF,
     MIN_REMAINING_LIFETIME, QUIET_RESET_FACTOR, REFUSAL_BACKOFF, Refusal, TokenCache,

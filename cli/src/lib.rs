@@ -500,9 +500,12 @@ fn builder(
     registry: &Registry,
     sendmail_dir: Option<&Path>,
 ) -> Result<MailerBuilder, Error> {
+    // The command line reads MKSIS_* / MAILGATE_* variables (the library
+    // does not by default): its users configure it that way.
     let mut builder = Mailer::builder()
         .registry(registry.clone())
-        .files(config_files_in(cli, sendmail_dir)?);
+        .files(config_files_in(cli, sendmail_dir)?)
+        .env_overrides(true);
     // Opened lazily: nothing is created until a command uses the outbox.
     #[cfg(any(feature = "outbox-sqlite", feature = "outbox-postgres"))]
     {
@@ -552,7 +555,8 @@ async fn run_command(cli: Cli, registry: Registry) -> Result<(), Failure> {
             let build: relay::Build = Box::new(move || {
                 let mut builder = Mailer::builder()
                     .registry(registry.clone())
-                    .files(files.clone());
+                    .files(files.clone())
+                    .env_overrides(true);
                 if let Some(key) = &key_file {
                     builder = builder.key_file(key);
                 }

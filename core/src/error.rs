@@ -19,7 +19,8 @@ pub enum Origin {
         /// The variable's name.
         var: String,
     },
-    /// Set through [`crate::MailerBuilder::property`].
+    /// Set in code through the [`crate::MailerBuilder`] (`property`, or a
+    /// typed method such as `server`).
     Builder,
 }
 
@@ -28,7 +29,7 @@ impl fmt::Display for Origin {
         match self {
             Origin::File { path, line } => write!(f, "{}:{line}", path.display()),
             Origin::Env { var } => write!(f, "environment variable {var}"),
-            Origin::Builder => f.write_str("a value set in code (MailerBuilder::property)"),
+            Origin::Builder => f.write_str("a value set in code (MailerBuilder)"),
         }
     }
 }

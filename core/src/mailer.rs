@@ -6,15 +6,15 @@ use std::sync::Arc;
 use lettre::Message;
 use lettre::address::Envelope;
 use lettre::message::Mailbox;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::error::{Error, Origin, Result};
 use crate::message::{self, OutgoingMessage, raw};
 use crate::outbox::{DsnRequest, MessageId, NewMessage, OutboxSettings, OutboxStore, Worker};
 use crate::properties::{ConfigFiles, Properties};
 use crate::registry::Registry;
-use crate::resolver::Resolution;
-use crate::settings::{LoadOptions, Settings};
+use crate::resolver::{AuthFlags, Resolution, VendorMode};
+use crate::settings::{LoadOptions, Settings, keys};
 use crate::smtp::{Capabilities, ConnectReport, Delivery, Payload, RecipientPolicy, Transport};
 use crate::strategy::TokenSource;
 
@@ -47,6 +47,10 @@ pub struct MailerBuilder<M = Mailer> {
     files: ConfigFiles,
     overrides: Properties,
     env: bool,
+    /// A typed setting that cannot be written as a property (a CA file
+    /// whose name holds a comma): reported by [`MailerBuilder::build`], as
+    /// a builder method does not fail.
+    deferred: Option<crate::error::ConfigError>,
     key_file: Option<PathBuf>,
     max_connections: Option<usize>,
     outbox: Option<OutboxOpener>,
@@ -77,6 +81,7 @@ impl<M> std::fmt::Debug for MailerBuilder<M> {
             .field("files", &self.files)
             .field("overrides", &self.overrides)
             .field("env", &self.env)
+            .field("deferred", &self.deferred)
             .field("key_file", &self.key_file)
             .field("max_connections", &self.max_connections)
             .field("outbox", &self.outbox.is_some())
@@ -90,7 +95,11 @@ impl<M> Default for MailerBuilder<M> {
             registry: None,
             files: ConfigFiles::default(),
             overrides: Properties::default(),
-            env: true,
+            // A library reads its settings from code and files only: a
+            // stray `MKSIS_*` variable in the host's environment must not
+            // redirect its mail. The CLI opts in.
+            env: false,
+            deferred: None,
             key_file: None,
             max_connections: None,
             outbox: None,
@@ -161,8 +170,164 @@ impl<M: FromMailer> MailerBuilder<M> {
         self
     }
 
-    /// Whether environment variables override properties (default true);
-    /// see [`crate::properties::env_var_name`] for the mapping.
+    /// Sets a secret property (a password, a client secret): kept like
+    /// [`Self::property`]'s values, zeroed when dropped and never shown by
+    /// `Debug` (the builder's shows keys and origins only). For strategy
+    /// crates' typed methods, such as `basic(user, password)`.
+    pub fn secret_property(
+        mut self,
+        key: impl Into<String>,
+        value: impl Into<SecretString>,
+    ) -> Self {
+        let value: SecretString = value.into();
+        self.overrides.set(
+            key.into(),
+            value.expose_secret().to_owned(),
+            Origin::Builder,
+        );
+        self
+    }
+
+    /// The SMTP server: `mksis.logging.email.server.hostname` and
+    /// `mksis.logging.email.server.port`. Without TLS unless
+    /// [`starttls`](Self::starttls) or [`implicit_tls`](Self::implicit_tls)
+    /// says so, as with the properties.
+    ///
+    /// ```no_run
+    /// # async fn run() -> mailgate_core::Result<()> {
+    /// # static OPEN: mailgate_core::StrategyDescriptor = mailgate_core::StrategyDescriptor::new(
+    /// #     "open", |_| unimplemented!(), module_path!()).provides(mailgate_core::VendorMode::OpenRelay);
+    /// let mailer = mailgate_core::Mailer::builder()
+    ///     .registry(mailgate_core::Registry::new().with(&OPEN)?)
+    ///     .server("smtp.example.com", 587)
+    ///     .starttls()
+    ///     .sender("alm@example.com")
+    ///     .open()
+    ///     .timeout(std::time::Duration::from_secs(10))
+    ///     .build()?;
+    /// mailer.sendmail("alm@example.com", "dev@example.com", "Build 42", "passed").await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn server(self, host: impl Into<String>, port: u16) -> Self {
+        self.property(keys::SERVER_HOSTNAME, host)
+            .property(keys::SERVER_PORT, port.to_string())
+    }
+
+    /// Plain connect, then STARTTLS, required (never a plaintext fallback):
+    /// `mksis.smtp.ssl.enabled=true`, `mailgate.smtp.ssl.mode=starttls`.
+    /// Port 587's usual mode.
+    pub fn starttls(self) -> Self {
+        self.property(keys::SSL_ENABLED, "true")
+            .property(keys::SSL_MODE, "starttls")
+    }
+
+    /// TLS from the first byte (SMTPS): `mksis.smtp.ssl.enabled=true`,
+    /// `mailgate.smtp.ssl.mode=implicit`. Port 465's usual mode.
+    pub fn implicit_tls(self) -> Self {
+        self.property(keys::SSL_ENABLED, "true")
+            .property(keys::SSL_MODE, "implicit")
+    }
+
+    /// No TLS (`mksis.smtp.ssl.enabled=false`): for a relay on loopback or
+    /// a trusted network. Credentials are still refused over such a
+    /// connection unless [`allow_plaintext_auth`](Self::allow_plaintext_auth).
+    pub fn no_tls(self) -> Self {
+        // A blank mode counts as unset: a mode from the files is not
+        // warned about as "ignored" when code asked for no TLS.
+        self.property(keys::SSL_ENABLED, "false")
+            .property(keys::SSL_MODE, "")
+    }
+
+    /// Whether credentials may cross an unencrypted connection
+    /// (`mailgate.smtp.allowPlaintextAuth`, default false).
+    pub fn allow_plaintext_auth(self, allowed: bool) -> Self {
+        self.property(keys::ALLOW_PLAINTEXT_AUTH, allowed.to_string())
+    }
+
+    /// Trusts the CA certificates (PEM) in `path` besides the system's, for
+    /// a server whose certificate a private CA signed
+    /// (`mailgate.smtp.ssl.caFile`; a relative path is relative to the
+    /// config folder). Each call adds a file. A file that cannot be read
+    /// or holds no certificate fails [`build`](Self::build).
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        let path = path.into();
+        // The property is a comma-separated list of UTF-8 names: a name it
+        // cannot hold is reported at build, not silently mangled.
+        let name = match path.to_str() {
+            Some(name) if !name.contains(',') && !name.trim().is_empty() => name.to_owned(),
+            _ => {
+                self.deferred.get_or_insert(crate::error::ConfigError::CaFile {
+                    path,
+                    origin: Origin::Builder,
+                    reason: "its name cannot go into `mailgate.smtp.ssl.caFile` (empty, not UTF-8, or holding a comma, which separates files there); use a path without one".into(),
+                });
+                return self;
+            }
+        };
+        let list = match self.overrides.get(keys::SSL_CA_FILE) {
+            Some(set) if !set.value.trim().is_empty() => format!("{},{name}", set.value.as_str()),
+            _ => name,
+        };
+        self.property(keys::SSL_CA_FILE, list)
+    }
+
+    /// The sender address (`mksis.logging.email.from`): the default From
+    /// and envelope sender of [`Mailer::send_message`] and the other
+    /// composing calls. `alm@example.com` or `ALM <alm@example.com>`; a
+    /// malformed address fails [`build`](Self::build). With basic AUTH it
+    /// is also the user name (a strategy crate's `basic(user, password)`
+    /// sets it).
+    pub fn sender(self, address: impl Into<String>) -> Self {
+        self.property(keys::EMAIL_FROM, address)
+    }
+
+    /// Limit for connect, TLS and each reply (`mailgate.smtp.timeoutSeconds`,
+    /// default 30 s). Above 0 and at most an hour, else
+    /// [`build`](Self::build) fails naming the key.
+    pub fn timeout(self, timeout: std::time::Duration) -> Self {
+        self.property(keys::TIMEOUT_SECONDS, timeout.as_secs_f64().to_string())
+    }
+
+    /// The name sent in EHLO (`mailgate.smtp.heloName`, default this host's name).
+    pub fn helo_name(self, name: impl Into<String>) -> Self {
+        self.property(keys::HELO_NAME, name)
+    }
+
+    /// The vendor's open mail relay: no AUTH (both authentication flags
+    /// `false`). The strategy that provides it must be registered (the
+    /// `mailgate` facade's feature `open`).
+    pub fn open(self) -> Self {
+        self.vendor_mode(VendorMode::OpenRelay)
+    }
+
+    /// Sets the vendor's flags for `mode` (`mksis.smtp.oauth.authentication`,
+    /// `mksis.smtp.authentication`) and clears a
+    /// `mailgate.smtp.auth.strategy` the files may set, so that the
+    /// precedence table chooses, as it would for files holding these flags.
+    /// Strategy crates' typed methods (`basic(..)`,
+    /// `oauth_client_credentials(..)`) call it.
+    pub fn vendor_mode(self, mode: VendorMode) -> Self {
+        let flags = AuthFlags::for_mode(mode);
+        self.property(keys::OAUTH_AUTHENTICATION, flags.oauth.to_string())
+            .property(keys::BASIC_AUTHENTICATION, flags.basic.to_string())
+            // Blank counts as unset; the builder wins over the files.
+            .property(keys::AUTH_STRATEGY, "")
+    }
+
+    /// Chooses a registered strategy by name (`mailgate.smtp.auth.strategy`),
+    /// over the flags: how a third-party strategy is chosen.
+    pub fn strategy(self, name: impl Into<String>) -> Self {
+        self.property(keys::AUTH_STRATEGY, name)
+    }
+
+    /// Whether environment variables (`MKSIS_*`, `MAILGATE_*`) override the
+    /// files. Off by default: a library's mail goes where its code and
+    /// files say, whatever the host's environment holds. The `mailgate`
+    /// command line turns it on. With it on, a variable wins over the
+    /// files but not over the builder's own settings; see
+    /// [`crate::properties::env_var_name`] for the mapping
+    /// (`mksis.logging.email.server.port` is
+    /// `MKSIS_LOGGING_EMAIL_SERVER_PORT`).
     pub fn env_overrides(mut self, enabled: bool) -> Self {
         self.env = enabled;
         self
@@ -219,6 +384,9 @@ impl<M: FromMailer> MailerBuilder<M> {
 
     /// Reads and validates the settings and builds the chosen strategy.
     pub fn build(self) -> Result<M> {
+        if let Some(error) = self.deferred {
+            return Err(error.into());
+        }
         let registry = match self.registry {
             Some(registry) => registry?,
             None => Registry::collect()?,

@@ -13,6 +13,26 @@ pub struct AuthFlags {
     pub strategy_override: Option<String>,
 }
 
+impl AuthFlags {
+    /// The flags a properties file sets for `mode`, without an override:
+    /// what the typed builder methods (`open()`, a strategy crate's
+    /// `basic(..)`) write, so that [`precedence`] alone still decides and
+    /// `check` shows the same rule as for the files. Each mode's row is the
+    /// one the vendor's page gives (never both flags).
+    pub fn for_mode(mode: VendorMode) -> Self {
+        let (oauth, basic) = match mode {
+            VendorMode::OpenRelay => (false, false),
+            VendorMode::BasicAuth => (false, true),
+            VendorMode::OAuth => (true, false),
+        };
+        Self {
+            oauth,
+            basic,
+            strategy_override: None,
+        }
+    }
+}
+
 /// The rule of the precedence table that fired.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Rule {
@@ -165,6 +185,16 @@ mod tests {
             let (choice, fired) = precedence(&flags(oauth, basic));
             assert_eq!(choice, Choice::Mode(mode), "oauth={oauth} basic={basic}");
             assert_eq!(fired, rule, "oauth={oauth} basic={basic}");
+        }
+    }
+
+    #[test]
+    fn the_flags_for_a_mode_choose_that_mode() {
+        use VendorMode::*;
+        for mode in [OpenRelay, BasicAuth, OAuth] {
+            let (choice, rule) = precedence(&AuthFlags::for_mode(mode));
+            assert_eq!(choice, Choice::Mode(mode));
+            assert_ne!(rule, Rule::OAuthAndBasic, "{mode}: one flag at most");
         }
     }
 

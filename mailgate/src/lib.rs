@@ -4,9 +4,39 @@
 //! token (XOAUTH2/OAUTHBEARER) by the vendor's flag precedence, and speaks TLS
 //! with custom CAs.
 //!
+//! # Quick start: settings in code
+//!
+//! The typed builder sets the same properties the files would (as set in
+//! code: `mailgate check`-style explanations name the builder), and the
+//! vendor's precedence table chooses the strategy as it does for the files.
+//! The strategies' methods come from [`prelude`].
+//!
+//! ```no_run
+//! use mailgate::prelude::*;
+//!
+//! # async fn run() -> mailgate::Result<()> {
+//! # let password = String::new();
+//! let mailer = mailgate::Mailer::builder()
+//!     .server("smtp.office365.com", 587)
+//!     .starttls()
+//!     .basic("alm@example.com", password) // a String or SecretString
+//!     .timeout(std::time::Duration::from_secs(10))
+//!     .build()?;
+//! mailer.sendmail("alm@example.com", "dev@example.com", "Build 42", "passed").await?;
+//! # Ok(()) }
+//! ```
+//!
+//! `.open()` (no AUTH, e.g. a local relay with `.no_tls()`),
+//! `.oauth_client_credentials(user, ClientCredentials::microsoft_365(..))`,
+//! `.implicit_tls()`, `.sender(..)`, `.ca_file(..)` and `.helo_name(..)` are
+//! the others; `.property(key, value)` sets any key. Environment variables
+//! (`MKSIS_*`, `MAILGATE_*`) are ignored unless
+//! [`env_overrides(true)`](mailgate_core::MailerBuilder::env_overrides).
+//!
 //! # Quick start, blocking
 //!
-//! No runtime needed: [`blocking::Mailer`] runs its own.
+//! No runtime needed: [`blocking::Mailer`] runs its own, from the
+//! properties files of an RV&S config folder here.
 //!
 //! ```no_run
 //! fn main() -> mailgate::Result<()> {
@@ -114,6 +144,16 @@
 pub use mailgate_core::*;
 
 pub mod blocking;
+
+/// The strategies' typed builder methods, as traits to bring into scope
+/// (`use mailgate::prelude::*;`): each lives in its strategy's crate, as
+/// its keys do, and is here when its feature is on.
+pub mod prelude {
+    #[cfg(feature = "basic")]
+    pub use mailgate_auth_basic::BasicBuilderExt;
+    #[cfg(feature = "oauth")]
+    pub use mailgate_auth_oauth::{ClientCredentials, OAuthBuilderExt};
+}
 
 // The strategy crates, for their types and key constants.
 #[cfg(feature = "basic")]
