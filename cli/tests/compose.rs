@@ -946,20 +946,9 @@ async fn raw_as_is_needs_raw_and_is_not_queued() {
 /// reason, not converted to quoted-printable.
 #[tokio::test]
 async fn raw_as_is_refuses_8bit_for_a_7bit_server_instead_of_converting() {
-    use mailgate_integration_tests::{ConfigDir, PeerConfig, PeerKind, SmtpPeer};
+    use mailgate_integration_tests::{PeerConfig, PeerKind, SmtpPeer};
     let peer = SmtpPeer::start(PeerKind::Python, PeerConfig::new().seven_bit());
-    let port = peer.port().to_string();
-    let dir = ConfigDir::with_properties(
-        &[
-            ("mksis.smtp.oauth.authentication", "false"),
-            ("mksis.smtp.authentication", "false"),
-            ("mksis.smtp.ssl.enabled", "false"),
-            ("mksis.logging.email.from", SENDER),
-            ("mksis.logging.email.server.hostname", "127.0.0.1"),
-            ("mksis.logging.email.server.port", port.as_str()),
-        ],
-        &[],
-    );
+    let dir = support::config_for_port(peer.port(), &[]);
     let out = mailgate(
         &dir,
         &["send", "--raw", "-", "--as-is"],

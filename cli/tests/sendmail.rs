@@ -610,21 +610,9 @@ async fn a_long_html_line_is_sent_re_encoded() {
 /// `sendmail` says so (exit 65) instead of exit 0 and a dead message.
 #[tokio::test]
 async fn a_utf8_recipient_for_a_server_without_smtputf8_is_refused_not_queued() {
-    use mailgate_integration_tests::{ConfigDir, PeerConfig, PeerKind, SmtpPeer};
+    use mailgate_integration_tests::{PeerConfig, PeerKind, SmtpPeer};
     let peer = SmtpPeer::start(PeerKind::Python, PeerConfig::new().no_smtputf8());
-    let port = peer.port().to_string();
-    let dir = ConfigDir::with_properties(
-        &[
-            ("mksis.smtp.oauth.authentication", "false"),
-            ("mksis.smtp.authentication", "false"),
-            ("mksis.smtp.ssl.enabled", "false"),
-            ("mksis.logging.email.from", SENDER),
-            ("mksis.logging.email.server.hostname", "127.0.0.1"),
-            ("mksis.logging.email.server.port", port.as_str()),
-            ("mailgate.outbox.autoDeliver", "false"),
-        ],
-        &[],
-    );
+    let dir = support::config_for_port(peer.port(), &[("mailgate.outbox.autoDeliver", "false")]);
     let out = sendmail(
         dir.path(),
         &["j\u{fc}rgen@example.com"],

@@ -1,7 +1,8 @@
 //! A prepared message (`send --raw`, `sendmail`, the relay's DATA) through
 //! everything that reads it: no panic; a completed message has no header
 //! line over 998 octets and no Bcc header field, and converted for a 7-bit
-//! server it is 7-bit with no line over 998 octets.
+//! server it is 7-bit with no line over 998 octets; what `check_exact`
+//! lets through has CRLF line ends and no line over 998 octets.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -13,6 +14,17 @@ fuzz_target!(|data: &[u8]| {
     let _ = raw::header_recipients(data);
     let _ = raw::subject_and_message_id(data);
     let _ = raw::rewrite_from(data, &from);
+    // What send_raw_exact lets through has CRLF line ends only and no line
+    // over 998 octets.
+    if raw::check_exact(data).is_ok() {
+        let lines = data.split(|b| *b == b'\n').count();
+        for (i, line) in data.split(|b| *b == b'\n').enumerate() {
+            assert!(i + 1 == lines || line.ends_with(b"\r"), "a bare LF let through");
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            assert!(!line.contains(&b'\r'), "a lone CR let through");
+            assert!(line.len() <= 998, "a line of {} octets let through", line.len());
+        }
+    }
     let completion = raw::Completion {
         from: Some(&from),
         message_id_domain: "example.com",

@@ -30,7 +30,13 @@ pub async fn relay() -> DevSmtpServer {
 
 /// An open-relay config folder for `server`, plus `extra` keys.
 pub fn config(server: &DevSmtpServer, extra: &[(&str, &str)]) -> ConfigDir {
-    let port = server.port().to_string();
+    config_for_port(server.port(), extra)
+}
+
+/// An open-relay config folder for any SMTP server on loopback `port`
+/// (a Nodemailer or aiosmtpd peer), plus `extra` keys.
+pub fn config_for_port(port: u16, extra: &[(&str, &str)]) -> ConfigDir {
+    let port = port.to_string();
     let mut is = vec![
         ("mksis.smtp.oauth.authentication", "false"),
         ("mksis.smtp.authentication", "false"),
