@@ -16,8 +16,8 @@ use std::fmt;
 
 use mailgate_core::secrecy::{ExposeSecret, SecretString};
 use mailgate_core::{
-    AuthStrategy, Error, FromMailer, KeySpec, MailerBuilder, Reply, Result, Settings,
-    SharedStrategy, SmtpSession, Stage, StrategyDescriptor, VendorMode, keys, sasl,
+    AuthStrategy, Error, KeySpec, Reply, Result, Settings, SettingsBuilder, SharedStrategy,
+    SmtpSession, Stage, StrategyDescriptor, VendorMode, keys, sasl,
 };
 
 /// The registered name.
@@ -174,7 +174,7 @@ pub trait BasicBuilderExt: Sized {
     fn basic(self, user: impl Into<String>, password: impl Into<SecretString>) -> Self;
 }
 
-impl<M: FromMailer> BasicBuilderExt for MailerBuilder<M> {
+impl<B: SettingsBuilder> BasicBuilderExt for B {
     fn basic(self, user: impl Into<String>, password: impl Into<SecretString>) -> Self {
         self.vendor_mode(VendorMode::BasicAuth)
             .sender(user)

@@ -5,8 +5,8 @@
 
 use std::fmt;
 
+use mailgate_core::SettingsBuilder;
 use mailgate_core::resolver::VendorMode;
-use mailgate_core::{FromMailer, MailerBuilder};
 use secrecy::SecretString;
 
 use crate::keys;
@@ -100,7 +100,7 @@ pub trait OAuthBuilderExt: Sized {
     fn oauth_client_credentials(self, user: impl Into<String>, client: ClientCredentials) -> Self;
 }
 
-impl<M: FromMailer> OAuthBuilderExt for MailerBuilder<M> {
+impl<B: SettingsBuilder> OAuthBuilderExt for B {
     fn oauth_client_credentials(self, user: impl Into<String>, client: ClientCredentials) -> Self {
         let ClientCredentials {
             token_endpoint,

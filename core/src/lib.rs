@@ -21,7 +21,7 @@ pub mod smtp;
 pub mod strategy;
 
 pub use error::{ConfigError, Error, ErrorKind, Origin, RecipientRefusal, Result, Stage};
-pub use mailer::{DEFAULT_MAX_CONNECTIONS, FromMailer, Mailer, MailerBuilder};
+pub use mailer::{DEFAULT_MAX_CONNECTIONS, FromMailer, Mailer, MailerBuilder, SettingsBuilder};
 pub use message::{Attachment, OutgoingMessage};
 pub use registry::Registry;
 pub use resolver::{AuthFlags, Choice, Resolution, Rule, VendorMode, precedence};

@@ -71,6 +71,39 @@ impl FromMailer for Mailer {
     }
 }
 
+/// What a strategy crate's typed builder method (`basic(user, password)`,
+/// `oauth_client_credentials(..)`) needs of a builder: properties, the
+/// vendor's mode and the sender. Implemented by [`MailerBuilder`] and by
+/// the `mailgate` facade's builder, so one extension trait serves both.
+pub trait SettingsBuilder: Sized {
+    /// Sets a property; see [`MailerBuilder::property`].
+    fn property(self, key: impl Into<String>, value: impl Into<String>) -> Self;
+    /// Sets a secret property; see [`MailerBuilder::secret_property`].
+    fn secret_property(self, key: impl Into<String>, value: impl Into<SecretString>) -> Self;
+    /// Sets the vendor's flags for `mode`; see [`MailerBuilder::vendor_mode`].
+    fn vendor_mode(self, mode: VendorMode) -> Self;
+    /// Sets the sender address; see [`MailerBuilder::sender`].
+    fn sender(self, address: impl Into<String>) -> Self;
+}
+
+impl<M: FromMailer> SettingsBuilder for MailerBuilder<M> {
+    fn property(self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        MailerBuilder::property(self, key, value)
+    }
+
+    fn secret_property(self, key: impl Into<String>, value: impl Into<SecretString>) -> Self {
+        MailerBuilder::secret_property(self, key, value)
+    }
+
+    fn vendor_mode(self, mode: VendorMode) -> Self {
+        MailerBuilder::vendor_mode(self, mode)
+    }
+
+    fn sender(self, address: impl Into<String>) -> Self {
+        MailerBuilder::sender(self, address)
+    }
+}
+
 /// Opens the outbox a [`Mailer`] is built with, from its settings.
 pub type OutboxOpener = Box<dyn FnOnce(&OutboxSettings) -> Result<Arc<dyn OutboxStore>> + Send>;
 
