@@ -95,8 +95,8 @@ impl Mailer {
     ///     .build()?;
     /// # Ok::<(), mailgate::Error>(())
     /// ```
-    pub fn builder() -> mailgate_core::MailerBuilder<Mailer> {
-        crate::builder_with_defaults()
+    pub fn builder() -> crate::MailerBuilder<Mailer> {
+        crate::MailerBuilder::default()
     }
 
     /// A mailer for the config folder holding `is.properties` and

@@ -9,11 +9,8 @@
 //! The typed builder sets the same properties the files would (as set in
 //! code: `mailgate check`-style explanations name the builder), and the
 //! vendor's precedence table chooses the strategy as it does for the files.
-//! The strategies' methods come from [`prelude`].
 //!
 //! ```no_run
-//! use mailgate::prelude::*;
-//!
 //! # async fn run() -> mailgate::Result<()> {
 //! # let password = String::new();
 //! let mailer = mailgate::Mailer::builder()
@@ -27,11 +24,11 @@
 //! ```
 //!
 //! `.open()` (no AUTH, e.g. a local relay with `.no_tls()`),
-//! `.oauth_client_credentials(user, ClientCredentials::microsoft_365(..))`,
+//! `.oauth_client_credentials(user, `[`ClientCredentials::microsoft_365`]`(..))`,
 //! `.implicit_tls()`, `.sender(..)`, `.ca_file(..)` and `.helo_name(..)` are
 //! the others; `.property(key, value)` sets any key. Environment variables
 //! (`MKSIS_*`, `MAILGATE_*`) are ignored unless
-//! [`env_overrides(true)`](mailgate_core::MailerBuilder::env_overrides).
+//! [`env_overrides(true)`](MailerBuilder::env_overrides).
 //!
 //! # Quick start, blocking
 //!
@@ -103,14 +100,19 @@
 //! | `basic` | `basic`: AUTH PLAIN / LOGIN | SMTP basic authentication | `mailgate-auth-basic` |
 //! | `oauth` | `oauth`: client credentials, XOAUTH2 / OAUTHBEARER | OAuth token authentication | `mailgate-auth-oauth` |
 //!
-//! The outbox stores are features too:
+//! The default features are these three: a default build holds no SQL
+//! driver and needs Rust 1.88. The outbox stores are features of their own:
 //!
-//! | feature | `mailgate.outbox.url` | crate |
-//! | --- | --- | --- |
-//! | `outbox-sqlite` (default) | `sqlite:PATH`: one file, embedded | `mailgate-outbox` |
-//! | `outbox-postgres` | `postgres://...`: several workers | `mailgate-outbox` |
+//! | feature | `mailgate.outbox.url` | crate | minimum Rust |
+//! | --- | --- | --- | --- |
+//! | `outbox-sqlite` | `sqlite:PATH`: one file, embedded | `mailgate-outbox` (sqlx) | 1.94 |
+//! | `outbox-postgres` | `postgres://...`: several workers | `mailgate-outbox` (sqlx) | 1.94 |
+//!
+//! With one of them, `mailgate::open_outbox` opens the store the settings
+//! name (`cargo add mailgate --features outbox-sqlite`):
 //!
 //! ```no_run
+//! # #[cfg(feature = "outbox-sqlite")]
 //! # async fn run() -> mailgate::Result<()> {
 //! let mailer = mailgate::Mailer::builder()
 //!     .config_dir("config")
@@ -145,15 +147,22 @@ pub use mailgate_core::*;
 
 pub mod blocking;
 
-/// The strategies' typed builder methods, as traits to bring into scope
-/// (`use mailgate::prelude::*;`): each lives in its strategy's crate, as
-/// its keys do, and is here when its feature is on.
+/// The strategies' typed builder methods as traits, for code that builds
+/// with [`mailgate_core::MailerBuilder`] or is generic over
+/// [`SettingsBuilder`] (`use mailgate::prelude::*;`). [`MailerBuilder`] has
+/// them as its own methods; each lives in its strategy's crate, as its
+/// keys do, and is here when its feature is on.
 pub mod prelude {
     #[cfg(feature = "basic")]
     pub use mailgate_auth_basic::BasicBuilderExt;
     #[cfg(feature = "oauth")]
     pub use mailgate_auth_oauth::{ClientCredentials, OAuthBuilderExt};
 }
+
+/// The OAuth client for [`MailerBuilder::oauth_client_credentials`]
+/// (feature `oauth`).
+#[cfg(feature = "oauth")]
+pub use mailgate_auth_oauth::ClientCredentials;
 
 // The strategy crates, for their types and key constants.
 #[cfg(feature = "basic")]
@@ -201,13 +210,12 @@ pub fn default_registry() -> std::result::Result<Registry, ConfigError> {
     registry.with_inventory()
 }
 
-/// Builds a [`Mailer`], starting from [`default_registry`]; see
-/// [`mailgate_core::MailerBuilder`] for the settings.
-pub type MailerBuilder = mailgate_core::MailerBuilder<Mailer>;
+mod builder;
+pub use builder::MailerBuilder;
 
 /// Sends mail with the settings of an RV&S config folder, choosing among
 /// the strategies of [`default_registry`] (or the builder's
-/// [`registry`](mailgate_core::MailerBuilder::registry)). Every method of
+/// [`registry`](MailerBuilder::registry)). Every method of
 /// [`mailgate_core::Mailer`] is available through `Deref`. Cheap to clone.
 #[derive(Clone)]
 pub struct Mailer(mailgate_core::Mailer);
@@ -215,7 +223,7 @@ pub struct Mailer(mailgate_core::Mailer);
 impl Mailer {
     /// A builder whose registry is [`default_registry`].
     pub fn builder() -> MailerBuilder {
-        builder_with_defaults()
+        MailerBuilder::default()
     }
 
     /// A mailer for the config folder holding `is.properties` and `security.properties`.
@@ -235,12 +243,6 @@ impl Mailer {
     pub fn into_inner(self) -> mailgate_core::Mailer {
         self.0
     }
-}
-
-/// A builder of `M` with [`default_registry`]; a registry error surfaces at
-/// `build()`.
-pub(crate) fn builder_with_defaults<M: FromMailer>() -> mailgate_core::MailerBuilder<M> {
-    mailgate_core::MailerBuilder::default().try_registry(default_registry())
 }
 
 impl std::ops::Deref for Mailer {

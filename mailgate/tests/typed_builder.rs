@@ -8,9 +8,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use mailgate::prelude::*;
 use mailgate::secrecy::SecretString;
-use mailgate::{Mailer, Origin, Rule, TlsMode, keys};
+use mailgate::{ClientCredentials, Mailer, Origin, Rule, TlsMode, keys};
 use mailgate_devserver::DevSmtpServer;
 
 const USER: &str = "alm@example.com";
@@ -308,4 +307,51 @@ fn the_blocking_mailer_has_the_typed_builder_too() {
         .expect("blocking mailer builds");
     assert_eq!(mailer.smtp_port(), 25);
     mailer.close();
+}
+
+/// A third-party strategy's typed method, written once over
+/// `SettingsBuilder`: it applies to the facade's builders (async and
+/// blocking) and to core's, and sets what it says.
+trait RelayHostExt: mailgate::SettingsBuilder {
+    fn office_relay(self, sender: &str) -> Self {
+        self.property(keys::SERVER_HOSTNAME, "relay.example.com")
+            .property(keys::SERVER_PORT, "2525")
+            .sender(sender)
+            .vendor_mode(mailgate::VendorMode::OpenRelay)
+    }
+}
+impl<B: mailgate::SettingsBuilder> RelayHostExt for B {}
+
+#[test]
+fn an_extension_over_settings_builder_serves_every_builder() {
+    use mailgate::prelude::BasicBuilderExt as _;
+    let facade = Mailer::builder()
+        .office_relay(USER)
+        .build()
+        .expect("facade");
+    let blocking = mailgate::blocking::Mailer::builder()
+        .office_relay(USER)
+        .build()
+        .expect("blocking");
+    let core = mailgate_core::Mailer::builder()
+        .registry(mailgate::default_registry().expect("registry"))
+        .office_relay(USER)
+        .starttls()
+        .basic(USER, "pw")
+        .build()
+        .expect("core");
+    assert_eq!(facade.mail_hostname_and_port(), "relay.example.com:2525");
+    assert_eq!(facade.resolution().strategy, "open");
+    assert_eq!(blocking.smtp_port(), 2525);
+    // Core's builder takes the strategies' methods through the prelude's
+    // traits; the last mode set wins.
+    assert_eq!(core.resolution().strategy, "basic");
+    assert_eq!(
+        core.settings()
+            .sender()
+            .map(|s| s.email.to_string())
+            .as_deref(),
+        Some(USER)
+    );
+    blocking.close();
 }
