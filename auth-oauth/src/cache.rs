@@ -8,6 +8,7 @@ use mailgate_core::{Error, ErrorKind, TokenSource, async_trait};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::watch;
 
+pub use crate::backoff::{MAX_BACKOFF, MIN_BACKOFF};
 use crate::client::TokenClient;
 use crate::response::{Token, TokenError};
 
@@ -22,12 +23,6 @@ pub const MAX_MARGIN_FRACTION: u32 = 2;
 /// running or after it failed, the old token is still used if it has more
 /// than this long left.
 pub const MIN_REMAINING_LIFETIME: Duration = Duration::from_secs(5);
-
-/// Back-off after the first failed fetch; doubles with each further failure.
-pub const MIN_BACKOFF: Duration = Duration::from_secs(1);
-
-/// Longest back-off after failed fetches.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 /// Default of [`CachePolicy::refusal_backoff`]: after a token the SMTP server
 /// refused was dropped, another refusal within this long is final.

@@ -169,6 +169,7 @@
 //! # }
 //! ```
 
+mod backoff;
 mod builder;
 mod cache;
 mod client;

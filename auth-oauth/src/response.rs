@@ -11,7 +11,7 @@ use serde_json::Value;
 use url::Url;
 
 use crate::STRATEGY_NAME;
-use crate::cache::MAX_BACKOFF;
+use crate::backoff::MAX_BACKOFF;
 use crate::endpoint::host_port;
 use crate::keys as oauth_keys;
 use crate::redaction::{SecretMask, describe_content_type, looks_like_html};

@@ -19,6 +19,7 @@ mod secret;
 pub mod settings;
 pub mod smtp;
 pub mod strategy;
+pub mod testing;
 
 pub use error::{ConfigError, Error, ErrorKind, Origin, RecipientRefusal, Result, Stage};
 pub use mailer::{DEFAULT_MAX_CONNECTIONS, FromMailer, Mailer, MailerBuilder, SettingsBuilder};

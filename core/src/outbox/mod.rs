@@ -613,7 +613,7 @@ pub fn shown_url(url: &str) -> String {
         return url.to_owned();
     };
     // A password with an unencoded `?` or `#` must not survive the cut below.
-    let rest = match crate::settings::url_userinfo(url) {
+    let rest = match crate::smtp::redact::url_userinfo(url) {
         Some((_, userinfo, host)) => {
             let user = userinfo.split(':').next().unwrap_or_default();
             return shown_url(&format!("{scheme}://{user}@{host}"));

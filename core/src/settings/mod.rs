@@ -14,7 +14,6 @@ use crate::outbox::{OutboxLocation, OutboxSettings};
 use crate::properties::{ConfigFiles, Entry, Properties, is_secret_key};
 use crate::resolver::AuthFlags;
 use crate::secret::{KeyCache, reveal};
-use crate::strategy::{KeyFile, KeySpec};
 
 pub mod keys;
 mod load;
@@ -22,8 +21,12 @@ use load::holds_secret;
 mod near_miss;
 mod outbox;
 mod server;
+mod spec;
 
 pub use server::{CaFile, ServerSettings, TlsMode};
+pub use spec::{KeyFile, KeySpec};
+// Its home is the redaction module; named here too for existing callers.
+pub use crate::smtp::redact::url_userinfo;
 
 /// How long a recipient may stay deferred before its sender is told
 /// (`mailgate.outbox.delayWarningHours`, 4 hours as Postfix's
@@ -447,21 +450,6 @@ fn shown_value(value: &str) -> String {
         None => value.to_owned(),
     };
     cut_short(&value.escape_debug().to_string(), SHOWN_CHARS)
-}
-
-/// `(scheme, user info, rest)` of a URL whose user info may hold a
-/// password, for hiding it. Pasted passwords are often not percent-encoded,
-/// so a `/`, `?` or `#` in one must not end the user info early: when the
-/// text before the last `@` holds a `:`, all of it counts as user info
-/// (over-hiding a URL whose path has an `@` is the safe mistake).
-pub fn url_userinfo(url: &str) -> Option<(&str, &str, &str)> {
-    let (scheme, rest) = url.split_once("://")?;
-    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
-    let at = match authority.rfind('@') {
-        Some(at) if authority[..at].contains(':') => at,
-        _ => rest.rfind('@').filter(|at| rest[..*at].contains(':'))?,
-    };
-    Some((scheme, &rest[..at], &rest[at + 1..]))
 }
 
 /// At most this many characters of a value are echoed in an error.

@@ -10,6 +10,7 @@
 
 pub(crate) mod connection;
 mod pool;
+mod session;
 mod transaction;
 
 pub mod capabilities;
@@ -24,4 +25,5 @@ pub use pool::{ConnectReport, Delivery};
 pub(crate) use pool::{Payload, Transport};
 pub use redact::{Redactor, escape_controls};
 pub use reply::{Reply, ReplyError, ReplyLimits, ReplyReader};
+pub use session::SmtpSession;
 pub use transaction::RecipientPolicy;

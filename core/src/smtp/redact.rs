@@ -207,6 +207,21 @@ fn percent_encode(
     out
 }
 
+/// `(scheme, user info, rest)` of a URL whose user info may hold a
+/// password, for hiding it. Pasted passwords are often not percent-encoded,
+/// so a `/`, `?` or `#` in one must not end the user info early: when the
+/// text before the last `@` holds a `:`, all of it counts as user info
+/// (over-hiding a URL whose path has an `@` is the safe mistake).
+pub fn url_userinfo(url: &str) -> Option<(&str, &str, &str)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let at = match authority.rfind('@') {
+        Some(at) if authority[..at].contains(':') => at,
+        _ => rest.rfind('@').filter(|at| rest[..*at].contains(':'))?,
+    };
+    Some((scheme, &rest[..at], &rest[at + 1..]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
