@@ -129,6 +129,34 @@ pub fn file_kind(meta: &Metadata) -> &'static str {
     }
 }
 
+/// Whether `now` is the file `before` described, unchanged: a regular file
+/// with the same device, inode, size and modification and change times (on
+/// other systems: size and modification time). For "reload only if it
+/// changed" and "nobody wrote it meanwhile" checks; the change time makes a
+/// rewrite within the same mtime tick count as a change.
+pub fn same_state(before: &Metadata, now: &Metadata) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        let state = |m: &Metadata| {
+            (
+                m.dev(),
+                m.ino(),
+                m.len(),
+                m.mtime(),
+                m.mtime_nsec(),
+                m.ctime(),
+                m.ctime_nsec(),
+            )
+        };
+        now.is_file() && state(before) == state(now)
+    }
+    #[cfg(not(unix))]
+    {
+        now.is_file() && before.len() == now.len() && before.modified().ok() == now.modified().ok()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,5 +212,23 @@ mod tests {
         );
         let io: io::Error = e.into();
         assert_eq!(io.kind(), io::ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn same_state_sees_a_same_size_rewrite_and_a_replacement() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users");
+        std::fs::write(&path, "alice:1\n").unwrap();
+        let before = std::fs::metadata(&path).unwrap();
+        assert!(same_state(&before, &std::fs::metadata(&path).unwrap()));
+        // Same size, new content: the change time moves even within one mtime tick.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&path, "alice:2\n").unwrap();
+        assert!(!same_state(&before, &std::fs::metadata(&path).unwrap()));
+        // Replaced by a folder.
+        let now = std::fs::metadata(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        assert!(!same_state(&now, &std::fs::metadata(&path).unwrap()));
     }
 }

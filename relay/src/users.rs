@@ -489,31 +489,9 @@ fn unchanged(path: &Path, before: Option<&fs::Metadata>) -> bool {
     let now = fs::metadata(path).ok();
     match (before, now) {
         (None, None) => true,
-        (Some(a), Some(b)) => same_state(a, &b),
+        (Some(a), Some(b)) => mailgate_properties::fs::same_state(a, &b),
         _ => false,
     }
-}
-
-#[cfg(unix)]
-fn same_state(a: &fs::Metadata, b: &fs::Metadata) -> bool {
-    use std::os::unix::fs::MetadataExt as _;
-    let key = |m: &fs::Metadata| {
-        (
-            m.dev(),
-            m.ino(),
-            m.len(),
-            m.mtime(),
-            m.mtime_nsec(),
-            m.ctime(),
-            m.ctime_nsec(),
-        )
-    };
-    key(a) == key(b)
-}
-
-#[cfg(not(unix))]
-fn same_state(a: &fs::Metadata, b: &fs::Metadata) -> bool {
-    a.len() == b.len() && a.modified().ok() == b.modified().ok()
 }
 
 #[cfg(unix)]

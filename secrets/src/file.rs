@@ -444,7 +444,7 @@ impl Source {
             path: self.path.clone(),
         };
         let now = fs::symlink_metadata(&self.target).map_err(|_| changed())?;
-        if same_state(&self.meta, &now) {
+        if mailgate_properties::fs::same_state(&self.meta, &now) {
             Ok(())
         } else {
             Err(changed())
@@ -483,28 +483,6 @@ impl Source {
         }
         Ok(warnings)
     }
-}
-
-#[cfg(unix)]
-fn same_state(a: &fs::Metadata, b: &fs::Metadata) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let state = |m: &fs::Metadata| {
-        (
-            m.dev(),
-            m.ino(),
-            m.len(),
-            m.mtime(),
-            m.mtime_nsec(),
-            m.ctime(),
-            m.ctime_nsec(),
-        )
-    };
-    b.is_file() && state(a) == state(b)
-}
-
-#[cfg(not(unix))]
-fn same_state(a: &fs::Metadata, b: &fs::Metadata) -> bool {
-    b.is_file() && a.len() == b.len() && a.modified().ok() == b.modified().ok()
 }
 
 #[cfg(unix)]
