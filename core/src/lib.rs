@@ -27,7 +27,7 @@ pub use message::{Attachment, OutgoingMessage};
 pub use registry::Registry;
 pub use resolver::{AuthFlags, Choice, Resolution, Rule, VendorMode, precedence};
 pub use settings::{Settings, TlsMode, key_file_path, keys};
-pub use smtp::{ConnectReport, Delivery, RecipientPolicy, Reply};
+pub use smtp::{ConnectReport, Delivery, PoolConfig, RecipientPolicy, Reply};
 pub use strategy::{
     AuthStrategy, KeyFile, KeySpec, ScriptedServer, SharedStrategy, SmtpSession,
     StrategyDescriptor, Submitted, TokenSource,

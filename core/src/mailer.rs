@@ -15,7 +15,9 @@ use crate::properties::{ConfigFiles, Properties};
 use crate::registry::Registry;
 use crate::resolver::{AuthFlags, Resolution, VendorMode};
 use crate::settings::{LoadOptions, Settings, keys};
-use crate::smtp::{Capabilities, ConnectReport, Delivery, Payload, RecipientPolicy, Transport};
+use crate::smtp::{
+    Capabilities, ConnectReport, Delivery, Payload, PoolConfig, RecipientPolicy, Transport,
+};
 use crate::strategy::TokenSource;
 
 pub use crate::settings::DEFAULT_MAX_CONNECTIONS;
@@ -53,6 +55,7 @@ pub struct MailerBuilder<M = Mailer> {
     deferred: Option<crate::error::ConfigError>,
     key_file: Option<PathBuf>,
     max_connections: Option<usize>,
+    pool: PoolConfig,
     outbox: Option<OutboxOpener>,
     policy: RecipientPolicy,
     background: bool,
@@ -117,6 +120,7 @@ impl<M> std::fmt::Debug for MailerBuilder<M> {
             .field("deferred", &self.deferred)
             .field("key_file", &self.key_file)
             .field("max_connections", &self.max_connections)
+            .field("pool", &self.pool)
             .field("outbox", &self.outbox.is_some())
             .finish()
     }
@@ -135,6 +139,7 @@ impl<M> Default for MailerBuilder<M> {
             deferred: None,
             key_file: None,
             max_connections: None,
+            pool: PoolConfig::default(),
             outbox: None,
             policy: RecipientPolicy::PerRecipient,
             background: false,
@@ -379,6 +384,13 @@ impl<M: FromMailer> MailerBuilder<M> {
         self
     }
 
+    /// The connection pool's time limits: how long an idle connection is
+    /// reused, when it is probed first ([`PoolConfig`]).
+    pub fn pool(mut self, config: PoolConfig) -> Self {
+        self.pool = config;
+        self
+    }
+
     /// With `true`, a send whose server refuses any recipient goes to no one
     /// and fails with [`Error::Recipients`] (the behaviour before
     /// per-recipient delivery). By default the message goes to the accepted
@@ -443,6 +455,7 @@ impl<M: FromMailer> MailerBuilder<M> {
             resolution.strategy.clone(),
             self.max_connections
                 .unwrap_or(settings.server().max_connections),
+            self.pool,
         )?;
         let outbox = self
             .outbox

@@ -119,6 +119,8 @@ impl<M: FromMailer> MailerBuilder<M> {
         key_file(path: impl Into<PathBuf>);
         /// Bound on simultaneous SMTP connections (default 4).
         max_connections(n: usize);
+        /// The connection pool's time limits (idle age, NOOP probe).
+        pool(config: mailgate_core::PoolConfig);
         /// With `true`, a message any recipient of which is refused goes to no one.
         all_or_nothing(enabled: bool);
         /// With `true` and an outbox, `build` starts a delivering worker on the current runtime.

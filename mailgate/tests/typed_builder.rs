@@ -355,3 +355,41 @@ fn an_extension_over_settings_builder_serves_every_builder() {
     );
     blocking.close();
 }
+
+/// The pool's limits are the builder's: with the default a second message
+/// reuses the connection; with a zero idle age it opens a new one.
+#[tokio::test]
+async fn the_pool_config_decides_whether_an_idle_connection_is_reused() {
+    let server = DevSmtpServer::builder().start().await.expect("dev server");
+    let connections = |pool: mailgate::PoolConfig| {
+        let port = server.port();
+        let server = &server;
+        async move {
+            let before = server.messages().len();
+            let mailer = Mailer::builder()
+                .server("127.0.0.1", port)
+                .no_tls()
+                .sender(USER)
+                .open()
+                .pool(pool)
+                .build()
+                .expect("mailer builds");
+            for subject in ["one", "two"] {
+                mailer
+                    .sendmail(USER, "dev@example.com", subject, "pool")
+                    .await
+                    .expect("sent");
+            }
+            mailer.close().await;
+            let got = server
+                .wait_for_messages(before + 2, Duration::from_secs(5))
+                .await;
+            let ids: std::collections::BTreeSet<u64> =
+                got[before..].iter().map(|m| m.connection_id).collect();
+            ids.len()
+        }
+    };
+    assert_eq!(connections(mailgate::PoolConfig::default()).await, 1);
+    let no_reuse = mailgate::PoolConfig::default().max_idle_age(Duration::ZERO);
+    assert_eq!(connections(no_reuse).await, 2);
+}

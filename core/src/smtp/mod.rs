@@ -21,7 +21,7 @@ pub mod reply;
 pub use capabilities::Capabilities;
 pub use connection::instance_id;
 pub use data::encode_data;
-pub use pool::{ConnectReport, Delivery};
+pub use pool::{ConnectReport, Delivery, PoolConfig};
 pub(crate) use pool::{Payload, Transport};
 pub use redact::{Redactor, escape_controls};
 pub use reply::{Reply, ReplyError, ReplyLimits, ReplyReader};

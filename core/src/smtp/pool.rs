@@ -14,15 +14,54 @@ use crate::error::{Error, RecipientRefusal, Result, Stage};
 use crate::settings::{ServerSettings, TlsMode};
 use crate::strategy::{ErasedStrategy, SharedStrategy, SmtpSession};
 
-/// Idle connections older than this are not reused (servers drop idle clients).
-const MAX_IDLE_AGE: Duration = Duration::from_secs(60);
-/// A pooled connection idle longer than this is probed with NOOP before reuse;
-/// a fresher one is used at once (if the server closed it anyway, MAIL fails
-/// before anything is accepted and the message goes out on a new connection).
-const PROBE_AFTER_IDLE: Duration = Duration::from_secs(5);
+/// The connection pool's time limits. The defaults suit public submission
+/// servers, which drop an idle client after a minute or so; a server that
+/// drops idle clients sooner wants a shorter `max_idle_age`
+/// ([`MailerBuilder::pool`](crate::MailerBuilder::pool)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PoolConfig {
+    /// Idle connections older than this are not reused (default 60 s).
+    pub max_idle_age: Duration,
+    /// A pooled connection idle longer than this is probed with NOOP before
+    /// reuse; a fresher one is used at once (if the server closed it anyway,
+    /// MAIL fails before anything is accepted and the message goes out on a
+    /// new connection). Default 5 s.
+    pub probe_after_idle: Duration,
+    /// At most one connection per this interval only to learn the server's
+    /// extensions (default 60 s).
+    pub capability_probe_interval: Duration,
+}
 
-/// At most one connection a minute only to learn the server's extensions.
-const PROBE_INTERVAL: Duration = Duration::from_secs(60);
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            max_idle_age: Duration::from_secs(60),
+            probe_after_idle: Duration::from_secs(5),
+            capability_probe_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+impl PoolConfig {
+    /// Sets [`PoolConfig::max_idle_age`].
+    pub fn max_idle_age(mut self, age: Duration) -> Self {
+        self.max_idle_age = age;
+        self
+    }
+
+    /// Sets [`PoolConfig::probe_after_idle`].
+    pub fn probe_after_idle(mut self, idle: Duration) -> Self {
+        self.probe_after_idle = idle;
+        self
+    }
+
+    /// Sets [`PoolConfig::capability_probe_interval`].
+    pub fn capability_probe_interval(mut self, interval: Duration) -> Self {
+        self.capability_probe_interval = interval;
+        self
+    }
+}
 
 /// What happened on a successful delivery: the server took the message for
 /// the [`accepted`](Delivery::accepted) recipients. Recipients it refused at
@@ -112,6 +151,7 @@ pub(crate) struct Transport {
     /// Bounds simultaneous connections; as many are kept idle. Closed by `close`.
     permits: Semaphore,
     max_connections: usize,
+    limits: PoolConfig,
 }
 
 impl Transport {
@@ -120,6 +160,7 @@ impl Transport {
         strategy: SharedStrategy,
         strategy_name: String,
         max_connections: usize,
+        limits: PoolConfig,
     ) -> Result<Self> {
         // Refuse at build time what every connection would refuse, so `check` says so.
         if strategy.get().sends_credentials()
@@ -139,6 +180,7 @@ impl Transport {
             idle: Mutex::new(Vec::new()),
             permits: Semaphore::new(max_connections),
             max_connections,
+            limits,
         })
     }
 
@@ -261,7 +303,7 @@ impl Transport {
         if let Some(known) = self.peer.offers_smtputf8() {
             return Some(known);
         }
-        if !self.peer.may_probe(PROBE_INTERVAL) {
+        if !self.peer.may_probe(self.limits.capability_probe_interval) {
             return None;
         }
         match Connection::open(&self.peer).await {
@@ -309,7 +351,8 @@ impl Transport {
                 return Ok((self.open().await?, false));
             };
             let age = since.elapsed();
-            let alive = age < MAX_IDLE_AGE && (age < PROBE_AFTER_IDLE || conn.probe().await);
+            let alive = age < self.limits.max_idle_age
+                && (age < self.limits.probe_after_idle || conn.probe().await);
             if alive {
                 tracing::debug!("reusing pooled connection to {}", self.peer.address);
                 return Ok((conn, true));
