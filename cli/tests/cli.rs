@@ -35,21 +35,12 @@ fn assert_no_secret(out: &Output) {
 }
 
 fn basic_dir(port: u16, pki: &TestPki) -> ConfigDir {
-    let port = port.to_string();
-    let ca = pki.ca_cert_path().display().to_string();
-    ConfigDir::with_properties(
-        &[
-            ("mksis.smtp.oauth.authentication", "false"),
-            ("mksis.smtp.authentication", "true"),
-            ("mksis.smtp.ssl.enabled", "true"),
-            ("mksis.logging.email.from", USER),
-            ("mksis.logging.emailfrom.password", PASSWORD),
-            ("mksis.logging.email.server.hostname", "localhost"),
-            ("mksis.logging.email.server.port", &port),
-            ("mailgate.smtp.ssl.caFile", &ca),
-            ("mailgate.smtp.timeoutSeconds", "10"),
-        ],
-        &[],
+    ConfigDir::basic_over_starttls(
+        port,
+        USER,
+        PASSWORD,
+        pki.ca_cert_pem(),
+        &[("mailgate.smtp.timeoutSeconds", "10")],
     )
 }
 

@@ -64,20 +64,7 @@ fn line_of(text: &str, key: &str) -> usize {
 }
 
 fn basic_dir(port: u16, pki: &TestPki) -> ConfigDir {
-    let port = port.to_string();
-    let ca = pki.ca_cert_path().display().to_string();
-    ConfigDir::with_properties(
-        &[
-            ("mksis.smtp.authentication", "true"),
-            ("mksis.smtp.ssl.enabled", "true"),
-            ("mksis.logging.email.from", USER),
-            ("mksis.logging.emailfrom.password", PASSWORD),
-            ("mksis.logging.email.server.hostname", "localhost"),
-            ("mksis.logging.email.server.port", &port),
-            ("mailgate.smtp.ssl.caFile", &ca),
-        ],
-        &[],
-    )
+    ConfigDir::basic_over_starttls(port, USER, PASSWORD, pki.ca_cert_pem(), &[])
 }
 
 #[test]

@@ -21,23 +21,13 @@ mod fault {
             .start()
             .await
             .expect("dev server starts");
-        let dir = ConfigDir::new();
-        server
-            .ca()
-            .write_ca_pem(dir.path().join("ca.pem"))
-            .expect("CA written");
-        let port = server.port().to_string();
-        dir.write_is(&[
-            ("mksis.smtp.authentication", "true"),
-            ("mksis.smtp.ssl.enabled", "true"),
-            ("mksis.logging.email.from", USER),
-            ("mksis.logging.emailfrom.password", PASSWORD),
-            ("mksis.logging.email.server.hostname", "localhost"),
-            ("mksis.logging.email.server.port", &port),
-            ("mailgate.smtp.ssl.caFile", "ca.pem"),
-            ("mailgate.smtp.timeoutSeconds", timeout),
-        ]);
-        dir.write_security(&[]);
+        let dir = ConfigDir::basic_over_starttls(
+            server.port(),
+            USER,
+            PASSWORD,
+            server.ca_cert_pem(),
+            &[("mailgate.smtp.timeoutSeconds", timeout)],
+        );
         (server, dir)
     }
 

@@ -33,29 +33,16 @@ async fn server(faults: Vec<Fault>) -> DevSmtpServer {
 }
 
 fn config(server: &DevSmtpServer) -> ConfigDir {
-    let dir = ConfigDir::new();
-    server
-        .ca()
-        .write_ca_pem(dir.path().join("ca.pem"))
-        .expect("CA written");
-    dir.write_is(&[
-        ("mksis.smtp.authentication", "true"),
-        ("mksis.smtp.ssl.enabled", "true"),
-        ("mksis.logging.email.from", USER),
-        ("mksis.logging.emailfrom.password", PASSWORD),
-        ("mksis.logging.email.server.hostname", "localhost"),
-        (
-            "mksis.logging.email.server.port",
-            &server.port().to_string(),
-        ),
-        ("mailgate.smtp.ssl.caFile", "ca.pem"),
-        (
+    ConfigDir::basic_over_starttls(
+        server.port(),
+        USER,
+        PASSWORD,
+        server.ca_cert_pem(),
+        &[(
             "mailgate.smtp.timeoutSeconds",
             &TIMEOUT.as_secs().to_string(),
-        ),
-    ]);
-    dir.write_security(&[]);
-    dir
+        )],
+    )
 }
 
 /// `mailgate [extra] send ...` in a blocking thread (the dev server runs on

@@ -39,6 +39,37 @@ impl ConfigDir {
         }
     }
 
+    /// The folder most tests start from: SMTP basic AUTH as `user` with
+    /// `password` over STARTTLS to `localhost:port`, trusting the CA in
+    /// `ca_pem` (written as `ca.pem` beside the files), then `extra` (a key
+    /// given again there wins, as in any properties file); an empty
+    /// `security.properties`.
+    pub fn basic_over_starttls(
+        port: u16,
+        user: &str,
+        password: &str,
+        ca_pem: impl AsRef<[u8]>,
+        extra: &[(&str, &str)],
+    ) -> ConfigDir {
+        let dir = ConfigDir::new();
+        dir.write_file("ca.pem", ca_pem);
+        let port = port.to_string();
+        let mut is = vec![
+            ("mksis.smtp.oauth.authentication", "false"),
+            ("mksis.smtp.authentication", "true"),
+            ("mksis.smtp.ssl.enabled", "true"),
+            ("mksis.logging.email.from", user),
+            ("mksis.logging.emailfrom.password", password),
+            ("mksis.logging.email.server.hostname", "localhost"),
+            ("mksis.logging.email.server.port", port.as_str()),
+            ("mailgate.smtp.ssl.caFile", "ca.pem"),
+        ];
+        is.extend_from_slice(extra);
+        dir.write_is(&is);
+        dir.write_security(&[]);
+        dir
+    }
+
     /// A folder with both files written from the given key/value lists (an
     /// empty list still writes the file).
     pub fn with_properties(is: &[(&str, &str)], security: &[(&str, &str)]) -> ConfigDir {

@@ -32,24 +32,13 @@ async fn submission(faults: impl IntoIterator<Item = Fault>) -> DevSmtpServer {
 
 /// A config folder for basic AUTH over STARTTLS to `server`, trusting its CA.
 fn basic_config(server: &DevSmtpServer, timeout_seconds: &str) -> ConfigDir {
-    let dir = ConfigDir::new();
-    server
-        .ca()
-        .write_ca_pem(dir.path().join("ca.pem"))
-        .expect("CA written");
-    let port = server.port().to_string();
-    dir.write_is(&[
-        ("mksis.smtp.authentication", "true"),
-        ("mksis.smtp.ssl.enabled", "true"),
-        ("mksis.logging.email.from", USER),
-        ("mksis.logging.emailfrom.password", PASSWORD),
-        ("mksis.logging.email.server.hostname", "localhost"),
-        ("mksis.logging.email.server.port", &port),
-        ("mailgate.smtp.ssl.caFile", "ca.pem"),
-        ("mailgate.smtp.timeoutSeconds", timeout_seconds),
-    ]);
-    dir.write_security(&[]);
-    dir
+    ConfigDir::basic_over_starttls(
+        server.port(),
+        USER,
+        PASSWORD,
+        server.ca_cert_pem(),
+        &[("mailgate.smtp.timeoutSeconds", timeout_seconds)],
+    )
 }
 
 fn mailer(dir: &ConfigDir) -> Mailer {
