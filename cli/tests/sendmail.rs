@@ -8,13 +8,12 @@
 
 mod support;
 
-use std::os::unix::fs::symlink;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use support::{
-    Input, SENDER, TempFiles, addresses, assert_intact, assert_nothing_sent, bin, config,
-    count_fields, crlf, lf, mime_type, only_message, parse, relay, run,
+    Input, SENDER, TempFiles, addresses, assert_intact, assert_nothing_sent, config, count_fields,
+    crlf, lf, mime_type, only_message, parse, relay, run, sendmail_symlink, which,
 };
 
 /// A message for `-t`: To, Cc and Bcc, custom headers (one folded), a
@@ -52,14 +51,6 @@ async fn sendmail(dir: &Path, args: &[&str], message: &str) -> support::Run {
     let mut all = vec!["sendmail"];
     all.extend_from_slice(args);
     run(support::mailgate_cmd(dir, &all), Input::text(message)).await
-}
-
-/// A folder holding a symlink called `sendmail` to the binary under test.
-fn sendmail_symlink() -> (TempFiles, PathBuf) {
-    let files = TempFiles::new();
-    let link = files.path().join("sendmail");
-    symlink(bin(), &link).expect("symlink created");
-    (files, link)
 }
 
 // ---------------------------------------------------------------------------
@@ -408,7 +399,7 @@ async fn cron_through_python_subprocess() {
         .arg(&message)
         .env("MAILGATE_CONFIG_DIR", dir.path());
     assert!(
-        which("python3"),
+        which("python3").is_some(),
         "python3 is not on the PATH: install it (Debian: python3) to run this test"
     );
     let out = run(cmd, Input::Empty).await;
@@ -452,12 +443,6 @@ async fn cron_through_python_subprocess() {
     assert!(data.ends_with(&crlf(CRON_MESSAGE)), "{data}");
 }
 
-/// Whether `program` is on the PATH.
-fn which(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
-}
-
 /// Debian packages for the Perl modules `git send-email` may miss.
 const PERL_PACKAGES: &[(&str, &str)] = &[
     ("Authen/SASL", "libauthen-sasl-perl"),
@@ -497,7 +482,7 @@ fn explain_git_failure(out: &support::Run) {
 #[tokio::test]
 async fn git_send_email_through_the_sendmail_symlink() {
     assert!(
-        which("git"),
+        which("git").is_some(),
         "git is not on the PATH: install it (Debian: git, git-email) to run this test"
     );
     let server = relay().await;
