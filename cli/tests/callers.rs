@@ -453,12 +453,14 @@ impl Both {
         format!("{}\n\n{}", self.mailgate.show(), self.msmtp.show())
     }
 
-    /// The caller passed `expected` to both sendmails.
+    /// The caller passed `expected` to both sendmails, and the README's
+    /// callers table lists it in the row of `test`.
     #[track_caller]
-    fn assert_argv(&self, expected: &[&str]) {
+    fn assert_argv(&self, test: &str, expected: &[&str]) {
         for d in self.each() {
             assert_eq!(d.argv, expected, "{:?}'s argv", d.kind);
         }
+        assert_listed(test, &self.mailgate.argv);
     }
 
     /// The same MAIL FROM and the same RCPT TOs. Their order may differ
@@ -584,6 +586,82 @@ fn assert_changes(d: &Delivery, added: &[&str], removed: &[&str]) {
     );
 }
 
+/// The command lines the README's callers table gives in the row that
+/// names `test`: each `sendmail ...` in its argv column, split on blanks,
+/// without `sendmail`.
+#[track_caller]
+fn readme_argv(test: &str) -> Vec<Vec<String>> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+    let readme = std::fs::read_to_string(&path).expect("README.md");
+    let row = readme
+        .lines()
+        .map(str::trim_start)
+        .find(|l| l.starts_with('|') && l.contains(&format!("`{test}`")))
+        .unwrap_or_else(|| panic!("README.md's callers table has no row naming `{test}`"));
+    let argv_column = row.split(" | ").nth(1).expect("an argv column");
+    argv_column
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|code| code.starts_with("sendmail "))
+        .map(|code| code.split_whitespace().skip(1).map(str::to_owned).collect())
+        .collect()
+}
+
+/// Whether `argv` is what `pattern` (a README argv) describes: `ADDR` and
+/// `USER@HOST` stand for one address, `ADDR...` for the remaining ones.
+fn argv_matches(pattern: &[String], argv: &[String]) -> bool {
+    match pattern.split_first() {
+        None => argv.is_empty(),
+        Some((p, rest)) => match p.as_str() {
+            "ADDR..." => {
+                rest.is_empty() && !argv.is_empty() && argv.iter().all(|a| a.contains('@'))
+            }
+            "ADDR" | "USER@HOST" => {
+                argv.first().is_some_and(|a| a.contains('@')) && argv_matches(rest, &argv[1..])
+            }
+            _ => argv.first() == Some(p) && argv_matches(rest, &argv[1..]),
+        },
+    }
+}
+
+/// The README's callers table lists `argv` in the row of `test`.
+#[track_caller]
+fn assert_listed(test: &str, argv: &[String]) {
+    let listed = readme_argv(test);
+    assert!(
+        listed.iter().any(|pattern| argv_matches(pattern, argv)),
+        "the README's callers table gives {listed:?} for `{test}`; the caller passed {argv:?}"
+    );
+}
+
+#[test]
+fn readme_argv_patterns_match_as_documented() {
+    let v = |s: &str| -> Vec<String> { s.split_whitespace().map(str::to_owned).collect() };
+    assert!(argv_matches(
+        &v("-oem -oi -- ADDR..."),
+        &v("-oem -oi -- a@x b@x")
+    ));
+    assert!(!argv_matches(&v("-oem -oi -- ADDR..."), &v("-oem -oi --")));
+    assert!(!argv_matches(
+        &v("-oem -oi -- ADDR..."),
+        &v("-oi -oem -- a@x")
+    ));
+    assert!(argv_matches(
+        &v("-oi -f USER@HOST -t"),
+        &v("-oi -f root@build -t")
+    ));
+    assert!(!argv_matches(
+        &v("-oi -f USER@HOST -t"),
+        &v("-oi -f root -t")
+    ));
+    assert!(!argv_matches(&v("-t -i"), &v("-t -i -f a@x")));
+    assert_eq!(
+        readme_argv("php_mail_arrives_as_through_msmtp"),
+        [v("-t -i"), v("-t -i -f ADDR")]
+    );
+}
+
 /// The part holding `file_name`.
 #[track_caller]
 fn attachment<'a>(parts: &'a [Part], file_name: &str) -> &'a Part {
@@ -633,7 +711,10 @@ async fn bsd_mailx_with_cc_and_bcc_arrives_as_through_msmtp() {
         )
         .await;
     // Debian's bsd-mailx hands the recipients over in the header (-t).
-    both.assert_argv(&["-i", "-t"]);
+    both.assert_argv(
+        "bsd_mailx_with_cc_and_bcc_arrives_as_through_msmtp",
+        &["-i", "-t"],
+    );
     both.assert_envelope(
         SENDER,
         &["to@example.com", "cc@example.com", "bcc@example.com"],
@@ -688,7 +769,10 @@ async fn mailutils_mail_with_an_attachment_arrives_as_through_msmtp() {
     // mailutils gives its user's address (USER@HOST) as the sender.
     let sender = both.mailgate.message.mail_from.clone();
     assert!(sender.contains('@'), "{sender}");
-    both.assert_argv(&["-oi", "-f", &sender, "-t"]);
+    both.assert_argv(
+        "mailutils_mail_with_an_attachment_arrives_as_through_msmtp",
+        &["-oi", "-f", &sender, "-t"],
+    );
     // mailutils writes Cc and Bcc before To: msmtp follows that order.
     both.assert_envelope(
         &sender,
@@ -760,14 +844,17 @@ async fn mutt_with_an_attachment_arrives_as_through_msmtp() {
         )
         .await;
     // mutt names every recipient on the command line (and writes no Bcc).
-    both.assert_argv(&[
-        "-oem",
-        "-oi",
-        "--",
-        "to@example.com",
-        "cc@example.com",
-        "bcc@example.com",
-    ]);
+    both.assert_argv(
+        "mutt_with_an_attachment_arrives_as_through_msmtp",
+        &[
+            "-oem",
+            "-oi",
+            "--",
+            "to@example.com",
+            "cc@example.com",
+            "bcc@example.com",
+        ],
+    );
     both.assert_envelope(
         SENDER,
         &["to@example.com", "cc@example.com", "bcc@example.com"],
@@ -822,7 +909,7 @@ async fn php_mail_arrives_as_through_msmtp() {
     for d in both.each() {
         assert_eq!(d.caller.stdout(), "true", "{:?}: mail() returned", d.kind);
     }
-    both.assert_argv(&["-t", "-i"]);
+    both.assert_argv("php_mail_arrives_as_through_msmtp", &["-t", "-i"]);
     both.assert_envelope(
         SENDER,
         &["to@example.com", "cc@example.com", "bcc@example.com"],
@@ -864,7 +951,10 @@ async fn php_mail_arrives_as_through_msmtp() {
             b"",
         )
         .await;
-    both.assert_argv(&["-t", "-i", "-f", "bounces@example.com"]);
+    both.assert_argv(
+        "php_mail_arrives_as_through_msmtp",
+        &["-t", "-i", "-f", "bounces@example.com"],
+    );
     both.assert_envelope("bounces@example.com", &["to@example.com"]);
     both.assert_same_fields();
     assert_changes(&both.mailgate, &["Date", "MIME-Version", "Message-ID"], &[]);
@@ -1001,7 +1091,10 @@ async fn git_send_email_arrives_as_through_msmtp() {
             b"",
         )
         .await;
-    both.assert_argv(&["-i", "dev@example.com"]);
+    both.assert_argv(
+        "git_send_email_arrives_as_through_msmtp",
+        &["-i", "dev@example.com"],
+    );
     both.assert_envelope(SENDER, &["dev@example.com"]);
     // git writes Date and Message-ID: nothing is added.
     let parts = both.assert_alike(&[], &[]);
@@ -1057,7 +1150,7 @@ async fn debian_cron_to_root_arrives_as_through_msmtp() {
     let pair = Pair::start().await;
     let argv = ["-FCronDaemon", "-i", "-B8BITMIME", "-oem", "root"];
     let both = pair.send(replay(&argv), DEBIAN_CRON_MAIL.as_bytes()).await;
-    both.assert_argv(&argv);
+    both.assert_argv("debian_cron_to_root_arrives_as_through_msmtp", &argv);
     // `root`: mailgate adds @ and the sender's domain; msmtp's aliases
     // file maps it to the same address.
     both.assert_envelope(SENDER, &["root@example.com"]);
@@ -1099,7 +1192,10 @@ async fn cronie_from_root_to_root_arrives_as_through_msmtp_but_the_sender_is_qua
         "root",
     ];
     let both = pair.send(replay(&argv), CRONIE_MAIL.as_bytes()).await;
-    both.assert_argv(&argv);
+    both.assert_argv(
+        "cronie_from_root_to_root_arrives_as_through_msmtp_but_the_sender_is_qualified",
+        &argv,
+    );
     // The documented difference: mailgate qualifies the bare `-f root`
     // with mailgate.sendmail.domain (here the sender's domain); msmtp has
     // no such option (its aliases are for recipients) and sends it bare.
@@ -1164,7 +1260,10 @@ async fn logwatch_s_long_line_is_re_encoded_by_mailgate_and_sent_as_it_is_by_msm
     assert!(longest(message.as_bytes()) > 1200);
     let argv = ["-t"];
     let both = pair.send(replay(&argv), message.as_bytes()).await;
-    both.assert_argv(&argv);
+    both.assert_argv(
+        "logwatch_s_long_line_is_re_encoded_by_mailgate_and_sent_as_it_is_by_msmtp",
+        &argv,
+    );
     both.assert_envelope(SENDER, &["root@example.com"]);
     both.assert_same_fields();
     // The same text once decoded.
