@@ -1,20 +1,20 @@
 //! `mailgate sendmail` and the binary called `sendmail` (a symlink) end to
 //! end: the real binary against the in-process dev server (an open relay),
 //! driven as sendmail's callers drive it: options, a message on stdin, and
-//! real callers (Python's `subprocess` as cron runs it, `git send-email`).
+//! Python's `subprocess` as cron runs it. The real caller programs (mailx,
+//! mutt, PHP, git send-email, ...) compared with msmtp: `callers.rs`.
 //!
-//! Needs `python3` and `git` with `git send-email` (Debian: python3, git,
-//! git-email) on the PATH; a missing one fails its test, naming it.
+//! Needs `python3` on the PATH (Debian: python3); without it its test
+//! fails, naming it.
 
 mod support;
 
-use std::os::unix::fs::symlink;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use support::{
-    Input, SENDER, TempFiles, addresses, assert_intact, assert_nothing_sent, bin, config,
-    count_fields, crlf, lf, mime_type, only_message, parse, relay, run,
+    Input, SENDER, TempFiles, addresses, assert_intact, assert_nothing_sent, config, count_fields,
+    crlf, lf, mime_type, only_message, parse, relay, run, sendmail_symlink, which,
 };
 
 /// A message for `-t`: To, Cc and Bcc, custom headers (one folded), a
@@ -52,14 +52,6 @@ async fn sendmail(dir: &Path, args: &[&str], message: &str) -> support::Run {
     let mut all = vec!["sendmail"];
     all.extend_from_slice(args);
     run(support::mailgate_cmd(dir, &all), Input::text(message)).await
-}
-
-/// A folder holding a symlink called `sendmail` to the binary under test.
-fn sendmail_symlink() -> (TempFiles, PathBuf) {
-    let files = TempFiles::new();
-    let link = files.path().join("sendmail");
-    symlink(bin(), &link).expect("symlink created");
-    (files, link)
 }
 
 // ---------------------------------------------------------------------------
@@ -408,7 +400,7 @@ async fn cron_through_python_subprocess() {
         .arg(&message)
         .env("MAILGATE_CONFIG_DIR", dir.path());
     assert!(
-        which("python3"),
+        which("python3").is_some(),
         "python3 is not on the PATH: install it (Debian: python3) to run this test"
     );
     let out = run(cmd, Input::Empty).await;
@@ -450,136 +442,6 @@ async fn cron_through_python_subprocess() {
     // Everything else arrived as cron wrote it (in CRLF).
     let data = received.data_str();
     assert!(data.ends_with(&crlf(CRON_MESSAGE)), "{data}");
-}
-
-/// Whether `program` is on the PATH.
-fn which(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
-}
-
-/// Debian packages for the Perl modules `git send-email` may miss.
-const PERL_PACKAGES: &[(&str, &str)] = &[
-    ("Authen/SASL", "libauthen-sasl-perl"),
-    ("Net/SMTP/SSL", "libnet-smtp-ssl-perl"),
-    ("IO/Socket/SSL", "libio-socket-ssl-perl"),
-    ("Email/Valid", "libemail-valid-perl"),
-    ("Mail/Address", "libmailtools-perl"),
-    ("Term/ReadLine/Gnu", "libterm-readline-gnu-perl"),
-    ("MIME/QuotedPrint", "perl"),
-    ("Net/Domain", "perl"),
-];
-
-/// Fails with what to install when git or `git send-email` cannot run.
-#[track_caller]
-fn explain_git_failure(out: &support::Run) {
-    let err = out.stderr();
-    if err.contains("is not a git command") {
-        panic!("`git send-email` is not installed (Debian: git-email):\n{err}");
-    }
-    if let Some(at) = err.find("Can't locate ") {
-        let module = err[at + "Can't locate ".len()..]
-            .split_whitespace()
-            .next()
-            .unwrap_or_default()
-            .trim_end_matches(".pm");
-        let package = PERL_PACKAGES
-            .iter()
-            .find(|(m, _)| *m == module)
-            .map_or("the package that provides it", |(_, p)| *p);
-        panic!(
-            "`git send-email` needs the Perl module {} (Debian: {package}):\n{err}",
-            module.replace('/', "::")
-        );
-    }
-}
-
-#[tokio::test]
-async fn git_send_email_through_the_sendmail_symlink() {
-    assert!(
-        which("git"),
-        "git is not on the PATH: install it (Debian: git, git-email) to run this test"
-    );
-    let server = relay().await;
-    let dir = config(&server, &[]);
-    let (files, link) = sendmail_symlink();
-    let repo = files.path().join("repo");
-    std::fs::create_dir(&repo).expect("repo folder");
-    let home = files.path().join("home");
-    std::fs::create_dir(&home).expect("home folder");
-    let git = |args: &[&str]| {
-        let mut cmd = Command::new("git");
-        cmd.args(args)
-            .current_dir(&repo)
-            .env("HOME", &home)
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_AUTHOR_NAME", "Alm Dev")
-            .env("GIT_AUTHOR_EMAIL", "alm@example.com")
-            .env("GIT_COMMITTER_NAME", "Alm Dev")
-            .env("GIT_COMMITTER_EMAIL", "alm@example.com")
-            .env("GIT_AUTHOR_DATE", "2024-01-01T10:00:00+00:00")
-            .env("GIT_COMMITTER_DATE", "2024-01-01T10:00:00+00:00")
-            .env("MAILGATE_CONFIG_DIR", dir.path())
-            .env_remove("GIT_DIR")
-            .env_remove("GIT_WORK_TREE")
-            // Nothing may wait for an editor.
-            .env("GIT_EDITOR", "false");
-        cmd
-    };
-    for args in [
-        &["init", "-q", "-b", "main"][..],
-        &["config", "user.name", "Alm Dev"][..],
-        &["config", "user.email", "alm@example.com"][..],
-    ] {
-        let out = run(git(args), Input::Empty).await;
-        out.assert_code(0);
-    }
-    std::fs::write(repo.join("notify.txt"), "notification rules\n.\nend\n").expect("file");
-    for args in [
-        &["add", "notify.txt"][..],
-        &["commit", "-q", "-m", "Add the notification rules"][..],
-    ] {
-        let out = run(git(args), Input::Empty).await;
-        out.assert_code(0);
-    }
-
-    let sendmail_cmd = format!("--sendmail-cmd={}", link.display());
-    let out = run(
-        git(&[
-            "send-email",
-            &sendmail_cmd,
-            "--to=dev@example.com",
-            "--from=Alm Dev <alm@example.com>",
-            "--confirm=never",
-            // Else git adds the patch's author (alm@) as a Cc.
-            "--suppress-cc=all",
-            "--no-validate",
-            "--quiet",
-            "-1",
-        ]),
-        Input::Empty,
-    )
-    .await;
-    explain_git_failure(&out);
-    out.assert_code(0);
-
-    let received = only_message(&server);
-    assert_eq!(received.rcpt_to, ["dev@example.com"]);
-    assert_eq!(received.mail_from, SENDER);
-    let parsed = parse(&received);
-    assert_eq!(parsed.subject(), Some("[PATCH] Add the notification rules"));
-    assert_eq!(addresses(parsed.to()), ["dev@example.com"]);
-    assert_eq!(addresses(parsed.from()), ["alm@example.com"]);
-    // git's own Message-ID and Date are kept, not doubled.
-    // git writes <STAMP.PID-SERIAL-SENDER>.
-    let id = parsed.message_id().expect("git's Message-ID");
-    assert!(id.ends_with("-1-alm@example.com"), "{id}");
-    assert_eq!(count_fields(&received.data, "Message-ID"), 1);
-    assert_eq!(count_fields(&received.data, "Date"), 1);
-    let text = lf(&parsed.body_text(0).expect("the patch"));
-    assert!(text.contains("+notification rules\n+.\n+end\n"), "{text}");
-    assert!(text.contains("notify.txt"), "{text}");
 }
 
 /// PHP `mail()` with one 2.6 KB HTML line: sent (re-encoded), not exit 65.

@@ -1,6 +1,7 @@
-//! Shared by `compose.rs` and `sendmail.rs`: an open-relay dev server and
-//! its config folder, running a command with a given stdin (piped bytes,
-//! empty, or closed), and reading what the server received.
+//! Shared by `compose.rs`, `sendmail.rs`, `callers.rs` and others: an
+//! open-relay dev server and its config folder, running a command with a
+//! given stdin (piped bytes, empty, or closed), reading what the server
+//! received, and the `sendmail` symlink real callers are pointed at.
 
 // Each test file uses its own subset.
 #![allow(dead_code)]
@@ -378,4 +379,20 @@ impl TempFiles {
 /// A path as an argument.
 pub fn s(path: &Path) -> &str {
     path.to_str().expect("UTF-8 path")
+}
+
+/// A folder holding a symlink called `sendmail` to the binary under test.
+pub fn sendmail_symlink() -> (TempFiles, PathBuf) {
+    let files = TempFiles::new();
+    let link = files.path().join("sendmail");
+    std::os::unix::fs::symlink(bin(), &link).expect("symlink created");
+    (files, link)
+}
+
+/// Where `program` is on the PATH, if it is.
+pub fn which(program: &str) -> Option<PathBuf> {
+    let paths = std::env::var_os("PATH")?;
+    std::env::split_paths(&paths)
+        .map(|dir| dir.join(program))
+        .find(|path| path.is_file())
 }

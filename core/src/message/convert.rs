@@ -57,8 +57,10 @@ pub fn non_ascii_header_address(message: &[u8]) -> Option<String> {
 /// (a hostile message must not exhaust the stack).
 const MAX_DEPTH: usize = 32;
 
-/// `message` (CRLF line ends) as `upstream` takes it: borrowed when it
-/// fits already, which is the usual case and costs one scan.
+/// `message` as `upstream` takes it: borrowed when it fits already, which
+/// is the usual case and costs one scan. Its line ends are CRLF, or bare LF
+/// as sendmail's callers write them (the wire makes them CRLF; a
+/// re-encoded text part gets CRLF line breaks).
 pub fn fit(message: &[u8], upstream: Upstream) -> Result<Cow<'_, [u8]>> {
     let eight_bit = !message.is_ascii();
     let needs = Needs {
@@ -328,7 +330,11 @@ fn convert_entity_in(
     };
     let text = kind.ctype == "text";
     let (encoding, encoded) = if text {
-        ("quoted-printable", qp_encode(&raw))
+        // Text's line breaks are CRLF (RFC 2046 §4.1.1): a bare LF or a
+        // lone CR (a message with LF line ends, as sendmail's callers write
+        // them, or text decoded from base64) becomes a hard line break, as
+        // the wire makes it in a part that is not re-encoded, never `=0A`.
+        ("quoted-printable", qp_encode(&crlf_line_breaks(&raw)))
     } else {
         ("base64", base64_lines(&raw))
     };
@@ -689,6 +695,37 @@ fn encoded_words(text: &str, used: usize) -> String {
         let _ = email_encoding::headers::rfc2047::encode(text, &mut writer);
     }
     out
+}
+
+/// `text` with every bare LF and lone CR made CRLF; borrowed when it has
+/// none.
+fn crlf_line_breaks(text: &[u8]) -> Cow<'_, [u8]> {
+    let bare = |i: usize, b: u8| {
+        (b == b'\n' && (i == 0 || text[i - 1] != b'\r'))
+            || (b == b'\r' && text.get(i + 1) != Some(&b'\n'))
+    };
+    if !text.iter().enumerate().any(|(i, &b)| bare(i, b)) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = Vec::with_capacity(text.len() + text.len() / 32 + 2);
+    let mut i = 0;
+    while i < text.len() {
+        match text[i] {
+            b'\r' if text.get(i + 1) == Some(&b'\n') => {
+                out.extend_from_slice(b"\r\n");
+                i += 2;
+            }
+            b'\r' | b'\n' => {
+                out.extend_from_slice(b"\r\n");
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    Cow::Owned(out)
 }
 
 /// Quoted-printable with CRLF kept as line breaks, lines of at most 76.

@@ -83,6 +83,40 @@ fn a_long_html_line_is_re_encoded_even_with_8bitmime() {
     assert_eq!(parsed.body_html(0).unwrap().trim_end(), html);
 }
 
+/// A message with LF line ends (as sendmail's callers write them: cron,
+/// logwatch) keeps its line breaks when a text part is re-encoded: CRLF
+/// hard breaks, as the wire makes them in a part that is not re-encoded,
+/// never `=0A` (RFC 2045 §6.7: text line breaks are line breaks).
+#[test]
+fn a_re_encoded_text_keeps_its_lf_or_cr_line_breaks_as_crlf() {
+    let long = "x".repeat(1200);
+    for (m, upstream) in [
+        (
+            format!(
+                "To: root\nSubject: report\nMIME-Version: 1.0\nContent-Type: text/plain; charset=\"UTF-8\"\nContent-Transfer-Encoding: 8bit\n\n \nfirst line \n{long} : 1 Time\n\nlast\n"
+            ),
+            EIGHT_BIT,
+        ),
+        (
+            "Subject: x\n\nGr\u{fc}\u{df}e\nline two\rline three\r\n".to_owned(),
+            SEVEN_BIT,
+        ),
+    ] {
+        let out = fitted(&m, upstream);
+        let text = String::from_utf8(out.clone()).unwrap();
+        let body = text.split_once("\n\n").expect("a body").1;
+        assert!(!body.contains("=0A") && !body.contains("=0D"), "{body}");
+        lines_ok(body.as_bytes());
+        let parsed = MessageParser::default().parse(&out).unwrap();
+        let want = m.split_once("\n\n").unwrap().1;
+        let want = want
+            .replace("\r\n", "\n")
+            .replace('\r', "\n")
+            .replace('\n', "\r\n");
+        assert_eq!(parsed.body_text(0).unwrap(), want, "{text}");
+    }
+}
+
 #[test]
 fn multipart_parts_are_converted_one_by_one_and_the_rest_is_kept() {
     let attachment = "AAECAwQFBgcICQ==";
