@@ -20,6 +20,7 @@ pub mod settings;
 pub mod smtp;
 pub mod strategy;
 pub mod testing;
+pub mod transport;
 
 pub use error::{ConfigError, Error, ErrorKind, Origin, RecipientRefusal, Result, Stage};
 pub use mailer::{DEFAULT_MAX_CONNECTIONS, FromMailer, Mailer, MailerBuilder, SettingsBuilder};
@@ -32,6 +33,7 @@ pub use strategy::{
     AuthStrategy, KeyFile, KeySpec, ScriptedServer, SharedStrategy, SmtpSession,
     StrategyDescriptor, Submitted, TokenSource,
 };
+pub use transport::MailTransport;
 
 /// Re-exported for strategy implementations.
 pub use async_trait::async_trait;

@@ -15,10 +15,10 @@ use crate::properties::{ConfigFiles, Properties};
 use crate::registry::Registry;
 use crate::resolver::{AuthFlags, Resolution, VendorMode};
 use crate::settings::{LoadOptions, Settings, keys};
-use crate::smtp::{
-    Capabilities, ConnectReport, Delivery, Payload, PoolConfig, RecipientPolicy, Transport,
-};
+use crate::smtp::{ConnectReport, Delivery, PoolConfig, RecipientPolicy, SmtpTransport};
+use crate::strategy::SharedStrategy;
 use crate::strategy::TokenSource;
+use crate::transport::{MailTransport, Payload};
 
 pub use crate::settings::DEFAULT_MAX_CONNECTIONS;
 
@@ -56,6 +56,7 @@ pub struct MailerBuilder<M = Mailer> {
     key_file: Option<PathBuf>,
     max_connections: Option<usize>,
     pool: PoolConfig,
+    transport: Option<Arc<dyn MailTransport>>,
     outbox: Option<OutboxOpener>,
     policy: RecipientPolicy,
     background: bool,
@@ -121,6 +122,7 @@ impl<M> std::fmt::Debug for MailerBuilder<M> {
             .field("key_file", &self.key_file)
             .field("max_connections", &self.max_connections)
             .field("pool", &self.pool)
+            .field("transport", &self.transport)
             .field("outbox", &self.outbox.is_some())
             .finish()
     }
@@ -140,6 +142,7 @@ impl<M> Default for MailerBuilder<M> {
             key_file: None,
             max_connections: None,
             pool: PoolConfig::default(),
+            transport: None,
             outbox: None,
             policy: RecipientPolicy::PerRecipient,
             background: false,
@@ -391,6 +394,15 @@ impl<M: FromMailer> MailerBuilder<M> {
         self
     }
 
+    /// Delivers through `transport` instead of the SMTP server the settings
+    /// name: every send, and the outbox worker's deliveries. The settings
+    /// and the strategy are loaded and checked as usual; the transport
+    /// brings its own connection (see [`crate::transport`]).
+    pub fn transport(mut self, transport: Arc<dyn MailTransport>) -> Self {
+        self.transport = Some(transport);
+        self
+    }
+
     /// With `true`, a send whose server refuses any recipient goes to no one
     /// and fails with [`Error::Recipients`] (the behaviour before
     /// per-recipient delivery). By default the message goes to the accepted
@@ -449,14 +461,17 @@ impl<M: FromMailer> MailerBuilder<M> {
             resolution.strategy,
             resolution.rule
         );
-        let transport = Transport::new(
-            settings.server().clone(),
-            strategy,
-            resolution.strategy.clone(),
-            self.max_connections
-                .unwrap_or(settings.server().max_connections),
-            self.pool,
-        )?;
+        let transport: Arc<dyn MailTransport> = match self.transport {
+            Some(transport) => transport,
+            None => Arc::new(SmtpTransport::new(
+                settings.server().clone(),
+                strategy.clone(),
+                resolution.strategy.clone(),
+                self.max_connections
+                    .unwrap_or(settings.server().max_connections),
+                self.pool,
+            )?),
+        };
         let outbox = self
             .outbox
             .map(|open| open(settings.outbox()))
@@ -475,6 +490,7 @@ impl<M: FromMailer> MailerBuilder<M> {
             inner: Arc::new(Inner {
                 settings,
                 resolution,
+                strategy,
                 transport,
                 outbox,
                 outbox_wake: Arc::default(),
@@ -508,7 +524,8 @@ impl<M: FromMailer> MailerBuilder<M> {
 struct Inner {
     settings: Settings,
     resolution: Resolution,
-    transport: Transport,
+    strategy: SharedStrategy,
+    transport: Arc<dyn MailTransport>,
     outbox: Option<Arc<dyn OutboxStore>>,
     /// Wakes this mailer's idle workers when it stores a message, so that
     /// in-process delivery does not wait for the next poll.
@@ -538,7 +555,7 @@ impl std::fmt::Debug for Mailer {
         f.debug_struct("Mailer")
             .field("server", &self.mail_hostname_and_port())
             .field("strategy", &self.inner.resolution.strategy)
-            .field("strategy_impl", &self.inner.transport.strategy())
+            .field("strategy_impl", &self.inner.strategy.get())
             .finish_non_exhaustive()
     }
 }
@@ -574,7 +591,7 @@ impl Mailer {
 
     /// Facts about the strategy that are safe to show (never a secret).
     pub fn describe_strategy(&self) -> Vec<(&'static str, String)> {
-        self.inner.transport.strategy().describe()
+        self.inner.strategy.get().describe()
     }
 
     /// The SMTP server's host (trigger API `getSMTPServer()`).
@@ -595,7 +612,7 @@ impl Mailer {
     /// An OAuth access token (trigger API `getOAuthAccessToken()`), from the
     /// same cache the connections use.
     pub async fn oauth_access_token(&self) -> Result<SecretString> {
-        match self.inner.transport.strategy().token_source() {
+        match self.inner.strategy.get().token_source() {
             Some(source) => source.access_token().await,
             None => Err(Error::Usage(format!(
                 "the `{}` strategy uses no OAuth tokens (chosen because {}); set mksis.smtp.oauth.authentication=true and mksis.smtp.authentication=false to use OAuth",
@@ -619,7 +636,7 @@ impl Mailer {
         let bytes = lettre_wire(message, &domain)?;
         self.inner
             .transport
-            .send(envelope, Payload::Ready(&bytes), self.inner.policy)
+            .deliver(envelope, Payload::Ready(&bytes), self.inner.policy)
             .await
     }
 
@@ -632,12 +649,10 @@ impl Mailer {
         // any connection is opened; the bytes are built once, for the
         // server's capabilities, after it has been greeted.
         let (message, default_from, envelope) = self.prepare(message)?;
-        let compose = move |caps: &Capabilities| {
-            message.into_wire(default_from.as_ref(), caps.eight_bit_mime())
-        };
+        let compose = move |eight_bit: bool| message.into_wire(default_from.as_ref(), eight_bit);
         self.inner
             .transport
-            .send(
+            .deliver(
                 &envelope,
                 Payload::Compose(Box::new(compose)),
                 self.inner.policy,
@@ -665,7 +680,7 @@ impl Mailer {
         let bytes = self.complete_raw(envelope, sender_name, message.to_vec())?;
         self.inner
             .transport
-            .send(envelope, Payload::Ready(&bytes), self.inner.policy)
+            .deliver(envelope, Payload::Ready(&bytes), self.inner.policy)
             .await
     }
 
@@ -692,7 +707,7 @@ impl Mailer {
         raw::check_exact(message)?;
         self.inner
             .transport
-            .send(envelope, Payload::Exact(message), self.inner.policy)
+            .deliver(envelope, Payload::Exact(message), self.inner.policy)
             .await
     }
 
@@ -721,10 +736,9 @@ impl Mailer {
     /// With a strategy that authenticates as a user (basic), the envelope
     /// sender must be that user.
     fn check_sender(&self, envelope: &Envelope) -> Result<()> {
-        if let (Some(user), Some(from)) = (
-            self.inner.transport.strategy().required_sender(),
-            envelope.from(),
-        ) && !from.to_string().eq_ignore_ascii_case(user)
+        if let (Some(user), Some(from)) =
+            (self.inner.strategy.get().required_sender(), envelope.from())
+            && !from.to_string().eq_ignore_ascii_case(user)
         {
             return Err(Error::invalid_message(
                 "from",
@@ -764,15 +778,15 @@ impl Mailer {
     /// Token endpoint requests so far, with a strategy that uses tokens.
     pub fn token_fetches(&self) -> Option<u64> {
         self.inner
-            .transport
-            .strategy()
+            .strategy
+            .get()
             .token_source()
             .and_then(TokenSource::fetch_count)
     }
 
     /// Bound on simultaneous SMTP connections.
     pub fn max_connections(&self) -> usize {
-        self.inner.transport.max_connections()
+        self.inner.transport.max_parallel()
     }
 
     /// The outbox this mailer was built with ([`MailerBuilder::outbox`]).
@@ -928,7 +942,7 @@ impl Mailer {
         let Some((field, address)) = offending else {
             return Ok(());
         };
-        if self.inner.transport.offers_smtputf8().await != Some(false) {
+        if self.inner.transport.takes_utf8_local_parts().await != Some(false) {
             return Ok(());
         }
         Err(Error::invalid_message(
@@ -946,13 +960,13 @@ impl Mailer {
     /// said, `None` before the first. The relay uses it to refuse a
     /// non-ASCII local part at RCPT when the upstream cannot take it.
     pub fn upstream_offers_smtputf8(&self) -> Option<bool> {
-        self.inner.transport.known_smtputf8()
+        self.inner.transport.known_utf8_local_parts()
     }
 
     /// [`Mailer::upstream_offers_smtputf8`], learning it with one EHLO
     /// (no authentication) when no connection has been opened yet.
     pub async fn learn_upstream_smtputf8(&self) -> Option<bool> {
-        self.inner.transport.offers_smtputf8().await
+        self.inner.transport.takes_utf8_local_parts().await
     }
 
     /// What a worker of this mailer waits on besides its poll timer.
@@ -970,7 +984,7 @@ impl Mailer {
         self.check_sender(envelope)?;
         self.inner
             .transport
-            .send(
+            .deliver(
                 envelope,
                 Payload::Ready(message),
                 RecipientPolicy::PerRecipient,

@@ -119,6 +119,8 @@ impl<M: FromMailer> MailerBuilder<M> {
         key_file(path: impl Into<PathBuf>);
         /// Bound on simultaneous SMTP connections (default 4).
         max_connections(n: usize);
+        /// Delivers through this transport instead of the settings' SMTP server.
+        transport(transport: Arc<dyn mailgate_core::MailTransport>);
         /// The connection pool's time limits (idle age, NOOP probe).
         pool(config: mailgate_core::PoolConfig);
         /// With `true`, a message any recipient of which is refused goes to no one.

@@ -7,12 +7,12 @@ use lettre::address::Envelope;
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 
-use super::capabilities::Capabilities;
 use super::connection::{Connection, Peer};
 use super::transaction::{self, RecipientPolicy, WireMessage};
 use crate::error::{Error, RecipientRefusal, Result, Stage};
 use crate::settings::{ServerSettings, TlsMode};
-use crate::strategy::{ErasedStrategy, SharedStrategy, SmtpSession};
+use crate::strategy::{SharedStrategy, SmtpSession};
+use crate::transport::{MailTransport, Payload};
 
 /// The connection pool's time limits. The defaults suit public submission
 /// servers, which drop an idle client after a minute or so; a server that
@@ -105,22 +105,6 @@ impl Delivery {
     }
 }
 
-/// Builds a message's bytes for a server's capabilities.
-pub(crate) type Compose<'a> = Box<dyn FnOnce(&Capabilities) -> Result<Vec<u8>> + Send + 'a>;
-
-/// The message a send carries.
-pub(crate) enum Payload<'a> {
-    /// Formatted RFC 5322 bytes.
-    Ready(&'a [u8]),
-    /// Built once the server's capabilities are known (8-bit text when it
-    /// offers 8BITMIME); built once, reused if the send moves to a new connection.
-    Compose(Compose<'a>),
-    /// Formatted RFC 5322 bytes sent exactly as given: never converted to
-    /// fit the server; what it cannot take is refused
-    /// ([`crate::Mailer::send_raw_exact`]).
-    Exact(&'a [u8]),
-}
-
 /// What `check --connect` found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConnectReport {
@@ -143,7 +127,7 @@ struct Idle {
     since: Instant,
 }
 
-pub(crate) struct Transport {
+pub(crate) struct SmtpTransport {
     peer: Arc<Peer>,
     strategy: SharedStrategy,
     strategy_name: String,
@@ -154,7 +138,18 @@ pub(crate) struct Transport {
     limits: PoolConfig,
 }
 
-impl Transport {
+impl std::fmt::Debug for SmtpTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpTransport")
+            .field("server", &self.peer.address)
+            .field("strategy", &self.strategy_name)
+            .field("max_connections", &self.max_connections)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SmtpTransport {
     pub(crate) fn new(
         server: ServerSettings,
         strategy: SharedStrategy,
@@ -184,14 +179,6 @@ impl Transport {
         })
     }
 
-    pub(crate) fn max_connections(&self) -> usize {
-        self.max_connections
-    }
-
-    pub(crate) fn strategy(&self) -> &dyn ErasedStrategy {
-        self.strategy.get()
-    }
-
     /// Sends one message, reusing a pooled connection when one is alive.
     pub(crate) async fn send(
         &self,
@@ -206,9 +193,8 @@ impl Transport {
         let message = match payload {
             Payload::Ready(bytes) => WireMessage::for_server(bytes, conn.caps()),
             Payload::Exact(bytes) => Ok(WireMessage::exact(bytes)),
-            Payload::Compose(build) => {
-                build(conn.caps()).and_then(|bytes| WireMessage::for_server(&bytes, conn.caps()))
-            }
+            Payload::Compose(build) => build(conn.caps().eight_bit_mime())
+                .and_then(|bytes| WireMessage::for_server(&bytes, conn.caps())),
         };
         let message = match message {
             Ok(message) => message,
@@ -321,7 +307,7 @@ impl Transport {
         }
     }
 
-    /// What [`Transport::offers_smtputf8`] knows without connecting.
+    /// What [`SmtpTransport::offers_smtputf8`] knows without connecting.
     pub(crate) fn known_smtputf8(&self) -> Option<bool> {
         self.peer.offers_smtputf8()
     }
@@ -438,6 +424,47 @@ fn in_sync(e: &Error) -> bool {
         e,
         Error::Timeout { .. } | Error::Protocol { .. } | Error::Smtp { code: 421, .. }
     )
+}
+
+/// mailgate's SMTP client as the mailer's transport.
+#[async_trait::async_trait]
+impl MailTransport for SmtpTransport {
+    fn name(&self) -> &str {
+        "smtp"
+    }
+
+    fn destination(&self) -> String {
+        self.peer.address.clone()
+    }
+
+    async fn deliver(
+        &self,
+        envelope: &Envelope,
+        message: Payload<'_>,
+        policy: RecipientPolicy,
+    ) -> Result<Delivery> {
+        self.send(envelope, message, policy).await
+    }
+
+    fn max_parallel(&self) -> usize {
+        self.max_connections
+    }
+
+    async fn takes_utf8_local_parts(&self) -> Option<bool> {
+        self.offers_smtputf8().await
+    }
+
+    fn known_utf8_local_parts(&self) -> Option<bool> {
+        self.known_smtputf8()
+    }
+
+    async fn check(&self) -> Result<ConnectReport> {
+        SmtpTransport::check(self).await
+    }
+
+    async fn close(&self) {
+        SmtpTransport::close(self).await;
+    }
 }
 
 /// A pooled connection the server has dropped or is dropping, seen at MAIL.
