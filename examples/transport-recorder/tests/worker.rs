@@ -103,8 +103,10 @@ async fn the_outbox_worker_delivers_through_the_transport_and_bounces_through_it
     while worker.deliver_due().await.expect("delivered") > 0 {}
 
     let got = recorder.delivered();
-    let envelopes: Vec<(&str, &[String])> =
-        got.iter().map(|r| (r.from.as_str(), r.to.as_slice())).collect();
+    let envelopes: Vec<(&str, &[String])> = got
+        .iter()
+        .map(|r| (r.from.as_str(), r.to.as_slice()))
+        .collect();
     assert_eq!(got.len(), 2, "{envelopes:?}");
     assert_eq!(got[0].to, ["dev@example.com"]);
     assert!(String::from_utf8_lossy(&got[0].bytes).contains("Subject: Nightly"));
