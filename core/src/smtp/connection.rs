@@ -217,13 +217,19 @@ fn tls_config(server: &ServerSettings) -> Result<rustls::ClientConfig> {
     Ok(config)
 }
 
-/// The socket, before or after TLS.
-enum Stream {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
+/// What a connection runs on: a TCP socket in use, any byte stream in
+/// tests (`tokio::io::duplex`).
+pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+/// The stream, before or after TLS.
+enum Stream<IO> {
+    Plain(IO),
+    Tls(Box<TlsStream<IO>>),
 }
 
-impl AsyncRead for Stream {
+impl<IO: Io> AsyncRead for Stream<IO> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -236,7 +242,7 @@ impl AsyncRead for Stream {
     }
 }
 
-impl AsyncWrite for Stream {
+impl<IO: Io> AsyncWrite for Stream<IO> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -264,9 +270,9 @@ impl AsyncWrite for Stream {
 }
 
 /// An open, greeted (and, where configured, encrypted) SMTP connection.
-pub(crate) struct Connection {
+pub(crate) struct Connection<IO = TcpStream> {
     peer: Arc<Peer>,
-    stream: Stream,
+    stream: Stream<IO>,
     reader: ReplyReader,
     caps: Capabilities,
     encrypted: bool,
@@ -285,11 +291,19 @@ impl Connection {
             peer.server.tls.as_str()
         );
         let tcp = connect_tcp(peer, deadline).await?;
+        Connection::over(peer, tcp, deadline).await
+    }
+}
+
+impl<IO: Io> Connection<IO> {
+    /// TLS as configured, greeting and EHLO (again after STARTTLS) on a
+    /// stream that is connected already.
+    pub(crate) async fn over(peer: &Arc<Peer>, io: IO, deadline: Instant) -> Result<Self> {
         let (stream, encrypted) = if peer.server.tls == TlsMode::Implicit {
-            let tls = handshake(peer, tcp, deadline).await?;
+            let tls = handshake(peer, io, deadline).await?;
             (Stream::Tls(Box::new(tls)), true)
         } else {
-            (Stream::Plain(tcp), false)
+            (Stream::Plain(io), false)
         };
         let mut conn = Connection {
             peer: Arc::clone(peer),
@@ -354,7 +368,7 @@ impl Connection {
         Ok(())
     }
 
-    async fn starttls(mut self) -> Result<Connection> {
+    async fn starttls(mut self) -> Result<Self> {
         if !self.caps.starttls() {
             let server = self.peer.address.clone();
             self.quit().await;
@@ -604,14 +618,14 @@ fn is_temporary_dns_failure(e: &io::Error) -> bool {
         .contains("Temporary failure in name resolution")
 }
 
-async fn handshake(peer: &Peer, tcp: TcpStream, deadline: Instant) -> Result<TlsStream<TcpStream>> {
+async fn handshake<IO: Io>(peer: &Peer, io: IO, deadline: Instant) -> Result<TlsStream<IO>> {
     let config = peer.tls_config().await?;
     let name = ServerName::try_from(peer.server.host.clone()).map_err(|e| Error::Tls {
         server: peer.address.clone(),
         reason: format!("`{}` is not a name TLS can verify: {e}", peer.server.host),
         source: None,
     })?;
-    let connect = TlsConnector::from(config).connect(name, tcp);
+    let connect = TlsConnector::from(config).connect(name, io);
     match tokio::time::timeout_at(deadline, connect).await {
         Err(_) => Err(peer.timeout_error(Stage::Tls)),
         Ok(Ok(tls)) => Ok(tls),

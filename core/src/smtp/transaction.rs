@@ -17,7 +17,7 @@
 
 use lettre::address::Envelope;
 
-use super::connection::Connection;
+use super::connection::{Connection, Io};
 use super::data::encode_data;
 use super::reply::Reply;
 use crate::error::{Error, RecipientRefusal, Result, Stage};
@@ -27,6 +27,7 @@ use crate::message::raw::HeaderSection;
 use crate::smtp::Capabilities;
 
 /// What a transaction delivered.
+#[derive(Debug)]
 pub(crate) struct Sent {
     /// The final reply's text, cleaned.
     pub(crate) reply: String,
@@ -114,8 +115,8 @@ fn message_id_of(message: &[u8], section: &HeaderSection) -> Option<String> {
 }
 
 /// Sends the message to the envelope's distinct recipients.
-pub(crate) async fn send(
-    conn: &mut Connection,
+pub(crate) async fn send<IO: Io>(
+    conn: &mut Connection<IO>,
     envelope: &Envelope,
     message: &WireMessage,
     policy: RecipientPolicy,
@@ -174,7 +175,11 @@ struct Paths {
 }
 
 impl Paths {
-    fn for_server(conn: &Connection, envelope: &Envelope, message: &WireMessage) -> Result<Self> {
+    fn for_server<IO: Io>(
+        conn: &Connection<IO>,
+        envelope: &Envelope,
+        message: &WireMessage,
+    ) -> Result<Self> {
         let smtputf8 = conn.caps().smtputf8();
         let mut utf8 = false;
         let mut path = |address: &lettre::Address| -> Result<String> {
@@ -228,8 +233,8 @@ fn addr(address: &lettre::Address) -> &str {
 }
 
 /// `MAIL FROM:<addr>` with the parameters the message needs and the server offers.
-fn mail_command(
-    conn: &Connection,
+fn mail_command<IO: Io>(
+    conn: &Connection<IO>,
     paths: &Paths,
     message: &WireMessage,
     wire_size: usize,
@@ -300,9 +305,9 @@ impl EnvelopeReplies {
     /// The reply to DATA (when it was sent) and who was accepted, when the
     /// transaction goes on; else the error, with the connection poisoned
     /// where it is out of step.
-    fn check(
+    fn check<IO: Io>(
         self,
-        conn: &mut Connection,
+        conn: &mut Connection<IO>,
         envelope: &Envelope,
         paths: &Paths,
         policy: RecipientPolicy,
@@ -363,8 +368,8 @@ impl EnvelopeReplies {
     }
 }
 
-async fn pipelined_envelope(
-    conn: &mut Connection,
+async fn pipelined_envelope<IO: Io>(
+    conn: &mut Connection<IO>,
     mail: &str,
     rcpts: &[String],
     deadline: tokio::time::Instant,
@@ -401,8 +406,8 @@ async fn pipelined_envelope(
 /// Reads one pipelined reply. When the stream breaks after the server has
 /// already refused something (a 421 and then the close, say), that refusal
 /// is the error, not the broken stream.
-async fn read_logged(
-    conn: &mut Connection,
+async fn read_logged<IO: Io>(
+    conn: &mut Connection<IO>,
     stage: Stage,
     deadline: tokio::time::Instant,
     earlier_refusal: Option<&(Stage, Reply)>,
@@ -419,8 +424,8 @@ async fn read_logged(
     }
 }
 
-async fn stepwise_envelope(
-    conn: &mut Connection,
+async fn stepwise_envelope<IO: Io>(
+    conn: &mut Connection<IO>,
     mail: &str,
     rcpts: &[String],
     policy: RecipientPolicy,
@@ -459,3 +464,6 @@ async fn stepwise_envelope(
         data,
     })
 }
+
+#[cfg(test)]
+mod tests;
