@@ -43,8 +43,8 @@ mod pki;
 mod postgres;
 
 pub use cli::{
-    MeasuredRun, as_other_user, exit_code, output_text, run_mailgate, run_mailgate_measured,
-    runnable_by_others,
+    Input, MeasuredRun, Run, RunOptions, as_other_user, exit_code, output_text, run_command,
+    run_mailgate, run_mailgate_measured, runnable_by_others,
 };
 pub use config_dir::{ConfigDir, IS_PROPERTIES, SECURITY_PROPERTIES, properties_text};
 pub use install::{ensure_installed, peers_dir};

@@ -6,11 +6,9 @@
 // Each test file uses its own subset.
 #![allow(dead_code)]
 
-use std::io::{Read as _, Write as _};
-use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use mail_parser::{Message, MessageParser, MimeHeaders};
 use mailgate_devserver::{DevSmtpServer, ReceivedMessage};
@@ -51,180 +49,21 @@ pub fn config_for_port(port: u16, extra: &[(&str, &str)]) -> ConfigDir {
     ConfigDir::with_properties(&is, &[])
 }
 
-/// What the child's stdin is.
-pub enum Input {
-    /// `Stdio::null()`: an empty stdin, open for reading.
-    Empty,
-    /// A pipe carrying these bytes, then closed.
-    Bytes(Vec<u8>),
-    /// No file descriptor 0 at all.
-    Closed,
-}
-
-impl Input {
-    pub fn text(text: &str) -> Self {
-        Input::Bytes(text.as_bytes().to_vec())
-    }
-}
-
-/// A finished run.
-pub struct Run {
-    pub output: Output,
-    /// Wall-clock time from spawn to exit.
-    pub elapsed: Duration,
-    /// The child's CPU time (user and system): what it cost, whatever else
-    /// the machine was doing.
-    pub cpu: Duration,
-}
-
-impl Run {
-    /// Refused "within a second": at most a second of CPU, and no wait
-    /// (a hang, a timeout) on the clock. The CPU time is the bound: the
-    /// tests share two cores with parallel tests and builds, so the wall
-    /// clock is only checked against a generous limit.
-    #[track_caller]
-    pub fn assert_quick(&self) {
-        assert!(
-            self.cpu < Duration::from_secs(1),
-            "{:?} of CPU time ({:?} on the clock)",
-            self.cpu,
-            self.elapsed
-        );
-        assert!(
-            self.elapsed < Duration::from_secs(5),
-            "{:?} on the clock ({:?} of CPU time)",
-            self.elapsed,
-            self.cpu
-        );
-    }
-
-    pub fn code(&self) -> Option<i32> {
-        self.output.status.code()
-    }
-
-    pub fn stdout(&self) -> String {
-        String::from_utf8_lossy(&self.output.stdout).into_owned()
-    }
-
-    pub fn stderr(&self) -> String {
-        String::from_utf8_lossy(&self.output.stderr).into_owned()
-    }
-
-    #[track_caller]
-    pub fn assert_code(&self, code: i32) {
-        assert_eq!(
-            self.code(),
-            Some(code),
-            "status {}\nstdout:\n{}\nstderr:\n{}",
-            self.output.status,
-            self.stdout(),
-            self.stderr()
-        );
-    }
-
-    /// stdout as one JSON value (the whole of it).
-    #[track_caller]
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.output.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not one JSON value ({e}):\n{}", self.stdout()))
-    }
-}
+pub use mailgate_integration_tests::{Input, Run};
 
 /// Runs `cmd` with `input` in a blocking thread (the dev server runs on the
 /// test's runtime), measuring its wall and CPU time; a run longer than
 /// [`KILL_AFTER`] is killed and fails.
-pub async fn run(mut cmd: Command, input: Input) -> Run {
+pub async fn run(cmd: Command, input: Input) -> Run {
     tokio::task::spawn_blocking(move || {
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let bytes = match input {
-            Input::Empty => {
-                cmd.stdin(Stdio::null());
-                None
-            }
-            Input::Bytes(bytes) => {
-                cmd.stdin(Stdio::piped());
-                Some(bytes)
-            }
-            Input::Closed => {
-                cmd.stdin(Stdio::null());
-                // SAFETY: close(2) is async-signal-safe; this runs in the
-                // child after its stdio is set up, before exec.
-                unsafe {
-                    cmd.pre_exec(|| {
-                        libc::close(0);
-                        Ok(())
-                    });
-                }
-                None
-            }
-        };
-        let start = Instant::now();
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-        let writer = child.stdin.take().map(|mut stdin| {
-            let bytes = bytes.unwrap_or_default();
-            // The child may refuse early and close its end: not our error.
-            std::thread::spawn(move || {
-                let _ = stdin.write_all(&bytes);
-            })
-        });
-        let mut stdout = child.stdout.take().expect("piped stdout");
-        let mut stderr = child.stderr.take().expect("piped stderr");
-        let out_reader = std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = stdout.read_to_end(&mut buf);
-            buf
-        });
-        let err_reader = std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = stderr.read_to_end(&mut buf);
-            buf
-        });
-        let pid = child.id() as libc::pid_t;
-        let (tx, rx) = std::sync::mpsc::channel();
-        let waiter = std::thread::spawn(move || {
-            let mut status = 0;
-            // SAFETY: zeroed rusage is a valid value for wait4 to fill in.
-            let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-            // SAFETY: pid is our child, not reaped by anyone else (std
-            // never waits on it: `child` is not waited on); status and
-            // usage are valid for writes.
-            let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-            let _ = tx.send((reaped, status, usage));
-        });
-        let (reaped, status, usage) = match rx.recv_timeout(KILL_AFTER) {
-            Ok(result) => result,
-            Err(_) => {
-                // SAFETY: the child is not reaped yet (its waiter is still
-                // waiting), so the pid is still ours.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-                let _ = waiter.join();
-                panic!("{cmd:?} still ran after {KILL_AFTER:?}: killed");
-            }
-        };
-        let elapsed = start.elapsed();
-        assert_eq!(reaped, pid, "wait4 on {cmd:?}");
-        let _ = waiter.join();
-        drop(child);
-        if let Some(writer) = writer {
-            let _ = writer.join();
-        }
-        let output = Output {
-            status: ExitStatus::from_raw(status),
-            stdout: out_reader.join().unwrap_or_default(),
-            stderr: err_reader.join().unwrap_or_default(),
-        };
-        let cpu = |t: libc::timeval| {
-            Duration::from_secs(u64::try_from(t.tv_sec).unwrap_or(0))
-                + Duration::from_micros(u64::try_from(t.tv_usec).unwrap_or(0))
-        };
-        let cpu = cpu(usage.ru_utime) + cpu(usage.ru_stime);
-        Run {
-            output,
-            elapsed,
-            cpu,
-        }
+        mailgate_integration_tests::run_command(
+            cmd,
+            input,
+            mailgate_integration_tests::RunOptions {
+                kill_after: KILL_AFTER,
+                sample_rss: false,
+            },
+        )
     })
     .await
     .expect("runner thread")
