@@ -1081,6 +1081,24 @@ mod metrics {
             "Messages that became dead.",
             work.dead.to_string(),
         );
+        metric(
+            "mailgate_relay_recipients_delivered_total",
+            "counter",
+            "Recipients the upstream server accepted a message for.",
+            work.recipients.delivered.to_string(),
+        );
+        metric(
+            "mailgate_relay_recipients_deferred_total",
+            "counter",
+            "Recipient attempts that failed for now (retried later).",
+            work.recipients.deferred.to_string(),
+        );
+        metric(
+            "mailgate_relay_recipients_dead_total",
+            "counter",
+            "Recipients that will never get their message (their sender is told).",
+            work.recipients.dead.to_string(),
+        );
         let stats = match mailer.outbox() {
             Ok(store) => store.stats().await.ok(),
             Err(_) => None,

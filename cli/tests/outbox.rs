@@ -116,12 +116,21 @@ async fn queued_while_the_server_is_down_then_delivered_once() {
     // The server comes up; flush sends each exactly once.
     let server = DevSmtpServer::builder().start().await.unwrap();
     repoint(&dir, server.port(), &[]);
-    let run = mailgate(&dir, &["queue", "flush"]).await;
+    let run = mailgate(&dir, &["-v", "queue", "flush"]).await;
     run.assert_code(0);
     assert!(
         run.stdout().contains("2 sent, 0 still queued, 0 dead"),
         "{}",
         run.stdout()
+    );
+    // One log line per recipient and attempt (the worker's outcome log).
+    assert_eq!(
+        run.stderr()
+            .matches("outbox: delivered to dev@example.com: ")
+            .count(),
+        2,
+        "{}",
+        run.stderr()
     );
     let messages = server.wait_for_messages(2, WAIT).await;
     assert_eq!(messages.len(), 2);

@@ -1573,6 +1573,11 @@ async fn metrics_count_what_happened() {
         ("mailgate_relay_delivered_total", 3.0),
         ("mailgate_relay_deferred_total", 1.0),
         ("mailgate_relay_dead_total", 1.0),
+        // One recipient a message: the recipient counts (from the worker's
+        // outcome observer) equal the message counts.
+        ("mailgate_relay_recipients_delivered_total", 3.0),
+        ("mailgate_relay_recipients_deferred_total", 1.0),
+        ("mailgate_relay_recipients_dead_total", 1.0),
         ("mailgate_relay_queue_depth", 0.0),
         ("mailgate_relay_dead_messages", 1.0),
         ("mailgate_relay_upstream_seconds_count", 5.0),

@@ -110,6 +110,14 @@ async fn a_refused_recipient_does_not_stop_the_others_and_a_retry_goes_only_to_t
                 .starts_with("550"),
             "{kind}: {bad:?}"
         );
+        // The worker's own counts come from the same events (its
+        // `OutcomeCounts` observer): what `mailgate relay`'s metrics show.
+        let counted = worker.stats().recipients;
+        assert_eq!(
+            (counted.delivered, counted.deferred, counted.dead),
+            (2, 1, 1),
+            "{kind}"
+        );
         let stats = store.stats().await.unwrap();
         assert_eq!(
             (

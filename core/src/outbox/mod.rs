@@ -37,7 +37,7 @@ pub use dsn::DsnWriter;
 /// first message always, whatever its size): 64 MiB.
 pub const CLAIM_MAX_BYTES: i64 = 64 * 1024 * 1024;
 pub use liveness::{Heartbeat, Presence};
-pub use observer::{DeliveryObserver, RecipientEvent};
+pub use observer::{DeliveryObserver, OutcomeCounts, OutcomeLog, RecipientCounts, RecipientEvent};
 pub use worker::{DeliveryOutcome, FlushReport, Worker, WorkerStats};
 
 use crate::error::Result;

@@ -195,3 +195,125 @@ pub trait DeliveryObserver: Send + Sync {
         }
     }
 }
+
+/// The log line of each recipient of each attempt (`tracing`, target
+/// `mailgate::outbox`): delivered and deferred at info, delayed and dead at
+/// warn, with the message's id. Every worker has one.
+#[derive(Debug, Default)]
+pub struct OutcomeLog;
+
+#[async_trait]
+impl DeliveryObserver for OutcomeLog {
+    async fn on_delivered(&self, message: &QueuedMessage, recipient: &str, reply: &str) {
+        tracing::info!(
+            id = message.id,
+            from = %message.from,
+            size = message.size,
+            attempts = message.attempts,
+            "outbox: delivered to {recipient}: {reply}"
+        );
+    }
+
+    async fn on_deferred(
+        &self,
+        message: &QueuedMessage,
+        recipient: &str,
+        error: &str,
+        next_attempt: SystemTime,
+    ) {
+        tracing::info!(
+            id = message.id,
+            attempts = message.attempts,
+            "outbox: deferred for {recipient} until {}: {error}",
+            crate::message::raw::rfc5322_date(next_attempt)
+        );
+    }
+
+    async fn on_delayed(
+        &self,
+        message: &QueuedMessage,
+        recipient: &str,
+        error: &str,
+        next_attempt: SystemTime,
+        will_retry_until: SystemTime,
+    ) {
+        tracing::warn!(
+            id = message.id,
+            attempts = message.attempts,
+            "outbox: delayed for {recipient} (tried until {}), next attempt {}: {error}",
+            crate::message::raw::rfc5322_date(will_retry_until),
+            crate::message::raw::rfc5322_date(next_attempt)
+        );
+    }
+
+    async fn on_dead(&self, message: &QueuedMessage, recipient: &str, error: &str) {
+        tracing::warn!(
+            id = message.id,
+            attempts = message.attempts,
+            "outbox: dead for {recipient}: {error}"
+        );
+    }
+}
+
+/// Recipients by what became of them, as counted by [`OutcomeCounts`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecipientCounts {
+    /// Recipients the server took the message for.
+    pub delivered: u64,
+    /// Recipient attempts deferred (delayed ones included).
+    pub deferred: u64,
+    /// Recipients that will never get the message.
+    pub dead: u64,
+}
+
+impl std::ops::AddAssign<&RecipientCounts> for RecipientCounts {
+    fn add_assign(&mut self, other: &RecipientCounts) {
+        self.delivered += other.delivered;
+        self.deferred += other.deferred;
+        self.dead += other.dead;
+    }
+}
+
+/// Counts recipients by outcome, for metrics (`mailgate relay`'s
+/// `/metrics`). Every worker has one ([`Worker::stats`](super::Worker::stats)).
+#[derive(Debug, Default)]
+pub struct OutcomeCounts {
+    delivered: std::sync::atomic::AtomicU64,
+    deferred: std::sync::atomic::AtomicU64,
+    dead: std::sync::atomic::AtomicU64,
+}
+
+impl OutcomeCounts {
+    /// The counts so far.
+    pub fn snapshot(&self) -> RecipientCounts {
+        use std::sync::atomic::Ordering::Relaxed;
+        RecipientCounts {
+            delivered: self.delivered.load(Relaxed),
+            deferred: self.deferred.load(Relaxed),
+            dead: self.dead.load(Relaxed),
+        }
+    }
+}
+
+#[async_trait]
+impl DeliveryObserver for OutcomeCounts {
+    async fn on_delivered(&self, _message: &QueuedMessage, _recipient: &str, _reply: &str) {
+        self.delivered
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    async fn on_deferred(
+        &self,
+        _message: &QueuedMessage,
+        _recipient: &str,
+        _error: &str,
+        _next_attempt: SystemTime,
+    ) {
+        self.deferred
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    async fn on_dead(&self, _message: &QueuedMessage, _recipient: &str, _error: &str) {
+        self.dead.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}

@@ -10,7 +10,9 @@ use lettre::address::Envelope;
 
 use super::delay::{Deferrals, delay_warnings, still_due};
 use super::dsn::DsnWriter;
-use super::observer::{DeliveryObserver, RecipientEvent};
+use super::observer::{
+    DeliveryObserver, OutcomeCounts, OutcomeLog, RecipientCounts, RecipientEvent,
+};
 use super::{
     Claimed, Completion, MessageId, OutboxSettings, OutboxStore, QueuedMessage, RecipientRecord,
     Status, backoff,
@@ -149,6 +151,8 @@ pub struct WorkerStats {
     pub attempts: u64,
     /// Total time of the timed attempts, microseconds.
     pub attempt_micros: u64,
+    /// Recipients by outcome (a message of three recipients counts three).
+    pub recipients: RecipientCounts,
 }
 
 impl std::ops::AddAssign<&WorkerStats> for WorkerStats {
@@ -158,6 +162,7 @@ impl std::ops::AddAssign<&WorkerStats> for WorkerStats {
         self.dead += other.dead;
         self.attempts += other.attempts;
         self.attempt_micros += other.attempt_micros;
+        self.recipients += &other.recipients;
     }
 }
 
@@ -198,6 +203,8 @@ pub struct Worker {
     counters: Arc<Counters>,
     wake: Arc<tokio::sync::Notify>,
     observers: Arc<Vec<Arc<dyn DeliveryObserver>>>,
+    /// The recipient counts of [`Worker::stats`], one of the observers.
+    outcome_counts: Arc<OutcomeCounts>,
     /// Announced on first claim; its messages come back at once if it dies.
     liveness: Arc<super::liveness::Liveness>,
 }
@@ -219,6 +226,15 @@ impl Worker {
         let store = Arc::clone(mailer.outbox()?);
         let dsn = DsnWriter::from_settings(mailer.settings(), Arc::clone(&store))?
             .map(|w| Arc::new(w.waking(mailer.outbox_wake())) as Arc<dyn DeliveryObserver>);
+        // Logs, metrics and DSNs hear each recipient's outcome the same way.
+        let outcome_counts = Arc::new(OutcomeCounts::default());
+        let observers: Vec<Arc<dyn DeliveryObserver>> = [
+            Arc::new(OutcomeLog) as Arc<dyn DeliveryObserver>,
+            Arc::clone(&outcome_counts) as Arc<dyn DeliveryObserver>,
+        ]
+        .into_iter()
+        .chain(dsn)
+        .collect();
         Ok(Self {
             settings: mailer.settings().outbox().clone(),
             mailer: mailer.clone(),
@@ -229,7 +245,8 @@ impl Worker {
             stop_flags: Arc::default(),
             counters: Arc::default(),
             wake: mailer.outbox_wake(),
-            observers: Arc::new(dsn.into_iter().collect()),
+            observers: Arc::new(observers),
+            outcome_counts,
             liveness: Arc::new(super::liveness::Liveness::new(
                 mailer.settings().outbox().worker_timeout,
             )),
@@ -260,6 +277,7 @@ impl Worker {
             dead: c.dead.load(Ordering::Relaxed),
             attempts: c.attempts.load(Ordering::Relaxed),
             attempt_micros: c.attempt_micros.load(Ordering::Relaxed),
+            recipients: self.outcome_counts.snapshot(),
         }
     }
 
@@ -772,7 +790,8 @@ impl Worker {
         }
     }
 
-    /// Records outcomes in the store, all in one write, and logs them.
+    /// Records outcomes in the store, all in one write (the observers have
+    /// logged and counted them).
     async fn record(&self, outcomes: Vec<(QueuedMessage, DeliveryOutcome)>) -> Result<()> {
         let completions: Vec<(MessageId, Completion)> = outcomes
             .iter()
@@ -783,55 +802,12 @@ impl Worker {
             .store
             .complete_many(&self.id, &completions, now)
             .await?;
-        for ((message, outcome), kept) in outcomes.iter().zip(kept) {
+        for ((message, _), kept) in outcomes.iter().zip(kept) {
             if !kept {
                 tracing::warn!(
                     "outbox: the lease on message {} ran out during delivery; another worker may send it again",
                     message.id
                 );
-            }
-            match outcome {
-                DeliveryOutcome::Sent(reply) => tracing::info!(
-                    id = message.id,
-                    from = %message.from,
-                    recipients = message.to.len(),
-                    size = message.size,
-                    attempts = message.attempts,
-                    "outbox: sent: {reply}"
-                ),
-                DeliveryOutcome::Retry {
-                    error,
-                    next_attempt,
-                } => tracing::info!(
-                    id = message.id,
-                    attempts = message.attempts,
-                    "outbox: deferred until {}: {error}",
-                    crate::message::raw::rfc5322_date(*next_attempt)
-                ),
-                DeliveryOutcome::Dead { error, .. } => tracing::warn!(
-                    id = message.id,
-                    attempts = message.attempts,
-                    "outbox: dead: {error}"
-                ),
-                DeliveryOutcome::Recipients {
-                    finished,
-                    next_attempt,
-                    error,
-                    ..
-                } => tracing::warn!(
-                    id = message.id,
-                    attempts = message.attempts,
-                    sent = finished.iter().filter(|r| r.status == Status::Sent).count(),
-                    dead = finished.iter().filter(|r| r.status == Status::Dead).count(),
-                    "outbox: {}: {error}",
-                    match next_attempt {
-                        Some(at) => format!(
-                            "some recipients deferred until {}",
-                            crate::message::raw::rfc5322_date(*at)
-                        ),
-                        None => "every recipient is done".into(),
-                    }
-                ),
             }
         }
         Ok(())
