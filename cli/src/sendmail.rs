@@ -195,8 +195,14 @@ pub(crate) async fn sendmail(mailer: &Mailer, args: &SendmailArgs) -> Result<(),
     // A From the message lacks is the envelope sender, named by -F.
     let name = args.full_name.as_deref();
     let envelope = envelope(sender.as_deref(), &recipients)?;
-    if mailer.outbox().is_err() {
-        // A build without an outbox store sends at once.
+    let queue = mailer
+        .settings()
+        .flag_or(keys::SENDMAIL_QUEUE, true)
+        .map_err(Error::from)?;
+    if !queue || mailer.outbox().is_err() {
+        // mailgate.sendmail.queue=false, or a build without an outbox
+        // store: sent at once, as msmtp does (75 when the server cannot
+        // take it now); the outbox is not opened, so nothing is created.
         let delivery = mailer.send_raw_named(&envelope, name, &message).await?;
         return refusals(&delivery).map_or(Ok(()), Err);
     }

@@ -431,6 +431,57 @@ async fn sendmail_stores_then_sends_and_keeps_what_it_cannot_send() {
     assert_eq!(listed[0]["status"], "queued");
 }
 
+#[tokio::test]
+async fn sendmail_with_queue_off_sends_at_once_and_never_opens_the_outbox() {
+    // The Debian package's /etc/mailgate: every caller sends directly, so
+    // no caller creates outbox files the services' user cannot open.
+    let queue_off = [("mailgate.sendmail.queue", "false")];
+    let outbox_files = |dir: &ConfigDir| -> Vec<String> {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with("mailgate-outbox"))
+            .collect()
+    };
+    // Server down: a temporary failure for the caller (75), nothing stored.
+    let dir = folder(unused_port(), &queue_off);
+    let down = run(
+        mailgate_cmd(dir.path(), &["sendmail", "-i", "dev@example.com"]),
+        Input::text("Subject: not queued\n\nbody\n"),
+    )
+    .await;
+    down.assert_code(75);
+    assert_eq!(outbox_files(&dir), Vec::<String>::new());
+    // Server up: delivered, silent, and still no outbox.
+    let server = DevSmtpServer::builder().start().await.unwrap();
+    let dir = folder(server.port(), &queue_off);
+    let up = run(
+        mailgate_cmd(dir.path(), &["sendmail", "-i", "dev@example.com"]),
+        Input::text("Subject: at once\n\nbody\n"),
+    )
+    .await;
+    up.assert_code(0);
+    assert_eq!(up.stdout(), "");
+    assert_eq!(up.stderr(), "", "no warning about the outbox");
+    assert_eq!(server.messages().len(), 1);
+    assert_eq!(outbox_files(&dir), Vec::<String>::new());
+    // Anything but true or false is a configuration error naming the key.
+    let dir = folder(server.port(), &[("mailgate.sendmail.queue", "no")]);
+    let bad = run(
+        mailgate_cmd(dir.path(), &["sendmail", "-i", "dev@example.com"]),
+        Input::text("Subject: bad flag\n\nbody\n"),
+    )
+    .await;
+    bad.assert_code(78);
+    assert!(
+        bad.stderr().contains("mailgate.sendmail.queue"),
+        "{}",
+        bad.stderr()
+    );
+    assert_eq!(server.messages().len(), 1);
+    server.shutdown().await;
+}
+
 /// Runs `cmd` with writes limited to `max_bytes` per file (RLIMIT_FSIZE)
 /// and SIGXFSZ ignored, so a write past it fails as on a full disk.
 fn with_file_size_limit(mut cmd: Command, max_bytes: u64) -> Command {

@@ -54,6 +54,11 @@ pub const SENDMAIL_DOMAIN: &str = "mailgate.sendmail.domain";
 /// An aliases file for `sendmail` (msmtp's format: `root: ops@example.com`,
 /// `default: admin@example.com`), relative to the config folder.
 pub const SENDMAIL_ALIASES: &str = "mailgate.sendmail.aliases";
+/// `false`: `sendmail` sends at once and never opens the outbox, as
+/// msmtp does (default true: stored first, then one attempt). For a
+/// config that users other than the outbox's owner call `sendmail`
+/// with (the Debian package's `/etc/mailgate`).
+pub const SENDMAIL_QUEUE: &str = "mailgate.sendmail.queue";
 /// Seconds a worker may go unheard before the others take over its
 /// messages (default 30).
 pub const OUTBOX_WORKER_TIMEOUT: &str = "mailgate.outbox.workerTimeoutSeconds";
@@ -130,6 +135,7 @@ pub const CORE: &[&str] = &[
     OUTBOX_KEEP_SENT_BODIES,
     SENDMAIL_DOMAIN,
     SENDMAIL_ALIASES,
+    SENDMAIL_QUEUE,
     RELAY_LISTEN,
     RELAY_ALLOW,
     RELAY_MAX_MESSAGE_BYTES,
@@ -190,6 +196,7 @@ pub fn max_value_len(key: &str) -> usize {
         OUTBOX_AUTO_DELIVER,
         OUTBOX_DELAY_WARNING,
         OUTBOX_KEEP_SENT_BODIES,
+        SENDMAIL_QUEUE,
     ];
     match key {
         SERVER_HOSTNAME | HELO_NAME | MESSAGE_ID_DOMAIN | SENDMAIL_DOMAIN => 253,
