@@ -204,6 +204,21 @@ done
 [ -n "$port" ] || die "the SMTP peer did not listen within 10 s"
 echo "listening on 127.0.0.1:$port"
 
+# A message for -t (To and Bcc), with a line holding only a dot (-i, -oi).
+message() {
+  printf 'To: Dev <dev@example.com>\nBcc: hidden@example.com\nSubject: %s\n\nline one of the body\n.\nline after a dot\n' "$1"
+}
+
+step "the shipped /etc/mailgate sends nothing: exit 78 until a server is set"
+set +e
+unset_out=$(message "unconfigured" | in_root /usr/sbin/sendmail -t 2>&1)
+code=$?
+set -e
+expect "sendmail with the shipped config: exit code" "$code" 78
+[[ "$unset_out" == *mksis.logging.email.server.hostname* ]] ||
+  die "sendmail with the shipped config does not name the server key: $unset_out"
+echo "root: $unset_out"
+
 # What an admin does: the server, the sender (its domain qualifies bare names).
 cat >>"$chroot_dir/etc/mailgate/is.properties" <<EOF
 
@@ -240,10 +255,6 @@ wait_for() {
     sleep 0.1
   done
   die "message $n did not arrive: $(tail -n 3 "$events")"
-}
-# A message for -t (To and Bcc), with a line holding only a dot (-i, -oi).
-message() {
-  printf 'To: Dev <dev@example.com>\nBcc: hidden@example.com\nSubject: %s\n\nline one of the body\n.\nline after a dot\n' "$1"
 }
 
 step "root: cronie's command line through /usr/sbin/sendmail -t"
