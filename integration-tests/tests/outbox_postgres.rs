@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use mailgate_core::Error;
-use mailgate_core::outbox::{Completion, OutboxLocation, OutboxSettings, OutboxStore, shown_url};
-use mailgate_integration_tests::{PgServer, unused_port};
+use mailgate_core::outbox::{Completion, OutboxStore, shown_url};
+use mailgate_integration_tests::{ConfigDir, PgServer, unused_port};
 use mailgate_outbox::PgOutbox;
 
 fn store(url: &str) -> Arc<dyn OutboxStore> {
@@ -296,20 +296,26 @@ async fn describe_and_debug_show_no_password() {
 }
 
 #[tokio::test]
-async fn open_dispatches_a_postgres_url_to_pg_outbox() {
+async fn the_registry_opens_a_postgres_url_with_pg_outbox() {
     let server = PgServer::start();
-    let settings = OutboxSettings {
-        location: OutboxLocation::Postgres(server.url()),
-        retry_initial: Duration::from_secs(30),
-        retry_max: Duration::from_secs(1800),
-        max_age: Duration::from_secs(72 * 3600),
-        keep_sent: Duration::from_secs(24 * 3600),
-        lease: Duration::from_secs(300),
-        worker_timeout: Duration::from_secs(30),
-        delay_warning: Some(Duration::from_secs(4 * 3600)),
-        keep_sent_bodies: false,
-    };
-    let s = mailgate_outbox::open(&settings).unwrap();
+    let dir = ConfigDir::with_properties(
+        &[
+            ("mksis.logging.email.server.hostname", "127.0.0.1"),
+            ("mailgate.outbox.url", &server.url()),
+        ],
+        &[],
+    );
+    let settings = mailgate_core::Settings::load(mailgate_core::settings::LoadOptions {
+        files: mailgate_core::properties::ConfigFiles::in_dir(dir.path()),
+        ..Default::default()
+    })
+    .unwrap();
+    let registry = mailgate_core::Registry::new()
+        .with_store(&mailgate_outbox::SQLITE)
+        .unwrap()
+        .with_store(&mailgate_outbox::POSTGRES)
+        .unwrap();
+    let s = registry.open_store(&settings).unwrap();
     assert_eq!(
         s.describe(),
         format!("postgres {}", shown_url(&server.url()))

@@ -17,7 +17,6 @@ fn open_mailer(dir: &ConfigDir) -> Mailer {
     Mailer::builder()
         .config_dir(dir.path())
         .env_overrides(false)
-        .outbox(mailgate::open_outbox)
         .build()
         .expect("mailer builds")
 }
@@ -329,4 +328,33 @@ async fn a_stop_while_the_batch_is_being_claimed_sends_nothing_of_it() {
     let stats = mailer.outbox().unwrap().stats().await.unwrap();
     assert_eq!(stats.queued, 5, "{stats:?}");
     server.shutdown().await;
+}
+
+/// The facade's registry opens the outbox by itself: with
+/// `mailgate.outbox.url` unset, the SQLite file `mailgate-outbox.db` in the
+/// config folder (created on first use); a relative `sqlite:` path is
+/// relative to the folder too.
+#[tokio::test]
+async fn the_default_registry_opens_the_default_outbox_in_the_config_folder() {
+    let dir = folder(unused_port(), &[]);
+    let mailer = open_mailer(&dir);
+    let store = mailer.outbox().expect("an outbox without `.outbox(..)`");
+    let file = dir.path().join("mailgate-outbox.db");
+    assert_eq!(store.local_file(), Some(file.as_path()));
+    assert!(!store.created() && !file.exists(), "nothing created yet");
+    mailer.enqueue_message(message("default")).await.unwrap();
+    assert!(file.exists());
+
+    let dir = folder(unused_port(), &[("mailgate.outbox.url", "sqlite:spool.db")]);
+    let mailer = open_mailer(&dir);
+    let store = mailer.outbox().unwrap();
+    assert_eq!(
+        store.local_file(),
+        Some(dir.path().join("spool.db").as_path())
+    );
+    assert!(
+        store.describe().starts_with("sqlite "),
+        "{}",
+        store.describe()
+    );
 }

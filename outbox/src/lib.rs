@@ -1,33 +1,38 @@
 //! The outbox stores of mailgate (see `mailgate_core::outbox` for the
-//! lifecycle, the policy and the delivery loop).
+//! lifecycle, the policy and the delivery loop), each registered through
+//! its [`OutboxDescriptor`] as strategies are:
 //!
-//! | feature | store | `mailgate.outbox.url` |
-//! | --- | --- | --- |
-//! | `sqlite` (default) | [`SqliteOutbox`]: one file, WAL, `synchronous=FULL` | `sqlite:PATH` (relative to the config folder; default `sqlite:mailgate-outbox.db`) |
-//! | `postgres` | [`PgOutbox`]: `FOR UPDATE SKIP LOCKED` claims with leases, for several workers | `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` |
+//! | feature | descriptor | store | `mailgate.outbox.url` |
+//! | --- | --- | --- | --- |
+//! | `sqlite` (default) | [`SQLITE`] | [`SqliteOutbox`]: one file, WAL, `synchronous=FULL` | `sqlite:PATH` (relative to the config folder) |
+//! | `postgres` | [`POSTGRES`] | [`PgOutbox`]: `FOR UPDATE SKIP LOCKED` claims with leases, for several workers | `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` (or `postgresql://`) |
 //!
 //! Both create or migrate their schema on first use (versioned, in one
-//! transaction) and make every change durable before returning.
+//! transaction: one runner, each store giving its DDL) and make every
+//! enqueue durable before returning. They share one row format and one
+//! mapping of rows to [`QueuedMessage`](mailgate_core::outbox::QueuedMessage)s.
 //!
 //! ```no_run
 //! # fn run() -> mailgate_core::Result<()> {
+//! let registry = mailgate_core::Registry::new()
+//!     .with_store(&mailgate_outbox::SQLITE)?
+//!     .default_outbox_url("sqlite:mailgate-outbox.db");
 //! let mailer = mailgate_core::Mailer::builder()
+//!     .registry(registry)
 //!     .config_dir("config")
-//!     .outbox(mailgate_outbox::open)
 //!     .build()?;
 //! # Ok(()) }
 //! ```
 
 #![warn(missing_docs)]
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+use mailgate_core::outbox::OutboxDescriptor;
 use mailgate_core::outbox::{
-    Completion, DsnRequest, Notify, OutboxLocation, OutboxSettings, OutboxStore, RecipientRecord,
-    RecipientRequest, Stats, Status,
+    Completion, DsnRequest, Notify, RecipientRecord, RecipientRequest, Stats, Status,
 };
-use mailgate_core::{ConfigError, Error, Origin, Result, keys};
 
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -39,53 +44,21 @@ pub use postgres::PgOutbox;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteOutbox;
 
-/// Opens the store `settings` names, for [`mailgate_core::MailerBuilder::outbox`].
-///
-/// A backend left out of the build is a configuration error naming the
-/// cargo feature that adds it. Nothing is read or created until the store
-/// is first used.
-pub fn open(settings: &OutboxSettings) -> Result<Arc<dyn OutboxStore>> {
-    match &settings.location {
-        #[cfg(feature = "sqlite")]
-        OutboxLocation::Sqlite(path) => Ok(Arc::new(
-            SqliteOutbox::open(path)?.keep_sent_bodies(settings.keep_sent_bodies),
-        )),
-        #[cfg(feature = "postgres")]
-        OutboxLocation::Postgres(url) => Ok(Arc::new(
-            PgOutbox::open(url)?.keep_sent_bodies(settings.keep_sent_bodies),
-        )),
-        #[allow(unreachable_patterns)]
-        other => Err(not_compiled(other)),
-    }
-}
+/// The SQLite store: `sqlite:PATH`, a file relative to the config folder
+/// (`sqlite:///abs/path` for an absolute one), created on first use.
+#[cfg(feature = "sqlite")]
+pub static SQLITE: OutboxDescriptor =
+    OutboxDescriptor::new("sqlite", &["sqlite"], sqlite::open_url, module_path!());
 
-#[allow(dead_code)]
-fn not_compiled(location: &OutboxLocation) -> Error {
-    ConfigError::Invalid {
-        key: keys::OUTBOX_URL.to_owned(),
-        origin: Origin::Builder,
-        value: Some(location.shown()),
-        expected: format!(
-            "a backend compiled into this build: {} (enable the cargo feature `{}` of mailgate-outbox, or `outbox-{}` of the mailgate crate)",
-            compiled().join(", "),
-            location.scheme(),
-            location.scheme()
-        ),
-    }
-    .into()
-}
-
-/// The backends compiled into this build.
-pub fn compiled() -> Vec<&'static str> {
-    let mut out = Vec::new();
-    if cfg!(feature = "sqlite") {
-        out.push("sqlite");
-    }
-    if cfg!(feature = "postgres") {
-        out.push("postgres");
-    }
-    out
-}
+/// The PostgreSQL store: `postgres://USER[:PASSWORD]@HOST[:PORT]/DB`
+/// (`postgresql://` too), connected on first use.
+#[cfg(feature = "postgres")]
+pub static POSTGRES: OutboxDescriptor = OutboxDescriptor::new(
+    "postgres",
+    &["postgres", "postgresql"],
+    postgres::open_url,
+    module_path!(),
+);
 
 /// The columns a completion writes: status, last error (kept when `None`),
 /// next attempt and sent time in milliseconds, and the finished recipients.

@@ -29,14 +29,15 @@
 
 use std::future::Future;
 use std::str::FromStr as _;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use mailgate_core::outbox::{
-    Claimed, Completion, MessageId, NewMessage, OutboxStore, QueuedMessage, Stats, Status,
-    shown_url,
+    Claimed, Completion, MessageId, NewMessage, OutboxStore, OutboxUrl, QueuedMessage, Stats,
+    Status,
 };
-use mailgate_core::{ConfigError, Error, Origin, Result, keys};
+use mailgate_core::{Error, Origin, Result, Settings};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection as _, Row as _};
 use tokio::sync::OnceCell;
@@ -44,6 +45,13 @@ use tokio::sync::OnceCell;
 use crate::{decode_dsn, decode_state, encode_dsn, from_ms, to_ms};
 
 mod liveness;
+
+/// Opens `postgres://...` ([`crate::POSTGRES`]).
+pub(crate) fn open_url(url: &OutboxUrl, settings: &Settings) -> Result<Arc<dyn OutboxStore>> {
+    Ok(Arc::new(
+        PgOutbox::parse(url)?.keep_sent_bodies(settings.outbox().keep_sent_bodies),
+    ))
+}
 
 /// Versioned schema: each entry moves the database one version up, applied
 /// in one transaction with the version bump.
@@ -162,20 +170,20 @@ impl PgOutbox {
     /// `~/.pgpass`; TLS is used when the server offers it
     /// (`?sslmode=require` or `verify-full` to insist).
     pub fn open(url: &str) -> Result<Self> {
-        let secrets = url_secrets(url);
-        let mut options = PgConnectOptions::from_str(url).map_err(|e| {
-            Error::from(ConfigError::Invalid {
-                key: keys::OUTBOX_URL.to_owned(),
-                origin: Origin::Builder,
-                value: Some(shown_url(url)),
-                expected: scrub(
-                    &format!(
-                        "a PostgreSQL URL `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` ({})",
-                        config_reason(&e)
-                    ),
-                    &secrets,
+        Self::parse(&OutboxUrl::new(url, Origin::Builder))
+    }
+
+    /// [`Self::open`] for `url`, whose origin its errors name.
+    fn parse(url: &OutboxUrl) -> Result<Self> {
+        let secrets = url_secrets(url.as_str());
+        let mut options = PgConnectOptions::from_str(url.as_str()).map_err(|e| {
+            Error::from(url.invalid(scrub(
+                &format!(
+                    "a PostgreSQL URL `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` ({})",
+                    config_reason(&e)
                 ),
-            })
+                &secrets,
+            )))
         })?;
         if options.get_application_name().is_none() {
             options = options.application_name("mailgate");
@@ -183,7 +191,7 @@ impl PgOutbox {
         Ok(Self {
             pool: OnceCell::new(),
             options,
-            shown: shown_url(url),
+            shown: url.shown(),
             secrets,
             keep_sent_bodies: false,
         })
@@ -966,6 +974,7 @@ impl OutboxStore for PgOutbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mailgate_core::ConfigError;
 
     #[test]
     fn secrets_are_found_in_every_form() {

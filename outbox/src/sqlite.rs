@@ -14,13 +14,15 @@
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr as _;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use mailgate_core::outbox::{
-    Claimed, Completion, MessageId, NewMessage, OutboxStore, QueuedMessage, Stats, Status,
+    Claimed, Completion, MessageId, NewMessage, OutboxStore, OutboxUrl, QueuedMessage, Stats,
+    Status,
 };
-use mailgate_core::{Error, Result};
+use mailgate_core::{Error, Result, Settings};
 use sqlx::Row as _;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
@@ -31,6 +33,21 @@ use tokio::sync::OnceCell;
 use crate::{decode_dsn, decode_state, encode_dsn, from_ms, to_ms};
 
 mod liveness;
+
+/// Opens `sqlite:PATH` ([`crate::SQLITE`]): the file, relative to the
+/// config folder.
+pub(crate) fn open_url(url: &OutboxUrl, settings: &Settings) -> Result<Arc<dyn OutboxStore>> {
+    let path = url.rest().trim_start_matches("//");
+    if path.is_empty() || path.contains('?') {
+        return Err(url
+            .invalid("`sqlite:PATH` (a file, relative to the config folder)")
+            .into());
+    }
+    Ok(Arc::new(
+        SqliteOutbox::open(&settings.base_dir().join(path))?
+            .keep_sent_bodies(settings.outbox().keep_sent_bodies),
+    ))
+}
 
 /// Versioned schema: each entry moves the database one version up, applied
 /// in one transaction with the version bump.
@@ -472,6 +489,10 @@ impl OutboxStore for SqliteOutbox {
 
     fn created(&self) -> bool {
         self.exists()
+    }
+
+    fn local_file(&self) -> Option<&Path> {
+        Some(&self.path)
     }
 
     async fn announce_worker(

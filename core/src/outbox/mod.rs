@@ -15,22 +15,27 @@
 //! which goes only to the recipients still due. A message is `queued` while
 //! any recipient is due, then `dead` if any recipient is dead, else `sent`.
 //!
-//! Core defines the store ([`OutboxStore`]), the policy and the delivery
-//! loop ([`Worker`]); the `mailgate-outbox` crate holds the SQLite and
-//! PostgreSQL stores, each behind a cargo feature.
+//! Core defines the store ([`OutboxStore`]), how a store is registered
+//! ([`OutboxDescriptor`], opened from `mailgate.outbox.url`, an
+//! [`OutboxUrl`] core does not parse), the policy and the delivery loop
+//! ([`Worker`]). The stores themselves are other crates' (the
+//! `mailgate-outbox` crate's, each behind a cargo feature), listed by the
+//! program's [`Registry`](crate::Registry) as strategies are.
 
 mod delay;
+mod descriptor;
 mod dsn;
 mod liveness;
 mod observer;
 mod worker;
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
+pub use descriptor::{OpenStoreFn, OutboxDescriptor, OutboxUrl};
 pub use dsn::DsnWriter;
 
 /// Most bytes of message bodies one [`OutboxStore::claim`] returns (the
@@ -379,13 +384,21 @@ impl Completion {
 /// messages when the lease runs out.
 #[async_trait]
 pub trait OutboxStore: Send + Sync + fmt::Debug {
-    /// `sqlite` or `postgres`, and the location without any password.
+    /// The store's name and its location, without any password (`check`
+    /// and errors show it).
     fn describe(&self) -> String;
 
-    /// Whether the store exists yet (a SQLite file is created on first
-    /// use); `check` reads nothing from one that does not.
+    /// Whether the store exists yet (a store kept in a file may create it
+    /// on first use); `check` reads nothing from one that does not.
     fn created(&self) -> bool {
         true
+    }
+
+    /// The local file the outbox lives in, when it is one: the command line
+    /// keeps its lock and status files beside it, and a worker stops when
+    /// it is removed. `None` (the default) for any other store.
+    fn local_file(&self) -> Option<&Path> {
+        None
     }
 
     /// Stores a message as `queued`, due now; returns its id once durable.
@@ -544,8 +557,10 @@ pub trait OutboxStore: Send + Sync + fmt::Debug {
 /// The outbox settings (`mailgate.outbox.*`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutboxSettings {
-    /// Where the messages are kept.
-    pub location: OutboxLocation,
+    /// Where the messages are kept (`mailgate.outbox.url`), as set; `None`
+    /// when the key is not set, and the program's default applies
+    /// ([`Registry::default_outbox_url`](crate::Registry::default_outbox_url)).
+    pub url: Option<OutboxUrl>,
     /// First retry delay (`mailgate.outbox.retry.initialSeconds`, 30).
     pub retry_initial: Duration,
     /// Longest retry delay (`mailgate.outbox.retry.maxSeconds`, 1800).
@@ -558,8 +573,8 @@ pub struct OutboxSettings {
     /// dies releases its messages after this.
     pub lease: Duration,
     /// A worker unheard for this long is dead and its messages are claimed
-    /// by the others (`mailgate.outbox.workerTimeoutSeconds`, 30; the
-    /// PostgreSQL heartbeat).
+    /// by the others (`mailgate.outbox.workerTimeoutSeconds`, 30; for a
+    /// store whose workers keep a heartbeat).
     pub worker_timeout: Duration,
     /// A recipient still deferred this long after its message was stored
     /// (or retried by hand) gets its sender one delay notice, where
@@ -572,42 +587,8 @@ pub struct OutboxSettings {
     pub keep_sent_bodies: bool,
 }
 
-/// Where an outbox lives.
-#[derive(Clone, PartialEq, Eq)]
-pub enum OutboxLocation {
-    /// A SQLite file (`sqlite:PATH`, relative to the config folder).
-    Sqlite(PathBuf),
-    /// A PostgreSQL database (`postgres://...`).
-    Postgres(String),
-}
-
-impl OutboxLocation {
-    /// `sqlite` or `postgres`.
-    pub fn scheme(&self) -> &'static str {
-        match self {
-            OutboxLocation::Sqlite(_) => "sqlite",
-            OutboxLocation::Postgres(_) => "postgres",
-        }
-    }
-
-    /// The location as it may be shown: a PostgreSQL URL without its
-    /// password and query.
-    pub fn shown(&self) -> String {
-        match self {
-            OutboxLocation::Sqlite(path) => path.display().to_string(),
-            OutboxLocation::Postgres(url) => shown_url(url),
-        }
-    }
-}
-
-impl fmt::Debug for OutboxLocation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.scheme(), self.shown())
-    }
-}
-
-/// `postgres://user@host:port/db`: password and query left out. A URL
-/// without `://` (`sqlite:PATH`) holds no password and is shown as it is.
+/// `scheme://user@host:port/db`: password, query and fragment left out. A
+/// URL without `://` (`scheme:PATH`) holds no password and is shown as it is.
 pub fn shown_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
@@ -651,7 +632,7 @@ mod tests {
 
     fn settings() -> OutboxSettings {
         OutboxSettings {
-            location: OutboxLocation::Sqlite("x.db".into()),
+            url: None,
             retry_initial: Duration::from_secs(30),
             retry_max: Duration::from_secs(1800),
             max_age: Duration::from_secs(72 * 3600),
@@ -700,9 +681,9 @@ mod tests {
         assert_eq!(
             format!(
                 "{:?}",
-                OutboxLocation::Postgres("postgres://a:b@h/d".into())
+                OutboxUrl::new("postgres://a:b@h/d", crate::Origin::Builder)
             ),
-            "postgres:postgres://a@h/d"
+            "OutboxUrl { url: \"postgres://a@h/d\", origin: Builder }"
         );
     }
 

@@ -183,7 +183,7 @@ pub struct FlushReport {
 
 /// Delivers outbox messages through one pooled [`Mailer`].
 ///
-/// Several workers (tasks, processes, machines on one PostgreSQL outbox) may
+/// Several workers (tasks, processes, machines on one shared database) may
 /// run at once: each message is leased to one of them at a time.
 #[derive(Clone)]
 pub struct Worker {
