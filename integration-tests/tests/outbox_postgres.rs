@@ -337,3 +337,27 @@ fn a_malformed_url_is_a_configuration_error_without_password() {
     assert!(!text.contains("Hidden-pw"), "{text}");
     assert!(!format!("{err:?}").contains("Hidden-pw"), "{err:?}");
 }
+
+/// An `attempts` value out of the listing's range (a hand-edited row) is
+/// clamped, as on every store: below zero is 0 (the column holds no value
+/// above `u32::MAX`).
+#[tokio::test]
+async fn an_attempts_count_out_of_range_is_clamped() {
+    let server = PgServer::start();
+    let s = store(&server.url());
+    let id = s.enqueue(conformance::message(1)).await.unwrap();
+    for (stored, listed) in [(-5_i64, 0_u32), (2_147_483_647, 2_147_483_647), (7, 7)] {
+        server.psql(
+            server.database(),
+            &format!("UPDATE outbox_messages SET attempts = {stored} WHERE id = {id}"),
+        );
+        let m = &s.list(false).await.unwrap()[0];
+        assert_eq!(m.attempts, listed, "stored {stored}");
+    }
+    let claimed = s
+        .claim_one(id, "w", Duration::from_secs(60), SystemTime::now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(claimed.message.attempts, 8);
+}

@@ -38,11 +38,12 @@ use mailgate_core::outbox::{
     Status,
 };
 use mailgate_core::{Error, Origin, Result, Settings};
+use sqlx::Connection as _;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Connection as _, Row as _};
 use tokio::sync::OnceCell;
 
-use crate::{decode_dsn, decode_state, encode_dsn, from_ms, to_ms};
+use crate::migrate::{Dialect, MigrateError};
+use crate::row::{self, encode_dsn, from_ms, summary_columns, to_ms};
 
 mod liveness;
 
@@ -53,8 +54,8 @@ pub(crate) fn open_url(url: &OutboxUrl, settings: &Settings) -> Result<Arc<dyn O
     ))
 }
 
-/// Versioned schema: each entry moves the database one version up, applied
-/// in one transaction with the version bump.
+/// Versioned schema: each entry moves the database one version up (see
+/// [`crate::migrate`]).
 const MIGRATIONS: &[&str] = &[
     // 1: the messages.
     "CREATE TABLE outbox_messages (
@@ -106,11 +107,6 @@ macro_rules! drop_body {
     };
 }
 
-/// The advisory lock the schema migration holds: "mailgate" in ASCII.
-/// Advisory locks are per database, so outboxes in different databases of
-/// one server do not wait for each other.
-const SCHEMA_LOCK: i64 = 0x6d61_696c_6761_7465;
-
 /// How long a new connection may take (TCP, TLS, authentication).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -121,15 +117,16 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
 /// messages concurrently.
 const MAX_CONNECTIONS: u32 = 8;
 
-/// The columns a listing reads (never the message bytes), as a literal so
-/// that the queries stay `&'static str`.
-macro_rules! summary {
-    () => {
-        "id, status, attempts, last_error, next_attempt_at, created_at, age_from, \
-         sent_at, mail_from, recipients, subject, message_id, size, recipient_state, dsn_request, \
-         body_dropped"
-    };
-}
+/// How PostgreSQL spells what [`crate::migrate`] needs.
+const DIALECT: Dialect = Dialect {
+    begin: "BEGIN",
+    // Held until commit or rollback: workers starting together take turns.
+    // The key is "mailgate" in ASCII (0x6d61696c67617465); advisory locks
+    // are per database, so outboxes in different databases of one server
+    // do not wait for each other.
+    lock: Some("SELECT pg_advisory_xact_lock(7881696737186903141)"),
+    has_schema_table: "SELECT (to_regclass('mailgate_schema') IS NOT NULL)::int::bigint",
+};
 
 /// An outbox in a PostgreSQL database (`postgres://USER[:PASSWORD]@HOST[:PORT]/DB`).
 pub struct PgOutbox {
@@ -268,14 +265,13 @@ impl PgOutbox {
 
     async fn migrate(&self) -> Result<()> {
         let mut conn = self.run(self.connect()).await?;
-        let result = self.run(migrate_on(&mut conn)).await;
+        let result =
+            crate::migrate::migrate::<sqlx::Postgres>(&mut conn, &DIALECT, MIGRATIONS).await;
         let _ = conn.close().await;
-        match result? {
+        match result {
             Ok(()) => Ok(()),
-            Err(version) => Err(self.error_with(format!(
-                "its schema is version {version}, newer than this mailgate knows ({}); use a newer mailgate",
-                MIGRATIONS.len()
-            ))),
+            Err(MigrateError::Sql(e)) => Err(self.error(e).await),
+            Err(newer) => Err(self.error_with(newer.to_string())),
         }
     }
 
@@ -417,51 +413,6 @@ impl PgOutbox {
     }
 }
 
-/// The migration on `conn`: `Ok(Err(version))` when the database is newer
-/// than this build (nothing changed).
-async fn migrate_on(
-    conn: &mut PgConnection,
-) -> std::result::Result<std::result::Result<(), i64>, sqlx::Error> {
-    let mut tx = conn.begin().await?;
-    // Held until commit or rollback: workers starting together take turns.
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(SCHEMA_LOCK)
-        .execute(&mut *tx)
-        .await?;
-    // CREATE TABLE IF NOT EXISTS needs CREATE on the schema even when the
-    // table is there; a role with only DML rights must not need it.
-    let exists: bool = sqlx::query_scalar("SELECT to_regclass('mailgate_schema') IS NOT NULL")
-        .fetch_one(&mut *tx)
-        .await?;
-    if !exists {
-        sqlx::raw_sql("CREATE TABLE mailgate_schema (version INTEGER NOT NULL)")
-            .execute(&mut *tx)
-            .await?;
-    }
-    let version: Option<i32> = sqlx::query_scalar("SELECT MAX(version) FROM mailgate_schema")
-        .fetch_one(&mut *tx)
-        .await?;
-    let version = i64::from(version.unwrap_or(0).max(0));
-    let known = MIGRATIONS.len();
-    if usize::try_from(version).unwrap_or(usize::MAX) > known {
-        tx.rollback().await?;
-        return Ok(Err(version));
-    }
-    for (i, migration) in MIGRATIONS
-        .iter()
-        .enumerate()
-        .skip(usize::try_from(version).unwrap_or(0))
-    {
-        sqlx::raw_sql(*migration).execute(&mut *tx).await?;
-        sqlx::query("INSERT INTO mailgate_schema (version) VALUES ($1)")
-            .bind(i32::try_from(i + 1).unwrap_or(i32::MAX))
-            .execute(&mut *tx)
-            .await?;
-    }
-    tx.commit().await?;
-    Ok(Ok(()))
-}
-
 /// The password as the URL writes it (raw and percent-decoded, in the
 /// user info or as `?password=`), to be removed from anything shown.
 fn url_secrets(url: &str) -> Vec<String> {
@@ -544,43 +495,6 @@ fn config_reason(e: &sqlx::Error) -> String {
         sqlx::Error::Configuration(inner) => inner.to_string(),
         other => other.to_string(),
     }
-}
-
-fn summary(row: &PgRow) -> std::result::Result<QueuedMessage, sqlx::Error> {
-    let status: String = row.try_get("status")?;
-    let recipients: String = row.try_get("recipients")?;
-    let (finished, delay_warned) = decode_state(
-        row.try_get::<Option<String>, _>("recipient_state")?
-            .as_deref(),
-    );
-    Ok(QueuedMessage {
-        id: row.try_get("id")?,
-        status: Status::parse(&status).unwrap_or(Status::Dead),
-        attempts: u32::try_from(row.try_get::<i32, _>("attempts")?).unwrap_or(0),
-        last_error: row.try_get("last_error")?,
-        next_attempt: row
-            .try_get::<Option<i64>, _>("next_attempt_at")?
-            .map(from_ms),
-        created: from_ms(row.try_get("created_at")?),
-        age_from: from_ms(row.try_get("age_from")?),
-        sent_at: row.try_get::<Option<i64>, _>("sent_at")?.map(from_ms),
-        from: row.try_get("mail_from")?,
-        to: serde_json::from_str(&recipients).unwrap_or_default(),
-        subject: row.try_get("subject")?,
-        message_id: row.try_get("message_id")?,
-        size: u64::try_from(row.try_get::<i64, _>("size")?).unwrap_or(0),
-        finished,
-        dsn: decode_dsn(row.try_get::<Option<String>, _>("dsn_request")?.as_deref()),
-        delay_warned,
-        body_dropped: row.try_get("body_dropped")?,
-    })
-}
-
-fn claimed(row: &PgRow) -> std::result::Result<Claimed, sqlx::Error> {
-    Ok(Claimed {
-        message: summary(row)?,
-        bytes: row.try_get("message")?,
-    })
 }
 
 fn rows_to<T>(
@@ -667,7 +581,7 @@ impl OutboxStore for PgOutbox {
                                     -- The bodies held at once stay bounded.
                                     WHERE n = 1 OR running <= $5)
                       RETURNING ",
-                    summary!(),
+                    summary_columns!(),
                     ", message"
                 ))
                 .bind(worker)
@@ -678,7 +592,7 @@ impl OutboxStore for PgOutbox {
                 .fetch_all(pool),
             )
             .await?;
-        let mut out = self.run(async { rows_to(&rows, claimed) }).await?;
+        let mut out = self.run(async { rows_to(&rows, row::claimed) }).await?;
         out.sort_by_key(|c| c.message.id);
         Ok(out)
     }
@@ -699,7 +613,7 @@ impl OutboxStore for PgOutbox {
                             attempts = attempts + 1
                       WHERE id = $3 AND status = 'queued'
                       RETURNING ",
-                    summary!(),
+                    summary_columns!(),
                     ", message"
                 ))
                 .bind(worker)
@@ -708,7 +622,7 @@ impl OutboxStore for PgOutbox {
                 .fetch_optional(pool),
             )
             .await?;
-        self.run(async { row.as_ref().map(claimed).transpose() })
+        self.run(async { row.as_ref().map(row::claimed).transpose() })
             .await
     }
 
@@ -720,7 +634,7 @@ impl OutboxStore for PgOutbox {
         now: SystemTime,
     ) -> Result<bool> {
         let pool = self.worker_pool().await?;
-        let columns = crate::completion_columns(&completion, now);
+        let columns = row::completion_columns(&completion, now);
         let sql = if columns.status == Status::Sent && !self.keep_sent_bodies {
             concat!(
                 "UPDATE outbox_messages
@@ -809,16 +723,20 @@ impl OutboxStore for PgOutbox {
     async fn list(&self, include_sent: bool) -> Result<Vec<QueuedMessage>> {
         let pool = self.pool().await?;
         let sql = if include_sent {
-            concat!("SELECT ", summary!(), " FROM outbox_messages ORDER BY id")
+            concat!(
+                "SELECT ",
+                summary_columns!(),
+                " FROM outbox_messages ORDER BY id"
+            )
         } else {
             concat!(
                 "SELECT ",
-                summary!(),
+                summary_columns!(),
                 " FROM outbox_messages WHERE status <> 'sent' ORDER BY id"
             )
         };
         let rows = self.run(sqlx::query(sql).fetch_all(pool)).await?;
-        self.run(async { rows_to(&rows, summary) }).await
+        self.run(async { rows_to(&rows, row::summary) }).await
     }
 
     async fn queued_ids(&self) -> Result<Vec<MessageId>> {
@@ -890,7 +808,7 @@ impl OutboxStore for PgOutbox {
         let rows = self
             .run(
                 sqlx::query(
-                    "SELECT status, COUNT(*) AS n FROM outbox_messages GROUP BY status
+                    "SELECT status AS label, COUNT(*) AS n FROM outbox_messages GROUP BY status
                      UNION ALL
                      SELECT 'oldest', MIN(created_at) FROM outbox_messages
                       WHERE status IN ('queued', 'sending')
@@ -913,31 +831,8 @@ impl OutboxStore for PgOutbox {
                 .fetch_all(pool),
             )
             .await?;
-        let mut stats = Stats::default();
-        for row in rows {
-            let (status, n) = self
-                .run(async {
-                    Ok::<_, sqlx::Error>((
-                        row.try_get::<String, _>("status")?,
-                        row.try_get::<Option<i64>, _>("n")?,
-                    ))
-                })
-                .await?;
-            let count = u64::try_from(n.unwrap_or(0)).unwrap_or(0);
-            if let Some(recipient_status) = status.strip_prefix("recipients:") {
-                crate::count_recipients(&mut stats, Some(recipient_status), n);
-                continue;
-            }
-            match (status.as_str(), Status::parse(&status)) {
-                ("oldest", _) => stats.oldest_waiting = n.map(from_ms),
-                (_, Some(Status::Queued)) => stats.queued = count,
-                (_, Some(Status::Sending)) => stats.sending = count,
-                (_, Some(Status::Sent)) => stats.sent = count,
-                (_, Some(Status::Dead)) => stats.dead = count,
-                (_, None) => {}
-            }
-        }
-        Ok(stats)
+        let rows = self.run(async { rows_to(&rows, row::stats_row) }).await?;
+        Ok(row::stats(rows))
     }
 
     async fn purge_sent(&self, before: SystemTime) -> Result<u64> {

@@ -237,3 +237,42 @@ async fn the_space_of_dropped_bodies_is_reused() {
     assert!(drop_db < 4 * MB as u64, "{drop_db}");
     assert!(burst_db < 24 * MB as u64, "{burst_db}");
 }
+
+/// An `attempts` value out of the listing's range (a hand-edited row) is
+/// clamped, as on every store: below zero is 0, above `u32::MAX` is
+/// `u32::MAX`.
+#[tokio::test]
+async fn an_attempts_count_out_of_range_is_clamped() {
+    use sqlx::ConnectOptions as _;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("outbox.db");
+    let store = SqliteOutbox::open(&path).unwrap();
+    let id = store.enqueue(conformance::message(1)).await.unwrap();
+    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&path)
+        .connect()
+        .await
+        .unwrap();
+    for (stored, listed) in [(-5_i64, 0_u32), (1 << 40, u32::MAX), (7, 7)] {
+        sqlx::query("UPDATE outbox_messages SET attempts = ? WHERE id = ?")
+            .bind(stored)
+            .bind(id)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let m = &store.list(false).await.unwrap()[0];
+        assert_eq!(m.attempts, listed, "stored {stored}");
+    }
+    // A claim reads it the same way (one more attempt).
+    let claimed = store
+        .claim_one(
+            id,
+            "w",
+            std::time::Duration::from_secs(60),
+            std::time::SystemTime::now(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(claimed.message.attempts, 8);
+}

@@ -20,7 +20,7 @@ use mailgate_core::outbox::{Heartbeat, Presence};
 use sqlx::postgres::PgPool;
 
 use super::PgOutbox;
-use crate::to_ms;
+use crate::row::to_ms;
 
 /// Migration 3: the workers' heartbeats.
 pub(super) const WORKERS_TABLE: &str = "CREATE TABLE mailgate_workers (
