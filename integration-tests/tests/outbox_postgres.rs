@@ -1,10 +1,10 @@
 //! The PostgreSQL outbox against a real PostgreSQL 15 of its own
-//! ([`PgServer`]): the conformance suite every store passes, claims by
-//! concurrent workers, the schema migrated once by stores starting
-//! together, and the errors an operator meets, none showing the password.
+//! ([`PgServer`]): claims by workers with their own stores, the schema
+//! migrated once by stores starting together, and the errors an operator
+//! meets, none showing the password. The conformance suite every store
+//! passes runs in `outbox_conformance.rs`.
 
-#[path = "../../outbox/tests/conformance/mod.rs"]
-mod conformance;
+use mailgate_outbox::testing as conformance;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -48,66 +48,6 @@ fn a_server_starts_in_seconds() {
             server.port()
         )
     );
-}
-
-#[tokio::test]
-async fn lifecycle() {
-    let server = PgServer::start();
-    conformance::lifecycle(store(&server.url())).await;
-}
-
-#[tokio::test]
-async fn claims_are_bounded_in_bytes() {
-    let server = PgServer::start();
-    conformance::claims_are_bounded_in_bytes(store(&server.url())).await;
-}
-
-#[tokio::test]
-async fn per_recipient() {
-    let server = PgServer::start();
-    conformance::per_recipient(store(&server.url())).await;
-}
-
-#[tokio::test]
-async fn delay_reports_are_recipient_state() {
-    let server = PgServer::start();
-    conformance::delay_reports_are_recipient_state(store(&server.url())).await;
-}
-
-#[tokio::test]
-async fn sent_messages_keep_their_headers_only() {
-    let server = PgServer::start();
-    let url = server.url();
-    conformance::sent_messages_keep_their_headers_only(
-        Arc::new(PgOutbox::open(&url).unwrap()),
-        Arc::new(PgOutbox::open(&url).unwrap().keep_sent_bodies(true)),
-    )
-    .await;
-    // What is left of each sent message: its header section to the blank
-    // line; the kept one is whole.
-    let rows = server.psql(
-        server.database(),
-        "SELECT body_dropped, octet_length(message), size,
-                position('\\x0d0a0d0a'::bytea IN message) + 3 = octet_length(message)
-           FROM outbox_messages WHERE status = 'sent' ORDER BY id",
-    );
-    let rows: Vec<&str> = rows.lines().collect();
-    assert_eq!(rows.len(), 5, "{rows:?}");
-    for row in &rows[..4] {
-        let cols: Vec<&str> = row.split('|').collect();
-        assert_eq!(cols[0], "t", "{row}");
-        assert_eq!(cols[3], "t", "ends at the blank line: {row}");
-        assert!(cols[1].parse::<u64>().unwrap() < 200, "{row}");
-        assert!(cols[2].parse::<u64>().unwrap() > 70_000, "{row}");
-    }
-    let kept: Vec<&str> = rows[4].split('|').collect();
-    assert_eq!((kept[0], kept[1] == kept[2]), ("f", true), "{rows:?}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_claims_are_exclusive() {
-    let server = PgServer::start();
-    conformance::concurrent_claims_are_exclusive(store(&server.url()), 1000, 4).await;
 }
 
 /// Workers in separate processes have separate stores (pools): each claims

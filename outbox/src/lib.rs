@@ -37,6 +37,8 @@ mod postgres;
 mod row;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 #[cfg(feature = "postgres")]
 pub use postgres::PgOutbox;

@@ -1,9 +1,10 @@
-//! The SQLite store: the conformance suite, file mode, and the errors an
-//! operator meets (a file that is not a database, a newer schema).
+//! The SQLite store: file mode, and the errors an operator meets (a file
+//! that is not a database, a newer schema). The conformance suite runs on
+//! it with every registered store (integration-tests/tests/outbox_conformance.rs).
 
 #![cfg(feature = "sqlite")]
 
-mod conformance;
+use mailgate_outbox::testing as conformance;
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::sync::Arc;
@@ -13,47 +14,6 @@ use mailgate_outbox::SqliteOutbox;
 
 fn store(dir: &tempfile::TempDir) -> Arc<dyn OutboxStore> {
     Arc::new(SqliteOutbox::open(&dir.path().join("outbox.db")).unwrap())
-}
-
-#[tokio::test]
-async fn lifecycle() {
-    let dir = tempfile::tempdir().unwrap();
-    conformance::lifecycle(store(&dir)).await;
-}
-
-#[tokio::test]
-async fn claims_are_bounded_in_bytes() {
-    let dir = tempfile::tempdir().unwrap();
-    conformance::claims_are_bounded_in_bytes(store(&dir)).await;
-}
-
-#[tokio::test]
-async fn per_recipient() {
-    let dir = tempfile::tempdir().unwrap();
-    conformance::per_recipient(store(&dir)).await;
-}
-
-#[tokio::test]
-async fn delay_reports_are_recipient_state() {
-    let dir = tempfile::tempdir().unwrap();
-    conformance::delay_reports_are_recipient_state(store(&dir)).await;
-}
-
-#[tokio::test]
-async fn sent_messages_keep_their_headers_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("outbox.db");
-    conformance::sent_messages_keep_their_headers_only(
-        Arc::new(SqliteOutbox::open(&path).unwrap()),
-        Arc::new(SqliteOutbox::open(&path).unwrap().keep_sent_bodies(true)),
-    )
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_claims_are_exclusive() {
-    let dir = tempfile::tempdir().unwrap();
-    conformance::concurrent_claims_are_exclusive(store(&dir), 200, 4).await;
 }
 
 #[tokio::test]
