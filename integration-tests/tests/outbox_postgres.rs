@@ -301,3 +301,77 @@ async fn an_attempts_count_out_of_range_is_clamped() {
         .unwrap();
     assert_eq!(claimed.message.attempts, 8);
 }
+
+/// Leases and due times are the database's: a worker whose clock runs 10
+/// minutes behind still finds what was just stored and leases it until
+/// the database's now plus the lease; one whose clock runs 10 minutes
+/// ahead does not take that live lease. Once the lease has run out by the
+/// database's clock, anyone takes the message, whatever its own clock says.
+#[tokio::test]
+async fn leases_and_due_times_are_judged_by_the_database_clock() {
+    let server = PgServer::start();
+    let s = store(&server.url());
+    let a = s.enqueue(conformance::message(1)).await.unwrap();
+    let b = s.enqueue(conformance::message(2)).await.unwrap();
+    let skew = Duration::from_secs(600);
+    let lease = Duration::from_secs(60);
+    let ids = |claimed: Vec<mailgate_core::outbox::Claimed>| -> Vec<i64> {
+        claimed.iter().map(|c| c.message.id).collect()
+    };
+
+    let behind = s
+        .claim("behind", lease, 1, SystemTime::now() - skew)
+        .await
+        .unwrap();
+    assert_eq!(ids(behind), [a], "due by the database's clock");
+    let lease_left_ms: i64 = server
+        .psql(
+            server.database(),
+            &format!(
+                "SELECT lease_until - floor(extract(epoch FROM now()) * 1000)::bigint \
+                 FROM outbox_messages WHERE id = {a}"
+            ),
+        )
+        .parse()
+        .unwrap();
+    assert!(
+        (55_000..=60_000).contains(&lease_left_ms),
+        "the lease ends 60 s after the database's now: {lease_left_ms} ms left"
+    );
+
+    let ahead = s
+        .claim("ahead", lease, 10, SystemTime::now() + skew)
+        .await
+        .unwrap();
+    assert_eq!(ids(ahead), [b], "the live lease on {a} is not taken");
+    assert!(
+        s.claim("ahead-more", lease, 10, SystemTime::now() + 10 * skew)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // The database's clock passes the lease's end (moved back 61 s).
+    server.psql(
+        server.database(),
+        &format!("UPDATE outbox_messages SET lease_until = lease_until - 61000 WHERE id = {a}"),
+    );
+    let late = s
+        .claim("third", lease, 10, SystemTime::now() - skew)
+        .await
+        .unwrap();
+    assert_eq!(ids(late), [a], "an ended lease is taken, by any clock");
+    assert!(
+        !s.complete(
+            a,
+            "behind",
+            Completion::Sent {
+                reply: "250".into()
+            },
+            SystemTime::now()
+        )
+        .await
+        .unwrap(),
+        "the first worker lost it"
+    );
+}

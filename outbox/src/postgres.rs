@@ -17,6 +17,14 @@
 //! `SELECT, INSERT, UPDATE, DELETE` on `outbox_messages` and
 //! `mailgate_workers` and `USAGE` on its sequence).
 //!
+//! Whether a message is due and whether a lease is alive are judged by the
+//! database's clock (`now()`), and a claim's lease ends by it: the `now` a
+//! worker passes is ignored there, so a worker whose clock runs minutes
+//! ahead never takes a live lease, and one whose clock runs behind still
+//! finds what is due. What a worker computes (a retry's next attempt, the
+//! time a message was sent, the start of a message's age on `retry`) is
+//! kept as given.
+//!
 //! Times are milliseconds since the epoch in `BIGINT` columns, as in SQLite;
 //! the recipients are a JSON array in a `TEXT` column, the same encoding as
 //! SQLite: it is only ever read back whole (never searched in SQL, so
@@ -104,6 +112,20 @@ macro_rules! drop_body {
                         OR (position('\\x0d0a0d0a'::bytea IN message) > 0
                             AND position('\\x0d0a0d0a'::bytea IN message) + 3
                                 < octet_length(message))"
+    };
+}
+
+/// The database's clock, in milliseconds since the epoch as the columns
+/// keep times: `now()`, the start of the statement's transaction (every
+/// change here is one statement, its own transaction, and none waits for
+/// the time it reads). Whether a message is due and whether a lease is
+/// alive are judged by it, and leases end by it: the workers' clocks may
+/// disagree by minutes, the database's is one. Times a worker computes
+/// (a retry's next attempt, when a message was sent) are kept as it gives
+/// them.
+macro_rules! db_now_ms {
+    () => {
+        "(floor(extract(epoch FROM now()) * 1000)::bigint)"
     };
 }
 
@@ -413,6 +435,11 @@ impl PgOutbox {
     }
 }
 
+/// A lease's length in milliseconds, added to the database's clock.
+fn lease_ms(lease: Duration) -> i64 {
+    i64::try_from(lease.as_millis()).unwrap_or(i64::MAX)
+}
+
 /// The password as the URL writes it (raw and percent-decoded, in the
 /// user info or as `?password=`), to be removed from anything shown.
 fn url_secrets(url: &str) -> Vec<String> {
@@ -528,17 +555,20 @@ impl OutboxStore for PgOutbox {
 
     async fn enqueue(&self, message: NewMessage) -> Result<MessageId> {
         let pool = self.pool().await?;
-        let now = to_ms(SystemTime::now());
         let recipients = serde_json::to_string(&message.to).unwrap_or_else(|_| "[]".into());
         self.run(
-            sqlx::query_scalar(
+            // Stored and due at the database's now (not this machine's:
+            // a clock behind would keep it from being due for as long).
+            sqlx::query_scalar(concat!(
                 "INSERT INTO outbox_messages
                    (status, created_at, age_from, next_attempt_at, attempts, mail_from, recipients,
                     subject, message_id, size, message, dsn_request)
-                 VALUES ('queued', $1, $1, $1, 0, $2, $3, $4, $5, $6, $7, $8)
-                 RETURNING id",
-            )
-            .bind(now)
+                 SELECT 'queued', t, t, t, 0, $1, $2, $3, $4, $5, $6, $7
+                   FROM (SELECT ",
+                db_now_ms!(),
+                " AS t) AS clock
+                 RETURNING id"
+            ))
             .bind(&message.from)
             .bind(recipients)
             .bind(&message.subject)
@@ -560,6 +590,7 @@ impl OutboxStore for PgOutbox {
         limit: usize,
         now: SystemTime,
     ) -> Result<Vec<Claimed>> {
+        let _ = now; // The database's clock decides, not the worker's.
         let pool = self.worker_pool().await?;
         // SKIP LOCKED: rows another worker is claiming right now are left
         // to it; a row it claimed and committed meanwhile is re-checked
@@ -568,25 +599,31 @@ impl OutboxStore for PgOutbox {
             .run(
                 sqlx::query(concat!(
                     "UPDATE outbox_messages
-                        SET status = 'sending', lease_owner = $1, lease_until = $2,
+                        SET status = 'sending', lease_owner = $1,
+                            lease_until = ",
+                    db_now_ms!(),
+                    " + $2,
                             attempts = attempts + 1
                       WHERE id IN (SELECT id FROM (
                                      SELECT id, size, SUM(size) OVER (ORDER BY id) AS running,
                                     ROW_NUMBER() OVER (ORDER BY id) AS n
                                        FROM (SELECT id, size FROM outbox_messages
-                                              WHERE (status = 'queued' AND next_attempt_at <= $3)
-                                                 OR (status = 'sending' AND lease_until <= $3)
-                                              ORDER BY id LIMIT $4
+                                              WHERE (status = 'queued' AND next_attempt_at <= ",
+                    db_now_ms!(),
+                    ")
+                                                 OR (status = 'sending' AND lease_until <= ",
+                    db_now_ms!(),
+                    ")
+                                              ORDER BY id LIMIT $3
                                               FOR UPDATE SKIP LOCKED) AS due) AS sized
                                     -- The bodies held at once stay bounded.
-                                    WHERE n = 1 OR running <= $5)
+                                    WHERE n = 1 OR running <= $4)
                       RETURNING ",
                     summary_columns!(),
                     ", message"
                 ))
                 .bind(worker)
-                .bind(to_ms(now + lease))
-                .bind(to_ms(now))
+                .bind(lease_ms(lease))
                 .bind(i64::try_from(limit).unwrap_or(i64::MAX))
                 .bind(mailgate_core::outbox::CLAIM_MAX_BYTES)
                 .fetch_all(pool),
@@ -604,12 +641,16 @@ impl OutboxStore for PgOutbox {
         lease: Duration,
         now: SystemTime,
     ) -> Result<Option<Claimed>> {
+        let _ = now; // The lease ends by the database's clock.
         let pool = self.worker_pool().await?;
         let row = self
             .run(
                 sqlx::query(concat!(
                     "UPDATE outbox_messages
-                        SET status = 'sending', lease_owner = $1, lease_until = $2,
+                        SET status = 'sending', lease_owner = $1,
+                            lease_until = ",
+                    db_now_ms!(),
+                    " + $2,
                             attempts = attempts + 1
                       WHERE id = $3 AND status = 'queued'
                       RETURNING ",
@@ -617,7 +658,7 @@ impl OutboxStore for PgOutbox {
                     ", message"
                 ))
                 .bind(worker)
-                .bind(to_ms(now + lease))
+                .bind(lease_ms(lease))
                 .bind(id)
                 .fetch_optional(pool),
             )
@@ -754,15 +795,19 @@ impl OutboxStore for PgOutbox {
         let pool = self.pool().await?;
         let done = self
             .run(
-                sqlx::query(
+                // Due now by the database's clock; its age counts from the
+                // caller's now, as the worker measures it.
+                sqlx::query(concat!(
                     "UPDATE outbox_messages
-                        SET status = 'queued', next_attempt_at = $1, age_from = $1, attempts = 0,
+                        SET status = 'queued', next_attempt_at = ",
+                    db_now_ms!(),
+                    ", age_from = $1, attempts = 0,
                             recipient_state = (SELECT jsonb_agg(r)::text
                                                  FROM jsonb_array_elements(
                                                         COALESCE(recipient_state, '[]')::jsonb) r
                                                 WHERE r->>'status' <> 'dead')
-                      WHERE id = $2 AND status IN ('queued', 'dead')",
-                )
+                      WHERE id = $2 AND status IN ('queued', 'dead')"
+                ))
                 .bind(to_ms(now))
                 .bind(id)
                 .execute(pool),
@@ -775,15 +820,17 @@ impl OutboxStore for PgOutbox {
         let pool = self.pool().await?;
         let done = self
             .run(
-                sqlx::query(
+                sqlx::query(concat!(
                     "UPDATE outbox_messages
-                        SET status = 'queued', next_attempt_at = $1, age_from = $1, attempts = 0,
+                        SET status = 'queued', next_attempt_at = ",
+                    db_now_ms!(),
+                    ", age_from = $1, attempts = 0,
                             recipient_state = (SELECT jsonb_agg(r)::text
                                                  FROM jsonb_array_elements(
                                                         COALESCE(recipient_state, '[]')::jsonb) r
                                                 WHERE r->>'status' <> 'dead')
-                      WHERE status = 'dead'",
-                )
+                      WHERE status = 'dead'"
+                ))
                 .bind(to_ms(now))
                 .execute(pool),
             )

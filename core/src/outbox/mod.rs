@@ -407,6 +407,9 @@ pub trait OutboxStore: Send + Sync + fmt::Debug {
     /// Leases up to `limit` due messages to `worker` until `now + lease`:
     /// `queued` ones whose next attempt has come, and `sending` ones whose
     /// lease ran out (their worker died). Each claim counts as an attempt.
+    /// `now` is the worker's clock; a store shared by several machines may
+    /// judge by a clock of its own (its database's) instead, so that
+    /// workers whose clocks disagree never take each other's live leases.
     /// The messages' sizes add up to at most [`CLAIM_MAX_BYTES`] (the
     /// first one whatever its size): a worker holds the bodies it claimed,
     /// and a queue of big messages must not take the machine's memory.
