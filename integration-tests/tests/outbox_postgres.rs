@@ -375,3 +375,84 @@ async fn leases_and_due_times_are_judged_by_the_database_clock() {
         "the first worker lost it"
     );
 }
+
+/// LISTEN/NOTIFY: a message another process stores (a mailer of its own,
+/// with its own connections) wakes an idle worker at once, not at its next
+/// look (every 2 s at the most often; 10 s when it listens).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_worker_wakes_at_once_for_a_message_another_process_stores() {
+    use mailgate::outbox::Worker;
+    use mailgate::{Mailer, OutgoingMessage};
+    let server = PgServer::start();
+    let smtp = mailgate_devserver::DevSmtpServer::builder()
+        .start()
+        .await
+        .unwrap();
+    let port = smtp.port().to_string();
+    let url = server.url();
+    let dir = ConfigDir::with_properties(
+        &[
+            ("mksis.logging.email.from", "alm@example.com"),
+            ("mksis.logging.email.server.hostname", "127.0.0.1"),
+            ("mksis.logging.email.server.port", &port),
+            ("mailgate.outbox.url", &url),
+        ],
+        &[],
+    );
+    let build = || {
+        Mailer::builder()
+            .config_dir(dir.path())
+            .env_overrides(false)
+            .build()
+            .expect("a mailer with the PostgreSQL outbox")
+    };
+    let (delivering, storing) = (build(), build());
+    assert!(
+        delivering
+            .outbox()
+            .unwrap()
+            .describe()
+            .starts_with("postgres ")
+    );
+    let worker = Worker::new(&delivering).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(async move {
+        worker
+            .run(async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    let mut took = Vec::new();
+    for i in 0..5 {
+        // Idle: it found nothing and sleeps, at a different point of its
+        // look cycle each round.
+        tokio::time::sleep(Duration::from_millis(400 + 170 * i)).await;
+        let started = Instant::now();
+        storing
+            .enqueue_message(OutgoingMessage {
+                to: vec!["dev@example.com".into()],
+                subject: format!("woken {i}"),
+                body: "stored by another process\n".into(),
+                ..OutgoingMessage::default()
+            })
+            .await
+            .unwrap();
+        while smtp.messages().len() <= i as usize {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "message {i} was not delivered"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        took.push(started.elapsed());
+    }
+    eprintln!("from enqueue to delivery: {took:?}");
+    assert!(
+        took.iter().all(|t| *t < Duration::from_millis(700)),
+        "each well under the 2 s look: {took:?}"
+    );
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
+    smtp.shutdown().await;
+}

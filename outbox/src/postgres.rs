@@ -54,6 +54,7 @@ use crate::migrate::{Dialect, MigrateError};
 use crate::row::{self, encode_dsn, from_ms, summary_columns, to_ms};
 
 mod liveness;
+mod notify;
 
 /// Opens `postgres://...` ([`crate::POSTGRES`]).
 pub(crate) fn open_url(url: &OutboxUrl, settings: &Settings) -> Result<Arc<dyn OutboxStore>> {
@@ -130,7 +131,7 @@ macro_rules! db_now_ms {
 }
 
 /// How long a new connection may take (TCP, TLS, authentication).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// How long an operation waits for a pooled connection.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -553,21 +554,28 @@ impl OutboxStore for PgOutbox {
         self.count_heard().await
     }
 
+    async fn watch(&self) -> Result<Option<Box<dyn mailgate_core::outbox::WorkWatch>>> {
+        self.listen().await
+    }
+
     async fn enqueue(&self, message: NewMessage) -> Result<MessageId> {
         let pool = self.pool().await?;
         let recipients = serde_json::to_string(&message.to).unwrap_or_else(|_| "[]".into());
         self.run(
             // Stored and due at the database's now (not this machine's:
             // a clock behind would keep it from being due for as long).
+            // Idle workers listening hear of it when it commits (`notify`).
             sqlx::query_scalar(concat!(
-                "INSERT INTO outbox_messages
-                   (status, created_at, age_from, next_attempt_at, attempts, mail_from, recipients,
-                    subject, message_id, size, message, dsn_request)
-                 SELECT 'queued', t, t, t, 0, $1, $2, $3, $4, $5, $6, $7
-                   FROM (SELECT ",
+                "WITH new AS (
+                   INSERT INTO outbox_messages
+                     (status, created_at, age_from, next_attempt_at, attempts, mail_from,
+                      recipients, subject, message_id, size, message, dsn_request)
+                   SELECT 'queued', t, t, t, 0, $1, $2, $3, $4, $5, $6, $7
+                     FROM (SELECT ",
                 db_now_ms!(),
                 " AS t) AS clock
-                 RETURNING id"
+                   RETURNING id)
+                 SELECT new.id FROM new, (SELECT pg_notify('mailgate_outbox', '')) AS announced"
             ))
             .bind(&message.from)
             .bind(recipients)
@@ -758,6 +766,8 @@ impl OutboxStore for PgOutbox {
                 .execute(pool),
             )
             .await?;
+        // Due again: another worker may take them now.
+        self.announce(done.rows_affected()).await;
         Ok(done.rows_affected())
     }
 
@@ -813,6 +823,7 @@ impl OutboxStore for PgOutbox {
                 .execute(pool),
             )
             .await?;
+        self.announce(done.rows_affected()).await;
         Ok(done.rows_affected() == 1)
     }
 
@@ -835,6 +846,7 @@ impl OutboxStore for PgOutbox {
                 .execute(pool),
             )
             .await?;
+        self.announce(done.rows_affected()).await;
         Ok(done.rows_affected())
     }
 

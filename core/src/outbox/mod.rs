@@ -555,6 +555,26 @@ pub trait OutboxStore: Send + Sync + fmt::Debug {
     async fn live_workers(&self) -> Result<u64> {
         Ok(0)
     }
+
+    /// Starts listening for work that other processes store (an enqueue,
+    /// a retry by hand), so that an idle worker wakes at once instead of
+    /// at its next look. `None` (the default): the store cannot tell; a
+    /// worker is woken by its own [`Mailer`](crate::Mailer)'s enqueues and
+    /// looks again every 2 s for the others'.
+    async fn watch(&self) -> Result<Option<Box<dyn WorkWatch>>> {
+        Ok(None)
+    }
+}
+
+/// Work stored by other processes, as a store announces it
+/// ([`OutboxStore::watch`]).
+#[async_trait]
+pub trait WorkWatch: Send {
+    /// Returns once new work may have been stored. A return with nothing
+    /// new is allowed (after a lost connection, say: what was announced
+    /// meanwhile is unheard, so the worker looks). An error: the watch is
+    /// lost; the worker drops it and asks the store for a new one.
+    async fn changed(&mut self) -> Result<()>;
 }
 
 /// The outbox settings (`mailgate.outbox.*`).

@@ -22,6 +22,19 @@ use crate::mailer::Mailer;
 /// messages another process stored are seen without a signal.
 const POLL: Duration = Duration::from_secs(2);
 
+/// The longest sleep between looks when the store announces new work
+/// ([`OutboxStore::watch`]): the looks are then only for what no
+/// announcement covers (a dead worker's heartbeat going stale), so they
+/// come every half `mailgate.outbox.workerTimeoutSeconds`, from [`POLL`]
+/// up to this.
+const POLL_WATCHED: Duration = Duration::from_secs(10);
+
+/// A store that could not start announcing new work is asked again after this.
+const WATCH_RETRY: Duration = Duration::from_secs(60);
+
+/// How long a store may take to start announcing new work.
+const WATCH_START: Duration = Duration::from_secs(5);
+
 /// Messages claimed at once per connection: one claim for many deliveries.
 const BATCH_PER_CONNECTION: usize = 64;
 
@@ -481,12 +494,49 @@ impl Worker {
     async fn run_until(&self, shutdown: impl Future<Output = ()>) -> Result<()> {
         tokio::pin!(shutdown);
         let mut failures = 0u32;
+        // What the store announces of other processes' work; asked for
+        // before each look, so nothing stored after the look goes unheard.
+        let mut watch: Option<Box<dyn super::WorkWatch>> = None;
+        let mut watchable = true;
+        let mut watch_failed: Option<std::time::Instant> = None;
         loop {
             // Polled here first so that a signal handler behind it is in place.
             tokio::select! {
                 biased;
                 () = &mut shutdown => return Ok(()),
                 () = std::future::ready(()) => {}
+            }
+            if watch.is_none()
+                && watchable
+                && watch_failed.is_none_or(|at| at.elapsed() >= WATCH_RETRY)
+            {
+                let started = tokio::time::timeout(WATCH_START, self.store.watch())
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(Error::Outbox {
+                            location: self.store.describe(),
+                            reason: format!(
+                                "listening for new messages: no answer within {} s",
+                                WATCH_START.as_secs()
+                            ),
+                        })
+                    });
+                match started {
+                    Ok(Some(started)) => {
+                        watch = Some(started);
+                        watch_failed = None;
+                    }
+                    Ok(None) => watchable = false,
+                    Err(e) => {
+                        if watch_failed.is_none() {
+                            tracing::warn!(
+                                "outbox: cannot listen for new messages: {e}; looking every {} s meanwhile",
+                                POLL.as_secs()
+                            );
+                        }
+                        watch_failed = Some(std::time::Instant::now());
+                    }
+                }
             }
             let batch = self.deliver_due();
             tokio::pin!(batch);
@@ -507,7 +557,11 @@ impl Worker {
                 }
                 Ok(_) => {
                     failures = 0;
-                    self.until_next_due().await
+                    let poll = match watch {
+                        Some(_) => (self.settings.worker_timeout / 2).clamp(POLL, POLL_WATCHED),
+                        None => POLL,
+                    };
+                    self.until_next_due(poll).await
                 }
                 Err(e) => {
                     failures = failures.saturating_add(1);
@@ -515,21 +569,34 @@ impl Worker {
                     Duration::from_secs(1u64 << failures.min(5))
                 }
             };
-            tokio::select! {
+            let heard = async {
+                match watch.as_mut() {
+                    Some(watch) => watch.changed().await.err(),
+                    None => std::future::pending().await,
+                }
+            };
+            let lost = tokio::select! {
                 biased;
                 () = &mut shutdown => return Ok(()),
-                () = tokio::time::sleep(pause) => {}
+                () = tokio::time::sleep(pause) => None,
                 // The mailer stored a message: look now, not at the next poll.
-                () = self.wake.notified() => {}
+                () = self.wake.notified() => None,
+                // Another process did.
+                lost = heard => lost,
+            };
+            if let Some(e) = lost {
+                tracing::warn!("outbox: stopped listening for new messages: {e}; listening again");
+                watch = None;
             }
         }
     }
 
-    async fn until_next_due(&self) -> Duration {
+    /// How long to sleep: until the next message is due, at most `poll`.
+    async fn until_next_due(&self, poll: Duration) -> Duration {
         let now = (self.clock)();
         match self.store.next_due().await {
-            Ok(Some(at)) => at.duration_since(now).unwrap_or(Duration::ZERO).min(POLL),
-            _ => POLL,
+            Ok(Some(at)) => at.duration_since(now).unwrap_or(Duration::ZERO).min(poll),
+            _ => poll,
         }
     }
 
