@@ -315,6 +315,37 @@ pub struct Stats {
     pub recipients: RecipientStats,
 }
 
+impl Stats {
+    /// The counts of `messages` (every stored message, `sent` ones too):
+    /// per status, the oldest waiting one, and per recipient (a recipient
+    /// without a finished record shares its message's status). What
+    /// [`OutboxStore::stats`] reports unless a store counts with a query of
+    /// its own.
+    pub fn of<'m>(messages: impl IntoIterator<Item = &'m QueuedMessage>) -> Stats {
+        let mut stats = Stats::default();
+        for m in messages {
+            *match m.status {
+                Status::Queued => &mut stats.queued,
+                Status::Sending => &mut stats.sending,
+                Status::Sent => &mut stats.sent,
+                Status::Dead => &mut stats.dead,
+            } += 1;
+            if matches!(m.status, Status::Queued | Status::Sending) {
+                stats.oldest_waiting =
+                    Some(stats.oldest_waiting.map_or(m.created, |t| t.min(m.created)));
+            }
+            for r in m.recipients() {
+                *match r.status {
+                    Status::Queued | Status::Sending => &mut stats.recipients.queued,
+                    Status::Sent => &mut stats.recipients.sent,
+                    Status::Dead => &mut stats.recipients.dead,
+                } += 1;
+            }
+        }
+        stats
+    }
+}
+
 /// How a claim ends.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Completion {
@@ -371,6 +402,44 @@ impl Completion {
                 } else {
                     Status::Sent
                 }
+            }
+        }
+    }
+
+    /// What this completion makes of `message` at `now`, as every store
+    /// records it: the status, the last failure (kept when the completion
+    /// brings none), the next attempt, when it was sent, and for
+    /// [`Completion::Recipients`] the finished recipients and the reported
+    /// delays (of the recipients still due). The SQL stores write the same
+    /// into their columns; a store that keeps [`QueuedMessage`]s calls this.
+    /// The lease and the message's bytes are the store's to handle.
+    pub fn apply(self, message: &mut QueuedMessage, now: SystemTime) {
+        message.status = self.status();
+        message.sent_at = (message.status == Status::Sent).then_some(now);
+        match self {
+            Completion::Sent { .. } => message.next_attempt = None,
+            Completion::Retry {
+                error,
+                next_attempt,
+            } => {
+                message.last_error = Some(error);
+                message.next_attempt = Some(next_attempt);
+            }
+            Completion::Dead { error } => {
+                message.last_error = Some(error);
+                message.next_attempt = None;
+            }
+            Completion::Recipients {
+                finished,
+                next_attempt,
+                error,
+                mut delay_warned,
+            } => {
+                delay_warned.retain(|a| !finished.iter().any(|r| &r.address == a));
+                message.finished = finished;
+                message.next_attempt = next_attempt;
+                message.last_error = Some(error);
+                message.delay_warned = delay_warned;
             }
         }
     }
@@ -505,8 +574,17 @@ pub trait OutboxStore: Send + Sync + fmt::Debug {
     /// Messages, oldest first; `sent` ones only with `include_sent`.
     async fn list(&self, include_sent: bool) -> Result<Vec<QueuedMessage>>;
 
-    /// Ids of the `queued` messages, oldest first.
-    async fn queued_ids(&self) -> Result<Vec<MessageId>>;
+    /// Ids of the `queued` messages, oldest first. The default picks them
+    /// from [`OutboxStore::list`]; a store overrides it to ask for the ids
+    /// alone.
+    async fn queued_ids(&self) -> Result<Vec<MessageId>> {
+        let listed = self.list(false).await?;
+        Ok(listed
+            .into_iter()
+            .filter(|m| m.status == Status::Queued)
+            .map(|m| m.id)
+            .collect())
+    }
 
     /// Makes `id` (`queued` or `dead`) due now as `queued`, with its
     /// attempts and its maximum age counted afresh; its dead recipients are
@@ -514,15 +592,28 @@ pub trait OutboxStore: Send + Sync + fmt::Debug {
     /// in those states.
     async fn retry(&self, id: MessageId, now: SystemTime) -> Result<bool>;
 
-    /// [`OutboxStore::retry`] for every `dead` message; how many.
-    async fn retry_dead(&self, now: SystemTime) -> Result<u64>;
+    /// [`OutboxStore::retry`] for every `dead` message; how many. The
+    /// default retries them one by one; a store overrides it to do so in
+    /// one write.
+    async fn retry_dead(&self, now: SystemTime) -> Result<u64> {
+        let mut retried = 0;
+        for m in self.list(false).await? {
+            if m.status == Status::Dead && self.retry(m.id, now).await? {
+                retried += 1;
+            }
+        }
+        Ok(retried)
+    }
 
     /// Deletes `id` whatever its status, unless it is being sent; false if
     /// there is no such message (or it is being sent).
     async fn delete(&self, id: MessageId) -> Result<bool>;
 
-    /// Counts per status.
-    async fn stats(&self) -> Result<Stats>;
+    /// Counts per status. The default counts what [`OutboxStore::list`]
+    /// returns ([`Stats::of`]); a store overrides it to count with a query.
+    async fn stats(&self) -> Result<Stats> {
+        Ok(Stats::of(&self.list(true).await?))
+    }
 
     /// Deletes `sent` messages sent before `before`; how many.
     async fn purge_sent(&self, before: SystemTime) -> Result<u64>;
@@ -708,6 +799,135 @@ mod tests {
             ),
             "OutboxUrl { url: \"postgres://a@h/d\", origin: Builder }"
         );
+    }
+
+    fn listed(status: Status, to: &[&str], finished: Vec<RecipientRecord>) -> QueuedMessage {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1000 + to.len() as u64);
+        QueuedMessage {
+            id: 1,
+            status,
+            attempts: 1,
+            last_error: Some("451 earlier".into()),
+            next_attempt: Some(t),
+            created: t,
+            age_from: t,
+            sent_at: None,
+            from: "a@example.com".into(),
+            to: to.iter().map(|a| (*a).to_owned()).collect(),
+            subject: String::new(),
+            message_id: None,
+            size: 10,
+            finished,
+            dsn: None,
+            delay_warned: vec!["c@example.com".into()],
+            body_dropped: false,
+        }
+    }
+
+    fn record(address: &str, status: Status) -> RecipientRecord {
+        RecipientRecord {
+            address: address.into(),
+            status,
+            reply: Some("reply".into()),
+            attempts: 1,
+        }
+    }
+
+    #[test]
+    fn a_completion_sets_what_the_stores_record() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(5000);
+        let later = now + Duration::from_secs(60);
+        let to = ["b@example.com", "c@example.com"];
+        let mut m = listed(Status::Sending, &to, Vec::new());
+        Completion::Sent {
+            reply: "250".into(),
+        }
+        .apply(&mut m, now);
+        assert_eq!(
+            (m.status, m.sent_at, m.next_attempt),
+            (Status::Sent, Some(now), None)
+        );
+        assert_eq!(m.last_error.as_deref(), Some("451 earlier"), "kept");
+        assert_eq!(m.delay_warned, ["c@example.com"], "kept");
+
+        let mut m = listed(Status::Sending, &to, Vec::new());
+        let retry = Completion::Retry {
+            error: "421 busy".into(),
+            next_attempt: later,
+        };
+        retry.apply(&mut m, now);
+        assert_eq!(
+            (m.status, m.sent_at, m.next_attempt),
+            (Status::Queued, None, Some(later))
+        );
+        assert_eq!(m.last_error.as_deref(), Some("421 busy"));
+
+        let mut m = listed(Status::Sending, &to, Vec::new());
+        Completion::Dead {
+            error: "550 no".into(),
+        }
+        .apply(&mut m, now);
+        assert_eq!((m.status, m.next_attempt), (Status::Dead, None));
+
+        let mut m = listed(Status::Sending, &to, Vec::new());
+        let finished = vec![record("b@example.com", Status::Sent)];
+        let some_due = Completion::Recipients {
+            finished: finished.clone(),
+            next_attempt: Some(later),
+            error: "452 full".into(),
+            delay_warned: vec!["b@example.com".into(), "c@example.com".into()],
+        };
+        some_due.apply(&mut m, now);
+        assert_eq!((m.status, m.next_attempt), (Status::Queued, Some(later)));
+        assert_eq!(m.finished, finished);
+        assert_eq!(m.delay_warned, ["c@example.com"], "only the due ones");
+        let all_done = Completion::Recipients {
+            finished: vec![
+                record("b@example.com", Status::Sent),
+                record("c@example.com", Status::Dead),
+            ],
+            next_attempt: None,
+            error: "550 no".into(),
+            delay_warned: Vec::new(),
+        };
+        all_done.apply(&mut m, now);
+        assert_eq!(
+            (m.status, m.sent_at, m.next_attempt),
+            (Status::Dead, None, None)
+        );
+        assert!(m.delay_warned.is_empty());
+    }
+
+    #[test]
+    fn stats_count_messages_and_recipients() {
+        let two = ["a@example.com", "b@example.com"];
+        let messages = [
+            listed(
+                Status::Queued,
+                &two,
+                vec![record("a@example.com", Status::Sent)],
+            ),
+            listed(Status::Sending, &["c@example.com"], Vec::new()),
+            listed(Status::Sent, &two, Vec::new()),
+            listed(
+                Status::Dead,
+                &two,
+                vec![record("a@example.com", Status::Dead)],
+            ),
+        ];
+        let stats = Stats::of(&messages);
+        assert_eq!(
+            (stats.queued, stats.sending, stats.sent, stats.dead),
+            (1, 1, 1, 1)
+        );
+        assert_eq!(
+            stats.oldest_waiting,
+            Some(messages[1].created),
+            "the older waiting one"
+        );
+        let r = &stats.recipients;
+        assert_eq!((r.queued, r.sent, r.dead), (2, 3, 2));
+        assert_eq!(Stats::of(&[]), Stats::default());
     }
 
     #[test]
