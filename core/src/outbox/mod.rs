@@ -149,6 +149,44 @@ pub struct NewMessage {
     pub dsn: Option<DsnRequest>,
 }
 
+impl NewMessage {
+    /// The message as a store keeps it once stored as `id` at `now`:
+    /// `queued`, due at once, no attempt yet, its age counted from `now`;
+    /// and its bytes. What every store records for an enqueue (the SQL
+    /// stores in their columns).
+    pub fn into_queued(self, id: MessageId, now: SystemTime) -> (QueuedMessage, Vec<u8>) {
+        let message = QueuedMessage {
+            id,
+            status: Status::Queued,
+            attempts: 0,
+            last_error: None,
+            next_attempt: Some(now),
+            created: now,
+            age_from: now,
+            sent_at: None,
+            from: self.from,
+            to: self.to,
+            subject: self.subject,
+            message_id: self.message_id,
+            size: self.bytes.len() as u64,
+            finished: Vec::new(),
+            dsn: self.dsn,
+            delay_warned: Vec::new(),
+            body_dropped: false,
+        };
+        (message, self.bytes)
+    }
+}
+
+/// How much of a sent message is kept when bodies are dropped
+/// (`mailgate.outbox.keepSentBodies=false`): its header section, up to and
+/// including the blank line that ends it. `None` when nothing follows (no
+/// blank line, or no body): the message is kept as it is.
+pub fn header_section_len(message: &[u8]) -> Option<usize> {
+    let end = message.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    (end < message.len()).then_some(end)
+}
+
 impl fmt::Debug for NewMessage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NewMessage")
@@ -271,6 +309,35 @@ impl QueuedMessage {
             .filter(|a| self.finished_record(a).is_none())
             .cloned()
             .collect()
+    }
+
+    /// What [`OutboxStore::retry`] makes of this message at `now` when it
+    /// is `queued` or `dead`: `queued` and due now, its attempts and its age
+    /// counted afresh, its dead recipients due again (the sent ones stay
+    /// sent, a reported delay stays reported). False, and unchanged, in
+    /// another state.
+    pub fn retry(&mut self, now: SystemTime) -> bool {
+        if !matches!(self.status, Status::Queued | Status::Dead) {
+            return false;
+        }
+        self.status = Status::Queued;
+        self.next_attempt = Some(now);
+        self.age_from = now;
+        self.attempts = 0;
+        self.finished.retain(|r| r.status != Status::Dead);
+        true
+    }
+
+    /// What a `sent` message keeps of its `bytes` when bodies are dropped
+    /// (`mailgate.outbox.keepSentBodies=false`): the header section
+    /// ([`header_section_len`]), and [`QueuedMessage::body_dropped`] set.
+    /// Nothing changes for a message in another state, or one with no
+    /// body.
+    pub fn drop_sent_body(&mut self, bytes: &mut Vec<u8>) {
+        if let Some(header) = header_section_len(bytes).filter(|_| self.status == Status::Sent) {
+            bytes.truncate(header);
+            self.body_dropped = true;
+        }
     }
 
     fn finished_record(&self, address: &str) -> Option<&RecipientRecord> {
@@ -928,6 +995,71 @@ mod tests {
         let r = &stats.recipients;
         assert_eq!((r.queued, r.sent, r.dead), (2, 3, 2));
         assert_eq!(Stats::of(&[]), Stats::default());
+    }
+
+    #[test]
+    fn a_new_message_is_stored_queued_and_due_at_once() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(7);
+        let new = NewMessage {
+            from: "a@example.com".into(),
+            to: vec!["b@example.com".into()],
+            subject: "s".into(),
+            message_id: Some("<m@example.com>".into()),
+            bytes: b"Subject: s\r\n\r\nbody".to_vec(),
+            dsn: Some(DsnRequest::default()),
+        };
+        let (m, bytes) = new.clone().into_queued(42, now);
+        assert_eq!(bytes, new.bytes);
+        assert_eq!(
+            (m.id, m.status, m.attempts, m.size),
+            (42, Status::Queued, 0, 18)
+        );
+        assert_eq!(
+            (m.next_attempt, m.created, m.age_from),
+            (Some(now), now, now)
+        );
+        assert_eq!((m.from, m.to, m.dsn), (new.from, new.to, new.dsn));
+        assert!(m.finished.is_empty() && !m.body_dropped && m.sent_at.is_none());
+    }
+
+    #[test]
+    fn the_header_section_ends_at_the_first_blank_line() {
+        assert_eq!(header_section_len(b"A: 1\r\n\r\nbody\r\n\r\nmore"), Some(8));
+        assert_eq!(header_section_len(b"A: 1\r\n\r\n"), None, "no body");
+        assert_eq!(
+            header_section_len(b"A: 1\r\nB: 2\r\n"),
+            None,
+            "no blank line"
+        );
+        assert_eq!(header_section_len(b"A: 1\n\nbody"), None, "CRLF only");
+    }
+
+    #[test]
+    fn a_retry_makes_queued_and_dead_messages_due_with_their_dead_recipients() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(9000);
+        let finished = vec![
+            record("a@example.com", Status::Sent),
+            record("b@example.com", Status::Dead),
+        ];
+        let mut m = listed(Status::Dead, &["a@example.com", "b@example.com"], finished);
+        m.attempts = 5;
+        assert!(m.retry(now));
+        assert_eq!(
+            (m.status, m.next_attempt, m.age_from, m.attempts),
+            (Status::Queued, Some(now), now, 0)
+        );
+        assert_eq!(m.finished, [record("a@example.com", Status::Sent)]);
+        assert_eq!(
+            m.delay_warned,
+            ["c@example.com"],
+            "a reported delay stays reported"
+        );
+        for status in [Status::Sending, Status::Sent] {
+            let mut m = listed(status, &["a@example.com"], Vec::new());
+            let before = m.clone();
+            assert!(!m.retry(now));
+            assert_eq!(m, before);
+        }
     }
 
     #[test]
