@@ -11,29 +11,13 @@ use lettre::address::Envelope;
 use super::delay::{Deferrals, delay_warnings, still_due};
 use super::dsn::DsnWriter;
 use super::observer::{DeliveryObserver, RecipientEvent};
+use super::wake::Wake;
 use super::{
     Claimed, Completion, MessageId, OutboxSettings, OutboxStore, QueuedMessage, RecipientRecord,
     Status, backoff,
 };
 use crate::error::{Error, RecipientRefusal, Result};
 use crate::mailer::Mailer;
-
-/// A worker sleeps at most this long between looks at the outbox, so that
-/// messages another process stored are seen without a signal.
-const POLL: Duration = Duration::from_secs(2);
-
-/// The longest sleep between looks when the store announces new work
-/// ([`OutboxStore::watch`]): the looks are then only for what no
-/// announcement covers (a dead worker's heartbeat going stale), so they
-/// come every half `mailgate.outbox.workerTimeoutSeconds`, from [`POLL`]
-/// up to this.
-const POLL_WATCHED: Duration = Duration::from_secs(10);
-
-/// A store that could not start announcing new work is asked again after this.
-const WATCH_RETRY: Duration = Duration::from_secs(60);
-
-/// How long a store may take to start announcing new work.
-const WATCH_START: Duration = Duration::from_secs(5);
 
 /// Messages claimed at once per connection: one claim for many deliveries.
 const BATCH_PER_CONNECTION: usize = 64;
@@ -494,11 +478,7 @@ impl Worker {
     async fn run_until(&self, shutdown: impl Future<Output = ()>) -> Result<()> {
         tokio::pin!(shutdown);
         let mut failures = 0u32;
-        // What the store announces of other processes' work; asked for
-        // before each look, so nothing stored after the look goes unheard.
-        let mut watch: Option<Box<dyn super::WorkWatch>> = None;
-        let mut watchable = true;
-        let mut watch_failed: Option<std::time::Instant> = None;
+        let mut wake = Wake::new(Arc::clone(&self.wake));
         loop {
             // Polled here first so that a signal handler behind it is in place.
             tokio::select! {
@@ -506,38 +486,7 @@ impl Worker {
                 () = &mut shutdown => return Ok(()),
                 () = std::future::ready(()) => {}
             }
-            if watch.is_none()
-                && watchable
-                && watch_failed.is_none_or(|at| at.elapsed() >= WATCH_RETRY)
-            {
-                let started = tokio::time::timeout(WATCH_START, self.store.watch())
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(Error::Outbox {
-                            location: self.store.describe(),
-                            reason: format!(
-                                "listening for new messages: no answer within {} s",
-                                WATCH_START.as_secs()
-                            ),
-                        })
-                    });
-                match started {
-                    Ok(Some(started)) => {
-                        watch = Some(started);
-                        watch_failed = None;
-                    }
-                    Ok(None) => watchable = false,
-                    Err(e) => {
-                        if watch_failed.is_none() {
-                            tracing::warn!(
-                                "outbox: cannot listen for new messages: {e}; looking every {} s meanwhile",
-                                POLL.as_secs()
-                            );
-                        }
-                        watch_failed = Some(std::time::Instant::now());
-                    }
-                }
-            }
+            wake.listen(self.store.as_ref()).await;
             let batch = self.deliver_due();
             tokio::pin!(batch);
             let result = tokio::select! {
@@ -557,10 +506,7 @@ impl Worker {
                 }
                 Ok(_) => {
                     failures = 0;
-                    let poll = match watch {
-                        Some(_) => (self.settings.worker_timeout / 2).clamp(POLL, POLL_WATCHED),
-                        None => POLL,
-                    };
+                    let poll = wake.poll(self.settings.worker_timeout);
                     self.until_next_due(poll).await
                 }
                 Err(e) => {
@@ -569,24 +515,10 @@ impl Worker {
                     Duration::from_secs(1u64 << failures.min(5))
                 }
             };
-            let heard = async {
-                match watch.as_mut() {
-                    Some(watch) => watch.changed().await.err(),
-                    None => std::future::pending().await,
-                }
-            };
-            let lost = tokio::select! {
+            tokio::select! {
                 biased;
                 () = &mut shutdown => return Ok(()),
-                () = tokio::time::sleep(pause) => None,
-                // The mailer stored a message: look now, not at the next poll.
-                () = self.wake.notified() => None,
-                // Another process did.
-                lost = heard => lost,
-            };
-            if let Some(e) = lost {
-                tracing::warn!("outbox: stopped listening for new messages: {e}; listening again");
-                watch = None;
+                () = wake.sleep(pause) => {}
             }
         }
     }
