@@ -658,6 +658,39 @@ mod tests {
             assert!(msg.contains("available: kv+tls:, kv:"), "{msg}");
         }
 
+        fn build(registry: Registry, url: &str) -> crate::Result<crate::Mailer> {
+            crate::Mailer::builder()
+                .registry(registry)
+                .server("smtp.example.com", 25)
+                // The test strategy claims to send credentials.
+                .allow_plaintext_auth(true)
+                .property("mailgate.outbox.url", url)
+                .build()
+        }
+
+        #[test]
+        fn a_mailer_opens_the_outbox_through_its_registry_when_it_lists_stores() {
+            let strategies = || Registry::from_descriptors([&OPEN]).unwrap();
+            // No store registered: no outbox, whatever the URL says.
+            let mailer = build(strategies(), "mysql://db/x").unwrap();
+            let err = mailer.outbox().unwrap_err().to_string();
+            assert!(err.contains("Registry::with_store"), "{err}");
+            // Stores registered: the one taking the scheme is opened.
+            let err = build(strategies().with_store(&KV).unwrap(), "kv://h/x").unwrap_err();
+            assert_eq!(err.to_string(), "opened");
+            let err = build(strategies().with_store(&KV).unwrap(), "mysql://db/x").unwrap_err();
+            assert!(err.to_string().contains("`mysql:` URLs"), "{err}");
+            // An opener of the program's own wins over the registry.
+            let err = crate::Mailer::builder()
+                .registry(strategies().with_store(&KV).unwrap())
+                .server("smtp.example.com", 25)
+                .allow_plaintext_auth(true)
+                .outbox(|_| Err(crate::Error::Usage("the program's own".into())))
+                .build()
+                .unwrap_err();
+            assert_eq!(err.to_string(), "the program's own");
+        }
+
         #[test]
         fn store_keys_are_known_and_their_secrets_collected() {
             let registry = Registry::from_descriptors([&ONE])
