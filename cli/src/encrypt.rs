@@ -60,7 +60,7 @@ impl Known {
     pub(crate) fn of(registry: &mailgate::Registry) -> Self {
         Self {
             secret: registry.secret_keys(),
-            all: registry.strategy_keys().map(|k| k.name).collect(),
+            all: registry.keys().map(|k| k.name).collect(),
         }
     }
 }

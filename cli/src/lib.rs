@@ -506,11 +506,8 @@ fn builder(
         .registry(registry.clone())
         .files(config_files_in(cli, sendmail_dir)?)
         .env_overrides(true);
-    // Opened lazily: nothing is created until a command uses the outbox.
-    #[cfg(any(feature = "outbox-sqlite", feature = "outbox-postgres"))]
-    {
-        builder = builder.outbox(mailgate::open_outbox);
-    }
+    // The outbox is the registry's: the store `mailgate.outbox.url` names,
+    // opened lazily (nothing is created until a command uses it).
     if let Some(key) = &cli.key_file {
         builder = builder.key_file(key);
     }
@@ -523,7 +520,7 @@ fn settings(cli: &Cli, registry: &Registry) -> Result<Settings, Error> {
     Settings::load(LoadOptions {
         files: config_files(cli)?,
         env: true,
-        strategy_keys: registry.strategy_keys().copied().collect(),
+        strategy_keys: registry.keys().copied().collect(),
         key_file: cli.key_file.clone(),
         ..LoadOptions::default()
     })
@@ -559,10 +556,6 @@ async fn run_command(cli: Cli, registry: Registry) -> Result<(), Failure> {
                     .env_overrides(true);
                 if let Some(key) = &key_file {
                     builder = builder.key_file(key);
-                }
-                #[cfg(any(feature = "outbox-sqlite", feature = "outbox-postgres"))]
-                {
-                    builder = builder.outbox(mailgate::open_outbox);
                 }
                 Ok(builder)
             });
@@ -625,7 +618,7 @@ async fn run_command(cli: Cli, registry: Registry) -> Result<(), Failure> {
     }
     let mailer = builder.build()?;
     let result = match &cli.command {
-        Command::Check(args) => check(&mailer, args, cli.quiet).await,
+        Command::Check(args) => check(&mailer, &registry, args, cli.quiet).await,
         Command::Send(args) => send::send(&mailer, args, cli.quiet).await,
         Command::Sendmail(_) => match &sendmail_args {
             Some(args) => sendmail::sendmail(&mailer, args).await,
@@ -673,7 +666,12 @@ fn origin_json(origin: &mailgate::Origin) -> serde_json::Value {
     }
 }
 
-async fn check(mailer: &Mailer, args: &CheckArgs, quiet: bool) -> Result<(), Failure> {
+async fn check(
+    mailer: &Mailer,
+    registry: &Registry,
+    args: &CheckArgs,
+    quiet: bool,
+) -> Result<(), Failure> {
     let settings = mailer.settings();
     // Every ENC(...) value, not only the strategy's: a value under another
     // key is found now rather than when a send needs it.
@@ -704,13 +702,18 @@ async fn check(mailer: &Mailer, args: &CheckArgs, quiet: bool) -> Result<(), Fai
         Ok(store) if !store.created() => Some((store.describe(), Ok(None))),
         Ok(store) => Some((store.describe(), store.stats().await.map(Some))),
     };
+    // The stores this mailgate can open (`mailgate.outbox.url` schemes).
+    let stores: Vec<String> = registry
+        .stores()
+        .map(|d| format!("{} ({})", d.name, d.schemes.join(":, ") + ":"))
+        .collect();
     // Whether anything delivers what is queued.
     let workers = match mailer.outbox() {
         Ok(store) if store.created() => store.live_workers().await.ok(),
         _ => None,
     };
     // A relay running on this folder: whether its settings are current.
-    let relay = relay::status_line(settings);
+    let relay = relay::status_line(mailer);
     // Built first, printed once the failures are known: the JSON object
     // carries the first one.
     let mut json_out = None;
@@ -743,6 +746,7 @@ async fn check(mailer: &Mailer, args: &CheckArgs, quiet: bool) -> Result<(), Fai
         if let Some(relay) = &relay {
             obj["relay"] = serde_json::Value::from(relay.clone());
         }
+        obj["outbox_stores"] = serde_json::Value::from(registry.store_names());
         if let Some((location, stats)) = &outbox {
             obj["outbox"] = match stats {
                 Ok(Some(stats)) => {
@@ -828,6 +832,9 @@ async fn check(mailer: &Mailer, args: &CheckArgs, quiet: bool) -> Result<(), Fai
                 );
             }
             None => {}
+        }
+        if !stores.is_empty() {
+            let _ = write!(text, "\nstores:   {}", stores.join(", "));
         }
         if let Some(relay) = &relay {
             let _ = write!(text, "\nrelay:    {relay}");

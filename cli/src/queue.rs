@@ -499,23 +499,23 @@ pub(crate) async fn deliver(
     }
 }
 
-/// A SQLite outbox whose file was removed (its folder cleaned up): a
-/// started worker leaves instead of delivering from a deleted file forever.
+/// An outbox file that was removed (its folder cleaned up): a started
+/// worker leaves instead of delivering from a deleted file forever.
 fn outbox_gone(mailer: &Mailer) -> bool {
-    match &mailer.settings().outbox().location {
-        mailgate::outbox::OutboxLocation::Sqlite(path) => !path.exists(),
-        _ => false,
-    }
+    mailer
+        .outbox()
+        .ok()
+        .and_then(|store| store.local_file())
+        .is_some_and(|path| !path.exists())
 }
 
-/// The lock that makes a `deliver --until-empty` the only one started on a
-/// SQLite outbox (`PATH.deliver.lock`); `None` when another holds it. On
-/// PostgreSQL the live-worker check alone decides (two started at the same
-/// moment share the outbox like any two workers).
+/// The lock that makes a `deliver --until-empty` the only one started on
+/// an outbox in a local file (`PATH.deliver.lock`); `None` when another
+/// holds it. On a shared database the live-worker check alone decides (two
+/// started at the same moment share the outbox like any two workers).
 fn sole_deliverer(mailer: &Mailer) -> Option<Option<std::fs::File>> {
     use std::os::unix::fs::OpenOptionsExt as _;
-    let mailgate::outbox::OutboxLocation::Sqlite(path) = &mailer.settings().outbox().location
-    else {
+    let Some(path) = mailer.outbox().ok().and_then(|store| store.local_file()) else {
         return Some(None);
     };
     let mut name = path.as_os_str().to_owned();

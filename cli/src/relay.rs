@@ -610,15 +610,16 @@ fn epoch(t: SystemTime) -> u64 {
 }
 
 /// Where the status file is: next to the outbox file, else in the config folder.
-pub(crate) fn status_path(settings: &Settings) -> PathBuf {
-    match &settings.outbox().location {
-        mailgate::outbox::OutboxLocation::Sqlite(path) => path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| settings.base_dir())
-            .join(STATUS_FILE),
-        _ => settings.base_dir().join(STATUS_FILE),
-    }
+pub(crate) fn status_path(mailer: &Mailer) -> PathBuf {
+    let folder = mailer
+        .outbox()
+        .ok()
+        .and_then(|store| store.local_file())
+        .and_then(Path::parent)
+        .map(Path::to_path_buf);
+    folder
+        .unwrap_or_else(|| mailer.settings().base_dir())
+        .join(STATUS_FILE)
 }
 
 fn write_status(path: &Path, status: &Status) {
@@ -635,8 +636,8 @@ fn read_status(path: &Path) -> Option<Vec<u8>> {
 }
 
 /// What `check` shows of a relay using this folder.
-pub(crate) fn status_line(settings: &Settings) -> Option<String> {
-    let path = status_path(settings);
+pub(crate) fn status_line(mailer: &Mailer) -> Option<String> {
+    let path = status_path(mailer);
     let status: Status = serde_json::from_slice(&read_status(&path)?).ok()?;
     let alive = status.running && unsafe { libc::kill(status.pid as i32, 0) } == 0;
     if !alive {
@@ -695,7 +696,7 @@ pub(crate) async fn run(build: Build) -> Result<(), Failure> {
             })
         })?;
     let listen = server.local_addr();
-    let status_file = status_path(loaded.mailer.settings());
+    let status_file = status_path(&loaded.mailer);
     let final_status = status_file.clone();
     let watched = watched_files(loaded.mailer.settings());
     let started = epoch(SystemTime::now());

@@ -22,6 +22,9 @@ pub enum Origin {
     /// Set in code through the [`crate::MailerBuilder`] (`property`, or a
     /// typed method such as `server`).
     Builder,
+    /// Not set anywhere: the program's default (the outbox URL of
+    /// [`Registry::default_outbox_url`](crate::Registry::default_outbox_url)).
+    Default,
 }
 
 impl fmt::Display for Origin {
@@ -30,6 +33,7 @@ impl fmt::Display for Origin {
             Origin::File { path, line } => write!(f, "{}:{line}", path.display()),
             Origin::Env { var } => write!(f, "environment variable {var}"),
             Origin::Builder => f.write_str("a value set in code (MailerBuilder)"),
+            Origin::Default => f.write_str("the program's default (the key is not set)"),
         }
     }
 }
@@ -197,6 +201,32 @@ pub enum ConfigError {
         /// Module path of the second.
         second: String,
     },
+    /// `mailgate.outbox.url` (or the program's default for it) names a
+    /// scheme no registered outbox store takes.
+    #[error("{0}")]
+    UnknownOutboxStore(Box<UnknownOutboxStore>),
+    /// An outbox is wanted, but `mailgate.outbox.url` is not set and the
+    /// program has no default for it.
+    #[error(
+        "property `mailgate.outbox.url` is not set and this program has no default outbox; set it in is.properties to a URL one of the registered outbox stores takes (available: {})",
+        list_or_none(available)
+    )]
+    NoOutboxUrl {
+        /// The schemes the registered stores take (`scheme:`).
+        available: Vec<String>,
+    },
+    /// Two registered outbox stores share a name or a URL scheme.
+    #[error(
+        "two outbox stores are registered {name}: one in `{first}` and one in `{second}`; register only one of them"
+    )]
+    DuplicateStore {
+        /// The shared name (`as `x``) or scheme (`for `x:` URLs`).
+        name: String,
+        /// Module path of the first.
+        first: String,
+        /// Module path of the second.
+        second: String,
+    },
     /// `mailgate encrypt --check` found secrets in plain text.
     #[error("{count} secret(s) stored in plain text; run `mailgate encrypt`")]
     PlaintextSecrets {
@@ -239,6 +269,61 @@ fn unknown_strategy_message(name: &str, available: &[String], hint: Option<&str>
         ),
         None => format!(
             "no authentication strategy {name} is registered (available: {available}); register its descriptor (`Registry::with(&its_crate::DESCRIPTOR)`), or, for a crate that submits it through inventory, use `Registry::with_inventory()` and name the crate in the binary (`use its_crate as _;`)"
+        ),
+    }
+}
+
+/// `a, b` or `none`.
+fn list_or_none(items: &[String]) -> String {
+    if items.is_empty() {
+        "none".to_owned()
+    } else {
+        items.join(", ")
+    }
+}
+
+/// What [`ConfigError::UnknownOutboxStore`] knows: the URL, where it was
+/// set, and the stores there are.
+#[derive(Debug)]
+pub struct UnknownOutboxStore {
+    /// The URL as it may be shown (no password).
+    pub url: String,
+    /// Where it was set.
+    pub origin: Origin,
+    /// Its scheme; `None` when it has none.
+    pub scheme: Option<String>,
+    /// The store known to take that scheme but left out of this build.
+    pub store: Option<String>,
+    /// The schemes the registered stores take (`scheme:`).
+    pub available: Vec<String>,
+    /// What adds the store to the build, where the registry knows.
+    pub hint: Option<String>,
+}
+
+impl fmt::Display for UnknownOutboxStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&unknown_store_message(self))
+    }
+}
+
+fn unknown_store_message(e: &UnknownOutboxStore) -> String {
+    let url = &e.url;
+    let given = match &e.origin {
+        Origin::Default => {
+            format!("property `mailgate.outbox.url` is not set and its default is `{url}`")
+        }
+        origin => format!("property `mailgate.outbox.url` at {origin} is `{url}`"),
+    };
+    let available = list_or_none(&e.available);
+    match (e.scheme.as_deref(), e.store.as_deref(), e.hint.as_deref()) {
+        (None, _, _) => format!(
+            "{given}, which is not a URL (`SCHEME:...`); set it to a URL one of the registered outbox stores takes (available: {available})"
+        ),
+        (Some(scheme), Some(store), Some(hint)) => format!(
+            "{given}, but the outbox store `{store}` for `{scheme}:` URLs is not compiled into this build (available: {available}); enable {hint}, or set `mailgate.outbox.url` to a URL of an available store"
+        ),
+        (Some(scheme), _, _) => format!(
+            "{given}, but no registered outbox store takes `{scheme}:` URLs (available: {available}); set it to a URL of an available store, or register the store that takes it (`Registry::with_store(&its_crate::DESCRIPTOR)`)"
         ),
     }
 }

@@ -25,6 +25,7 @@ pub mod transport;
 pub use error::{ConfigError, Error, ErrorKind, Origin, RecipientRefusal, Result, Stage};
 pub use mailer::{DEFAULT_MAX_CONNECTIONS, FromMailer, Mailer, MailerBuilder, SettingsBuilder};
 pub use message::{Attachment, OutgoingMessage};
+pub use outbox::{OutboxDescriptor, OutboxUrl};
 pub use registry::Registry;
 pub use resolver::{AuthFlags, Choice, Resolution, Rule, VendorMode, precedence};
 pub use settings::{Settings, TlsMode, key_file_path, keys};

@@ -10,7 +10,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::error::{Error, Origin, Result};
 use crate::message::{self, OutgoingMessage, raw};
-use crate::outbox::{DsnRequest, MessageId, NewMessage, OutboxSettings, OutboxStore, Worker};
+use crate::outbox::{DsnRequest, MessageId, NewMessage, OutboxStore, Worker};
 use crate::properties::{ConfigFiles, Properties};
 use crate::registry::Registry;
 use crate::resolver::{AuthFlags, Resolution, VendorMode};
@@ -108,8 +108,9 @@ impl<M: FromMailer> SettingsBuilder for MailerBuilder<M> {
     }
 }
 
-/// Opens the outbox a [`Mailer`] is built with, from its settings.
-pub type OutboxOpener = Box<dyn FnOnce(&OutboxSettings) -> Result<Arc<dyn OutboxStore>> + Send>;
+/// Opens the outbox a [`Mailer`] is built with, from its settings
+/// ([`MailerBuilder::outbox`]).
+pub type OutboxOpener = Box<dyn FnOnce(&Settings) -> Result<Arc<dyn OutboxStore>> + Send>;
 
 impl<M> std::fmt::Debug for MailerBuilder<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -427,19 +428,30 @@ impl<M: FromMailer> MailerBuilder<M> {
         self
     }
 
-    /// Keeps messages in an outbox opened by `open` from the settings
-    /// (`mailgate.outbox.*`): [`Mailer::enqueue`] and the [`Worker`] use it.
-    /// The `mailgate` facade's `outbox` module opens the SQLite and
-    /// PostgreSQL stores.
+    /// Keeps messages in the outbox `open` returns from the settings,
+    /// instead of the one the registry's stores open: a store of the
+    /// program's own, or one wrapped around a registered store
+    /// ([`Registry::open_store`]). Without it, [`build`](Self::build) opens
+    /// the store of `mailgate.outbox.url` when the registry lists any
+    /// ([`Registry::with_store`]); [`Mailer::enqueue`] and the [`Worker`]
+    /// use it.
     pub fn outbox(
         mut self,
-        open: impl FnOnce(&OutboxSettings) -> Result<Arc<dyn OutboxStore>> + Send + 'static,
+        open: impl FnOnce(&Settings) -> Result<Arc<dyn OutboxStore>> + Send + 'static,
     ) -> Self {
         self.outbox = Some(Box::new(open));
         self
     }
 
-    /// Reads and validates the settings and builds the chosen strategy.
+    /// Keeps messages in `store` ([`Self::outbox`] for a store already open).
+    pub fn outbox_store(self, store: Arc<dyn OutboxStore>) -> Self {
+        self.outbox(move |_| Ok(store))
+    }
+
+    /// Reads and validates the settings and builds the chosen strategy;
+    /// with [`outbox`](Self::outbox), or a registry listing outbox stores,
+    /// opens the outbox (a `mailgate.outbox.url` no registered store takes
+    /// is an error naming the key).
     pub fn build(self) -> Result<M> {
         if let Some(error) = self.deferred {
             return Err(error.into());
@@ -452,7 +464,7 @@ impl<M: FromMailer> MailerBuilder<M> {
             files: self.files,
             overrides: self.overrides,
             env: self.env,
-            strategy_keys: registry.strategy_keys().copied().collect(),
+            strategy_keys: registry.keys().copied().collect(),
             key_file: self.key_file,
         })?;
         let (resolution, strategy) = registry.build(settings.flags(), &settings)?;
@@ -472,10 +484,13 @@ impl<M: FromMailer> MailerBuilder<M> {
                 self.pool,
             )?),
         };
-        let outbox = self
-            .outbox
-            .map(|open| open(settings.outbox()))
-            .transpose()?;
+        // A program that registers stores wants an outbox (opened lazily:
+        // nothing is created before it is used).
+        let outbox = match self.outbox {
+            Some(open) => Some(open(&settings)?),
+            None if registry.has_stores() => Some(registry.open_store(&settings)?),
+            None => None,
+        };
         let background = self.background && outbox.is_some();
         let runtime = if background {
             Some(tokio::runtime::Handle::try_current().map_err(|_| {
@@ -793,7 +808,7 @@ impl Mailer {
     pub fn outbox(&self) -> Result<&Arc<dyn OutboxStore>> {
         self.inner.outbox.as_ref().ok_or_else(|| {
             Error::Usage(
-                "this mailer has no outbox: build it with MailerBuilder::outbox (the mailgate crate's outbox::open)".into(),
+                "this mailer has no outbox: register an outbox store (`Registry::with_store`; the `mailgate` crate's `outbox-*` features list theirs) or give one to `MailerBuilder::outbox_store`".into(),
             )
         })
     }

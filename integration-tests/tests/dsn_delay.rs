@@ -81,7 +81,6 @@ fn restarted(dir: &std::path::Path) -> Mailer {
     Mailer::builder()
         .config_dir(dir)
         .env_overrides(false)
-        .outbox(mailgate::open_outbox)
         .build()
         .expect("mailer builds")
 }

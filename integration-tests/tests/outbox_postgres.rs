@@ -1,17 +1,17 @@
 //! The PostgreSQL outbox against a real PostgreSQL 15 of its own
-//! ([`PgServer`]): the conformance suite every store passes, claims by
-//! concurrent workers, the schema migrated once by stores starting
-//! together, and the errors an operator meets, none showing the password.
+//! ([`PgServer`]): claims by workers with their own stores, the schema
+//! migrated once by stores starting together, and the errors an operator
+//! meets, none showing the password. The conformance suite every store
+//! passes runs in `outbox_conformance.rs`.
 
-#[path = "../../outbox/tests/conformance/mod.rs"]
-mod conformance;
+use mailgate_outbox::testing as conformance;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use mailgate_core::Error;
-use mailgate_core::outbox::{Completion, OutboxLocation, OutboxSettings, OutboxStore, shown_url};
-use mailgate_integration_tests::{PgServer, unused_port};
+use mailgate_core::outbox::{Completion, OutboxStore, shown_url};
+use mailgate_integration_tests::{ConfigDir, PgServer, unused_port};
 use mailgate_outbox::PgOutbox;
 
 fn store(url: &str) -> Arc<dyn OutboxStore> {
@@ -48,66 +48,6 @@ fn a_server_starts_in_seconds() {
             server.port()
         )
     );
-}
-
-#[tokio::test]
-async fn lifecycle() {
-    let server = PgServer::start();
-    conformance::lifecycle(store(&server.url())).await;
-}
-
-#[tokio::test]
-async fn claims_are_bounded_in_bytes() {
-    let server = PgServer::start();
-    conformance::claims_are_bounded_in_bytes(store(&server.url())).await;
-}
-
-#[tokio::test]
-async fn per_recipient() {
-    let server = PgServer::start();
-    conformance::per_recipient(store(&server.url())).await;
-}
-
-#[tokio::test]
-async fn delay_reports_are_recipient_state() {
-    let server = PgServer::start();
-    conformance::delay_reports_are_recipient_state(store(&server.url())).await;
-}
-
-#[tokio::test]
-async fn sent_messages_keep_their_headers_only() {
-    let server = PgServer::start();
-    let url = server.url();
-    conformance::sent_messages_keep_their_headers_only(
-        Arc::new(PgOutbox::open(&url).unwrap()),
-        Arc::new(PgOutbox::open(&url).unwrap().keep_sent_bodies(true)),
-    )
-    .await;
-    // What is left of each sent message: its header section to the blank
-    // line; the kept one is whole.
-    let rows = server.psql(
-        server.database(),
-        "SELECT body_dropped, octet_length(message), size,
-                position('\\x0d0a0d0a'::bytea IN message) + 3 = octet_length(message)
-           FROM outbox_messages WHERE status = 'sent' ORDER BY id",
-    );
-    let rows: Vec<&str> = rows.lines().collect();
-    assert_eq!(rows.len(), 5, "{rows:?}");
-    for row in &rows[..4] {
-        let cols: Vec<&str> = row.split('|').collect();
-        assert_eq!(cols[0], "t", "{row}");
-        assert_eq!(cols[3], "t", "ends at the blank line: {row}");
-        assert!(cols[1].parse::<u64>().unwrap() < 200, "{row}");
-        assert!(cols[2].parse::<u64>().unwrap() > 70_000, "{row}");
-    }
-    let kept: Vec<&str> = rows[4].split('|').collect();
-    assert_eq!((kept[0], kept[1] == kept[2]), ("f", true), "{rows:?}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_claims_are_exclusive() {
-    let server = PgServer::start();
-    conformance::concurrent_claims_are_exclusive(store(&server.url()), 1000, 4).await;
 }
 
 /// Workers in separate processes have separate stores (pools): each claims
@@ -296,20 +236,26 @@ async fn describe_and_debug_show_no_password() {
 }
 
 #[tokio::test]
-async fn open_dispatches_a_postgres_url_to_pg_outbox() {
+async fn the_registry_opens_a_postgres_url_with_pg_outbox() {
     let server = PgServer::start();
-    let settings = OutboxSettings {
-        location: OutboxLocation::Postgres(server.url()),
-        retry_initial: Duration::from_secs(30),
-        retry_max: Duration::from_secs(1800),
-        max_age: Duration::from_secs(72 * 3600),
-        keep_sent: Duration::from_secs(24 * 3600),
-        lease: Duration::from_secs(300),
-        worker_timeout: Duration::from_secs(30),
-        delay_warning: Some(Duration::from_secs(4 * 3600)),
-        keep_sent_bodies: false,
-    };
-    let s = mailgate_outbox::open(&settings).unwrap();
+    let dir = ConfigDir::with_properties(
+        &[
+            ("mksis.logging.email.server.hostname", "127.0.0.1"),
+            ("mailgate.outbox.url", &server.url()),
+        ],
+        &[],
+    );
+    let settings = mailgate_core::Settings::load(mailgate_core::settings::LoadOptions {
+        files: mailgate_core::properties::ConfigFiles::in_dir(dir.path()),
+        ..Default::default()
+    })
+    .unwrap();
+    let registry = mailgate_core::Registry::new()
+        .with_store(&mailgate_outbox::SQLITE)
+        .unwrap()
+        .with_store(&mailgate_outbox::POSTGRES)
+        .unwrap();
+    let s = registry.open_store(&settings).unwrap();
     assert_eq!(
         s.describe(),
         format!("postgres {}", shown_url(&server.url()))
@@ -330,4 +276,183 @@ fn a_malformed_url_is_a_configuration_error_without_password() {
     assert!(text.contains("mailgate.outbox.url"), "{text}");
     assert!(!text.contains("Hidden-pw"), "{text}");
     assert!(!format!("{err:?}").contains("Hidden-pw"), "{err:?}");
+}
+
+/// An `attempts` value out of the listing's range (a hand-edited row) is
+/// clamped, as on every store: below zero is 0 (the column holds no value
+/// above `u32::MAX`).
+#[tokio::test]
+async fn an_attempts_count_out_of_range_is_clamped() {
+    let server = PgServer::start();
+    let s = store(&server.url());
+    let id = s.enqueue(conformance::message(1)).await.unwrap();
+    for (stored, listed) in [(-5_i64, 0_u32), (2_147_483_647, 2_147_483_647), (7, 7)] {
+        server.psql(
+            server.database(),
+            &format!("UPDATE outbox_messages SET attempts = {stored} WHERE id = {id}"),
+        );
+        let m = &s.list(false).await.unwrap()[0];
+        assert_eq!(m.attempts, listed, "stored {stored}");
+    }
+    let claimed = s
+        .claim_one(id, "w", Duration::from_secs(60), SystemTime::now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(claimed.message.attempts, 8);
+}
+
+/// Leases and due times are the database's: a worker whose clock runs 10
+/// minutes behind still finds what was just stored and leases it until
+/// the database's now plus the lease; one whose clock runs 10 minutes
+/// ahead does not take that live lease. Once the lease has run out by the
+/// database's clock, anyone takes the message, whatever its own clock says.
+#[tokio::test]
+async fn leases_and_due_times_are_judged_by_the_database_clock() {
+    let server = PgServer::start();
+    let s = store(&server.url());
+    let a = s.enqueue(conformance::message(1)).await.unwrap();
+    let b = s.enqueue(conformance::message(2)).await.unwrap();
+    let skew = Duration::from_secs(600);
+    let lease = Duration::from_secs(60);
+    let ids = |claimed: Vec<mailgate_core::outbox::Claimed>| -> Vec<i64> {
+        claimed.iter().map(|c| c.message.id).collect()
+    };
+
+    let behind = s
+        .claim("behind", lease, 1, SystemTime::now() - skew)
+        .await
+        .unwrap();
+    assert_eq!(ids(behind), [a], "due by the database's clock");
+    let lease_left_ms: i64 = server
+        .psql(
+            server.database(),
+            &format!(
+                "SELECT lease_until - floor(extract(epoch FROM now()) * 1000)::bigint \
+                 FROM outbox_messages WHERE id = {a}"
+            ),
+        )
+        .parse()
+        .unwrap();
+    assert!(
+        (55_000..=60_000).contains(&lease_left_ms),
+        "the lease ends 60 s after the database's now: {lease_left_ms} ms left"
+    );
+
+    let ahead = s
+        .claim("ahead", lease, 10, SystemTime::now() + skew)
+        .await
+        .unwrap();
+    assert_eq!(ids(ahead), [b], "the live lease on {a} is not taken");
+    assert!(
+        s.claim("ahead-more", lease, 10, SystemTime::now() + 10 * skew)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // The database's clock passes the lease's end (moved back 61 s).
+    server.psql(
+        server.database(),
+        &format!("UPDATE outbox_messages SET lease_until = lease_until - 61000 WHERE id = {a}"),
+    );
+    let late = s
+        .claim("third", lease, 10, SystemTime::now() - skew)
+        .await
+        .unwrap();
+    assert_eq!(ids(late), [a], "an ended lease is taken, by any clock");
+    assert!(
+        !s.complete(
+            a,
+            "behind",
+            Completion::Sent {
+                reply: "250".into()
+            },
+            SystemTime::now()
+        )
+        .await
+        .unwrap(),
+        "the first worker lost it"
+    );
+}
+
+/// LISTEN/NOTIFY: a message another process stores (a mailer of its own,
+/// with its own connections) wakes an idle worker at once, not at its next
+/// look (every 2 s at the most often; 10 s when it listens).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_worker_wakes_at_once_for_a_message_another_process_stores() {
+    use mailgate::outbox::Worker;
+    use mailgate::{Mailer, OutgoingMessage};
+    let server = PgServer::start();
+    let smtp = mailgate_devserver::DevSmtpServer::builder()
+        .start()
+        .await
+        .unwrap();
+    let port = smtp.port().to_string();
+    let url = server.url();
+    let dir = ConfigDir::with_properties(
+        &[
+            ("mksis.logging.email.from", "alm@example.com"),
+            ("mksis.logging.email.server.hostname", "127.0.0.1"),
+            ("mksis.logging.email.server.port", &port),
+            ("mailgate.outbox.url", &url),
+        ],
+        &[],
+    );
+    let build = || {
+        Mailer::builder()
+            .config_dir(dir.path())
+            .env_overrides(false)
+            .build()
+            .expect("a mailer with the PostgreSQL outbox")
+    };
+    let (delivering, storing) = (build(), build());
+    assert!(
+        delivering
+            .outbox()
+            .unwrap()
+            .describe()
+            .starts_with("postgres ")
+    );
+    let worker = Worker::new(&delivering).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(async move {
+        worker
+            .run(async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    let mut took = Vec::new();
+    for i in 0..5 {
+        // Idle: it found nothing and sleeps, at a different point of its
+        // look cycle each round.
+        tokio::time::sleep(Duration::from_millis(400 + 170 * i)).await;
+        let started = Instant::now();
+        storing
+            .enqueue_message(OutgoingMessage {
+                to: vec!["dev@example.com".into()],
+                subject: format!("woken {i}"),
+                body: "stored by another process\n".into(),
+                ..OutgoingMessage::default()
+            })
+            .await
+            .unwrap();
+        while smtp.messages().len() <= i as usize {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "message {i} was not delivered"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        took.push(started.elapsed());
+    }
+    eprintln!("from enqueue to delivery: {took:?}");
+    assert!(
+        took.iter().all(|t| *t < Duration::from_millis(700)),
+        "each well under the 2 s look: {took:?}"
+    );
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
+    smtp.shutdown().await;
 }

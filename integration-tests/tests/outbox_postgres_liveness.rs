@@ -2,8 +2,7 @@
 //! ([`PgServer`]): a worker unheard for its timeout gives its messages back
 //! at once, a beating one keeps them, and its row goes when it ends.
 
-#[path = "../../outbox/tests/conformance/mod.rs"]
-mod conformance;
+use mailgate_outbox::testing as conformance;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};

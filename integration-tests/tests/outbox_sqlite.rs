@@ -17,7 +17,6 @@ fn open_mailer(dir: &ConfigDir) -> Mailer {
     Mailer::builder()
         .config_dir(dir.path())
         .env_overrides(false)
-        .outbox(mailgate::open_outbox)
         .build()
         .expect("mailer builds")
 }
@@ -207,11 +206,37 @@ async fn enqueue_keeps_the_message_as_it_will_be_sent() {
     server.shutdown().await;
 }
 
-/// The SQLite store with a slow `claim`, and a signal when one begins.
+/// The SQLite store with a slow `claim`, and a signal when one begins;
+/// or, with `announce`, one that announces new work as a shared database
+/// does ([`OutboxStore::watch`](mailgate::outbox::OutboxStore::watch)): a
+/// watch that fails first, then wakes on each `announce`.
 #[derive(Debug)]
 struct SlowClaim {
     inner: Arc<dyn mailgate::outbox::OutboxStore>,
     claiming: Arc<tokio::sync::Notify>,
+    slow: bool,
+    announce: Option<Arc<tokio::sync::Notify>>,
+    watches: Arc<AtomicU64>,
+}
+
+/// The watch [`SlowClaim`] gives: its first `changed` fails (a lost
+/// connection), the others wait for `announce`.
+struct Announced {
+    announce: Arc<tokio::sync::Notify>,
+    first: bool,
+}
+
+#[mailgate::async_trait]
+impl mailgate::outbox::WorkWatch for Announced {
+    async fn changed(&mut self) -> mailgate::Result<()> {
+        if std::mem::take(&mut self.first) {
+            return Err(mailgate::Error::Usage(
+                "the listening connection dropped".into(),
+            ));
+        }
+        self.announce.notified().await;
+        Ok(())
+    }
 }
 
 #[mailgate::async_trait]
@@ -233,7 +258,9 @@ impl mailgate::outbox::OutboxStore for SlowClaim {
         now: SystemTime,
     ) -> mailgate::Result<Vec<mailgate::outbox::Claimed>> {
         self.claiming.notify_one();
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        if self.slow {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
         self.inner.claim(worker, lease, limit, now).await
     }
     async fn claim_one(
@@ -289,6 +316,15 @@ impl mailgate::outbox::OutboxStore for SlowClaim {
     async fn next_due(&self) -> mailgate::Result<Option<SystemTime>> {
         self.inner.next_due().await
     }
+    async fn watch(&self) -> mailgate::Result<Option<Box<dyn mailgate::outbox::WorkWatch>>> {
+        let n = self.watches.fetch_add(1, Ordering::SeqCst);
+        Ok(self.announce.clone().map(|announce| {
+            Box::new(Announced {
+                announce,
+                first: n == 0,
+            }) as Box<dyn mailgate::outbox::WorkWatch>
+        }))
+    }
 }
 
 #[tokio::test]
@@ -305,6 +341,9 @@ async fn a_stop_while_the_batch_is_being_claimed_sends_nothing_of_it() {
             Ok(Arc::new(SlowClaim {
                 inner,
                 claiming: notify,
+                slow: true,
+                announce: None,
+                watches: Arc::default(),
             }) as Arc<dyn mailgate::outbox::OutboxStore>)
         })
         .build()
@@ -328,5 +367,101 @@ async fn a_stop_while_the_batch_is_being_claimed_sends_nothing_of_it() {
     );
     let stats = mailer.outbox().unwrap().stats().await.unwrap();
     assert_eq!(stats.queued, 5, "{stats:?}");
+    server.shutdown().await;
+}
+
+/// The facade's registry opens the outbox by itself: with
+/// `mailgate.outbox.url` unset, the SQLite file `mailgate-outbox.db` in the
+/// config folder (created on first use); a relative `sqlite:` path is
+/// relative to the folder too.
+#[tokio::test]
+async fn the_default_registry_opens_the_default_outbox_in_the_config_folder() {
+    let dir = folder(unused_port(), &[]);
+    let mailer = open_mailer(&dir);
+    let store = mailer.outbox().expect("an outbox without `.outbox(..)`");
+    let file = dir.path().join("mailgate-outbox.db");
+    assert_eq!(store.local_file(), Some(file.as_path()));
+    assert!(!store.created() && !file.exists(), "nothing created yet");
+    mailer.enqueue_message(message("default")).await.unwrap();
+    assert!(file.exists());
+
+    let dir = folder(unused_port(), &[("mailgate.outbox.url", "sqlite:spool.db")]);
+    let mailer = open_mailer(&dir);
+    let store = mailer.outbox().unwrap();
+    assert_eq!(
+        store.local_file(),
+        Some(dir.path().join("spool.db").as_path())
+    );
+    assert!(
+        store.describe().starts_with("sqlite "),
+        "{}",
+        store.describe()
+    );
+}
+
+/// A store that announces new work wakes an idle worker at once (here: a
+/// message stored behind the mailer's back, which alone would wait for the
+/// worker's next look, 10 s away when it listens); a watch that fails is
+/// dropped and asked for again.
+#[tokio::test]
+async fn a_store_that_announces_new_work_wakes_an_idle_worker_at_once() {
+    let server = DevSmtpServer::builder().start().await.unwrap();
+    let dir = folder(server.port(), &[]);
+    let announce = Arc::new(tokio::sync::Notify::new());
+    let watches = Arc::new(AtomicU64::new(0));
+    let (a, w) = (Arc::clone(&announce), Arc::clone(&watches));
+    let mailer = Mailer::builder()
+        .config_dir(dir.path())
+        .env_overrides(false)
+        .outbox(move |settings| {
+            Ok(Arc::new(SlowClaim {
+                inner: mailgate::open_outbox(settings)?,
+                claiming: Arc::default(),
+                slow: false,
+                announce: Some(a),
+                watches: w,
+            }) as Arc<dyn mailgate::outbox::OutboxStore>)
+        })
+        .build()
+        .unwrap();
+    let worker = Worker::new(&mailer).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(async move {
+        worker
+            .run(async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    // The first watch fails at once; the worker asks for another.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while watches.load(Ordering::SeqCst) < 2 {
+        assert!(std::time::Instant::now() < deadline, "a second watch");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Stored as another process would: not through this mailer.
+    let other = mailgate::outbox::NewMessage {
+        from: "alm@example.com".into(),
+        to: vec!["dev@example.com".into()],
+        subject: "announced".into(),
+        message_id: Some("<announced@example.com>".into()),
+        bytes: b"Subject: announced\r\nMessage-ID: <announced@example.com>\r\n\r\nbody\r\n"
+            .to_vec(),
+        dsn: None,
+    };
+    mailer.outbox().unwrap().enqueue(other).await.unwrap();
+    let started = std::time::Instant::now();
+    announce.notify_one();
+    let received = server.wait_for_messages(1, Duration::from_secs(5)).await;
+    assert_eq!(received.len(), 1);
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "woken by the announcement: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(watches.load(Ordering::SeqCst), 2, "the live watch is kept");
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
     server.shutdown().await;
 }

@@ -244,7 +244,6 @@ async fn a_mailer_can_deliver_its_outbox_in_the_background() {
     let mailer = Mailer::builder()
         .config_dir(dir.path())
         .env_overrides(false)
-        .outbox(mailgate::open_outbox)
         .deliver_in_background(true)
         .build()
         .expect("mailer builds");
@@ -276,7 +275,6 @@ fn deliver_in_background_needs_a_runtime() {
     let err = Mailer::builder()
         .config_dir(dir.path())
         .env_overrides(false)
-        .outbox(mailgate::open_outbox)
         .deliver_in_background(true)
         .build()
         .unwrap_err();

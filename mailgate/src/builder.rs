@@ -7,10 +7,12 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use mailgate_core::outbox::{OutboxSettings, OutboxStore};
+use mailgate_core::outbox::OutboxStore;
 use mailgate_core::properties::ConfigFiles;
 use mailgate_core::secrecy::SecretString;
-use mailgate_core::{ConfigError, FromMailer, Registry, Result, SettingsBuilder, VendorMode};
+use mailgate_core::{
+    ConfigError, FromMailer, Registry, Result, Settings, SettingsBuilder, VendorMode,
+};
 
 use crate::Mailer;
 
@@ -127,8 +129,10 @@ impl<M: FromMailer> MailerBuilder<M> {
         all_or_nothing(enabled: bool);
         /// With `true` and an outbox, `build` starts a delivering worker on the current runtime.
         deliver_in_background(enabled: bool);
-        /// Keeps messages in an outbox opened by `open`, such as `mailgate::open_outbox` (feature `outbox-sqlite` or `outbox-postgres`).
-        outbox(open: impl FnOnce(&OutboxSettings) -> Result<Arc<dyn OutboxStore>> + Send + 'static);
+        /// Keeps messages in the outbox `open` returns, instead of the one the registry's stores open (features `outbox-sqlite`, `outbox-postgres`).
+        outbox(open: impl FnOnce(&Settings) -> Result<Arc<dyn OutboxStore>> + Send + 'static);
+        /// Keeps messages in `store`, a store already open.
+        outbox_store(store: Arc<dyn OutboxStore>);
     }
 
     /// SMTP basic AUTH as `user` with `password` (feature `basic`); pair it

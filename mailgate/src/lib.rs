@@ -103,20 +103,21 @@
 //! The default features are these three: a default build holds no SQL
 //! driver and needs Rust 1.88. The outbox stores are features of their own:
 //!
-//! | feature | `mailgate.outbox.url` | crate | minimum Rust |
-//! | --- | --- | --- | --- |
-//! | `outbox-sqlite` | `sqlite:PATH`: one file, embedded | `mailgate-outbox` (sqlx) | 1.94 |
-//! | `outbox-postgres` | `postgres://...`: several workers | `mailgate-outbox` (sqlx) | 1.94 |
+//! | feature | descriptor | `mailgate.outbox.url` | crate | minimum Rust |
+//! | --- | --- | --- | --- | --- |
+//! | `outbox-sqlite` | `mailgate_outbox::SQLITE` | `sqlite:PATH`: one file, embedded (default `sqlite:mailgate-outbox.db`) | `mailgate-outbox` (sqlx) | 1.94 |
+//! | `outbox-postgres` | `mailgate_outbox::POSTGRES` | `postgres://...`: several workers | `mailgate-outbox` (sqlx) | 1.94 |
 //!
-//! With one of them, `mailgate::open_outbox` opens the store the settings
-//! name (`cargo add mailgate --features outbox-sqlite`):
+//! [`default_registry`] lists the stores of the features that are on, as it
+//! lists strategies, and a mailer built with a registry that lists stores
+//! has an outbox: the store whose scheme `mailgate.outbox.url` names
+//! (`cargo add mailgate --features outbox-sqlite`):
 //!
 //! ```no_run
 //! # #[cfg(feature = "outbox-sqlite")]
 //! # async fn run() -> mailgate::Result<()> {
 //! let mailer = mailgate::Mailer::builder()
 //!     .config_dir("config")
-//!     .outbox(mailgate::open_outbox)
 //!     .build()?;
 //! let id = mailer
 //!     .enqueue_message(mailgate::OutgoingMessage {
@@ -131,6 +132,12 @@
 //! tokio::spawn(async move { worker.run(std::future::pending()).await });
 //! # let _ = id; Ok(()) }
 //! ```
+//!
+//! A store of your own is a crate that exports an
+//! [`OutboxDescriptor`]: register it with
+//! `mailgate::default_registry()?.with_store(&its_crate::DESCRIPTOR)?`
+//! (the workspace's `examples/outbox-memory` is one), or hand the builder a
+//! store directly ([`MailerBuilder::outbox_store`]).
 //!
 //! # Strategies of your own
 //!
@@ -172,14 +179,19 @@ pub use mailgate_auth_oauth as oauth;
 #[cfg(feature = "open")]
 pub use mailgate_auth_open as open;
 
-/// The strategies compiled into this build, by feature, plus those that
-/// third-party crates submit through `inventory`. A strategy whose feature
-/// is off is recorded as absent, so choosing it names the feature.
+/// The strategies and outbox stores compiled into this build, by feature,
+/// plus the strategies that third-party crates submit through `inventory`.
+/// A strategy or store whose feature is off is recorded as absent, so
+/// choosing it names the feature. The outbox URL defaults to
+/// [`DEFAULT_OUTBOX_URL`]; a mailer built with a registry that lists stores
+/// has an outbox.
 ///
 /// ```
 /// let registry = mailgate::default_registry().unwrap();
 /// # #[cfg(all(feature = "open", feature = "basic", feature = "oauth"))]
 /// assert_eq!(registry.names(), ["basic", "oauth", "open"]);
+/// # #[cfg(not(any(feature = "outbox-sqlite", feature = "outbox-postgres")))]
+/// assert!(registry.store_names().is_empty());
 /// ```
 pub fn default_registry() -> std::result::Result<Registry, ConfigError> {
     let registry = Registry::new();
@@ -207,8 +219,30 @@ pub fn default_registry() -> std::result::Result<Registry, ConfigError> {
         Some(VendorMode::OAuth),
         "the cargo feature `oauth` of the `mailgate` crate (or `mailgate-cli`)",
     );
-    registry.with_inventory()
+    #[cfg(feature = "outbox-sqlite")]
+    let registry = registry.with_store(&mailgate_outbox::SQLITE)?;
+    #[cfg(not(feature = "outbox-sqlite"))]
+    let registry = registry.absent_store(
+        "sqlite",
+        &["sqlite"],
+        "the cargo feature `outbox-sqlite` of the `mailgate` crate (or `mailgate-cli`)",
+    );
+    #[cfg(feature = "outbox-postgres")]
+    let registry = registry.with_store(&mailgate_outbox::POSTGRES)?;
+    #[cfg(not(feature = "outbox-postgres"))]
+    let registry = registry.absent_store(
+        "postgres",
+        &["postgres", "postgresql"],
+        "the cargo feature `outbox-postgres` of the `mailgate` crate (or `mailgate-cli`)",
+    );
+    registry
+        .default_outbox_url(DEFAULT_OUTBOX_URL)
+        .with_inventory()
 }
+
+/// The outbox when `mailgate.outbox.url` is not set: a SQLite file in the
+/// config folder (feature `outbox-sqlite`), as [`default_registry`] sets it.
+pub const DEFAULT_OUTBOX_URL: &str = "sqlite:mailgate-outbox.db";
 
 mod builder;
 pub use builder::MailerBuilder;
@@ -303,19 +337,17 @@ impl lettre::AsyncTransport for Mailer {
     }
 }
 
-/// Opens the outbox store named by `mailgate.outbox.url`, for
-/// [`MailerBuilder::outbox`]: SQLite (feature `outbox-sqlite`) or PostgreSQL
-/// (feature `outbox-postgres`). A backend left out of the build is a
-/// configuration error naming its feature.
-#[cfg(any(feature = "outbox-sqlite", feature = "outbox-postgres"))]
-pub fn open_outbox(
-    settings: &outbox::OutboxSettings,
-) -> Result<std::sync::Arc<dyn outbox::OutboxStore>> {
-    mailgate_outbox::open(settings)
+/// Opens the outbox store `mailgate.outbox.url` names among those of
+/// [`default_registry`], for [`MailerBuilder::outbox`] (a mailer built with
+/// the default registry opens it by itself). A store left out of the build
+/// is a configuration error naming its feature.
+pub fn open_outbox(settings: &Settings) -> Result<std::sync::Arc<dyn outbox::OutboxStore>> {
+    default_registry()?.open_store(settings)
 }
 
-/// The outbox stores compiled into this build (`sqlite`, `postgres`).
-#[cfg(any(feature = "outbox-sqlite", feature = "outbox-postgres"))]
+/// The outbox stores compiled into this build (`postgres`, `sqlite`).
 pub fn outbox_backends() -> Vec<&'static str> {
-    mailgate_outbox::compiled()
+    default_registry()
+        .map(|r| r.store_names())
+        .unwrap_or_default()
 }

@@ -117,3 +117,57 @@ fn a_builder_without_a_registry_knows_only_inventory() {
     assert!(msg.contains("Registry::with"), "{msg}");
     assert_eq!(err.exit_code(), 78);
 }
+
+/// Every outbox store feature of the facade: its store, a URL it takes,
+/// and whether it is on.
+const STORES: &[(&str, &str, bool)] = &[
+    (
+        "postgres",
+        "postgresql://mg:Pw-31@db/mail",
+        cfg!(feature = "outbox-postgres"),
+    ),
+    (
+        "sqlite",
+        "sqlite:outbox.db",
+        cfg!(feature = "outbox-sqlite"),
+    ),
+];
+
+#[test]
+fn the_default_registry_holds_exactly_the_enabled_stores_and_names_the_feature_of_the_others() {
+    use mailgate::{Origin, OutboxUrl};
+    let registry = mailgate::default_registry().unwrap();
+    let on: Vec<&str> = STORES.iter().filter(|s| s.2).map(|s| s.0).collect();
+    assert_eq!(registry.store_names(), on);
+    assert_eq!(registry.has_stores(), !on.is_empty());
+    for (name, url, on) in STORES {
+        match registry.store_for(&OutboxUrl::new(*url, Origin::Builder)) {
+            Ok(descriptor) => {
+                assert!(on, "{name} found but its feature is off");
+                assert_eq!(descriptor.name, *name);
+            }
+            Err(e) => {
+                assert!(!on, "{name} is enabled but not found: {e}");
+                let msg = e.to_string();
+                assert!(
+                    msg.contains(&format!(
+                        "the cargo feature `outbox-{name}` of the `mailgate` crate"
+                    )),
+                    "{msg}"
+                );
+                assert!(msg.contains("mailgate.outbox.url"), "{msg}");
+                assert!(!msg.contains("Pw-31"), "{msg}");
+            }
+        }
+    }
+    let msg = registry
+        .store_for(&OutboxUrl::new("mysql://db/x", Origin::Builder))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("no registered outbox store takes `mysql:` URLs"),
+        "{msg}"
+    );
+    assert_eq!(mailgate::outbox_backends(), on);
+    assert_eq!(mailgate::DEFAULT_OUTBOX_URL, "sqlite:mailgate-outbox.db");
+}

@@ -17,6 +17,14 @@
 //! `SELECT, INSERT, UPDATE, DELETE` on `outbox_messages` and
 //! `mailgate_workers` and `USAGE` on its sequence).
 //!
+//! Whether a message is due and whether a lease is alive are judged by the
+//! database's clock (`now()`), and a claim's lease ends by it: the `now` a
+//! worker passes is ignored there, so a worker whose clock runs minutes
+//! ahead never takes a live lease, and one whose clock runs behind still
+//! finds what is due. What a worker computes (a retry's next attempt, the
+//! time a message was sent, the start of a message's age on `retry`) is
+//! kept as given.
+//!
 //! Times are milliseconds since the epoch in `BIGINT` columns, as in SQLite;
 //! the recipients are a JSON array in a `TEXT` column, the same encoding as
 //! SQLite: it is only ever read back whole (never searched in SQL, so
@@ -29,24 +37,34 @@
 
 use std::future::Future;
 use std::str::FromStr as _;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use mailgate_core::outbox::{
-    Claimed, Completion, MessageId, NewMessage, OutboxStore, QueuedMessage, Stats, Status,
-    shown_url,
+    Claimed, Completion, MessageId, NewMessage, OutboxStore, OutboxUrl, QueuedMessage, Stats,
+    Status,
 };
-use mailgate_core::{ConfigError, Error, Origin, Result, keys};
+use mailgate_core::{Error, Origin, Result, Settings};
+use sqlx::Connection as _;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Connection as _, Row as _};
 use tokio::sync::OnceCell;
 
-use crate::{decode_dsn, decode_state, encode_dsn, from_ms, to_ms};
+use crate::migrate::{Dialect, MigrateError};
+use crate::row::{self, encode_dsn, from_ms, summary_columns, to_ms};
 
 mod liveness;
+mod notify;
 
-/// Versioned schema: each entry moves the database one version up, applied
-/// in one transaction with the version bump.
+/// Opens `postgres://...` ([`crate::POSTGRES`]).
+pub(crate) fn open_url(url: &OutboxUrl, settings: &Settings) -> Result<Arc<dyn OutboxStore>> {
+    Ok(Arc::new(
+        PgOutbox::parse(url)?.keep_sent_bodies(settings.outbox().keep_sent_bodies),
+    ))
+}
+
+/// Versioned schema: each entry moves the database one version up (see
+/// [`crate::migrate`]).
 const MIGRATIONS: &[&str] = &[
     // 1: the messages.
     "CREATE TABLE outbox_messages (
@@ -98,13 +116,22 @@ macro_rules! drop_body {
     };
 }
 
-/// The advisory lock the schema migration holds: "mailgate" in ASCII.
-/// Advisory locks are per database, so outboxes in different databases of
-/// one server do not wait for each other.
-const SCHEMA_LOCK: i64 = 0x6d61_696c_6761_7465;
+/// The database's clock, in milliseconds since the epoch as the columns
+/// keep times: `now()`, the start of the statement's transaction (every
+/// change here is one statement, its own transaction, and none waits for
+/// the time it reads). Whether a message is due and whether a lease is
+/// alive are judged by it, and leases end by it: the workers' clocks may
+/// disagree by minutes, the database's is one. Times a worker computes
+/// (a retry's next attempt, when a message was sent) are kept as it gives
+/// them.
+macro_rules! db_now_ms {
+    () => {
+        "(floor(extract(epoch FROM now()) * 1000)::bigint)"
+    };
+}
 
 /// How long a new connection may take (TCP, TLS, authentication).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// How long an operation waits for a pooled connection.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -113,15 +140,16 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
 /// messages concurrently.
 const MAX_CONNECTIONS: u32 = 8;
 
-/// The columns a listing reads (never the message bytes), as a literal so
-/// that the queries stay `&'static str`.
-macro_rules! summary {
-    () => {
-        "id, status, attempts, last_error, next_attempt_at, created_at, age_from, \
-         sent_at, mail_from, recipients, subject, message_id, size, recipient_state, dsn_request, \
-         body_dropped"
-    };
-}
+/// How PostgreSQL spells what [`crate::migrate`] needs.
+const DIALECT: Dialect = Dialect {
+    begin: "BEGIN",
+    // Held until commit or rollback: workers starting together take turns.
+    // The key is "mailgate" in ASCII (0x6d61696c67617465); advisory locks
+    // are per database, so outboxes in different databases of one server
+    // do not wait for each other.
+    lock: Some("SELECT pg_advisory_xact_lock(7881696737186903141)"),
+    has_schema_table: "SELECT (to_regclass('mailgate_schema') IS NOT NULL)::int::bigint",
+};
 
 /// An outbox in a PostgreSQL database (`postgres://USER[:PASSWORD]@HOST[:PORT]/DB`).
 pub struct PgOutbox {
@@ -162,20 +190,20 @@ impl PgOutbox {
     /// `~/.pgpass`; TLS is used when the server offers it
     /// (`?sslmode=require` or `verify-full` to insist).
     pub fn open(url: &str) -> Result<Self> {
-        let secrets = url_secrets(url);
-        let mut options = PgConnectOptions::from_str(url).map_err(|e| {
-            Error::from(ConfigError::Invalid {
-                key: keys::OUTBOX_URL.to_owned(),
-                origin: Origin::Builder,
-                value: Some(shown_url(url)),
-                expected: scrub(
-                    &format!(
-                        "a PostgreSQL URL `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` ({})",
-                        config_reason(&e)
-                    ),
-                    &secrets,
+        Self::parse(&OutboxUrl::new(url, Origin::Builder))
+    }
+
+    /// [`Self::open`] for `url`, whose origin its errors name.
+    fn parse(url: &OutboxUrl) -> Result<Self> {
+        let secrets = url_secrets(url.as_str());
+        let mut options = PgConnectOptions::from_str(url.as_str()).map_err(|e| {
+            Error::from(url.invalid(scrub(
+                &format!(
+                    "a PostgreSQL URL `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` ({})",
+                    config_reason(&e)
                 ),
-            })
+                &secrets,
+            )))
         })?;
         if options.get_application_name().is_none() {
             options = options.application_name("mailgate");
@@ -183,7 +211,7 @@ impl PgOutbox {
         Ok(Self {
             pool: OnceCell::new(),
             options,
-            shown: shown_url(url),
+            shown: url.shown(),
             secrets,
             keep_sent_bodies: false,
         })
@@ -260,14 +288,13 @@ impl PgOutbox {
 
     async fn migrate(&self) -> Result<()> {
         let mut conn = self.run(self.connect()).await?;
-        let result = self.run(migrate_on(&mut conn)).await;
+        let result =
+            crate::migrate::migrate::<sqlx::Postgres>(&mut conn, &DIALECT, MIGRATIONS).await;
         let _ = conn.close().await;
-        match result? {
+        match result {
             Ok(()) => Ok(()),
-            Err(version) => Err(self.error_with(format!(
-                "its schema is version {version}, newer than this mailgate knows ({}); use a newer mailgate",
-                MIGRATIONS.len()
-            ))),
+            Err(MigrateError::Sql(e)) => Err(self.error(e).await),
+            Err(newer) => Err(self.error_with(newer.to_string())),
         }
     }
 
@@ -409,49 +436,9 @@ impl PgOutbox {
     }
 }
 
-/// The migration on `conn`: `Ok(Err(version))` when the database is newer
-/// than this build (nothing changed).
-async fn migrate_on(
-    conn: &mut PgConnection,
-) -> std::result::Result<std::result::Result<(), i64>, sqlx::Error> {
-    let mut tx = conn.begin().await?;
-    // Held until commit or rollback: workers starting together take turns.
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(SCHEMA_LOCK)
-        .execute(&mut *tx)
-        .await?;
-    // CREATE TABLE IF NOT EXISTS needs CREATE on the schema even when the
-    // table is there; a role with only DML rights must not need it.
-    let exists: bool = sqlx::query_scalar("SELECT to_regclass('mailgate_schema') IS NOT NULL")
-        .fetch_one(&mut *tx)
-        .await?;
-    if !exists {
-        sqlx::raw_sql("CREATE TABLE mailgate_schema (version INTEGER NOT NULL)")
-            .execute(&mut *tx)
-            .await?;
-    }
-    let version: Option<i32> = sqlx::query_scalar("SELECT MAX(version) FROM mailgate_schema")
-        .fetch_one(&mut *tx)
-        .await?;
-    let version = i64::from(version.unwrap_or(0).max(0));
-    let known = MIGRATIONS.len();
-    if usize::try_from(version).unwrap_or(usize::MAX) > known {
-        tx.rollback().await?;
-        return Ok(Err(version));
-    }
-    for (i, migration) in MIGRATIONS
-        .iter()
-        .enumerate()
-        .skip(usize::try_from(version).unwrap_or(0))
-    {
-        sqlx::raw_sql(*migration).execute(&mut *tx).await?;
-        sqlx::query("INSERT INTO mailgate_schema (version) VALUES ($1)")
-            .bind(i32::try_from(i + 1).unwrap_or(i32::MAX))
-            .execute(&mut *tx)
-            .await?;
-    }
-    tx.commit().await?;
-    Ok(Ok(()))
+/// A lease's length in milliseconds, added to the database's clock.
+fn lease_ms(lease: Duration) -> i64 {
+    i64::try_from(lease.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// The password as the URL writes it (raw and percent-decoded, in the
@@ -538,43 +525,6 @@ fn config_reason(e: &sqlx::Error) -> String {
     }
 }
 
-fn summary(row: &PgRow) -> std::result::Result<QueuedMessage, sqlx::Error> {
-    let status: String = row.try_get("status")?;
-    let recipients: String = row.try_get("recipients")?;
-    let (finished, delay_warned) = decode_state(
-        row.try_get::<Option<String>, _>("recipient_state")?
-            .as_deref(),
-    );
-    Ok(QueuedMessage {
-        id: row.try_get("id")?,
-        status: Status::parse(&status).unwrap_or(Status::Dead),
-        attempts: u32::try_from(row.try_get::<i32, _>("attempts")?).unwrap_or(0),
-        last_error: row.try_get("last_error")?,
-        next_attempt: row
-            .try_get::<Option<i64>, _>("next_attempt_at")?
-            .map(from_ms),
-        created: from_ms(row.try_get("created_at")?),
-        age_from: from_ms(row.try_get("age_from")?),
-        sent_at: row.try_get::<Option<i64>, _>("sent_at")?.map(from_ms),
-        from: row.try_get("mail_from")?,
-        to: serde_json::from_str(&recipients).unwrap_or_default(),
-        subject: row.try_get("subject")?,
-        message_id: row.try_get("message_id")?,
-        size: u64::try_from(row.try_get::<i64, _>("size")?).unwrap_or(0),
-        finished,
-        dsn: decode_dsn(row.try_get::<Option<String>, _>("dsn_request")?.as_deref()),
-        delay_warned,
-        body_dropped: row.try_get("body_dropped")?,
-    })
-}
-
-fn claimed(row: &PgRow) -> std::result::Result<Claimed, sqlx::Error> {
-    Ok(Claimed {
-        message: summary(row)?,
-        bytes: row.try_get("message")?,
-    })
-}
-
 fn rows_to<T>(
     rows: &[PgRow],
     f: impl Fn(&PgRow) -> std::result::Result<T, sqlx::Error>,
@@ -604,19 +554,29 @@ impl OutboxStore for PgOutbox {
         self.count_heard().await
     }
 
+    async fn watch(&self) -> Result<Option<Box<dyn mailgate_core::outbox::WorkWatch>>> {
+        self.listen().await
+    }
+
     async fn enqueue(&self, message: NewMessage) -> Result<MessageId> {
         let pool = self.pool().await?;
-        let now = to_ms(SystemTime::now());
         let recipients = serde_json::to_string(&message.to).unwrap_or_else(|_| "[]".into());
         self.run(
-            sqlx::query_scalar(
-                "INSERT INTO outbox_messages
-                   (status, created_at, age_from, next_attempt_at, attempts, mail_from, recipients,
-                    subject, message_id, size, message, dsn_request)
-                 VALUES ('queued', $1, $1, $1, 0, $2, $3, $4, $5, $6, $7, $8)
-                 RETURNING id",
-            )
-            .bind(now)
+            // Stored and due at the database's now (not this machine's:
+            // a clock behind would keep it from being due for as long).
+            // Idle workers listening hear of it when it commits (`notify`).
+            sqlx::query_scalar(concat!(
+                "WITH new AS (
+                   INSERT INTO outbox_messages
+                     (status, created_at, age_from, next_attempt_at, attempts, mail_from,
+                      recipients, subject, message_id, size, message, dsn_request)
+                   SELECT 'queued', t, t, t, 0, $1, $2, $3, $4, $5, $6, $7
+                     FROM (SELECT ",
+                db_now_ms!(),
+                " AS t) AS clock
+                   RETURNING id)
+                 SELECT new.id FROM new, (SELECT pg_notify('mailgate_outbox', '')) AS announced"
+            ))
             .bind(&message.from)
             .bind(recipients)
             .bind(&message.subject)
@@ -638,6 +598,7 @@ impl OutboxStore for PgOutbox {
         limit: usize,
         now: SystemTime,
     ) -> Result<Vec<Claimed>> {
+        let _ = now; // The database's clock decides, not the worker's.
         let pool = self.worker_pool().await?;
         // SKIP LOCKED: rows another worker is claiming right now are left
         // to it; a row it claimed and committed meanwhile is re-checked
@@ -646,31 +607,37 @@ impl OutboxStore for PgOutbox {
             .run(
                 sqlx::query(concat!(
                     "UPDATE outbox_messages
-                        SET status = 'sending', lease_owner = $1, lease_until = $2,
+                        SET status = 'sending', lease_owner = $1,
+                            lease_until = ",
+                    db_now_ms!(),
+                    " + $2,
                             attempts = attempts + 1
                       WHERE id IN (SELECT id FROM (
                                      SELECT id, size, SUM(size) OVER (ORDER BY id) AS running,
                                     ROW_NUMBER() OVER (ORDER BY id) AS n
                                        FROM (SELECT id, size FROM outbox_messages
-                                              WHERE (status = 'queued' AND next_attempt_at <= $3)
-                                                 OR (status = 'sending' AND lease_until <= $3)
-                                              ORDER BY id LIMIT $4
+                                              WHERE (status = 'queued' AND next_attempt_at <= ",
+                    db_now_ms!(),
+                    ")
+                                                 OR (status = 'sending' AND lease_until <= ",
+                    db_now_ms!(),
+                    ")
+                                              ORDER BY id LIMIT $3
                                               FOR UPDATE SKIP LOCKED) AS due) AS sized
                                     -- The bodies held at once stay bounded.
-                                    WHERE n = 1 OR running <= $5)
+                                    WHERE n = 1 OR running <= $4)
                       RETURNING ",
-                    summary!(),
+                    summary_columns!(),
                     ", message"
                 ))
                 .bind(worker)
-                .bind(to_ms(now + lease))
-                .bind(to_ms(now))
+                .bind(lease_ms(lease))
                 .bind(i64::try_from(limit).unwrap_or(i64::MAX))
                 .bind(mailgate_core::outbox::CLAIM_MAX_BYTES)
                 .fetch_all(pool),
             )
             .await?;
-        let mut out = self.run(async { rows_to(&rows, claimed) }).await?;
+        let mut out = self.run(async { rows_to(&rows, row::claimed) }).await?;
         out.sort_by_key(|c| c.message.id);
         Ok(out)
     }
@@ -682,25 +649,29 @@ impl OutboxStore for PgOutbox {
         lease: Duration,
         now: SystemTime,
     ) -> Result<Option<Claimed>> {
+        let _ = now; // The lease ends by the database's clock.
         let pool = self.worker_pool().await?;
         let row = self
             .run(
                 sqlx::query(concat!(
                     "UPDATE outbox_messages
-                        SET status = 'sending', lease_owner = $1, lease_until = $2,
+                        SET status = 'sending', lease_owner = $1,
+                            lease_until = ",
+                    db_now_ms!(),
+                    " + $2,
                             attempts = attempts + 1
                       WHERE id = $3 AND status = 'queued'
                       RETURNING ",
-                    summary!(),
+                    summary_columns!(),
                     ", message"
                 ))
                 .bind(worker)
-                .bind(to_ms(now + lease))
+                .bind(lease_ms(lease))
                 .bind(id)
                 .fetch_optional(pool),
             )
             .await?;
-        self.run(async { row.as_ref().map(claimed).transpose() })
+        self.run(async { row.as_ref().map(row::claimed).transpose() })
             .await
     }
 
@@ -712,7 +683,7 @@ impl OutboxStore for PgOutbox {
         now: SystemTime,
     ) -> Result<bool> {
         let pool = self.worker_pool().await?;
-        let columns = crate::completion_columns(&completion, now);
+        let columns = row::completion_columns(&completion, now);
         let sql = if columns.status == Status::Sent && !self.keep_sent_bodies {
             concat!(
                 "UPDATE outbox_messages
@@ -795,22 +766,28 @@ impl OutboxStore for PgOutbox {
                 .execute(pool),
             )
             .await?;
+        // Due again: another worker may take them now.
+        self.announce(done.rows_affected()).await;
         Ok(done.rows_affected())
     }
 
     async fn list(&self, include_sent: bool) -> Result<Vec<QueuedMessage>> {
         let pool = self.pool().await?;
         let sql = if include_sent {
-            concat!("SELECT ", summary!(), " FROM outbox_messages ORDER BY id")
+            concat!(
+                "SELECT ",
+                summary_columns!(),
+                " FROM outbox_messages ORDER BY id"
+            )
         } else {
             concat!(
                 "SELECT ",
-                summary!(),
+                summary_columns!(),
                 " FROM outbox_messages WHERE status <> 'sent' ORDER BY id"
             )
         };
         let rows = self.run(sqlx::query(sql).fetch_all(pool)).await?;
-        self.run(async { rows_to(&rows, summary) }).await
+        self.run(async { rows_to(&rows, row::summary) }).await
     }
 
     async fn queued_ids(&self) -> Result<Vec<MessageId>> {
@@ -828,20 +805,25 @@ impl OutboxStore for PgOutbox {
         let pool = self.pool().await?;
         let done = self
             .run(
-                sqlx::query(
+                // Due now by the database's clock; its age counts from the
+                // caller's now, as the worker measures it.
+                sqlx::query(concat!(
                     "UPDATE outbox_messages
-                        SET status = 'queued', next_attempt_at = $1, age_from = $1, attempts = 0,
+                        SET status = 'queued', next_attempt_at = ",
+                    db_now_ms!(),
+                    ", age_from = $1, attempts = 0,
                             recipient_state = (SELECT jsonb_agg(r)::text
                                                  FROM jsonb_array_elements(
                                                         COALESCE(recipient_state, '[]')::jsonb) r
                                                 WHERE r->>'status' <> 'dead')
-                      WHERE id = $2 AND status IN ('queued', 'dead')",
-                )
+                      WHERE id = $2 AND status IN ('queued', 'dead')"
+                ))
                 .bind(to_ms(now))
                 .bind(id)
                 .execute(pool),
             )
             .await?;
+        self.announce(done.rows_affected()).await;
         Ok(done.rows_affected() == 1)
     }
 
@@ -849,19 +831,22 @@ impl OutboxStore for PgOutbox {
         let pool = self.pool().await?;
         let done = self
             .run(
-                sqlx::query(
+                sqlx::query(concat!(
                     "UPDATE outbox_messages
-                        SET status = 'queued', next_attempt_at = $1, age_from = $1, attempts = 0,
+                        SET status = 'queued', next_attempt_at = ",
+                    db_now_ms!(),
+                    ", age_from = $1, attempts = 0,
                             recipient_state = (SELECT jsonb_agg(r)::text
                                                  FROM jsonb_array_elements(
                                                         COALESCE(recipient_state, '[]')::jsonb) r
                                                 WHERE r->>'status' <> 'dead')
-                      WHERE status = 'dead'",
-                )
+                      WHERE status = 'dead'"
+                ))
                 .bind(to_ms(now))
                 .execute(pool),
             )
             .await?;
+        self.announce(done.rows_affected()).await;
         Ok(done.rows_affected())
     }
 
@@ -882,7 +867,7 @@ impl OutboxStore for PgOutbox {
         let rows = self
             .run(
                 sqlx::query(
-                    "SELECT status, COUNT(*) AS n FROM outbox_messages GROUP BY status
+                    "SELECT status AS label, COUNT(*) AS n FROM outbox_messages GROUP BY status
                      UNION ALL
                      SELECT 'oldest', MIN(created_at) FROM outbox_messages
                       WHERE status IN ('queued', 'sending')
@@ -905,31 +890,8 @@ impl OutboxStore for PgOutbox {
                 .fetch_all(pool),
             )
             .await?;
-        let mut stats = Stats::default();
-        for row in rows {
-            let (status, n) = self
-                .run(async {
-                    Ok::<_, sqlx::Error>((
-                        row.try_get::<String, _>("status")?,
-                        row.try_get::<Option<i64>, _>("n")?,
-                    ))
-                })
-                .await?;
-            let count = u64::try_from(n.unwrap_or(0)).unwrap_or(0);
-            if let Some(recipient_status) = status.strip_prefix("recipients:") {
-                crate::count_recipients(&mut stats, Some(recipient_status), n);
-                continue;
-            }
-            match (status.as_str(), Status::parse(&status)) {
-                ("oldest", _) => stats.oldest_waiting = n.map(from_ms),
-                (_, Some(Status::Queued)) => stats.queued = count,
-                (_, Some(Status::Sending)) => stats.sending = count,
-                (_, Some(Status::Sent)) => stats.sent = count,
-                (_, Some(Status::Dead)) => stats.dead = count,
-                (_, None) => {}
-            }
-        }
-        Ok(stats)
+        let rows = self.run(async { rows_to(&rows, row::stats_row) }).await?;
+        Ok(row::stats(rows))
     }
 
     async fn purge_sent(&self, before: SystemTime) -> Result<u64> {
@@ -966,6 +928,7 @@ impl OutboxStore for PgOutbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mailgate_core::ConfigError;
 
     #[test]
     fn secrets_are_found_in_every_form() {

@@ -14,26 +14,42 @@
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr as _;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use mailgate_core::outbox::{
-    Claimed, Completion, MessageId, NewMessage, OutboxStore, QueuedMessage, Stats, Status,
+    Claimed, Completion, MessageId, NewMessage, OutboxStore, OutboxUrl, QueuedMessage, Stats,
+    Status,
 };
-use mailgate_core::{Error, Result};
-use sqlx::Row as _;
+use mailgate_core::{Error, Result, Settings};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use tokio::sync::OnceCell;
 
-use crate::{decode_dsn, decode_state, encode_dsn, from_ms, to_ms};
+use crate::migrate::{Dialect, MigrateError};
+use crate::row::{self, encode_dsn, from_ms, summary_columns, to_ms};
 
 mod liveness;
 
-/// Versioned schema: each entry moves the database one version up, applied
-/// in one transaction with the version bump.
+/// Opens `sqlite:PATH` ([`crate::SQLITE`]): the file, relative to the
+/// config folder.
+pub(crate) fn open_url(url: &OutboxUrl, settings: &Settings) -> Result<Arc<dyn OutboxStore>> {
+    let path = url.rest().trim_start_matches("//");
+    if path.is_empty() || path.contains('?') {
+        return Err(url
+            .invalid("`sqlite:PATH` (a file, relative to the config folder)")
+            .into());
+    }
+    Ok(Arc::new(
+        SqliteOutbox::open(&settings.base_dir().join(path))?
+            .keep_sent_bodies(settings.outbox().keep_sent_bodies),
+    ))
+}
+
+/// Versioned schema: each entry moves the database one version up (see
+/// [`crate::migrate`]).
 const MIGRATIONS: &[&str] = &[
     // 1: the messages.
     "CREATE TABLE outbox_messages (
@@ -81,10 +97,14 @@ macro_rules! drop_body {
     };
 }
 
-/// The columns a listing reads (never the message bytes).
-const SUMMARY: &str = "id, status, attempts, last_error, next_attempt_at, created_at, age_from, \
-                       sent_at, mail_from, recipients, subject, message_id, size, recipient_state, dsn_request, \
-                       body_dropped";
+/// How SQLite spells what [`crate::migrate`] needs.
+const DIALECT: Dialect = Dialect {
+    // IMMEDIATE: two processes starting at once take turns.
+    begin: "BEGIN IMMEDIATE",
+    lock: None,
+    has_schema_table: "SELECT COUNT(*) FROM sqlite_master \
+                       WHERE type = 'table' AND name = 'mailgate_schema'",
+};
 
 /// An outbox in one SQLite file.
 pub struct SqliteOutbox {
@@ -267,50 +287,10 @@ impl SqliteOutbox {
 
     async fn migrate(&self, pool: &SqlitePool) -> Result<()> {
         let mut conn = pool.acquire().await.map_err(|e| self.err(e))?;
-        // IMMEDIATE: two processes starting at once take turns.
-        sqlx::query("BEGIN IMMEDIATE")
-            .execute(&mut *conn)
-            .await
-            .map_err(|e| self.err(e))?;
-        let result = async {
-            sqlx::query("CREATE TABLE IF NOT EXISTS mailgate_schema (version INTEGER NOT NULL)")
-                .execute(&mut *conn)
-                .await?;
-            let version: Option<i64> =
-                sqlx::query_scalar("SELECT MAX(version) FROM mailgate_schema")
-                    .fetch_one(&mut *conn)
-                    .await?;
-            let version = usize::try_from(version.unwrap_or(0)).unwrap_or(0);
-            for (i, migration) in MIGRATIONS.iter().enumerate().skip(version) {
-                sqlx::raw_sql(*migration).execute(&mut *conn).await?;
-                sqlx::query("INSERT INTO mailgate_schema (version) VALUES (?)")
-                    .bind(i64::try_from(i + 1).unwrap_or(i64::MAX))
-                    .execute(&mut *conn)
-                    .await?;
-            }
-            Ok::<usize, sqlx::Error>(version)
-        }
-        .await;
-        match result {
-            Ok(version) if version > MIGRATIONS.len() => {
-                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-                Err(outbox_error(
-                    &self.path,
-                    format!(
-                        "its schema is version {version}, newer than this mailgate knows ({}); use a newer mailgate",
-                        MIGRATIONS.len()
-                    ),
-                ))
-            }
-            Ok(_) => sqlx::query("COMMIT")
-                .execute(&mut *conn)
-                .await
-                .map(drop)
-                .map_err(|e| self.err(e)),
-            Err(e) => {
-                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-                Err(self.err(e))
-            }
+        match crate::migrate::migrate::<sqlx::Sqlite>(&mut conn, &DIALECT, MIGRATIONS).await {
+            Ok(()) => Ok(()),
+            Err(MigrateError::Sql(e)) => Err(self.err(e)),
+            Err(newer) => Err(outbox_error(&self.path, newer.to_string())),
         }
     }
 
@@ -427,43 +407,6 @@ const BOUND_AT_ONCE: usize = 256 * 1024;
 
 mod blob;
 
-fn summary(row: &SqliteRow) -> std::result::Result<QueuedMessage, sqlx::Error> {
-    let status: String = row.try_get("status")?;
-    let recipients: String = row.try_get("recipients")?;
-    let (finished, delay_warned) = decode_state(
-        row.try_get::<Option<String>, _>("recipient_state")?
-            .as_deref(),
-    );
-    Ok(QueuedMessage {
-        id: row.try_get("id")?,
-        status: Status::parse(&status).unwrap_or(Status::Dead),
-        attempts: u32::try_from(row.try_get::<i64, _>("attempts")?).unwrap_or(u32::MAX),
-        last_error: row.try_get("last_error")?,
-        next_attempt: row
-            .try_get::<Option<i64>, _>("next_attempt_at")?
-            .map(from_ms),
-        created: from_ms(row.try_get("created_at")?),
-        age_from: from_ms(row.try_get("age_from")?),
-        sent_at: row.try_get::<Option<i64>, _>("sent_at")?.map(from_ms),
-        from: row.try_get("mail_from")?,
-        to: serde_json::from_str(&recipients).unwrap_or_default(),
-        subject: row.try_get("subject")?,
-        message_id: row.try_get("message_id")?,
-        size: u64::try_from(row.try_get::<i64, _>("size")?).unwrap_or(0),
-        finished,
-        dsn: decode_dsn(row.try_get::<Option<String>, _>("dsn_request")?.as_deref()),
-        delay_warned,
-        body_dropped: row.try_get::<i64, _>("body_dropped")? != 0,
-    })
-}
-
-fn claimed(row: &SqliteRow) -> std::result::Result<Claimed, sqlx::Error> {
-    Ok(Claimed {
-        message: summary(row)?,
-        bytes: row.try_get("message")?,
-    })
-}
-
 #[async_trait]
 impl OutboxStore for SqliteOutbox {
     fn describe(&self) -> String {
@@ -472,6 +415,10 @@ impl OutboxStore for SqliteOutbox {
 
     fn created(&self) -> bool {
         self.exists()
+    }
+
+    fn local_file(&self) -> Option<&Path> {
+        Some(&self.path)
     }
 
     async fn announce_worker(
@@ -587,7 +534,7 @@ impl OutboxStore for SqliteOutbox {
     ) -> Result<Vec<Claimed>> {
         let pool = self.worker_pool().await?;
         let now_ms = to_ms(now);
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let rows = sqlx::query(concat!(
             "UPDATE outbox_messages
                 SET status = 'sending', lease_owner = ?, lease_until = ?, attempts = attempts + 1
               WHERE id IN (SELECT id FROM (
@@ -599,8 +546,10 @@ impl OutboxStore for SqliteOutbox {
                               ORDER BY id LIMIT ?)
                             -- The bodies held at once stay bounded.
                             WHERE n = 1 OR running <= ?)
-              RETURNING {SUMMARY}, message"
-        )))
+              RETURNING ",
+            summary_columns!(),
+            ", message"
+        ))
         .bind(worker)
         .bind(to_ms(now + lease))
         .bind(now_ms)
@@ -612,7 +561,7 @@ impl OutboxStore for SqliteOutbox {
         .map_err(|e| self.err(e))?;
         let mut out = rows
             .iter()
-            .map(claimed)
+            .map(row::claimed)
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| self.err(e))?;
         out.sort_by_key(|c| c.message.id);
@@ -627,12 +576,14 @@ impl OutboxStore for SqliteOutbox {
         now: SystemTime,
     ) -> Result<Option<Claimed>> {
         let pool = self.worker_pool().await?;
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let rows = sqlx::query(concat!(
             "UPDATE outbox_messages
                 SET status = 'sending', lease_owner = ?, lease_until = ?, attempts = attempts + 1
               WHERE id = ? AND status = 'queued'
-              RETURNING {SUMMARY}, message"
-        )))
+              RETURNING ",
+            summary_columns!(),
+            ", message"
+        ))
         .bind(worker)
         .bind(to_ms(now + lease))
         .bind(id)
@@ -641,7 +592,7 @@ impl OutboxStore for SqliteOutbox {
         .await
         .map_err(|e| self.err(e))?;
         rows.first()
-            .map(claimed)
+            .map(row::claimed)
             .transpose()
             .map_err(|e| self.err(e))
     }
@@ -654,7 +605,7 @@ impl OutboxStore for SqliteOutbox {
         now: SystemTime,
     ) -> Result<bool> {
         let pool = self.worker_pool().await?;
-        let columns = crate::completion_columns(&completion, now);
+        let columns = row::completion_columns(&completion, now);
         let sql = if columns.status == Status::Sent && !self.keep_sent_bodies {
             concat!(
                 "UPDATE outbox_messages
@@ -739,19 +690,25 @@ impl OutboxStore for SqliteOutbox {
 
     async fn list(&self, include_sent: bool) -> Result<Vec<QueuedMessage>> {
         let pool = self.pool().await?;
-        let filter = if include_sent {
-            ""
+        let sql = if include_sent {
+            concat!(
+                "SELECT ",
+                summary_columns!(),
+                " FROM outbox_messages ORDER BY id"
+            )
         } else {
-            "WHERE status <> 'sent'"
+            concat!(
+                "SELECT ",
+                summary_columns!(),
+                " FROM outbox_messages WHERE status <> 'sent' ORDER BY id"
+            )
         };
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {SUMMARY} FROM outbox_messages {filter} ORDER BY id"
-        )))
-        .fetch_all(pool)
-        .await
-        .map_err(|e| self.err(e))?;
+        let rows = sqlx::query(sql)
+            .fetch_all(pool)
+            .await
+            .map_err(|e| self.err(e))?;
         rows.iter()
-            .map(summary)
+            .map(row::summary)
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| self.err(e))
     }
@@ -815,34 +772,16 @@ impl OutboxStore for SqliteOutbox {
 
     async fn stats(&self) -> Result<Stats> {
         let pool = self.pool().await?;
-        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM outbox_messages GROUP BY status")
-            .fetch_all(pool)
-            .await
-            .map_err(|e| self.err(e))?;
-        let mut stats = Stats::default();
-        for row in rows {
-            let status: String = row.try_get("status").map_err(|e| self.err(e))?;
-            let n: i64 = row.try_get("n").map_err(|e| self.err(e))?;
-            let n = u64::try_from(n).unwrap_or(0);
-            match Status::parse(&status) {
-                Some(Status::Queued) => stats.queued = n,
-                Some(Status::Sending) => stats.sending = n,
-                Some(Status::Sent) => stats.sent = n,
-                Some(Status::Dead) => stats.dead = n,
-                None => {}
-            }
-        }
-        let oldest: Option<i64> = sqlx::query_scalar(
-            "SELECT MIN(created_at) FROM outbox_messages WHERE status IN ('queued', 'sending')",
-        )
-        .fetch_one(pool)
-        .await
-        .map_err(|e| self.err(e))?;
-        stats.oldest_waiting = oldest.map(from_ms);
-        // The recipients without a finished record (`sent` or `dead`)
-        // share their message's status.
+        // One statement, one snapshot; labelled rows as `row::stats` reads
+        // them. The recipients without a finished record (`sent` or
+        // `dead`) share their message's status.
         let rows = sqlx::query(
-            "SELECT s AS status, SUM(n) AS n FROM (
+            "SELECT status AS label, COUNT(*) AS n FROM outbox_messages GROUP BY status
+             UNION ALL
+             SELECT 'oldest', MIN(created_at) FROM outbox_messages
+              WHERE status IN ('queued', 'sending')
+             UNION ALL
+             SELECT 'recipients:' || COALESCE(s, ''), SUM(n) FROM (
                 SELECT status AS s,
                        json_array_length(recipients)
                          - (SELECT COUNT(*) FROM json_each(recipient_state) r
@@ -857,12 +796,12 @@ impl OutboxStore for SqliteOutbox {
         .fetch_all(pool)
         .await
         .map_err(|e| self.err(e))?;
-        for row in rows {
-            let status: Option<String> = row.try_get("status").map_err(|e| self.err(e))?;
-            let n: Option<i64> = row.try_get("n").map_err(|e| self.err(e))?;
-            crate::count_recipients(&mut stats, status.as_deref(), n);
-        }
-        Ok(stats)
+        let rows = rows
+            .iter()
+            .map(row::stats_row)
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| self.err(e))?;
+        Ok(row::stats(rows))
     }
 
     async fn purge_sent(&self, before: SystemTime) -> Result<u64> {

@@ -3,7 +3,7 @@
 
 #![cfg(feature = "sqlite")]
 
-mod conformance;
+use mailgate_outbox::testing as conformance;
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};

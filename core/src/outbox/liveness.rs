@@ -2,8 +2,8 @@
 //! in seconds instead of when their lease runs out.
 //!
 //! A store proves a worker alive its own way: a lock the worker holds for
-//! its life (SQLite), or a heartbeat row the worker keeps fresh
-//! (PostgreSQL). Before each claim a worker announces itself (once) and
+//! its life (a store in a local file), or a heartbeat row the worker keeps
+//! fresh (a shared database). Before each claim a worker announces itself (once) and
 //! ends the leases of the workers that are no longer alive, so their
 //! `sending` messages are claimed at once. The lease stays the last resort
 //! (a worker the store cannot see, an older mailgate).
@@ -23,7 +23,8 @@ use super::OutboxStore;
 use crate::error::Result;
 
 /// Dead workers are looked for at most this often per worker: the look
-/// costs a query (and, on SQLite, a lock attempt per worker file).
+/// costs a query (and, for a store of lock files, a lock attempt per worker
+/// file).
 const RECLAIM_EVERY: Duration = Duration::from_secs(1);
 
 /// A worker's standing on its store, from

@@ -15,22 +15,26 @@
 //! which goes only to the recipients still due. A message is `queued` while
 //! any recipient is due, then `dead` if any recipient is dead, else `sent`.
 //!
-//! Core defines the store ([`OutboxStore`]), the policy and the delivery
-//! loop ([`Worker`]); the `mailgate-outbox` crate holds the SQLite and
-//! PostgreSQL stores, each behind a cargo feature.
+//! Core defines the store ([`OutboxStore`]), how a store is registered
+//! ([`OutboxDescriptor`], opened from `mailgate.outbox.url`, an
+//! [`OutboxUrl`] core does not parse), the policy and the delivery loop
+//! ([`Worker`]). The stores themselves are other crates' (the
+//! `mailgate-outbox` crate's, each behind a cargo feature), listed by the
+//! program's [`Registry`](crate::Registry) as strategies are.
 
 mod delay;
+mod descriptor;
 mod dsn;
 mod liveness;
 mod observer;
+mod store;
+mod wake;
 mod worker;
 
 use std::fmt;
-use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use async_trait::async_trait;
-
+pub use descriptor::{OpenStoreFn, OutboxDescriptor, OutboxUrl};
 pub use dsn::DsnWriter;
 
 /// Most bytes of message bodies one [`OutboxStore::claim`] returns (the
@@ -38,9 +42,8 @@ pub use dsn::DsnWriter;
 pub const CLAIM_MAX_BYTES: i64 = 64 * 1024 * 1024;
 pub use liveness::{Heartbeat, Presence};
 pub use observer::{DeliveryObserver, OutcomeCounts, OutcomeLog, RecipientCounts, RecipientEvent};
+pub use store::{OutboxStore, WorkWatch};
 pub use worker::{DeliveryOutcome, FlushReport, Worker, WorkerStats};
-
-use crate::error::Result;
 
 /// A message's id in the outbox.
 pub type MessageId = i64;
@@ -142,6 +145,44 @@ pub struct NewMessage {
     pub bytes: Vec<u8>,
     /// What the sender asked of DSNs, if it asked (the relay's clients).
     pub dsn: Option<DsnRequest>,
+}
+
+impl NewMessage {
+    /// The message as a store keeps it once stored as `id` at `now`:
+    /// `queued`, due at once, no attempt yet, its age counted from `now`;
+    /// and its bytes. What every store records for an enqueue (the SQL
+    /// stores in their columns).
+    pub fn into_queued(self, id: MessageId, now: SystemTime) -> (QueuedMessage, Vec<u8>) {
+        let message = QueuedMessage {
+            id,
+            status: Status::Queued,
+            attempts: 0,
+            last_error: None,
+            next_attempt: Some(now),
+            created: now,
+            age_from: now,
+            sent_at: None,
+            from: self.from,
+            to: self.to,
+            subject: self.subject,
+            message_id: self.message_id,
+            size: self.bytes.len() as u64,
+            finished: Vec::new(),
+            dsn: self.dsn,
+            delay_warned: Vec::new(),
+            body_dropped: false,
+        };
+        (message, self.bytes)
+    }
+}
+
+/// How much of a sent message is kept when bodies are dropped
+/// (`mailgate.outbox.keepSentBodies=false`): its header section, up to and
+/// including the blank line that ends it. `None` when nothing follows (no
+/// blank line, or no body): the message is kept as it is.
+pub fn header_section_len(message: &[u8]) -> Option<usize> {
+    let end = message.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    (end < message.len()).then_some(end)
 }
 
 impl fmt::Debug for NewMessage {
@@ -268,6 +309,35 @@ impl QueuedMessage {
             .collect()
     }
 
+    /// What [`OutboxStore::retry`] makes of this message at `now` when it
+    /// is `queued` or `dead`: `queued` and due now, its attempts and its age
+    /// counted afresh, its dead recipients due again (the sent ones stay
+    /// sent, a reported delay stays reported). False, and unchanged, in
+    /// another state.
+    pub fn retry(&mut self, now: SystemTime) -> bool {
+        if !matches!(self.status, Status::Queued | Status::Dead) {
+            return false;
+        }
+        self.status = Status::Queued;
+        self.next_attempt = Some(now);
+        self.age_from = now;
+        self.attempts = 0;
+        self.finished.retain(|r| r.status != Status::Dead);
+        true
+    }
+
+    /// What a `sent` message keeps of its `bytes` when bodies are dropped
+    /// (`mailgate.outbox.keepSentBodies=false`): the header section
+    /// ([`header_section_len`]), and [`QueuedMessage::body_dropped`] set.
+    /// Nothing changes for a message in another state, or one with no
+    /// body.
+    pub fn drop_sent_body(&mut self, bytes: &mut Vec<u8>) {
+        if let Some(header) = header_section_len(bytes).filter(|_| self.status == Status::Sent) {
+            bytes.truncate(header);
+            self.body_dropped = true;
+        }
+    }
+
     fn finished_record(&self, address: &str) -> Option<&RecipientRecord> {
         self.finished.iter().find(|r| r.address == address)
     }
@@ -308,6 +378,37 @@ pub struct Stats {
     pub oldest_waiting: Option<SystemTime>,
     /// The same per recipient.
     pub recipients: RecipientStats,
+}
+
+impl Stats {
+    /// The counts of `messages` (every stored message, `sent` ones too):
+    /// per status, the oldest waiting one, and per recipient (a recipient
+    /// without a finished record shares its message's status). What
+    /// [`OutboxStore::stats`] reports unless a store counts with a query of
+    /// its own.
+    pub fn of<'m>(messages: impl IntoIterator<Item = &'m QueuedMessage>) -> Stats {
+        let mut stats = Stats::default();
+        for m in messages {
+            *match m.status {
+                Status::Queued => &mut stats.queued,
+                Status::Sending => &mut stats.sending,
+                Status::Sent => &mut stats.sent,
+                Status::Dead => &mut stats.dead,
+            } += 1;
+            if matches!(m.status, Status::Queued | Status::Sending) {
+                stats.oldest_waiting =
+                    Some(stats.oldest_waiting.map_or(m.created, |t| t.min(m.created)));
+            }
+            for r in m.recipients() {
+                *match r.status {
+                    Status::Queued | Status::Sending => &mut stats.recipients.queued,
+                    Status::Sent => &mut stats.recipients.sent,
+                    Status::Dead => &mut stats.recipients.dead,
+                } += 1;
+            }
+        }
+        stats
+    }
 }
 
 /// How a claim ends.
@@ -369,183 +470,53 @@ impl Completion {
             }
         }
     }
-}
 
-/// A store of outbox messages. An enqueue is durable before it returns (it
-/// survives a power loss); claims and completions need only survive the
-/// process (a completion lost with the machine sends that message again,
-/// which at-least-once allows), so stores may commit them without waiting
-/// for the disk. Claims are leased, so that a worker that dies releases its
-/// messages when the lease runs out.
-#[async_trait]
-pub trait OutboxStore: Send + Sync + fmt::Debug {
-    /// `sqlite` or `postgres`, and the location without any password.
-    fn describe(&self) -> String;
-
-    /// Whether the store exists yet (a SQLite file is created on first
-    /// use); `check` reads nothing from one that does not.
-    fn created(&self) -> bool {
-        true
-    }
-
-    /// Stores a message as `queued`, due now; returns its id once durable.
-    async fn enqueue(&self, message: NewMessage) -> Result<MessageId>;
-
-    /// Leases up to `limit` due messages to `worker` until `now + lease`:
-    /// `queued` ones whose next attempt has come, and `sending` ones whose
-    /// lease ran out (their worker died). Each claim counts as an attempt.
-    /// The messages' sizes add up to at most [`CLAIM_MAX_BYTES`] (the
-    /// first one whatever its size): a worker holds the bodies it claimed,
-    /// and a queue of big messages must not take the machine's memory.
-    async fn claim(
-        &self,
-        worker: &str,
-        lease: Duration,
-        limit: usize,
-        now: SystemTime,
-    ) -> Result<Vec<Claimed>>;
-
-    /// Leases message `id` to `worker` if it is `queued` (due or not):
-    /// `send --queue`'s immediate attempt and `queue flush`.
-    async fn claim_one(
-        &self,
-        id: MessageId,
-        worker: &str,
-        lease: Duration,
-        now: SystemTime,
-    ) -> Result<Option<Claimed>>;
-
-    /// Ends `worker`'s lease on `id`. A lease that was lost (expired and
-    /// taken by another worker) changes nothing and returns `false`.
-    async fn complete(
-        &self,
-        id: MessageId,
-        worker: &str,
-        completion: Completion,
-        now: SystemTime,
-    ) -> Result<bool>;
-
-    /// [`OutboxStore::complete`] for several messages of `worker`: the sent
-    /// ones through [`OutboxStore::complete_sent`], the others one by one;
-    /// whether each lease was still held.
-    async fn complete_many(
-        &self,
-        worker: &str,
-        completions: &[(MessageId, Completion)],
-        now: SystemTime,
-    ) -> Result<Vec<bool>> {
-        // The sent ones (nearly all) in one write; failures are rare.
-        let sent: Vec<MessageId> = completions
-            .iter()
-            .filter(|(_, c)| matches!(c, Completion::Sent { .. }))
-            .map(|(id, _)| *id)
-            .collect();
-        let mut kept: std::collections::HashSet<MessageId> = if sent.is_empty() {
-            Default::default()
-        } else {
-            self.complete_sent(worker, &sent, now)
-                .await?
-                .into_iter()
-                .collect()
-        };
-        for (id, completion) in completions {
-            if !matches!(completion, Completion::Sent { .. })
-                && self.complete(*id, worker, completion.clone(), now).await?
-            {
-                kept.insert(*id);
+    /// What this completion makes of `message` at `now`, as every store
+    /// records it: the status, the last failure (kept when the completion
+    /// brings none), the next attempt, when it was sent, and for
+    /// [`Completion::Recipients`] the finished recipients and the reported
+    /// delays (of the recipients still due). The SQL stores write the same
+    /// into their columns; a store that keeps [`QueuedMessage`]s calls this.
+    /// The lease and the message's bytes are the store's to handle.
+    pub fn apply(self, message: &mut QueuedMessage, now: SystemTime) {
+        message.status = self.status();
+        message.sent_at = (message.status == Status::Sent).then_some(now);
+        match self {
+            Completion::Sent { .. } => message.next_attempt = None,
+            Completion::Retry {
+                error,
+                next_attempt,
+            } => {
+                message.last_error = Some(error);
+                message.next_attempt = Some(next_attempt);
+            }
+            Completion::Dead { error } => {
+                message.last_error = Some(error);
+                message.next_attempt = None;
+            }
+            Completion::Recipients {
+                finished,
+                next_attempt,
+                error,
+                mut delay_warned,
+            } => {
+                delay_warned.retain(|a| !finished.iter().any(|r| &r.address == a));
+                message.finished = finished;
+                message.next_attempt = next_attempt;
+                message.last_error = Some(error);
+                message.delay_warned = delay_warned;
             }
         }
-        Ok(completions
-            .iter()
-            .map(|(id, _)| kept.contains(id))
-            .collect())
-    }
-
-    /// Marks `worker`'s messages `ids` sent; returns those whose lease it
-    /// still held. A store overrides it to do this in one write.
-    async fn complete_sent(
-        &self,
-        worker: &str,
-        ids: &[MessageId],
-        now: SystemTime,
-    ) -> Result<Vec<MessageId>> {
-        let mut kept = Vec::with_capacity(ids.len());
-        for id in ids {
-            let sent = Completion::Sent {
-                reply: String::new(),
-            };
-            if self.complete(*id, worker, sent, now).await? {
-                kept.push(*id);
-            }
-        }
-        Ok(kept)
-    }
-
-    /// Gives back messages `worker` claimed but did not start (it is
-    /// stopping): `queued` again, due as before, the claim's attempt not
-    /// counted. How many.
-    async fn release(&self, ids: &[MessageId], worker: &str) -> Result<u64>;
-
-    /// Messages, oldest first; `sent` ones only with `include_sent`.
-    async fn list(&self, include_sent: bool) -> Result<Vec<QueuedMessage>>;
-
-    /// Ids of the `queued` messages, oldest first.
-    async fn queued_ids(&self) -> Result<Vec<MessageId>>;
-
-    /// Makes `id` (`queued` or `dead`) due now as `queued`, with its
-    /// attempts and its maximum age counted afresh; its dead recipients are
-    /// due again, the sent ones stay sent. False if there is no such message
-    /// in those states.
-    async fn retry(&self, id: MessageId, now: SystemTime) -> Result<bool>;
-
-    /// [`OutboxStore::retry`] for every `dead` message; how many.
-    async fn retry_dead(&self, now: SystemTime) -> Result<u64>;
-
-    /// Deletes `id` whatever its status, unless it is being sent; false if
-    /// there is no such message (or it is being sent).
-    async fn delete(&self, id: MessageId) -> Result<bool>;
-
-    /// Counts per status.
-    async fn stats(&self) -> Result<Stats>;
-
-    /// Deletes `sent` messages sent before `before`; how many.
-    async fn purge_sent(&self, before: SystemTime) -> Result<u64>;
-
-    /// The earliest next attempt of a `queued` message and the earliest
-    /// lease end of a `sending` one, for a worker to sleep until.
-    async fn next_due(&self) -> Result<Option<SystemTime>>;
-
-    /// Announces `worker` as alive for as long as the returned [`Presence`]
-    /// is held, before it claims anything; the others take it for dead
-    /// once it is unheard for `timeout` (a heartbeat store), or at once
-    /// when its lock is free (a lock store). `None`: this store cannot
-    /// tell, and the worker's messages wait for their lease if it dies.
-    async fn announce_worker(&self, worker: &str, timeout: Duration) -> Result<Option<Presence>> {
-        let _ = (worker, timeout);
-        Ok(None)
-    }
-
-    /// Ends now the leases of the workers other than `worker` that are no
-    /// longer alive, so that their `sending` messages are claimed at once,
-    /// and forgets those workers; how many messages. Never touches a
-    /// worker the store cannot prove dead.
-    async fn reclaim_dead(&self, worker: &str, now: SystemTime) -> Result<u64> {
-        let _ = (worker, now);
-        Ok(0)
-    }
-
-    /// How many workers are alive on this outbox now (0 when the store
-    /// cannot tell): whether anything will deliver what is queued.
-    async fn live_workers(&self) -> Result<u64> {
-        Ok(0)
     }
 }
 
 /// The outbox settings (`mailgate.outbox.*`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutboxSettings {
-    /// Where the messages are kept.
-    pub location: OutboxLocation,
+    /// Where the messages are kept (`mailgate.outbox.url`), as set; `None`
+    /// when the key is not set, and the program's default applies
+    /// ([`Registry::default_outbox_url`](crate::Registry::default_outbox_url)).
+    pub url: Option<OutboxUrl>,
     /// First retry delay (`mailgate.outbox.retry.initialSeconds`, 30).
     pub retry_initial: Duration,
     /// Longest retry delay (`mailgate.outbox.retry.maxSeconds`, 1800).
@@ -558,8 +529,8 @@ pub struct OutboxSettings {
     /// dies releases its messages after this.
     pub lease: Duration,
     /// A worker unheard for this long is dead and its messages are claimed
-    /// by the others (`mailgate.outbox.workerTimeoutSeconds`, 30; the
-    /// PostgreSQL heartbeat).
+    /// by the others (`mailgate.outbox.workerTimeoutSeconds`, 30; for a
+    /// store whose workers keep a heartbeat).
     pub worker_timeout: Duration,
     /// A recipient still deferred this long after its message was stored
     /// (or retried by hand) gets its sender one delay notice, where
@@ -572,42 +543,8 @@ pub struct OutboxSettings {
     pub keep_sent_bodies: bool,
 }
 
-/// Where an outbox lives.
-#[derive(Clone, PartialEq, Eq)]
-pub enum OutboxLocation {
-    /// A SQLite file (`sqlite:PATH`, relative to the config folder).
-    Sqlite(PathBuf),
-    /// A PostgreSQL database (`postgres://...`).
-    Postgres(String),
-}
-
-impl OutboxLocation {
-    /// `sqlite` or `postgres`.
-    pub fn scheme(&self) -> &'static str {
-        match self {
-            OutboxLocation::Sqlite(_) => "sqlite",
-            OutboxLocation::Postgres(_) => "postgres",
-        }
-    }
-
-    /// The location as it may be shown: a PostgreSQL URL without its
-    /// password and query.
-    pub fn shown(&self) -> String {
-        match self {
-            OutboxLocation::Sqlite(path) => path.display().to_string(),
-            OutboxLocation::Postgres(url) => shown_url(url),
-        }
-    }
-}
-
-impl fmt::Debug for OutboxLocation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.scheme(), self.shown())
-    }
-}
-
-/// `postgres://user@host:port/db`: password and query left out. A URL
-/// without `://` (`sqlite:PATH`) holds no password and is shown as it is.
+/// `scheme://user@host:port/db`: password, query and fragment left out. A
+/// URL without `://` (`scheme:PATH`) holds no password and is shown as it is.
 pub fn shown_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
@@ -646,71 +583,4 @@ pub fn backoff(settings: &OutboxSettings, attempts: u32, jitter: f64) -> Duratio
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn settings() -> OutboxSettings {
-        OutboxSettings {
-            location: OutboxLocation::Sqlite("x.db".into()),
-            retry_initial: Duration::from_secs(30),
-            retry_max: Duration::from_secs(1800),
-            max_age: Duration::from_secs(72 * 3600),
-            keep_sent: Duration::from_secs(24 * 3600),
-            lease: Duration::from_secs(300),
-            worker_timeout: Duration::from_secs(30),
-            delay_warning: Some(Duration::from_secs(4 * 3600)),
-            keep_sent_bodies: false,
-        }
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_the_maximum_with_jitter() {
-        let s = settings();
-        assert_eq!(backoff(&s, 1, 1.0), Duration::from_secs(30));
-        assert_eq!(backoff(&s, 2, 1.0), Duration::from_secs(60));
-        assert_eq!(backoff(&s, 3, 1.0), Duration::from_secs(120));
-        assert_eq!(backoff(&s, 7, 1.0), Duration::from_secs(1800));
-        assert_eq!(backoff(&s, 1000, 1.0), Duration::from_secs(1800));
-        assert_eq!(backoff(&s, 1, 0.0), Duration::from_secs(15));
-        assert_eq!(backoff(&s, 0, 0.5), Duration::from_secs_f64(22.5));
-    }
-
-    #[test]
-    fn postgres_urls_are_shown_without_password_or_query() {
-        assert_eq!(
-            shown_url(
-                "postgres://mg:s3cret@db.example.com:5432/mailgate?sslmode=require&password=x"
-            ),
-            "postgres://mg@db.example.com:5432/mailgate"
-        );
-        assert_eq!(
-            shown_url("postgresql://db/mailgate"),
-            "postgresql://db/mailgate"
-        );
-        assert_eq!(shown_url("postgres://:pw@db/x"), "postgres://db/x");
-        assert_eq!(shown_url("sqlite:outbox.db"), "sqlite:outbox.db");
-        // A pasted password with unencoded delimiters.
-        for url in [
-            "postgres://mg:ab#cd@db/mail",
-            "postgres://mg:ab?cd@db/mail",
-            "postgres://mg:ab/cd@db/mail",
-        ] {
-            assert_eq!(shown_url(url), "postgres://mg@db/mail", "{url}");
-        }
-        assert_eq!(
-            format!(
-                "{:?}",
-                OutboxLocation::Postgres("postgres://a:b@h/d".into())
-            ),
-            "postgres:postgres://a@h/d"
-        );
-    }
-
-    #[test]
-    fn statuses_round_trip() {
-        for st in Status::ALL {
-            assert_eq!(Status::parse(st.as_str()), Some(st));
-        }
-        assert_eq!(Status::parse("nope"), None);
-    }
-}
+mod tests;

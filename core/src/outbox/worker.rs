@@ -13,16 +13,13 @@ use super::dsn::DsnWriter;
 use super::observer::{
     DeliveryObserver, OutcomeCounts, OutcomeLog, RecipientCounts, RecipientEvent,
 };
+use super::wake::Wake;
 use super::{
     Claimed, Completion, MessageId, OutboxSettings, OutboxStore, QueuedMessage, RecipientRecord,
     Status, backoff,
 };
 use crate::error::{Error, RecipientRefusal, Result};
 use crate::mailer::Mailer;
-
-/// A worker sleeps at most this long between looks at the outbox, so that
-/// messages another process stored are seen without a signal.
-const POLL: Duration = Duration::from_secs(2);
 
 /// Messages claimed at once per connection: one claim for many deliveries.
 const BATCH_PER_CONNECTION: usize = 64;
@@ -188,7 +185,7 @@ pub struct FlushReport {
 
 /// Delivers outbox messages through one pooled [`Mailer`].
 ///
-/// Several workers (tasks, processes, machines on one PostgreSQL outbox) may
+/// Several workers (tasks, processes, machines on one shared database) may
 /// run at once: each message is leased to one of them at a time.
 #[derive(Clone)]
 pub struct Worker {
@@ -499,6 +496,7 @@ impl Worker {
     async fn run_until(&self, shutdown: impl Future<Output = ()>) -> Result<()> {
         tokio::pin!(shutdown);
         let mut failures = 0u32;
+        let mut wake = Wake::new(Arc::clone(&self.wake));
         loop {
             // Polled here first so that a signal handler behind it is in place.
             tokio::select! {
@@ -506,6 +504,7 @@ impl Worker {
                 () = &mut shutdown => return Ok(()),
                 () = std::future::ready(()) => {}
             }
+            wake.listen(self.store.as_ref()).await;
             let batch = self.deliver_due();
             tokio::pin!(batch);
             let result = tokio::select! {
@@ -525,7 +524,8 @@ impl Worker {
                 }
                 Ok(_) => {
                     failures = 0;
-                    self.until_next_due().await
+                    let poll = wake.poll(self.settings.worker_timeout);
+                    self.until_next_due(poll).await
                 }
                 Err(e) => {
                     failures = failures.saturating_add(1);
@@ -536,18 +536,17 @@ impl Worker {
             tokio::select! {
                 biased;
                 () = &mut shutdown => return Ok(()),
-                () = tokio::time::sleep(pause) => {}
-                // The mailer stored a message: look now, not at the next poll.
-                () = self.wake.notified() => {}
+                () = wake.sleep(pause) => {}
             }
         }
     }
 
-    async fn until_next_due(&self) -> Duration {
+    /// How long to sleep: until the next message is due, at most `poll`.
+    async fn until_next_due(&self, poll: Duration) -> Duration {
         let now = (self.clock)();
         match self.store.next_due().await {
-            Ok(Some(at)) => at.duration_since(now).unwrap_or(Duration::ZERO).min(POLL),
-            _ => POLL,
+            Ok(Some(at)) => at.duration_since(now).unwrap_or(Duration::ZERO).min(poll),
+            _ => poll,
         }
     }
 

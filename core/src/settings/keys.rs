@@ -28,7 +28,8 @@ pub const MAX_CONNECTIONS: &str = "mailgate.smtp.maxConnections";
 pub const MESSAGE_ID_DOMAIN: &str = "mailgate.smtp.messageIdDomain";
 /// Largest message read from a file or stdin, in bytes (default 25 MiB).
 pub const MAX_MESSAGE_BYTES: &str = "mailgate.smtp.maxMessageBytes";
-/// Where the outbox lives: `sqlite:PATH` (relative to the config folder) or `postgres://...`.
+/// Where the outbox lives: a URL whose scheme chooses the registered store
+/// (see [`crate::outbox::OutboxDescriptor`]).
 pub const OUTBOX_URL: &str = "mailgate.outbox.url";
 /// First retry delay in seconds (default 30).
 pub const OUTBOX_RETRY_INITIAL: &str = "mailgate.outbox.retry.initialSeconds";

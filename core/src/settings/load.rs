@@ -82,7 +82,7 @@ impl Settings {
             message_id_domain: None,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             outbox: OutboxSettings {
-                location: OutboxLocation::Sqlite(PathBuf::new()),
+                url: None,
                 retry_initial: Duration::from_secs(30),
                 retry_max: Duration::from_secs(1800),
                 max_age: Duration::from_secs(72 * 3600),

@@ -10,7 +10,7 @@ use lettre::message::Mailbox;
 use secrecy::{ExposeSecret as _, SecretString};
 
 use crate::error::{ConfigError, Origin, Result};
-use crate::outbox::{OutboxLocation, OutboxSettings};
+use crate::outbox::OutboxSettings;
 use crate::properties::{ConfigFiles, Entry, Properties, is_secret_key};
 use crate::resolver::AuthFlags;
 use crate::secret::{KeyCache, reveal};
@@ -32,9 +32,6 @@ pub use crate::smtp::redact::url_userinfo;
 /// (`mailgate.outbox.delayWarningHours`, 4 hours as Postfix's
 /// `delay_warning_time` is commonly set).
 pub const DEFAULT_DELAY_WARNING: Duration = Duration::from_secs(4 * 3600);
-
-/// The outbox file in the config folder when `mailgate.outbox.url` is not set.
-pub const DEFAULT_OUTBOX_FILE: &str = "mailgate-outbox.db";
 
 /// The largest CA file read (`mailgate.smtp.ssl.caFile`): 4 MiB, room for
 /// a whole system bundle (some hundred kilobytes).
@@ -124,8 +121,8 @@ pub struct LoadOptions {
     pub overrides: Properties,
     /// Apply environment overrides.
     pub env: bool,
-    /// Keys the registered strategies read, beyond core's
-    /// ([`Registry::strategy_keys`](crate::Registry::strategy_keys)).
+    /// Keys the registered strategies and outbox stores read, beyond
+    /// core's ([`Registry::keys`](crate::Registry::keys)).
     pub strategy_keys: Vec<KeySpec>,
     /// A key file given on the command line.
     pub key_file: Option<PathBuf>,

@@ -2,37 +2,18 @@
 
 use std::time::Duration;
 
-use super::{DEFAULT_DELAY_WARNING, DEFAULT_OUTBOX_FILE, Settings, keys};
-use crate::error::{ConfigError, Origin};
-use crate::outbox::{OutboxLocation, OutboxSettings};
+use super::{DEFAULT_DELAY_WARNING, Settings, keys};
+use crate::error::ConfigError;
+use crate::outbox::{OutboxSettings, OutboxUrl};
 
 impl Settings {
     /// `mailgate.outbox.*`, validated.
     pub(super) fn outbox_settings(&self) -> Result<OutboxSettings, ConfigError> {
-        let location = match self.value(keys::OUTBOX_URL) {
-            None => OutboxLocation::Sqlite(self.base_dir().join(DEFAULT_OUTBOX_FILE)),
-            Some(url) => {
-                if let Some(path) = url.strip_prefix("sqlite:") {
-                    let path = path.trim_start_matches("//");
-                    if path.is_empty() || path.contains('?') {
-                        return Err(self.invalid(
-                            keys::OUTBOX_URL,
-                            "`sqlite:PATH` (a file, relative to the config folder) or `postgres://USER@HOST/DB`",
-                        ));
-                    }
-                    OutboxLocation::Sqlite(self.base_dir().join(path))
-                } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-                    OutboxLocation::Postgres(url.to_owned())
-                } else {
-                    return Err(ConfigError::Invalid {
-                        key: keys::OUTBOX_URL.to_owned(),
-                        origin: self.entry(keys::OUTBOX_URL).map(|e| e.origin.clone()).unwrap_or(Origin::Builder),
-                        value: Some(crate::outbox::shown_url(url)),
-                        expected: "`sqlite:PATH` (relative to the config folder) or `postgres://USER@HOST/DB`".into(),
-                    });
-                }
-            }
-        };
+        // Opaque here: the registered store that takes its scheme parses it.
+        let url = self
+            .entry(keys::OUTBOX_URL)
+            .filter(|e| !e.value.trim().is_empty())
+            .map(|e| OutboxUrl::new(e.value.as_str(), e.origin.clone()));
         let seconds = |key: &str, default: u64, max: u64| -> Result<Duration, ConfigError> {
             match self.value(key) {
                 None => Ok(Duration::from_secs(default)),
@@ -48,7 +29,7 @@ impl Settings {
             seconds(key, default, 24 * 365).map(|d| d * 3600)
         };
         let outbox = OutboxSettings {
-            location,
+            url,
             retry_initial: seconds(keys::OUTBOX_RETRY_INITIAL, 30, 86_400)?,
             retry_max: seconds(keys::OUTBOX_RETRY_MAX, 1800, 7 * 86_400)?,
             max_age: hours(keys::OUTBOX_MAX_AGE, 72)?,

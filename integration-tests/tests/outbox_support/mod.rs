@@ -19,7 +19,6 @@ pub fn outbox_mailer(port: u16, extra: &[(&str, &str)]) -> (ConfigDir, Mailer) {
     let mailer = Mailer::builder()
         .config_dir(dir.path())
         .env_overrides(false)
-        .outbox(mailgate::open_outbox)
         .build()
         .expect("mailer builds");
     (dir, mailer)

@@ -20,7 +20,6 @@ use mailgate_core::outbox::{Heartbeat, Presence};
 use sqlx::postgres::PgPool;
 
 use super::PgOutbox;
-use crate::to_ms;
 
 /// Migration 3: the workers' heartbeats.
 pub(super) const WORKERS_TABLE: &str = "CREATE TABLE mailgate_workers (
@@ -122,8 +121,9 @@ impl PgOutbox {
 
     /// [`mailgate_core::outbox::OutboxStore::reclaim_dead`]: the rows of
     /// the workers unheard for their timeout are deleted and the leases of
-    /// their messages end now, in one statement.
+    /// their messages end now (the database's now), in one statement.
     pub(super) async fn reclaim_unheard(&self, worker: &str, now: SystemTime) -> Result<u64> {
+        let _ = now;
         let pool = self.worker_pool().await?;
         let done = self
             .run(
@@ -133,11 +133,12 @@ impl PgOutbox {
                          WHERE id <> $1
                            AND last_seen < now() - make_interval(secs => timeout_ms::float8 / 1000)
                         RETURNING id)
-                     UPDATE outbox_messages SET lease_until = LEAST(lease_until, $2)
+                     UPDATE outbox_messages
+                        SET lease_until = LEAST(lease_until,
+                                                floor(extract(epoch FROM now()) * 1000)::bigint)
                       WHERE status = 'sending' AND lease_owner IN (SELECT id FROM dead)",
                 )
                 .bind(worker)
-                .bind(to_ms(now))
                 .execute(pool),
             )
             .await?;

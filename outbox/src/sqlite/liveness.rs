@@ -21,7 +21,7 @@ use mailgate_core::outbox::Presence;
 use mailgate_core::{Error, Result};
 
 use super::{SqliteOutbox, outbox_error};
-use crate::to_ms;
+use crate::row::to_ms;
 
 /// A half-made worker file older than this belongs to a worker that died
 /// while announcing itself.
