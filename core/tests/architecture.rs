@@ -229,3 +229,22 @@ fn the_circle_finder_finds_a_circle() {
         ]
     );
 }
+
+/// Longest a file of core's code may be (a file's own tests go in a
+/// `tests.rs` beside it): past it, a file holds more than one thing.
+const MAX_FILE_LINES: usize = 800;
+
+#[test]
+fn no_file_of_core_is_over_800_lines() {
+    let too_long: Vec<String> = sources(&src())
+        .into_iter()
+        .filter(|(file, _)| !file.ends_with("tests.rs"))
+        .map(|(file, text)| (file, text.lines().count()))
+        .filter(|(_, lines)| *lines > MAX_FILE_LINES)
+        .map(|(file, lines)| format!("{file}: {lines} lines"))
+        .collect();
+    assert!(
+        too_long.is_empty(),
+        "split these (a test module can move to a tests.rs beside its file): {too_long:?}"
+    );
+}

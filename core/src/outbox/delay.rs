@@ -4,7 +4,7 @@
 use std::time::{Duration, SystemTime};
 
 use super::observer::RecipientEvent;
-use super::worker::DeliveryOutcome;
+use super::outcome::DeliveryOutcome;
 use super::{QueuedMessage, RecipientRecord};
 
 /// What the observers hear of the recipients deferred by one attempt

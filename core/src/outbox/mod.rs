@@ -27,6 +27,7 @@ mod descriptor;
 mod dsn;
 mod liveness;
 mod observer;
+mod outcome;
 mod store;
 mod wake;
 mod worker;
@@ -42,8 +43,9 @@ pub use dsn::DsnWriter;
 pub const CLAIM_MAX_BYTES: i64 = 64 * 1024 * 1024;
 pub use liveness::{Heartbeat, Presence};
 pub use observer::{DeliveryObserver, OutcomeCounts, OutcomeLog, RecipientCounts, RecipientEvent};
+pub use outcome::DeliveryOutcome;
 pub use store::{OutboxStore, WorkWatch};
-pub use worker::{DeliveryOutcome, FlushReport, Worker, WorkerStats};
+pub use worker::{FlushReport, Worker, WorkerStats};
 
 /// A message's id in the outbox.
 pub type MessageId = i64;

@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 
-use super::worker::DeliveryOutcome;
+use super::outcome::DeliveryOutcome;
 use super::{QueuedMessage, Status};
 
 /// What one delivery attempt did for one recipient.
