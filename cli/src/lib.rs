@@ -35,6 +35,7 @@ use std::process::ExitCode;
 mod demo;
 mod encrypt;
 mod help;
+mod keys;
 mod man;
 mod queue;
 mod relay;
@@ -252,8 +253,11 @@ pub fn run(registry: Result<Registry, mailgate::ConfigError>) -> ExitCode {
     let service = matches!(cli.command, Command::Relay);
     let collect_warnings = matches!(&cli.command, Command::Check(args) if args.json);
     init_logging(cli.verbose, cli.quiet, service, collect_warnings);
+    // The command line's own parts declare their keys, as strategies do.
     let registry = match registry {
-        Ok(registry) => registry,
+        Ok(registry) => registry
+            .with_keys(keys::SENDMAIL_KEYS)
+            .with_keys(keys::RELAY_KEYS),
         Err(e) => return fail(Failure::Mailgate(Error::from(e)), json),
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()

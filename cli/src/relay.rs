@@ -4,6 +4,7 @@
 //! SIGHUP and when a config file changes, keeping the old settings when the
 //! new ones are invalid.
 
+use crate::keys as cli_keys;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -57,13 +58,13 @@ fn load(build: &Build) -> Result<Loaded, Error> {
     let listen = parse_listen(settings)?;
     refuse_upstream_self(settings, listen)?;
     let allow = parse_allow(settings)?;
-    let users = match settings.value(keys::RELAY_USERS_FILE) {
+    let users = match settings.value(cli_keys::RELAY_USERS_FILE) {
         Some(path) => {
             let path = settings.base_dir().join(path);
             Some(Users::load(&path).map_err(|e| {
                 config(
                     settings,
-                    keys::RELAY_USERS_FILE,
+                    cli_keys::RELAY_USERS_FILE,
                     &format!("a readable users file ({e})"),
                 )
             })?)
@@ -72,23 +73,25 @@ fn load(build: &Build) -> Result<Loaded, Error> {
     };
     // Never an open relay by accident: a listener beyond loopback needs an
     // allow list or local AUTH.
-    if !listen.ip().is_loopback() && settings.value(keys::RELAY_ALLOW).is_none() && users.is_none()
+    if !listen.ip().is_loopback()
+        && settings.value(cli_keys::RELAY_ALLOW).is_none()
+        && users.is_none()
     {
         return Err(settings
             .invalid(
-                keys::RELAY_LISTEN,
+                cli_keys::RELAY_LISTEN,
                 &format!(
                     "a loopback address, or set `{}` (the clients allowed) or `{}` (local AUTH): listening on {} for anyone would be an open relay",
-                    keys::RELAY_ALLOW,
-                    keys::RELAY_USERS_FILE,
+                    cli_keys::RELAY_ALLOW,
+                    cli_keys::RELAY_USERS_FILE,
                     listen.ip()
                 ),
             )
             .into());
     }
     let tls = match (
-        settings.value(keys::RELAY_TLS_CERT),
-        settings.value(keys::RELAY_TLS_KEY),
+        settings.value(cli_keys::RELAY_TLS_CERT),
+        settings.value(cli_keys::RELAY_TLS_KEY),
     ) {
         (Some(cert), Some(key)) => Some(server_tls(
             &settings.base_dir().join(cert),
@@ -99,35 +102,35 @@ fn load(build: &Build) -> Result<Loaded, Error> {
         (Some(_), None) => {
             return Err(config(
                 settings,
-                keys::RELAY_TLS_KEY,
+                cli_keys::RELAY_TLS_KEY,
                 "the key of `mailgate.relay.tls.certFile` (a PEM private key file)",
             ));
         }
         (None, Some(_)) => {
             return Err(config(
                 settings,
-                keys::RELAY_TLS_CERT,
+                cli_keys::RELAY_TLS_CERT,
                 "the certificate chain for `mailgate.relay.tls.keyFile` (a PEM file)",
             ));
         }
     };
     let max_recipients = number(
         settings,
-        keys::RELAY_MAX_RECIPIENTS,
+        cli_keys::RELAY_MAX_RECIPIENTS,
         DEFAULT_MAX_RECIPIENTS,
         1,
         10_000,
     )?;
     let max_message_bytes = number(
         settings,
-        keys::RELAY_MAX_MESSAGE_BYTES,
+        cli_keys::RELAY_MAX_MESSAGE_BYTES,
         DEFAULT_MAX_MESSAGE_BYTES,
         1024,
         1 << 30,
     )?;
     let max_data_memory = number(
         settings,
-        keys::RELAY_MAX_DATA_MEMORY,
+        cli_keys::RELAY_MAX_DATA_MEMORY,
         DEFAULT_MAX_DATA_MEMORY_MIB.max(max_message_bytes.div_ceil(1 << 20)),
         1,
         1 << 20,
@@ -136,10 +139,10 @@ fn load(build: &Build) -> Result<Loaded, Error> {
     if max_data_memory < max_message_bytes {
         return Err(config(
             settings,
-            keys::RELAY_MAX_DATA_MEMORY,
+            cli_keys::RELAY_MAX_DATA_MEMORY,
             &format!(
                 "at least one message of `{}` ({max_message_bytes} bytes: {} MiB), or no relay session could ever hold one",
-                keys::RELAY_MAX_MESSAGE_BYTES,
+                cli_keys::RELAY_MAX_MESSAGE_BYTES,
                 max_message_bytes.div_ceil(1 << 20)
             ),
         ));
@@ -156,26 +159,32 @@ fn load(build: &Build) -> Result<Loaded, Error> {
         max_recipients,
         max_connections: number(
             settings,
-            keys::RELAY_MAX_CONNECTIONS,
+            cli_keys::RELAY_MAX_CONNECTIONS,
             DEFAULT_MAX_CONNECTIONS,
             1,
             10_000,
         )?,
         idle_timeout: Duration::from_secs(number(
             settings,
-            keys::RELAY_IDLE_SECONDS,
+            cli_keys::RELAY_IDLE_SECONDS,
             DEFAULT_IDLE_SECONDS as usize,
             1,
             3600,
         )? as u64),
         min_data_rate: number(
             settings,
-            keys::RELAY_MIN_DATA_RATE,
+            cli_keys::RELAY_MIN_DATA_RATE,
             DEFAULT_MIN_DATA_RATE,
             0,
             1 << 30,
         )? as u64,
-        max_hops: number(settings, keys::RELAY_MAX_HOPS, DEFAULT_MAX_HOPS, 1, 1000)?,
+        max_hops: number(
+            settings,
+            cli_keys::RELAY_MAX_HOPS,
+            DEFAULT_MAX_HOPS,
+            1,
+            1000,
+        )?,
         // A worker of this process that meets this id in an EHLO reply is
         // talking to this listener: it refuses instead of looping.
         instance_id: Some(mailgate::smtp::instance_id().to_owned()),
@@ -187,19 +196,19 @@ fn load(build: &Build) -> Result<Loaded, Error> {
     // be refused by the listener.
     relay.validate().map_err(|e| {
         let key = match e.field {
-            "allow" => keys::RELAY_ALLOW,
-            "max_message_bytes" => keys::RELAY_MAX_MESSAGE_BYTES,
-            "max_recipients" => keys::RELAY_MAX_RECIPIENTS,
-            "max_connections" => keys::RELAY_MAX_CONNECTIONS,
-            "idle_timeout" => keys::RELAY_IDLE_SECONDS,
-            "max_hops" => keys::RELAY_MAX_HOPS,
-            "max_data_memory" => keys::RELAY_MAX_DATA_MEMORY,
+            "allow" => cli_keys::RELAY_ALLOW,
+            "max_message_bytes" => cli_keys::RELAY_MAX_MESSAGE_BYTES,
+            "max_recipients" => cli_keys::RELAY_MAX_RECIPIENTS,
+            "max_connections" => cli_keys::RELAY_MAX_CONNECTIONS,
+            "idle_timeout" => cli_keys::RELAY_IDLE_SECONDS,
+            "max_hops" => cli_keys::RELAY_MAX_HOPS,
+            "max_data_memory" => cli_keys::RELAY_MAX_DATA_MEMORY,
             // The rest is set here, not from properties (the host name).
-            _ => keys::RELAY_LISTEN,
+            _ => cli_keys::RELAY_LISTEN,
         };
         config(settings, key, &e.reason)
     })?;
-    let rewrite_from = if settings.flag(keys::RELAY_REWRITE_FROM)? {
+    let rewrite_from = if settings.flag(cli_keys::RELAY_REWRITE_FROM)? {
         Some(settings.sender().cloned().ok_or_else(|| {
             config(
                 settings,
@@ -210,12 +219,12 @@ fn load(build: &Build) -> Result<Loaded, Error> {
     } else {
         None
     };
-    let metrics = match settings.value(keys::RELAY_METRICS) {
+    let metrics = match settings.value(cli_keys::RELAY_METRICS) {
         None => None,
         Some(v) => Some(v.parse::<SocketAddr>().map_err(|_| {
             config(
                 settings,
-                keys::RELAY_METRICS,
+                cli_keys::RELAY_METRICS,
                 "HOST:PORT, e.g. 127.0.0.1:9125",
             )
         })?),
@@ -235,10 +244,16 @@ fn config(settings: &Settings, key: &str, expected: &str) -> Error {
 
 fn parse_listen(settings: &Settings) -> Result<SocketAddr, Error> {
     settings
-        .value(keys::RELAY_LISTEN)
+        .value(cli_keys::RELAY_LISTEN)
         .unwrap_or(DEFAULT_LISTEN)
         .parse::<SocketAddr>()
-        .map_err(|_| config(settings, keys::RELAY_LISTEN, "IP:PORT, e.g. 127.0.0.1:2525"))
+        .map_err(|_| {
+            config(
+                settings,
+                cli_keys::RELAY_LISTEN,
+                "IP:PORT, e.g. 127.0.0.1:2525",
+            )
+        })
 }
 
 /// An upstream that is the relay's own listener would send every message
@@ -268,8 +283,8 @@ fn refuse_upstream_self(settings: &Settings, listen: SocketAddr) -> Result<(), E
                 server.host,
                 server.port,
                 keys::SERVER_PORT,
-                keys::RELAY_LISTEN,
-                keys::RELAY_LISTEN,
+                cli_keys::RELAY_LISTEN,
+                cli_keys::RELAY_LISTEN,
             ),
         )
         .into())
@@ -294,7 +309,7 @@ fn reaches(upstream: IpAddr, listen: IpAddr) -> bool {
 }
 
 fn parse_allow(settings: &Settings) -> Result<Vec<Cidr>, Error> {
-    match settings.value(keys::RELAY_ALLOW) {
+    match settings.value(cli_keys::RELAY_ALLOW) {
         None => Ok(mailgate_relay::default_allow()),
         Some(list) => list
             .split(',')
@@ -304,7 +319,7 @@ fn parse_allow(settings: &Settings) -> Result<Vec<Cidr>, Error> {
                 s.parse::<Cidr>().map_err(|e| {
                     config(
                         settings,
-                        keys::RELAY_ALLOW,
+                        cli_keys::RELAY_ALLOW,
                         &format!(
                             "comma-separated addresses or CIDRs, e.g. 127.0.0.1, 10.0.0.0/8 ({e})"
                         ),
@@ -370,28 +385,28 @@ fn server_tls(
             },
         )
     };
-    let cert_pem = read(cert, keys::RELAY_TLS_CERT)?;
-    let key_pem = zeroize::Zeroizing::new(read(key, keys::RELAY_TLS_KEY)?);
+    let cert_pem = read(cert, cli_keys::RELAY_TLS_CERT)?;
+    let key_pem = zeroize::Zeroizing::new(read(key, cli_keys::RELAY_TLS_KEY)?);
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<_, _>>()
         .map_err(|e| {
             config(
                 settings,
-                keys::RELAY_TLS_CERT,
+                cli_keys::RELAY_TLS_CERT,
                 &format!("a PEM certificate chain ({}: {e})", cert.display()),
             )
         })?;
     if certs.is_empty() {
         return Err(config(
             settings,
-            keys::RELAY_TLS_CERT,
+            cli_keys::RELAY_TLS_CERT,
             &format!("a PEM certificate chain ({} holds none)", cert.display()),
         ));
     }
     let key_der = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
         config(
             settings,
-            keys::RELAY_TLS_KEY,
+            cli_keys::RELAY_TLS_KEY,
             &format!("a PEM private key ({}: {e})", key.display()),
         )
     })?;
@@ -402,7 +417,7 @@ fn server_tls(
         .map_err(|e| {
             config(
                 settings,
-                keys::RELAY_TLS_KEY,
+                cli_keys::RELAY_TLS_KEY,
                 &format!("a key that matches the certificate ({e})"),
             )
         })?;
@@ -684,11 +699,11 @@ pub(crate) async fn run(build: Build) -> Result<(), Failure> {
         .await
         .map_err(|e| {
             Error::Config(ConfigError::Invalid {
-                key: keys::RELAY_LISTEN.to_owned(),
+                key: cli_keys::RELAY_LISTEN.to_owned(),
                 origin: loaded
                     .mailer
                     .settings()
-                    .entry(keys::RELAY_LISTEN)
+                    .entry(cli_keys::RELAY_LISTEN)
                     .map(|e| e.origin.clone())
                     .unwrap_or(mailgate::Origin::Builder),
                 value: Some(loaded.listen.to_string()),
@@ -781,7 +796,7 @@ pub(crate) async fn run(build: Build) -> Result<(), Failure> {
                         if new.listen != listen && new.listen.port() != 0 {
                             tracing::warn!(
                                 "relay: `{}` changed to {}; the listener stays on {listen} until a restart",
-                                keys::RELAY_LISTEN,
+                                cli_keys::RELAY_LISTEN,
                                 new.listen
                             );
                         }
@@ -841,9 +856,9 @@ fn watched_files(settings: &Settings) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = settings.files_read().to_vec();
     files.push(settings.key_file());
     for key in [
-        keys::RELAY_USERS_FILE,
-        keys::RELAY_TLS_CERT,
-        keys::RELAY_TLS_KEY,
+        cli_keys::RELAY_USERS_FILE,
+        cli_keys::RELAY_TLS_CERT,
+        cli_keys::RELAY_TLS_KEY,
     ] {
         if let Some(v) = settings.value(key) {
             files.push(settings.base_dir().join(v));
@@ -1146,10 +1161,10 @@ mod metrics {
 /// or from a prompt without echo on a terminal; the users file is
 /// `mailgate.relay.usersFile`.
 pub(crate) fn add_user(settings: &Settings, name: &str) -> Result<String, Error> {
-    let Some(file) = settings.value(keys::RELAY_USERS_FILE) else {
+    let Some(file) = settings.value(cli_keys::RELAY_USERS_FILE) else {
         return Err(settings
             .invalid(
-                keys::RELAY_USERS_FILE,
+                cli_keys::RELAY_USERS_FILE,
                 "the users file to add to (e.g. relay-users, relative to the config folder)",
             )
             .into());

@@ -4,6 +4,7 @@
 //! bare local names (`root`) qualified or mapped through an aliases file,
 //! as msmtp and Postfix do.
 
+use crate::keys as cli_keys;
 use std::path::PathBuf;
 
 use mailgate::message::aliases::{Aliases, bare_name};
@@ -197,7 +198,7 @@ pub(crate) async fn sendmail(mailer: &Mailer, args: &SendmailArgs) -> Result<(),
     let envelope = envelope(sender.as_deref(), &recipients)?;
     let queue = mailer
         .settings()
-        .flag_or(keys::SENDMAIL_QUEUE, true)
+        .flag_or(cli_keys::SENDMAIL_QUEUE, true)
         .map_err(Error::from)?;
     if !queue || mailer.outbox().is_err() {
         // mailgate.sendmail.queue=false, or a build without an outbox
@@ -236,15 +237,15 @@ impl LocalNames {
     /// `mksis.logging.email.from`) and `mailgate.sendmail.aliases`.
     pub(crate) fn from_settings(settings: &Settings) -> Result<LocalNames, Error> {
         let domain = settings
-            .value(keys::SENDMAIL_DOMAIN)
+            .value(cli_keys::SENDMAIL_DOMAIN)
             .map(str::to_owned)
             .or_else(|| settings.sender().map(|m| m.email.domain().to_owned()));
-        let aliases = match settings.value(keys::SENDMAIL_ALIASES) {
+        let aliases = match settings.value(cli_keys::SENDMAIL_ALIASES) {
             Some(path) => {
                 let path = settings.base_dir().join(path);
                 Aliases::load(&path).map_err(|reason| {
                     settings.invalid(
-                        keys::SENDMAIL_ALIASES,
+                        cli_keys::SENDMAIL_ALIASES,
                         &format!("a readable aliases file: {reason}"),
                     )
                 })?
@@ -299,7 +300,7 @@ impl LocalNames {
                 reason: format!(
                     "`{}` is a local name and there is no domain to add: set {} (or {}) or give a full address",
                     mailgate::smtp::escape_controls(name, 80),
-                    keys::SENDMAIL_DOMAIN,
+                    cli_keys::SENDMAIL_DOMAIN,
                     keys::EMAIL_FROM
                 ),
             }),
@@ -452,7 +453,7 @@ mod tests {
         // No domain to add: a clear error naming both keys.
         let err = names(None, "").sender("root").unwrap_err().to_string();
         assert!(
-            err.contains(keys::SENDMAIL_DOMAIN) && err.contains("root"),
+            err.contains(cli_keys::SENDMAIL_DOMAIN) && err.contains("root"),
             "{err}"
         );
     }

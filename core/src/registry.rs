@@ -33,6 +33,9 @@ pub struct Registry {
     absent_stores: Vec<AbsentStore>,
     /// The outbox URL when `mailgate.outbox.url` is not set.
     default_outbox: Option<&'static str>,
+    /// Keys of the program's other parts (the command line's relay and
+    /// sendmail), declared like a strategy's.
+    program_keys: Vec<&'static [KeySpec]>,
 }
 
 #[derive(Clone, Debug)]
@@ -162,10 +165,22 @@ impl Registry {
         self.stores.values().flat_map(|d| d.keys.iter())
     }
 
-    /// Property keys read by the registered strategies and stores: what
-    /// loading knows beyond core's own keys.
+    /// Declares the keys a part of the program reads that is neither a
+    /// strategy nor a store (the command line's `relay` and `sendmail`): then
+    /// loading keeps their values, warns about near misses of them, and
+    /// `encrypt` and `check` know them, as for a strategy's keys.
+    pub fn with_keys(mut self, keys: &'static [KeySpec]) -> Self {
+        self.program_keys.push(keys);
+        self
+    }
+
+    /// Property keys read by the registered strategies and stores and
+    /// declared with [`Registry::with_keys`]: what loading knows beyond
+    /// core's own keys.
     pub fn keys(&self) -> impl Iterator<Item = &'static KeySpec> + '_ {
-        self.strategy_keys().chain(self.store_keys())
+        self.strategy_keys()
+            .chain(self.store_keys())
+            .chain(self.program_keys.iter().flat_map(|keys| keys.iter()))
     }
 
     /// The keys the registered strategies and stores declare secret: what

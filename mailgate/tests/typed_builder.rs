@@ -393,3 +393,49 @@ async fn the_pool_config_decides_whether_an_idle_connection_is_reused() {
     let no_reuse = mailgate::PoolConfig::default().max_idle_age(Duration::ZERO);
     assert_eq!(connections(no_reuse).await, 2);
 }
+
+/// A part of the program that is neither a strategy nor a store (the
+/// command line's relay) declares its keys with `Registry::with_keys`:
+/// then its values are kept; undeclared, a `mailgate.*` key is dropped
+/// with a warning naming it.
+#[test]
+fn keys_declared_with_the_registry_are_kept_and_undeclared_ones_warned_about() {
+    static RELAYISH: &[mailgate::KeySpec] = &[mailgate::KeySpec::new("mailgate.relay.listen")];
+    let build = |registry: mailgate::Registry| {
+        Mailer::builder()
+            .registry(registry)
+            .server("127.0.0.1", 25)
+            .no_tls()
+            .sender(USER)
+            .open()
+            .property("mailgate.relay.listen", "127.0.0.1:2525")
+            .build()
+            .expect("mailer builds")
+    };
+    let declared = build(
+        mailgate::default_registry()
+            .expect("registry")
+            .with_keys(RELAYISH),
+    );
+    assert_eq!(
+        declared.settings().value("mailgate.relay.listen"),
+        Some("127.0.0.1:2525")
+    );
+    assert!(
+        declared.settings().warnings().is_empty(),
+        "{:?}",
+        declared.settings().warnings()
+    );
+
+    let undeclared = build(mailgate::default_registry().expect("registry"));
+    assert_eq!(undeclared.settings().value("mailgate.relay.listen"), None);
+    assert!(
+        undeclared
+            .settings()
+            .warnings()
+            .iter()
+            .any(|w| w.0.contains("mailgate.relay.listen")),
+        "{:?}",
+        undeclared.settings().warnings()
+    );
+}

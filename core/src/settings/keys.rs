@@ -48,18 +48,6 @@ pub const OUTBOX_POSTMASTER: &str = "mailgate.outbox.postmaster";
 /// `false`: `sendmail` and `send --queue` never start a worker for what
 /// they leave queued (default true).
 pub const OUTBOX_AUTO_DELIVER: &str = "mailgate.outbox.autoDeliver";
-/// The domain `sendmail` appends to a bare local name (`root`,
-/// `www-data`) as sender or recipient (default: the domain of
-/// `mksis.logging.email.from`).
-pub const SENDMAIL_DOMAIN: &str = "mailgate.sendmail.domain";
-/// An aliases file for `sendmail` (msmtp's format: `root: ops@example.com`,
-/// `default: admin@example.com`), relative to the config folder.
-pub const SENDMAIL_ALIASES: &str = "mailgate.sendmail.aliases";
-/// `false`: `sendmail` sends at once and never opens the outbox, as
-/// msmtp does (default true: stored first, then one attempt). For a
-/// config that users other than the outbox's owner call `sendmail`
-/// with (the Debian package's `/etc/mailgate`).
-pub const SENDMAIL_QUEUE: &str = "mailgate.sendmail.queue";
 /// Seconds a worker may go unheard before the others take over its
 /// messages (default 30).
 pub const OUTBOX_WORKER_TIMEOUT: &str = "mailgate.outbox.workerTimeoutSeconds";
@@ -69,37 +57,6 @@ pub const OUTBOX_DELAY_WARNING: &str = "mailgate.outbox.delayWarningHours";
 /// `true`: sent messages keep their body for `keepSentHours` (default
 /// false: the header section, envelope, size and replies only).
 pub const OUTBOX_KEEP_SENT_BODIES: &str = "mailgate.outbox.keepSentBodies";
-/// Where `mailgate relay` listens (default `127.0.0.1:2525`).
-pub const RELAY_LISTEN: &str = "mailgate.relay.listen";
-/// Clients allowed to submit to the relay: comma-separated CIDRs (default loopback).
-pub const RELAY_ALLOW: &str = "mailgate.relay.allow";
-/// Largest message the relay accepts, advertised as SIZE (default 26214400).
-pub const RELAY_MAX_MESSAGE_BYTES: &str = "mailgate.relay.maxMessageBytes";
-/// Most recipients per message (default 100).
-pub const RELAY_MAX_RECIPIENTS: &str = "mailgate.relay.maxRecipients";
-/// Most simultaneous client connections (default 100).
-pub const RELAY_MAX_CONNECTIONS: &str = "mailgate.relay.maxConnections";
-/// A client silent this long is dropped, in seconds (default 60).
-pub const RELAY_IDLE_SECONDS: &str = "mailgate.relay.idleSeconds";
-/// Slowest message data accepted, bytes per second after the first
-/// `idleSeconds` (default 500; 0: no minimum).
-pub const RELAY_MIN_DATA_RATE: &str = "mailgate.relay.minDataRate";
-/// The relay's STARTTLS certificate chain (PEM), relative to the config folder.
-pub const RELAY_TLS_CERT: &str = "mailgate.relay.tls.certFile";
-/// The relay's STARTTLS private key (PEM), relative to the config folder.
-pub const RELAY_TLS_KEY: &str = "mailgate.relay.tls.keyFile";
-/// Local AUTH users (`name:argon2-hash` lines), relative to the config folder.
-pub const RELAY_USERS_FILE: &str = "mailgate.relay.usersFile";
-/// true: the envelope sender and From become the upstream user; the author moves to Reply-To.
-pub const RELAY_REWRITE_FROM: &str = "mailgate.relay.rewriteFrom";
-/// `HOST:PORT` of a Prometheus metrics endpoint (default: none).
-pub const RELAY_METRICS: &str = "mailgate.relay.metrics";
-/// Most `Received:` fields a message may carry into the relay (default
-/// 50); more is a mail loop, refused with `554 5.4.6`.
-pub const RELAY_MAX_HOPS: &str = "mailgate.relay.maxHops";
-/// MiB of message data all relay sessions together may hold (default
-/// 256, at least one `maxMessageBytes`); beyond it DATA gets `452 4.3.1`.
-pub const RELAY_MAX_DATA_MEMORY: &str = "mailgate.relay.maxDataMemoryMB";
 /// Picks a registered strategy by name, overriding the flags.
 pub const AUTH_STRATEGY: &str = "mailgate.smtp.auth.strategy";
 /// Key file for `ENC(...)` values (default `mailgate.key` in the config folder).
@@ -134,23 +91,6 @@ pub const CORE: &[&str] = &[
     OUTBOX_AUTO_DELIVER,
     OUTBOX_DELAY_WARNING,
     OUTBOX_KEEP_SENT_BODIES,
-    SENDMAIL_DOMAIN,
-    SENDMAIL_ALIASES,
-    SENDMAIL_QUEUE,
-    RELAY_LISTEN,
-    RELAY_ALLOW,
-    RELAY_MAX_MESSAGE_BYTES,
-    RELAY_MAX_RECIPIENTS,
-    RELAY_MAX_CONNECTIONS,
-    RELAY_IDLE_SECONDS,
-    RELAY_MIN_DATA_RATE,
-    RELAY_TLS_CERT,
-    RELAY_TLS_KEY,
-    RELAY_USERS_FILE,
-    RELAY_REWRITE_FROM,
-    RELAY_METRICS,
-    RELAY_MAX_HOPS,
-    RELAY_MAX_DATA_MEMORY,
     AUTH_STRATEGY,
     CRYPTO_KEY_FILE,
 ];
@@ -197,10 +137,9 @@ pub fn max_value_len(key: &str) -> usize {
         OUTBOX_AUTO_DELIVER,
         OUTBOX_DELAY_WARNING,
         OUTBOX_KEEP_SENT_BODIES,
-        SENDMAIL_QUEUE,
     ];
     match key {
-        SERVER_HOSTNAME | HELO_NAME | MESSAGE_ID_DOMAIN | SENDMAIL_DOMAIN => 253,
+        SERVER_HOSTNAME | HELO_NAME | MESSAGE_ID_DOMAIN => 253,
         EMAIL_FROM | AUTH_STRATEGY | OUTBOX_POSTMASTER => 998,
         OUTBOX_URL => 2048,
         k if SHORT.contains(&k) => 64,
