@@ -1,0 +1,1 @@
+//! The conformance cases every server on the codec passes.
