@@ -16,6 +16,7 @@ use crate::shared::{FaultSlot, lock};
 use crate::tls::DevCa;
 use crate::token::TokenRegistry;
 
+mod auth;
 mod message;
 pub(crate) mod sasl;
 mod session;

@@ -483,6 +483,39 @@ mod tests {
         assert!(p.utf8);
     }
 
+    /// The dev server's own path parser went; what its test asserted
+    /// holds of the codec's.
+    #[test]
+    fn dev_server_paths() {
+        let mail = |line: &str| match parse(line) {
+            Ok(Command::Mail { path, params }) => Some((path.address, params.to_owned())),
+            _ => None,
+        };
+        assert_eq!(
+            mail("MAIL FROM:<a@b> SIZE=10"),
+            Some(("a@b".into(), "SIZE=10".into()))
+        );
+        assert_eq!(
+            mail("MAIL FROM: <a@b>"),
+            Some(("a@b".into(), String::new()))
+        );
+        assert_eq!(mail("MAIL FROM:<>"), Some((String::new(), String::new())));
+        assert_eq!(
+            mail("MAIL FROM:a@b BODY=8BITMIME"),
+            Some(("a@b".into(), "BODY=8BITMIME".into()))
+        );
+        assert_eq!(
+            mail("MAIL FROM:<@relay:a@b>"),
+            Some(("a@b".into(), String::new()))
+        );
+        assert_eq!(mail("MAIL FROM:<a b>"), None);
+        assert_eq!(mail("MAIL FROM:<a@b"), None);
+        assert_eq!(mail("MAIL FROM:"), None);
+        assert_eq!(mail("mail from:<x@y>"), Some(("x@y".into(), String::new())));
+        assert_eq!(mail("MAIL FR"), None);
+        assert_eq!(mail("MAIL FRÖM:<x@y>"), None);
+    }
+
     proptest::proptest! {
         #[test]
         fn never_panics(line in "\\PC{0,300}") {
