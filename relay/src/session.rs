@@ -132,6 +132,7 @@ fn codec_config(config: &RelayConfig) -> CodecConfig {
         max_errors: config.max_errors,
         max_commands: config.max_commands,
         bare_lf_ends_line: false,
+        unqualified_addresses: false,
         report_lines: false,
         extensions: Extensions {
             pipelining: true,

@@ -102,7 +102,8 @@ impl Dialect for Postfix {
 /// The codec as the dev server speaks it. Where it differs from the
 /// relay: Postfix's wording, no SMTPUTF8 or DSN offered, its own
 /// PIPELINING and TLS settings, MAIL too needs STARTTLS when STARTTLS is
-/// required, a bare LF may end a command line, each line is reported.
+/// required, a bare LF may end a command line, an address may lack its
+/// domain, each line is reported.
 fn codec_config(config: &super::Config) -> CodecConfig {
     let tls_required = config.tls == (TlsMode::StartTls { required: true });
     let mechanisms: Vec<&str> = config.mechanisms.iter().map(|m| m.as_str()).collect();
@@ -113,6 +114,8 @@ fn codec_config(config: &super::Config) -> CodecConfig {
         max_errors: MAX_ERRORS,
         max_commands: usize::MAX,
         bare_lf_ends_line: !config.reject_bare_lf,
+        // msmtp sends `MAIL FROM:<root>` (cli/tests/callers.rs).
+        unqualified_addresses: true,
         report_lines: true,
         extensions: Extensions {
             pipelining: config.pipelining,

@@ -75,8 +75,9 @@ pub struct Path {
 }
 
 /// Parses one command line (without CRLF). `Err` is the reply that
-/// refuses it (a syntax error).
-pub(crate) fn parse(line: &str) -> Result<Command<'_>, Answer> {
+/// refuses it (a syntax error). `unqualified`: a MAIL or RCPT address
+/// may be a local part alone (`root`), as some clients send it.
+pub(crate) fn parse(line: &str, unqualified: bool) -> Result<Command<'_>, Answer> {
     let (verb, args) = match line.split_once(' ') {
         Some((verb, args)) => (verb, args.trim_matches(' ')),
         None => (line, ""),
@@ -110,7 +111,7 @@ pub(crate) fn parse(line: &str) -> Result<Command<'_>, Answer> {
             let Some(rest) = strip_keyword(args, "FROM:") else {
                 return Err(syntax(501, "5.5.4 Syntax: MAIL FROM:<address>"));
             };
-            let (path, params) = parse_path(rest, false)
+            let (path, params) = parse_path(rest, false, unqualified)
                 .map_err(|e| syntax(501, format!("5.1.7 Bad sender address: {e}")))?;
             Ok(Command::Mail { path, params })
         }
@@ -118,7 +119,7 @@ pub(crate) fn parse(line: &str) -> Result<Command<'_>, Answer> {
             let Some(rest) = strip_keyword(args, "TO:") else {
                 return Err(syntax(501, "5.5.4 Syntax: RCPT TO:<address>"));
             };
-            let (path, params) = parse_path(rest, true)
+            let (path, params) = parse_path(rest, true, unqualified)
                 .map_err(|e| syntax(501, format!("5.1.3 Bad recipient address: {e}")))?;
             Ok(Command::Rcpt { path, params })
         }
@@ -171,7 +172,7 @@ fn strip_keyword<'a>(args: &'a str, keyword: &str) -> Option<&'a str> {
 /// Parses `<path> params` (or, leniently, a bare address up to the first
 /// space); returns the path and the rest (the parameters, trimmed).
 /// `rcpt`: a forward-path (not empty; `<postmaster>` allowed).
-fn parse_path(s: &str, rcpt: bool) -> Result<(Path, &str), &'static str> {
+fn parse_path(s: &str, rcpt: bool, unqualified: bool) -> Result<(Path, &str), &'static str> {
     let (inner, rest, bracketed) = if let Some(after) = s.strip_prefix('<') {
         let end = closing_bracket(after).ok_or("missing '>'")?;
         (&after[..end], &after[end + 1..], true)
@@ -222,7 +223,7 @@ fn parse_path(s: &str, rcpt: bool) -> Result<(Path, &str), &'static str> {
             rest,
         ));
     }
-    check_mailbox(mailbox)?;
+    check_mailbox(mailbox, unqualified)?;
     Ok((
         Path {
             address: mailbox.to_owned(),
@@ -252,19 +253,26 @@ fn closing_bracket(s: &str) -> Option<usize> {
 /// Checks `local-part "@" domain` (RFC 5321 4.1.2; UTF-8 per RFC 6531).
 /// Angle brackets are refused even inside a quoted local part, so that no
 /// accepted address can cut a path short at a less careful next hop.
-fn check_mailbox(mailbox: &str) -> Result<(), &'static str> {
+/// `unqualified`: a local part alone passes too.
+fn check_mailbox(mailbox: &str, unqualified: bool) -> Result<(), &'static str> {
     let (local, domain) = if mailbox.starts_with('"') {
         let end = quoted_end(mailbox).ok_or("unterminated quoted local part")?;
         let (local, rest) = mailbox.split_at(end);
+        if unqualified && rest.is_empty() {
+            return check_quoted(local);
+        }
         let domain = rest
             .strip_prefix('@')
             .ok_or("no '@' after the local part")?;
         check_quoted(local)?;
         (local, domain)
     } else {
-        let at = mailbox
-            .rfind('@')
-            .ok_or("no '@domain' (use a full address)")?;
+        let Some(at) = mailbox.rfind('@') else {
+            if unqualified {
+                return check_dot_string(mailbox);
+            }
+            return Err("no '@domain' (use a full address)");
+        };
         let (local, domain) = (&mailbox[..at], &mailbox[at + 1..]);
         check_dot_string(local)?;
         (local, domain)
@@ -404,8 +412,13 @@ mod tests {
     use super::*;
     use crate::codec::params::{Offered, mail_params, rcpt_params};
 
+    /// The relay's parse: addresses with a domain.
+    fn parse(line: &str) -> Result<Command<'_>, Answer> {
+        super::parse(line, false)
+    }
+
     fn path(s: &str) -> Result<String, &'static str> {
-        parse_path(s, true).map(|(p, _)| p.address)
+        parse_path(s, true, false).map(|(p, _)| p.address)
     }
 
     #[test]
@@ -479,8 +492,22 @@ mod tests {
         assert_eq!(path("<a@[127.0.0.1]>"), Ok("a@[127.0.0.1]".into()));
         assert_eq!(path("<a@[IPv6:::1]>"), Ok("a@[IPv6:::1]".into()));
         assert!(path("<a@[999.1.1.1]>").is_err());
-        let (p, _) = parse_path("<jö@bü.example>", true).unwrap();
+        let (p, _) = parse_path("<jö@bü.example>", true, false).unwrap();
         assert!(p.utf8);
+    }
+
+    #[test]
+    fn unqualified_addresses_when_allowed() {
+        let path =
+            |s: &str, unqualified: bool| parse_path(s, false, unqualified).map(|(p, _)| p.address);
+        assert!(path("<root>", false).is_err());
+        assert_eq!(path("<root>", true), Ok("root".into()));
+        assert_eq!(path("<\"a b\">", true), Ok("\"a b\"".into()));
+        assert!(path("<a..b>", true).is_err());
+        assert!(path("<a b>", true).is_err());
+        assert!(path("<\"x>\">", true).is_err());
+        assert!(path("<a@b..c>", true).is_err());
+        assert_eq!(path("<a@b.c>", true), Ok("a@b.c".into()));
     }
 
     /// The dev server's own path parser went; what its test asserted

@@ -67,6 +67,10 @@ pub struct CodecConfig {
     /// A bare LF ends a command line (the dev server's
     /// `reject_bare_lf(false)`); by default such a line gets `500`.
     pub bare_lf_ends_line: bool,
+    /// A MAIL or RCPT address may be a local part alone (`root`), as
+    /// msmtp sends an unqualified sender; the dev server takes them, the
+    /// relay, which passes addresses on, does not.
+    pub unqualified_addresses: bool,
     /// Each line read is reported ([`Event::Line`]) before it is acted
     /// on, and the codec returns after each command it answers by itself
     /// ([`Event::Replied`]), so that a server can write each reply at
@@ -93,6 +97,7 @@ impl std::fmt::Debug for CodecConfig {
             .field("max_errors", &self.max_errors)
             .field("max_commands", &self.max_commands)
             .field("bare_lf_ends_line", &self.bare_lf_ends_line)
+            .field("unqualified_addresses", &self.unqualified_addresses)
             .field("report_lines", &self.report_lines)
             .field("extensions", &self.extensions)
             .field("require_tls_for_auth", &self.require_tls_for_auth)
@@ -112,6 +117,7 @@ impl Default for CodecConfig {
             max_errors: 10,
             max_commands: 1000,
             bare_lf_ends_line: false,
+            unqualified_addresses: false,
             report_lines: false,
             extensions: Extensions::default(),
             require_tls_for_auth: false,
@@ -535,7 +541,7 @@ impl Codec {
             Frame::BareLf(_) => return self.refuse(Answer::BareLf),
             Frame::BadBytes(_) => return self.refuse(Answer::BadBytes),
         };
-        let command = command::parse(&line);
+        let command = command::parse(&line, self.config.unqualified_addresses);
         if self.rejecting && command != Ok(Command::Quit) {
             return self.refuse(Answer::Rejecting);
         }
