@@ -81,7 +81,7 @@ pub enum DataOutcome {
     },
     /// A line longer than `max_data_line`.
     LineTooLong,
-    /// More than the memory granted ([`DataReader::allow`]).
+    /// More than the memory granted ([`Codec::data_allow`](super::Codec::data_allow)).
     OverBudget,
 }
 

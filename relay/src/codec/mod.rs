@@ -4,7 +4,7 @@
 //! Bytes go in ([`Codec::read_buffer`], [`Codec::filled`]); [`Event`]s
 //! and replies come out ([`Codec::next_event`], [`Codec::output`]). The
 //! codec frames command lines, parses them, keeps the session's state
-//! (greeting → EHLO → [STARTTLS → EHLO] → [AUTH] → MAIL → RCPT* → DATA →
+//! (greeting → EHLO → \[STARTTLS → EHLO\] → \[AUTH\] → MAIL → RCPT* → DATA →
 //! ...), answers what is out of syntax or sequence by itself, and reads
 //! message data. What a server accepts (a sender, a recipient, a
 //! password, a message) it decides on the events, with any I/O it needs
@@ -13,7 +13,7 @@
 //! [`CodecConfig`].
 //!
 //! One file per command group, as in Stalwart's inbound session:
-//! [`session`](self) (the state machine), `ehlo`, `starttls`, `auth`,
+//! `session` (the state machine), `ehlo`, `starttls`, `auth`,
 //! `mail`, `rcpt`, `data`; below them `line` (framing), `command` (the
 //! parser), `params` (MAIL and RCPT parameters) and `reply` (the reply
 //! writer and the codec's own replies).

@@ -1,6 +1,6 @@
 //! The session state machine: bytes in, [`Event`]s and replies out.
 //!
-//! greeting → EHLO/HELO → [STARTTLS → EHLO] → [AUTH] → MAIL → RCPT* →
+//! greeting → EHLO/HELO → \[STARTTLS → EHLO\] → \[AUTH\] → MAIL → RCPT* →
 //! DATA → ..., with RSET, NOOP, VRFY, HELP and QUIT anywhere. The codec
 //! checks each command's syntax and its place in the sequence, and
 //! answers what it refuses by itself; the server decides the rest (who
