@@ -533,6 +533,11 @@ impl Reference {
             }
             let space = self.codec.read_buffer();
             let n = space.len().min(bytes.len());
+            if n == 0 {
+                // A full buffer with nothing to act on: cannot happen (lines
+                // are bounded, data is consumed); never spin on it.
+                return;
+            }
             space[..n].copy_from_slice(&bytes[..n]);
             self.codec.filled(n);
             bytes = &bytes[n..];
