@@ -18,8 +18,9 @@ const BASE64: GeneralPurpose = GeneralPurpose::new(
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
 
-/// A client's answer to a `334` challenge (or an initial response).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A client's answer to a `334` challenge (or an initial response). Its
+/// `Debug` shows the size of the data, never the data (credentials).
+#[derive(Clone, PartialEq, Eq)]
 pub enum SaslResponse {
     /// The decoded bytes (wiped when dropped).
     Data(Zeroizing<Vec<u8>>),
@@ -28,6 +29,16 @@ pub enum SaslResponse {
     /// Not base64, or not a line the codec takes (too long, bare LF,
     /// control characters).
     Invalid,
+}
+
+impl std::fmt::Debug for SaslResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SaslResponse::Data(bytes) => write!(f, "Data(<{} bytes>)", bytes.len()),
+            SaslResponse::Cancel => f.write_str("Cancel"),
+            SaslResponse::Invalid => f.write_str("Invalid"),
+        }
+    }
 }
 
 /// Decodes one response line; `=` is the empty response.
@@ -52,8 +63,7 @@ pub(crate) fn response(frame: &Frame) -> SaslResponse {
     }
 }
 
-/// The three parts of a PLAIN response.
-#[derive(Debug)]
+/// The three parts of a PLAIN response (`Debug` hides the password).
 pub struct Plain {
     /// The authorization identity; empty when not given.
     pub authzid: String,
@@ -79,13 +89,31 @@ pub fn plain(bytes: &[u8]) -> Option<Plain> {
     })
 }
 
-/// Credentials taken from a response.
-#[derive(Debug)]
+impl std::fmt::Debug for Plain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plain")
+            .field("authzid", &self.authzid)
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Credentials taken from a response (`Debug` hides the password).
 pub struct Credentials {
     /// The user name.
     pub user: String,
     /// The password.
     pub password: Zeroizing<String>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .finish()
+    }
 }
 
 /// A PLAIN response whose authorization identity, if any, is the user's
@@ -162,6 +190,20 @@ impl Codec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_shows_no_secret() {
+        let shown = format!(
+            "{:?} {:?} {:?}",
+            decode("AHUAcA"),
+            super::plain(b"\0u\0secret").unwrap(),
+            parse_plain(b"\0u\0secret").unwrap()
+        );
+        assert!(
+            !shown.contains("secret") && !shown.contains("112"),
+            "{shown}"
+        );
+    }
 
     #[test]
     fn plain() {
