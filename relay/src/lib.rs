@@ -95,22 +95,22 @@
 //!   data after it as commands) and has no size or line-length bound;
 //! - its line limit is a fixed 4096, not `max_line`.
 //!
-//! The subset this relay speaks is small, so it has its own strict parser
-//! (`command.rs`, property-tested) and DATA reader (`data.rs`, tested for
-//! chunking independence).
+//! The subset this relay speaks is small, so it has its own strict codec
+//! ([`codec`]: the command parser, property-tested; the DATA reader,
+//! tested for chunking independence; the session state machine, fuzzed),
+//! which the dev server (`mailgate-devserver`) runs on too.
 
 #![warn(missing_docs)]
 
 mod budget;
 mod cidr;
-mod command;
+pub mod codec;
 mod config;
-mod data;
-mod sasl;
 mod server;
 mod session;
 mod sink;
 mod stats;
+pub mod stream;
 mod trace;
 mod users;
 

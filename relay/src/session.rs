@@ -1,34 +1,35 @@
-//! One SMTP session (RFC 5321, 3207 STARTTLS, 4954 AUTH, 1870 SIZE,
-//! 2920 PIPELINING, 6152 8BITMIME, 6531 SMTPUTF8), on any byte stream.
+//! One relay session: the I/O loop around the [`Codec`] (which speaks
+//! SMTP: RFC 5321, 3207 STARTTLS, 4954 AUTH, 1870 SIZE, 2920 PIPELINING,
+//! 6152 8BITMIME, 6531 SMTPUTF8, 3461 DSN) and the relay's policy: who may
+//! submit, which addresses the sink takes, the memory budget, the trace
+//! field, the store.
 //!
-//! Bounds: the input buffer has a fixed size (`max_line` plus a little,
-//! at least 16 KiB) and is never grown; a command line longer than
-//! `max_line` is discarded up to its LF; message data goes through
-//! [`DataReader`], capped at `max_message_bytes`; replies are flushed
-//! before every read that would wait, and at 16 KiB. Every read and write
-//! has a deadline.
+//! Bounds: the codec's input buffer has a fixed size; message data is
+//! capped at `max_message_bytes` and by the memory budget; replies are
+//! flushed before every read that would wait, and at 16 KiB. Every read
+//! and write has a deadline.
 
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, LazyLock};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
+use zeroize::Zeroizing;
 
 use crate::budget::DataBudget;
-use crate::command::{self, Body, Command, Path, Refusal};
+use crate::codec::{
+    self, Body, Close, Codec, CodecConfig, DataOutcome, DataStart, Envelope, Event, Extensions,
+    MailParams, Message, Path, RcptParams, SaslResponse, Standard,
+};
 use crate::config::RelayConfig;
-use crate::data::{DataOutcome, DataReader};
-use crate::sasl;
 use crate::sink::{DsnRequest, MessageSink, RecipientDsn, Rejection, Submission};
 use crate::stats::{Counters, bump};
+use crate::stream::ServerStream;
 use crate::trace::{self, Trace};
 
 /// Replies are written once this much is waiting, even mid-pipeline.
@@ -36,9 +37,6 @@ const OUT_FLUSH: usize = 16 * 1024;
 
 /// Password checks running at once, in the whole process.
 static VERIFY_SLOTS: LazyLock<Arc<Semaphore>> = LazyLock::new(|| Arc::new(Semaphore::new(4)));
-
-/// The smallest input buffer.
-const MIN_BUFFER: usize = 16 * 1024;
 
 /// Buffer space kept free beyond a message's data for the trace field
 /// and what the store adds (Date, Message-ID, a From): more than they
@@ -100,71 +98,6 @@ fn io_end(e: io::Error) -> End {
     }
 }
 
-/// The connection, before and after STARTTLS.
-enum Stream<IO> {
-    Plain(IO),
-    Tls(Box<TlsStream<IO>>),
-    /// During the handshake.
-    Gone,
-}
-
-impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for Stream<IO> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-            Stream::Gone => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
-        }
-    }
-}
-
-impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Stream<IO> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-            Stream::Gone => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-            Stream::Gone => Poll::Ready(Ok(())),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-            Stream::Gone => Poll::Ready(Ok(())),
-        }
-    }
-}
-
-/// A line read in command mode.
-enum Line {
-    /// A CRLF-terminated line without its CRLF: printable, valid UTF-8.
-    Text(String),
-    /// Longer than `max_line`; consumed up to its LF.
-    TooLong,
-    /// Ended by a bare LF.
-    BareLf,
-    /// Holds a control character (a bare CR, NUL, TAB, ...) or is not
-    /// UTF-8.
-    BadBytes,
-}
-
 /// How a wait for input treats the server's shutdown.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Wait {
@@ -173,17 +106,6 @@ enum Wait {
     /// Inside a transaction: shutdown lets it go on, until `data_timeout`
     /// after the shutdown began.
     Transaction,
-}
-
-/// The envelope being built.
-struct Transaction {
-    from: String,
-    size: Option<u64>,
-    body: Option<Body>,
-    smtputf8: bool,
-    to: Vec<String>,
-    /// RET, ENVID, and one NOTIFY/ORCPT per entry of `to`.
-    dsn: DsnRequest,
 }
 
 /// Decrements the active session count when the session ends, however.
@@ -201,25 +123,42 @@ pub(crate) fn count_active(counters: &Arc<Counters>) -> ActiveGuard {
     ActiveGuard(Arc::clone(counters))
 }
 
+/// The codec as this relay speaks it.
+fn codec_config(config: &RelayConfig) -> CodecConfig {
+    CodecConfig {
+        max_line: config.max_line,
+        max_data_line: config.max_data_line,
+        max_message_bytes: config.max_message_bytes,
+        max_errors: config.max_errors,
+        max_commands: config.max_commands,
+        bare_lf_ends_line: false,
+        unqualified_addresses: false,
+        report_lines: false,
+        extensions: Extensions {
+            pipelining: true,
+            size: true,
+            eight_bit_mime: true,
+            smtputf8: true,
+            enhanced_status_codes: true,
+            dsn: true,
+            starttls: config.tls.is_some(),
+            auth: config.users.is_some().then(|| "PLAIN LOGIN".to_owned()),
+        },
+        require_tls_for_auth: config.tls.is_some() && config.require_tls_for_auth,
+        require_tls_for_mail: false,
+        require_auth: config.users.is_some(),
+        dialect: &Standard,
+    }
+}
+
 struct Session<IO> {
     ctx: SessionContext,
-    stream: Stream<IO>,
-    /// Input: `buf[start..end]` is received and not yet processed.
-    buf: Vec<u8>,
-    start: usize,
-    end: usize,
-    /// Replies not yet written.
-    out: Vec<u8>,
-    tls: bool,
-    /// `Some(extended)` once HELO (false) or EHLO (true) was answered.
-    greeting: Option<bool>,
+    stream: ServerStream<IO>,
+    codec: Codec,
     /// The name the client gave in its last EHLO or HELO, for the trace
     /// field (hostile: cleaned where it is written).
     helo: String,
     auth_user: Option<String>,
-    txn: Option<Transaction>,
-    commands: usize,
-    errors: usize,
     auth_failures: usize,
     /// Set when a shutdown began while a transaction was open: the end of
     /// the grace period.
@@ -232,20 +171,11 @@ pub(crate) async fn run<IO>(io: IO, ctx: SessionContext)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let buffer = (ctx.config.max_line + 2).max(MIN_BUFFER);
     let mut session = Session {
-        stream: Stream::Plain(io),
-        buf: vec![0; buffer],
-        start: 0,
-        end: 0,
-        out: Vec::with_capacity(1024),
-        tls: false,
-        greeting: None,
+        stream: ServerStream::Plain(io),
+        codec: Codec::new(codec_config(&ctx.config)),
         helo: String::new(),
         auth_user: None,
-        txn: None,
-        commands: 0,
-        errors: 0,
         auth_failures: 0,
         drain_deadline: None,
         ctx,
@@ -269,27 +199,26 @@ where
             id = session.ctx.id,
             client = %session.ctx.client,
             error = %e,
-            commands = session.commands,
+            commands = session.codec.commands(),
             "relay session failed"
         ),
         other => tracing::debug!(
             id = session.ctx.id,
             client = %session.ctx.client,
             end = ?other,
-            commands = session.commands,
+            commands = session.codec.commands(),
             "relay session ended"
         ),
     }
-    let stream = &mut session.stream;
-    let out = &mut session.out;
+    // Replies still waiting (the 250 of a transaction that finished
+    // during a shutdown) go first.
+    if let Some((code, text)) = farewell {
+        session.codec.reply(code, text);
+    }
+    let Session { stream, codec, .. } = &mut session;
     let _ = tokio::time::timeout(FAREWELL_TIMEOUT, async {
-        // Replies still waiting (the 250 of a transaction that finished
-        // during a shutdown) go first.
-        if let Some((code, text)) = farewell {
-            push_reply(out, code, text);
-        }
-        if !out.is_empty() {
-            stream.write_all(out).await?;
+        if !codec.output().is_empty() {
+            stream.write_all(codec.output()).await?;
             stream.flush().await?;
         }
         stream.shutdown().await
@@ -297,16 +226,6 @@ where
     .await;
 }
 
-/// Appends `code text` (lines of `text` split at `\n`) in reply format.
-fn push_reply(out: &mut Vec<u8>, code: u16, text: &str) {
-    let mut lines = text.split('\n').peekable();
-    while let Some(line) = lines.next() {
-        let sep = if lines.peek().is_some() { '-' } else { ' ' };
-        out.extend_from_slice(format!("{code}{sep}{line}\r\n").as_bytes());
-    }
-}
-
-/// A queue id fit for a reply: printable ASCII, at most 64 characters.
 /// A sink's text as a reply may carry it: printable ASCII, cut short.
 fn reply_text(text: &str) -> String {
     text.chars()
@@ -315,6 +234,7 @@ fn reply_text(text: &str) -> String {
         .collect()
 }
 
+/// A queue id fit for a reply: printable ASCII, at most 64 characters.
 fn sanitize_id(id: &str) -> String {
     let clean: String = id
         .chars()
@@ -342,150 +262,127 @@ where
 
     async fn serve(&mut self) -> Result<()> {
         let greeting = format!("{} ESMTP mailgate relay ready", self.config().hostname);
-        self.reply(220, &greeting).await?;
+        self.codec.reply(220, &greeting);
+        // The whole of a command line must arrive within `idle_timeout`.
+        let mut deadline = None;
         loop {
-            if self.txn.is_none() && self.shutting_down() {
+            if !self.codec.in_transaction() && self.shutting_down() {
                 return Err(End::Shutdown);
             }
-            let wait = if self.txn.is_some() {
-                Wait::Transaction
-            } else {
-                Wait::Idle
+            let Some(event) = self.codec.next_event() else {
+                let wait = if self.codec.in_transaction() {
+                    Wait::Transaction
+                } else {
+                    Wait::Idle
+                };
+                let idle = self.config().idle_timeout;
+                let at = *deadline.get_or_insert_with(|| Instant::now() + idle);
+                self.fill(at, wait).await?;
+                continue;
             };
-            let line = self.read_line(wait).await?;
-            self.commands += 1;
-            if self.commands > self.config().max_commands {
-                bump(&self.ctx.counters.closed_for_abuse);
-                self.reply(421, "4.7.0 Too many commands, closing the connection")
-                    .await?;
+            deadline = None;
+            self.event(event).await?;
+            if self.codec.output().len() >= OUT_FLUSH {
                 self.flush().await?;
-                return Err(End::Sent421);
-            }
-            match line {
-                Line::Text(text) => self.command(&text).await?,
-                Line::TooLong => self.error(500, "5.5.2 Line too long").await?,
-                Line::BareLf => {
-                    self.error(500, "5.5.2 Bare LF not allowed: end lines with CRLF")
-                        .await?
-                }
-                Line::BadBytes => {
-                    self.error(
-                        500,
-                        "5.5.2 Control characters and invalid UTF-8 not allowed",
-                    )
-                    .await?
-                }
             }
         }
     }
 
-    async fn command(&mut self, line: &str) -> Result<()> {
-        let command = match command::parse(line) {
-            Ok(command) => command,
-            Err(refusal) => return self.refuse(refusal).await,
-        };
-        match command {
-            Command::Quit => {
-                self.reply(221, "2.0.0 Bye").await?;
+    async fn event(&mut self, event: Event) -> Result<()> {
+        match event {
+            Event::Close(close) => Err(self.close(close).await),
+            Event::Quit => {
+                self.codec.reply(221, "2.0.0 Bye");
                 self.flush().await?;
                 Err(End::Quit)
             }
-            Command::Ehlo(host) => self.ehlo(host, true).await,
-            Command::Helo(host) => self.ehlo(host, false).await,
-            Command::StartTls => self.starttls().await,
-            Command::Auth { mechanism, initial } => self.auth(mechanism, initial).await,
-            Command::Mail { path, params } => self.mail(path, params).await,
-            Command::Rcpt { path, params } => self.rcpt(path, params).await,
-            Command::Data => self.data().await,
-            Command::Rset => {
-                self.txn = None;
-                self.reply(250, "2.0.0 OK").await
+            Event::Helo { host, extended } => {
+                self.ehlo(host, extended);
+                Ok(())
             }
-            Command::Noop => self.reply(250, "2.0.0 OK").await,
-            Command::Vrfy => {
-                self.reply(
-                    252,
-                    "2.5.0 Cannot VRFY user, but will accept the message and attempt delivery",
-                )
-                .await
+            Event::StartTls => self.starttls().await,
+            Event::Auth { mechanism, initial } => self.auth(&mechanism, initial).await,
+            Event::Mail { path, params } => {
+                self.mail(path, params);
+                Ok(())
             }
-            Command::Help => {
-                self.reply(
-                    214,
-                    "2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP STARTTLS AUTH",
-                )
-                .await
+            Event::Rcpt { path, params } => {
+                self.rcpt(path, params);
+                Ok(())
             }
-            Command::NotImplemented => self.error(502, "5.5.1 Command not implemented").await,
-            Command::ForeignProtocol => {
+            Event::Data => self.data().await,
+            Event::Rset => {
+                self.codec.reply(250, "2.0.0 OK");
+                Ok(())
+            }
+            // Answered by the codec, or met only inside AUTH and DATA.
+            Event::Replied
+            | Event::Line(_)
+            | Event::SaslResponse(_)
+            | Event::DataMemory { .. }
+            | Event::DataCut
+            | Event::Message(_) => Ok(()),
+        }
+    }
+
+    /// The codec closes the session: its reply is written out.
+    async fn close(&mut self, close: Close) -> End {
+        match close {
+            Close::Quit => return End::Quit,
+            Close::ForeignProtocol => {
                 tracing::info!(
                     id = self.ctx.id,
                     client = %self.ctx.client,
                     "not an SMTP client (HTTP or similar request): connection closed"
                 );
-                Err(End::ForeignProtocol)
+                return End::ForeignProtocol;
             }
-            Command::Unknown => self.error(500, "5.5.2 Command not recognized").await,
+            Close::TooManyErrors => tracing::info!(
+                id = self.ctx.id,
+                client = %self.ctx.client,
+                errors = self.codec.errors(),
+                "relay session closed: too many errors"
+            ),
+            Close::TooManyCommands => {}
+            Close::ImproperPipelining(bytes) => tracing::info!(
+                id = self.ctx.id,
+                client = %self.ctx.client,
+                bytes,
+                "relay session closed: input after a refused DATA (improper pipelining)"
+            ),
+        }
+        bump(&self.ctx.counters.closed_for_abuse);
+        match self.flush().await {
+            Ok(()) => End::Sent421,
+            Err(end) => end,
         }
     }
 
     // ----- commands -----------------------------------------------------
 
-    async fn ehlo(&mut self, host: &str, extended: bool) -> Result<()> {
+    fn ehlo(&mut self, host: String, extended: bool) {
         tracing::debug!(id = self.ctx.id, helo = ?host, extended, "relay greeting");
-        self.txn = None;
-        self.helo = host.to_owned();
-        let config = self.config();
+        let config = &self.ctx.config;
         // The instance id lets a mailgate client in this process see that
         // it is talking to itself (a loop), see `RelayConfig::instance_id`.
         let first = match &config.instance_id {
             Some(id) => format!("{} mailgate ready [{id}]", config.hostname),
             None => config.hostname.clone(),
         };
-        let text = if extended {
-            let mut lines = vec![
-                first,
-                "PIPELINING".to_owned(),
-                format!("SIZE {}", config.max_message_bytes),
-                "8BITMIME".to_owned(),
-                "SMTPUTF8".to_owned(),
-                "ENHANCEDSTATUSCODES".to_owned(),
-                "DSN".to_owned(),
-            ];
-            if config.tls.is_some() && !self.tls {
-                lines.push("STARTTLS".to_owned());
-            }
-            if self.auth_available() {
-                lines.push("AUTH PLAIN LOGIN".to_owned());
-            }
-            lines.join("\n")
-        } else {
-            first
-        };
-        self.greeting = Some(extended);
-        self.reply(250, &text).await
+        self.helo = host;
+        self.codec.accept_helo(&first, extended);
     }
 
     async fn starttls(&mut self) -> Result<()> {
         let Some(tls) = self.config().tls.clone() else {
-            return self.error(502, "5.5.1 STARTTLS not available").await;
+            self.codec.error(502, "5.5.1 STARTTLS not available");
+            return Ok(());
         };
-        if self.tls {
-            return self.error(503, "5.5.1 TLS already active").await;
-        }
-        if self.greeting.is_none() {
-            return self.error(503, "5.5.1 Send EHLO first").await;
-        }
-        if self.txn.is_some() {
-            return self
-                .error(503, "5.5.1 STARTTLS not allowed during a mail transaction")
-                .await;
-        }
-        self.reply(220, "2.0.0 Ready to start TLS").await?;
+        self.codec.reply(220, "2.0.0 Ready to start TLS");
         self.flush().await?;
         // RFC 3207 section 6: nothing received before the handshake is
         // acted upon after it (the STARTTLS command injection).
-        let pending = self.end - self.start;
+        let pending = self.codec.start_tls();
         if pending > 0 {
             bump(&self.ctx.counters.starttls_injections);
             tracing::warn!(
@@ -495,9 +392,8 @@ where
                 "plaintext sent after STARTTLS before the TLS handshake: discarded (command injection attempt?)"
             );
         }
-        self.start = 0;
-        self.end = 0;
-        let Stream::Plain(io) = std::mem::replace(&mut self.stream, Stream::Gone) else {
+        self.auth_user = None;
+        let Some(io) = self.stream.take_plain() else {
             return Err(End::Io(io::Error::other("TLS already active")));
         };
         let accept = TlsAcceptor::from(tls).accept(io);
@@ -506,81 +402,56 @@ where
             Ok(Err(e)) => return Err(End::Tls(e)),
             Err(_) => return Err(End::Timeout),
         };
-        self.stream = Stream::Tls(Box::new(tls_stream));
-        self.tls = true;
-        // Forget everything learnt before (RFC 3207 4.2).
-        self.greeting = None;
-        self.auth_user = None;
-        self.txn = None;
+        self.stream = ServerStream::Tls(Box::new(tls_stream));
         tracing::debug!(id = self.ctx.id, "relay session: TLS started");
         Ok(())
     }
 
-    /// AUTH is possible: users are set, and TLS is active or not required.
-    fn auth_available(&self) -> bool {
-        let config = self.config();
-        config.users.is_some() && (self.tls || config.tls.is_none() || !config.require_tls_for_auth)
-    }
-
-    async fn auth(&mut self, mechanism: &str, initial: Option<&str>) -> Result<()> {
-        if self.config().users.is_none() {
-            return self.error(502, "5.5.1 AUTH not available").await;
-        }
-        if self.greeting != Some(true) {
-            return self.error(503, "5.5.1 Send EHLO first").await;
-        }
-        if !self.auth_available() {
-            return self
-                .error(530, "5.7.0 Must issue a STARTTLS command first")
-                .await;
-        }
-        if self.auth_user.is_some() {
-            return self.error(503, "5.5.1 Already authenticated").await;
-        }
-        if self.txn.is_some() {
-            return self
-                .error(503, "5.5.1 AUTH not allowed during a mail transaction")
-                .await;
-        }
+    async fn auth(&mut self, mechanism: &str, initial: Option<SaslResponse>) -> Result<()> {
         let credentials = if mechanism.eq_ignore_ascii_case("PLAIN") {
             let response = match initial {
-                Some(text) => sasl::decode(text),
+                Some(response) => response,
                 None => self.challenge("").await?,
             };
-            let bytes = match self.sasl_data(response).await? {
-                Some(bytes) => bytes,
-                None => return Ok(()),
+            let Some(bytes) = self.sasl_data(response) else {
+                return Ok(());
             };
-            match sasl::parse_plain(&bytes) {
+            match codec::parse_plain(&bytes) {
                 Some(c) => c,
-                None => return self.error(501, "5.5.2 Malformed PLAIN response").await,
+                None => {
+                    self.codec.error(501, "5.5.2 Malformed PLAIN response");
+                    return Ok(());
+                }
             }
         } else if mechanism.eq_ignore_ascii_case("LOGIN") {
             let response = match initial {
-                Some(text) => sasl::decode(text),
+                Some(response) => response,
                 None => self.challenge("VXNlcm5hbWU6").await?,
             };
-            let Some(user) = self.sasl_data(response).await? else {
+            let Some(user) = self.sasl_data(response) else {
                 return Ok(());
             };
             let response = self.challenge("UGFzc3dvcmQ6").await?;
-            let Some(password) = self.sasl_data(response).await? else {
+            let Some(password) = self.sasl_data(response) else {
                 return Ok(());
             };
-            match (sasl::login_text(&user), sasl::login_text(&password)) {
-                (Some(user), Some(password)) if !user.is_empty() => sasl::Credentials {
+            match (codec::login_text(&user), codec::login_text(&password)) {
+                (Some(user), Some(password)) if !user.is_empty() => codec::Credentials {
                     user: user.to_string(),
                     password,
                 },
-                _ => return self.error(501, "5.5.2 Malformed LOGIN response").await,
+                _ => {
+                    self.codec.error(501, "5.5.2 Malformed LOGIN response");
+                    return Ok(());
+                }
             }
         } else {
-            return self
-                .error(504, "5.5.4 Unrecognized authentication mechanism")
-                .await;
+            self.codec
+                .error(504, "5.5.4 Unrecognized authentication mechanism");
+            return Ok(());
         };
         let config = Arc::clone(&self.ctx.config);
-        let sasl::Credentials { user, password } = credentials;
+        let codec::Credentials { user, password } = credentials;
         let name = user.clone();
         // Each check takes an Argon2 hash's memory (19 MiB by default):
         // a few at a time, whatever the number of sessions.
@@ -601,7 +472,9 @@ where
         if verified {
             tracing::debug!(id = self.ctx.id, user = ?user, "relay AUTH succeeded");
             self.auth_user = Some(user);
-            return self.reply(235, "2.7.0 Authentication successful").await;
+            self.codec.authenticated();
+            self.codec.reply(235, "2.7.0 Authentication successful");
+            return Ok(());
         }
         // Neither the name (it may be a mistyped password) nor the
         // password is logged.
@@ -622,85 +495,66 @@ where
         }
         if self.auth_failures >= self.config().max_auth_failures {
             bump(&self.ctx.counters.closed_for_abuse);
-            self.reply(535, "5.7.8 Authentication credentials invalid")
-                .await?;
-            self.reply(
+            self.codec
+                .reply(535, "5.7.8 Authentication credentials invalid");
+            self.codec.reply(
                 421,
                 "4.7.0 Too many failed authentications, closing the connection",
-            )
-            .await?;
+            );
             self.flush().await?;
             return Err(End::Sent421);
         }
-        self.error(535, "5.7.8 Authentication credentials invalid")
-            .await
+        self.codec
+            .error(535, "5.7.8 Authentication credentials invalid");
+        Ok(())
     }
 
-    /// Sends `334 challenge` and reads the client's response line.
-    async fn challenge(&mut self, challenge: &str) -> Result<sasl::Response> {
-        self.out
-            .extend_from_slice(format!("334 {challenge}\r\n").as_bytes());
-        match self.read_line(Wait::Idle).await? {
-            Line::Text(text) => Ok(sasl::decode(&text)),
-            _ => Ok(sasl::Response::Invalid),
+    /// Sends `334 challenge` and reads the client's response line; the
+    /// whole line must arrive within `idle_timeout`.
+    async fn challenge(&mut self, challenge: &str) -> Result<SaslResponse> {
+        self.codec.challenge(challenge);
+        let deadline = Instant::now() + self.config().idle_timeout;
+        loop {
+            match self.codec.next_event() {
+                Some(Event::SaslResponse(response)) => return Ok(response),
+                Some(Event::Close(close)) => return Err(self.close(close).await),
+                Some(_) => {}
+                None => self.fill(deadline, Wait::Idle).await?,
+            }
         }
     }
 
     /// The decoded response, or `None` after answering a cancel or bad
     /// base64.
-    async fn sasl_data(
-        &mut self,
-        response: sasl::Response,
-    ) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>> {
+    fn sasl_data(&mut self, response: SaslResponse) -> Option<Zeroizing<Vec<u8>>> {
         match response {
-            sasl::Response::Data(bytes) => Ok(Some(bytes)),
-            sasl::Response::Cancel => {
-                self.error(501, "5.7.0 Authentication cancelled").await?;
-                Ok(None)
+            SaslResponse::Data(bytes) => Some(bytes),
+            SaslResponse::Cancel => {
+                self.codec.error(501, "5.7.0 Authentication cancelled");
+                None
             }
-            sasl::Response::Invalid => {
-                self.error(501, "5.5.2 Invalid base64 in the AUTH response")
-                    .await?;
-                Ok(None)
+            SaslResponse::Invalid => {
+                self.codec
+                    .error(501, "5.5.2 Invalid base64 in the AUTH response");
+                None
             }
         }
     }
 
-    async fn mail(&mut self, path: Path, params: &str) -> Result<()> {
-        if self.greeting.is_none() {
-            return self.error(503, "5.5.1 Send EHLO or HELO first").await;
-        }
-        if self.txn.is_some() {
-            return self.error(503, "5.5.1 Nested MAIL command").await;
-        }
-        if self.config().users.is_some() && self.auth_user.is_none() {
-            return if self.auth_available() {
-                self.error(530, "5.7.0 Authentication required").await
-            } else {
-                self.error(530, "5.7.0 Must issue a STARTTLS command first")
-                    .await
-            };
-        }
-        let extended = self.greeting == Some(true);
-        let auth_offered = extended && self.auth_available();
-        let params = match command::mail_params(params, extended, auth_offered) {
-            Ok(p) => p,
-            Err(refusal) => return self.refuse(refusal).await,
-        };
+    fn mail(&mut self, path: Path, params: MailParams) {
         let max = self.config().max_message_bytes as u64;
         if params.size.is_some_and(|s| s > max) {
             bump(&self.ctx.counters.refused_too_big);
-            return self
-                .error(
-                    552,
-                    "5.3.4 Message size exceeds the fixed maximum message size",
-                )
-                .await;
+            self.codec.error(
+                552,
+                "5.3.4 Message size exceeds the fixed maximum message size",
+            );
+            return;
         }
         if path.utf8 && !params.smtputf8 {
-            return self
-                .error(553, "5.6.7 Non-ASCII address without SMTPUTF8")
-                .await;
+            self.codec
+                .error(553, "5.6.7 Non-ASCII address without SMTPUTF8");
+            return;
         }
         let from = if path.address.is_empty() {
             path.address
@@ -708,254 +562,204 @@ where
             match self.ctx.sink.check_sender(&path.address) {
                 Ok(from) => from,
                 Err(why) => {
-                    return self
-                        .error(553, &format!("5.1.7 {}", reply_text(&why)))
-                        .await;
+                    self.codec
+                        .error(553, &format!("5.1.7 {}", reply_text(&why)));
+                    return;
                 }
             }
         };
-        self.txn = Some(Transaction {
-            from,
-            size: params.size,
-            body: params.body,
-            smtputf8: params.smtputf8,
-            to: Vec::new(),
-            dsn: DsnRequest {
-                ret_full: params.ret_full,
-                envid: params.envid,
-                recipients: Vec::new(),
-            },
-        });
-        self.reply(250, "2.1.0 Sender OK").await
+        self.codec.accept_mail(from, params);
+        self.codec.reply(250, "2.1.0 Sender OK");
     }
 
-    async fn rcpt(&mut self, path: Path, params: &str) -> Result<()> {
+    fn rcpt(&mut self, path: Path, params: RcptParams) {
         let max = self.config().max_recipients;
-        let Some(txn) = &self.txn else {
-            return self.error(503, "5.5.1 Need MAIL command first").await;
+        let Some(envelope) = self.codec.envelope() else {
+            return;
         };
-        let rcpt_dsn = match command::rcpt_params(params) {
-            Ok(p) => RecipientDsn {
-                notify: p.notify,
-                orcpt: p.orcpt,
-            },
-            Err(refusal) => return self.refuse(refusal).await,
-        };
-        if path.utf8 && !txn.smtputf8 {
-            return self
-                .error(553, "5.6.7 Non-ASCII address without SMTPUTF8")
-                .await;
+        if path.utf8 && !envelope.params.smtputf8 {
+            self.codec
+                .error(553, "5.6.7 Non-ASCII address without SMTPUTF8");
+            return;
         }
         let address = match self.ctx.sink.check_recipient(&path.address) {
             Ok(address) => address,
             Err(why) => {
-                return self
-                    .error(553, &format!("5.1.3 {}", reply_text(&why)))
-                    .await;
+                self.codec
+                    .error(553, &format!("5.1.3 {}", reply_text(&why)));
+                return;
             }
         };
-        let duplicate = txn.to.contains(&address);
-        if !duplicate && txn.to.len() >= max {
-            return self.reply(452, "4.5.3 Too many recipients").await;
+        let to = self.codec.envelope().map_or(&[][..], |e| &e.to[..]);
+        let duplicate = to.contains(&address);
+        if !duplicate && to.len() >= max {
+            self.codec.reply(452, "4.5.3 Too many recipients");
+            return;
         }
-        if let Some(txn) = &mut self.txn
-            && !duplicate
-        {
-            txn.to.push(address);
-            txn.dsn.recipients.push(rcpt_dsn);
+        if !duplicate {
+            self.codec.accept_rcpt(address, params);
         }
-        self.reply(250, "2.1.5 Recipient OK").await
+        self.codec.reply(250, "2.1.5 Recipient OK");
     }
 
     async fn data(&mut self) -> Result<()> {
-        let refusal = match &self.txn {
-            None => Some("5.5.1 Need MAIL command first"),
-            Some(txn) if txn.to.is_empty() => Some("5.5.1 Need RCPT command first"),
-            Some(_) => None,
-        };
-        if let Some(text) = refusal {
-            self.error(503, text).await?;
-            return self.improper_pipelining().await;
-        }
         let config = Arc::clone(&self.ctx.config);
-        let size_hint = self.txn.as_ref().and_then(|t| t.size);
-        let mut reader = DataReader::new(config.max_message_bytes, config.max_data_line, size_hint)
-            .with_headroom(HEADROOM);
+        let size_hint = self.codec.envelope().and_then(|e| e.params.size);
         // The memory for the data, before the 354: a client told 452 keeps
         // its message and tries again later.
         let first = size_hint
             .and_then(|s| usize::try_from(s).ok())
-            .unwrap_or(FIRST_SHARE);
+            .unwrap_or(FIRST_SHARE)
+            .min(config.max_message_bytes);
         let mut grant = self.ctx.budget.empty();
-        if !grant
-            .grow(reader.need(first), config.data_memory_wait)
-            .await
-        {
+        if !grant.grow(first, config.data_memory_wait).await {
             bump(&self.ctx.counters.refused_memory);
             tracing::warn!(
                 id = self.ctx.id,
                 client = %self.ctx.client,
-                wanted = reader.need(first),
+                wanted = first,
                 budget = config.max_data_memory,
                 "DATA answered 452: the memory budget for message data is used up (mailgate.relay.maxDataMemoryMB)"
             );
-            self.reply(452, "4.3.1 Insufficient system storage, try again later")
-                .await?;
-            return self.improper_pipelining().await;
+            self.codec
+                .reply(452, "4.3.1 Insufficient system storage, try again later");
+            self.codec.data_refused();
+            return Ok(());
         }
-        reader.allow(grant.bytes());
-        self.reply(354, "End data with <CR><LF>.<CR><LF>").await?;
+        self.codec.start_data(DataStart {
+            size_hint,
+            headroom: HEADROOM,
+            cut_after: None,
+        });
+        self.codec.data_allow(grant.bytes());
+        self.codec.reply(354, "End data with <CR><LF>.<CR><LF>");
         let data_deadline = Instant::now() + config.data_timeout;
         let started = Instant::now();
-        let mut received: u64 = 0;
-        loop {
-            let pending = self.end - self.start;
-            let need = reader.need(pending);
-            if need > grant.bytes() {
-                // Twice the share at a time: few waits on the budget.
-                let more = need
-                    .max(grant.bytes().saturating_mul(2))
-                    .min(reader.need(config.max_message_bytes));
-                if grant.grow(more, config.data_memory_wait).await {
-                    reader.allow(grant.bytes());
-                } else {
-                    // Read to its end and answered 452; others may use
-                    // the memory meanwhile.
-                    reader.refuse_for_memory();
-                    grant.release();
+        let message = loop {
+            match self.codec.next_event() {
+                Some(Event::Message(message)) => break message,
+                Some(Event::DataMemory { need }) => {
+                    // Twice the share at a time: few waits on the budget.
+                    let more = need
+                        .max(grant.bytes().saturating_mul(2))
+                        .min(self.codec.data_need(config.max_message_bytes));
+                    if grant.grow(more, config.data_memory_wait).await {
+                        self.codec.data_allow(grant.bytes());
+                    } else {
+                        // Read to its end and answered 452; others may use
+                        // the memory meanwhile.
+                        self.codec.data_refuse_memory();
+                        grant.release();
+                    }
+                }
+                Some(Event::Close(close)) => return Err(self.close(close).await),
+                Some(_) => {}
+                None => {
+                    let received = self.codec.data_received();
+                    let mut deadline = (Instant::now() + config.idle_timeout).min(data_deadline);
+                    if config.min_data_rate > 0 {
+                        // The data so far buys time at the minimum rate: a
+                        // trickle cannot stretch the DATA phase to
+                        // `data_timeout`.
+                        let earned =
+                            Duration::from_secs_f64(received as f64 / config.min_data_rate as f64);
+                        deadline = deadline.min(started + config.idle_timeout + earned);
+                    }
+                    self.fill(deadline, Wait::Transaction).await?;
                 }
             }
-            if let Some(n) = reader.feed(&self.buf[self.start..self.end]) {
-                self.start += n;
-                break;
-            }
-            received += (self.end - self.start) as u64;
-            self.start = self.end;
-            let mut deadline = (Instant::now() + config.idle_timeout).min(data_deadline);
-            if config.min_data_rate > 0 {
-                // The data so far buys time at the minimum rate: a trickle
-                // cannot stretch the DATA phase to `data_timeout`.
-                let earned = Duration::from_secs_f64(received as f64 / config.min_data_rate as f64);
-                deadline = deadline.min(started + config.idle_timeout + earned);
-            }
-            self.fill(deadline, Wait::Transaction).await?;
-        }
-        let Some(txn) = self.txn.take() else {
-            return Ok(());
         };
-        let data = match reader.finish() {
+        let Message { envelope, data } = *message;
+        let data = match data.outcome() {
             DataOutcome::Message(data) => data,
             DataOutcome::BareLineEnding => {
                 bump(&self.ctx.counters.refused_bare_line_ending);
                 tracing::info!(
                     id = self.ctx.id,
                     client = %self.ctx.client,
-                    from = ?txn.from,
+                    from = ?envelope.from,
                     "message refused: bare LF or CR in the data (SMTP smuggling?)"
                 );
-                return self
-                    .error(550, "5.5.2 bare LF/CR not allowed (SMTP smuggling)")
-                    .await;
+                self.codec
+                    .error(550, "5.5.2 bare LF/CR not allowed (SMTP smuggling)");
+                return Ok(());
             }
             DataOutcome::TooBig { total } => {
                 bump(&self.ctx.counters.refused_too_big);
                 tracing::info!(
                     id = self.ctx.id,
                     client = %self.ctx.client,
-                    from = ?txn.from,
+                    from = ?envelope.from,
                     size = total,
                     max = config.max_message_bytes,
                     "message refused: too big"
                 );
-                return self
-                    .error(
-                        552,
-                        "5.3.4 Message size exceeds the fixed maximum message size",
-                    )
-                    .await;
+                self.codec.error(
+                    552,
+                    "5.3.4 Message size exceeds the fixed maximum message size",
+                );
+                return Ok(());
             }
             DataOutcome::OverBudget => {
                 bump(&self.ctx.counters.refused_memory);
                 tracing::warn!(
                     id = self.ctx.id,
                     client = %self.ctx.client,
-                    from = ?txn.from,
+                    from = ?envelope.from,
                     budget = config.max_data_memory,
                     "message answered 452: the memory budget for message data is used up (mailgate.relay.maxDataMemoryMB)"
                 );
-                return self
-                    .reply(452, "4.3.1 Insufficient system storage, try again later")
-                    .await;
+                self.codec
+                    .reply(452, "4.3.1 Insufficient system storage, try again later");
+                return Ok(());
             }
             DataOutcome::LineTooLong => {
                 bump(&self.ctx.counters.refused_line_too_long);
                 tracing::info!(
                     id = self.ctx.id,
                     client = %self.ctx.client,
-                    from = ?txn.from,
+                    from = ?envelope.from,
                     "message refused: a line is too long"
                 );
                 let text = format!(
                     "5.6.0 Message has a line longer than {} characters",
                     config.max_data_line.saturating_sub(2)
                 );
-                return self.error(550, &text).await;
+                self.codec.error(550, &text);
+                return Ok(());
             }
         };
         // The grant is held until the sink has stored the message.
-        let stored = self.store(txn, data).await;
+        let stored = self.store(envelope, data).await;
         drop(grant);
         stored
     }
 
-    /// After a refused DATA: bytes the client sent already (DATA ends a
-    /// pipelined group, RFC 2920 3.1) are message content it sent without
-    /// waiting for the 354, and must not run as commands. As Postfix does:
-    /// `554 5.5.0` and close.
-    async fn improper_pipelining(&mut self) -> Result<()> {
-        if self.start == self.end {
-            return Ok(());
-        }
-        bump(&self.ctx.counters.closed_for_abuse);
-        tracing::info!(
-            id = self.ctx.id,
-            client = %self.ctx.client,
-            bytes = self.end - self.start,
-            "relay session closed: input after a refused DATA (improper pipelining)"
-        );
-        self.start = self.end;
-        self.reply(
-            554,
-            "5.5.0 Improper use of SMTP command pipelining: data sent after a refused DATA, closing the connection",
-        )
-        .await?;
-        self.flush().await?;
-        Err(End::Sent421)
-    }
-
-    async fn store(&mut self, txn: Transaction, data: Vec<u8>) -> Result<()> {
+    async fn store(&mut self, envelope: Envelope, data: Vec<u8>) -> Result<()> {
         let hops = trace::count_received(&data);
         if hops > self.config().max_hops {
             tracing::info!(
                 id = self.ctx.id,
                 client = %self.ctx.client,
-                from = ?txn.from,
+                from = ?envelope.from,
                 hops,
                 max = self.config().max_hops,
                 "message refused: too many Received fields (a mail loop?)"
             );
-            return self.error(554, "5.4.6 Too many hops").await;
+            self.codec.error(554, "5.4.6 Too many hops");
+            return Ok(());
         }
+        let tls = self.codec.is_tls();
         let trace_id = trace::new_id();
         let received = Trace {
             helo: &self.helo,
-            extended: self.greeting == Some(true),
+            extended: self.codec.greeting() == Some(true),
             ip: self.ctx.client.ip(),
             by: &self.ctx.config.hostname,
-            tls: self.tls,
+            tls,
             authenticated: self.auth_user.is_some(),
             id: &trace_id,
-            to: &txn.to,
+            to: &envelope.to,
             at: std::time::SystemTime::now(),
         }
         .field();
@@ -964,15 +768,31 @@ where
         data.reserve_exact(received.len());
         data.splice(0..0, received.bytes());
         let size = data.len();
+        let Envelope {
+            from,
+            params,
+            to,
+            rcpt_params,
+        } = envelope;
         let submission = Submission {
-            from: txn.from,
-            to: txn.to,
+            from,
+            to,
             auth_user: self.auth_user.clone(),
             client: self.ctx.client,
-            tls: self.tls,
-            smtputf8: txn.smtputf8,
-            eight_bit_mime: txn.body == Some(Body::EightBitMime),
-            dsn: txn.dsn,
+            tls,
+            smtputf8: params.smtputf8,
+            eight_bit_mime: params.body == Some(Body::EightBitMime),
+            dsn: DsnRequest {
+                ret_full: params.ret_full,
+                envid: params.envid,
+                recipients: rcpt_params
+                    .into_iter()
+                    .map(|p| RecipientDsn {
+                        notify: p.notify,
+                        orcpt: p.orcpt,
+                    })
+                    .collect(),
+            },
         };
         let from = submission.from.clone();
         let recipients = submission.to.len();
@@ -983,7 +803,7 @@ where
                 let id = sanitize_id(&id);
                 bump(&self.ctx.counters.accepted);
                 // `max_commands` bounds a session between messages.
-                self.commands = 0;
+                self.codec.reset_command_count();
                 // The sink logs the stored message at info (one line per
                 // message); this is the protocol side.
                 tracing::debug!(
@@ -993,11 +813,11 @@ where
                     size,
                     queue_id = %id,
                     trace_id = %trace_id,
-                    tls = self.tls,
+                    tls,
                     user = ?self.auth_user,
                     "relay message queued"
                 );
-                self.reply(250, &format!("2.0.0 queued as {id}")).await
+                self.codec.reply(250, &format!("2.0.0 queued as {id}"));
             }
             Ok(Err(Rejection::Temporary(reason))) => {
                 bump(&self.ctx.counters.temp_failed);
@@ -1009,8 +829,8 @@ where
                     reason = ?reason,
                     "relay message not queued: the store failed (client told to retry)"
                 );
-                self.reply(451, "4.3.0 Message not queued, try again later")
-                    .await
+                self.codec
+                    .reply(451, "4.3.0 Message not queued, try again later");
             }
             Ok(Err(Rejection::Permanent {
                 client_text,
@@ -1029,7 +849,7 @@ where
                     .filter(|c| !c.is_control())
                     .take(200)
                     .collect();
-                self.reply(554, &format!("5.7.0 {text}")).await
+                self.codec.reply(554, &format!("5.7.0 {text}"));
             }
             Err(_) => {
                 bump(&self.ctx.counters.temp_failed);
@@ -1041,62 +861,27 @@ where
                     timeout = ?timeout,
                     "relay message not queued: the store took too long (client told to retry)"
                 );
-                self.reply(451, "4.3.0 Message not queued in time, try again later")
-                    .await
+                self.codec
+                    .reply(451, "4.3.0 Message not queued in time, try again later");
             }
         }
-    }
-
-    // ----- replies --------------------------------------------------------
-
-    async fn reply(&mut self, code: u16, text: &str) -> Result<()> {
-        push_reply(&mut self.out, code, text);
-        if self.out.len() >= OUT_FLUSH {
-            self.flush().await?;
-        }
         Ok(())
     }
 
-    async fn refuse(&mut self, refusal: Refusal) -> Result<()> {
-        self.error(refusal.code, &refusal.text).await
-    }
-
-    /// Sends an error reply; after `max_errors` of them, 421 and close.
-    async fn error(&mut self, code: u16, text: &str) -> Result<()> {
-        self.reply(code, text).await?;
-        self.errors += 1;
-        if self.errors >= self.config().max_errors {
-            bump(&self.ctx.counters.closed_for_abuse);
-            tracing::info!(
-                id = self.ctx.id,
-                client = %self.ctx.client,
-                errors = self.errors,
-                "relay session closed: too many errors"
-            );
-            self.reply(421, "4.7.0 Too many errors, closing the connection")
-                .await?;
-            self.flush().await?;
-            return Err(End::Sent421);
-        }
-        Ok(())
-    }
+    // ----- I/O ------------------------------------------------------------
 
     async fn flush(&mut self) -> Result<()> {
-        if self.out.is_empty() {
+        if self.codec.output().is_empty() {
             return Ok(());
         }
         let timeout = self.config().idle_timeout;
-        let stream = &mut self.stream;
-        let out = &self.out;
+        let Session { stream, codec, .. } = self;
         let written = tokio::time::timeout(timeout, async {
-            stream.write_all(out).await?;
+            stream.write_all(codec.output()).await?;
             stream.flush().await
         })
         .await;
-        self.out.clear();
-        if self.out.capacity() > 4 * OUT_FLUSH {
-            self.out.shrink_to(1024);
-        }
+        self.codec.clear_output();
         match written {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(io_end(e)),
@@ -1104,69 +889,20 @@ where
         }
     }
 
-    // ----- input ------------------------------------------------------------
-
-    /// Reads one command (or SASL response) line; the whole line must
-    /// arrive within `idle_timeout`.
-    async fn read_line(&mut self, wait: Wait) -> Result<Line> {
-        let max = self.config().max_line;
-        let deadline = Instant::now() + self.config().idle_timeout;
-        let mut discarding = false;
-        loop {
-            let pending = &self.buf[self.start..self.end];
-            if let Some(i) = pending.iter().position(|&b| b == b'\n') {
-                let raw = &pending[..=i];
-                self.start += i + 1;
-                if discarding || raw.len() > max {
-                    return Ok(Line::TooLong);
-                }
-                let Some(body) = raw.strip_suffix(b"\r\n") else {
-                    return Ok(Line::BareLf);
-                };
-                if body.iter().any(|&b| b < 0x20 || b == 0x7f) {
-                    return Ok(Line::BadBytes);
-                }
-                return Ok(match std::str::from_utf8(body) {
-                    Ok(text) => Line::Text(text.to_owned()),
-                    Err(_) => Line::BadBytes,
-                });
-            }
-            if pending.len() >= max {
-                // Too long already: drop what is here, and the rest of
-                // the line as it comes.
-                discarding = true;
-                self.start = self.end;
-            }
-            self.fill(deadline, wait).await?;
-        }
-    }
-
     /// Waits for more input (after writing the replies waiting), until
     /// `deadline`.
     async fn fill(&mut self, deadline: Instant, wait: Wait) -> Result<()> {
         self.flush().await?;
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-        } else if self.end == self.buf.len() {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-        }
         loop {
             let limit = self.drain_deadline.map_or(deadline, |d| d.min(deadline));
             let draining = self.drain_deadline.is_some();
             let grace = self.ctx.config.data_timeout;
             let Session {
-                stream,
-                buf,
-                end,
-                ctx,
-                ..
+                stream, codec, ctx, ..
             } = self;
             let read = tokio::select! {
                 biased;
-                r = tokio::time::timeout_at(limit, stream.read(&mut buf[*end..])) => r,
+                r = tokio::time::timeout_at(limit, stream.read(codec.read_buffer())) => r,
                 _ = ctx.shutdown.wait_for(|s| *s), if !draining => {
                     if wait == Wait::Idle {
                         return Err(End::Shutdown);
@@ -1178,7 +914,7 @@ where
             return match read {
                 Ok(Ok(0)) => Err(End::Closed),
                 Ok(Ok(n)) => {
-                    self.end += n;
+                    self.codec.filled(n);
                     Ok(())
                 }
                 Ok(Err(e)) => Err(io_end(e)),

@@ -16,6 +16,7 @@ use crate::shared::{FaultSlot, lock};
 use crate::tls::DevCa;
 use crate::token::TokenRegistry;
 
+mod auth;
 mod message;
 pub(crate) mod sasl;
 mod session;
@@ -525,8 +526,8 @@ impl DevSmtpServerBuilder {
     /// Whether message data holding a bare CR (one without an LF after it)
     /// is refused with `550 5.5.2 Error: bare <CR> received`, as sendmail
     /// 8.18 does. Default `true`. With `false` the message is recorded with
-    /// [`ReceivedMessage::bare_cr`] set. (A CR inside a command line is just
-    /// a byte of the command.)
+    /// [`ReceivedMessage::bare_cr`] set. (A CR inside a command line, as any
+    /// control character there, gets `500 5.5.2` either way.)
     pub fn reject_bare_cr(mut self, reject: bool) -> Self {
         self.reject_bare_cr = reject;
         self
@@ -562,7 +563,9 @@ impl DevSmtpServerBuilder {
     /// `true`). Either way commands that arrive pipelined are processed in
     /// order, one reply each, as a lenient server would; only STARTTLS
     /// drops what was sent after it
-    /// ([`DevSmtpServer::discarded_before_tls`]).
+    /// ([`DevSmtpServer::discarded_before_tls`]), and a refused DATA with
+    /// message content sent behind it gets `554 5.5.0` and the connection
+    /// is closed (that content never runs as commands).
     pub fn pipelining(mut self, advertise: bool) -> Self {
         self.pipelining = advertise;
         self

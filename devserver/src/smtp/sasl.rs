@@ -1,5 +1,5 @@
-//! Parsing of SASL client responses (RFC 4616 PLAIN, LOGIN, XOAUTH2,
-//! RFC 7628 OAUTHBEARER) and the OAuth error challenges.
+//! Parsing of the OAuth SASL responses (XOAUTH2, RFC 7628 OAUTHBEARER) and
+//! their error challenges; PLAIN and LOGIN are the codec's.
 
 use base64::Engine as _;
 use base64::alphabet;
@@ -11,41 +11,8 @@ pub(crate) const BASE64_LENIENT: GeneralPurpose = GeneralPurpose::new(
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
 
-/// Decodes one base64 SASL response line (`=` is the empty response).
-pub(crate) fn decode_response(line: &str) -> Option<Vec<u8>> {
-    let line = line.trim();
-    if line == "=" {
-        return Some(Vec::new());
-    }
-    BASE64_LENIENT.decode(line).ok()
-}
-
 pub(crate) fn encode(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-/// Decoded `authzid NUL authcid NUL passwd`.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct PlainResponse {
-    pub authzid: String,
-    pub user: String,
-    pub password: String,
-}
-
-pub(crate) fn parse_plain(bytes: &[u8]) -> Option<PlainResponse> {
-    let text = std::str::from_utf8(bytes).ok()?;
-    let mut parts = text.split('\0');
-    let authzid = parts.next()?;
-    let user = parts.next()?;
-    let password = parts.next()?;
-    if parts.next().is_some() || user.is_empty() {
-        return None;
-    }
-    Some(PlainResponse {
-        authzid: authzid.to_owned(),
-        user: user.to_owned(),
-        password: password.to_owned(),
-    })
 }
 
 /// A bearer token and the user it is presented for.
@@ -167,20 +134,19 @@ pub(crate) fn oauthbearer_error_challenge(scope: &str) -> String {
 mod tests {
     use super::*;
 
+    /// PLAIN is the codec's now (`mailgate_relay::codec::plain`).
     #[test]
     fn plain() {
+        use mailgate_relay::codec::plain as parse_plain;
+        let p = parse_plain(b"\0alice\0pw").unwrap();
         assert_eq!(
-            parse_plain(b"\0alice\0pw"),
-            Some(PlainResponse {
-                authzid: String::new(),
-                user: "alice".into(),
-                password: "pw".into()
-            })
+            (p.authzid.as_str(), p.user.as_str(), p.password.as_str()),
+            ("", "alice", "pw")
         );
-        assert_eq!(parse_plain(b"alice\0pw"), None);
-        assert_eq!(parse_plain(b"\0\0pw"), None);
-        assert_eq!(parse_plain(b"a\0b\0c\0d"), None);
-        assert_eq!(parse_plain(&[0, 0xff, 0, 1]), None);
+        assert!(parse_plain(b"alice\0pw").is_none());
+        assert!(parse_plain(b"\0\0pw").is_none());
+        assert!(parse_plain(b"a\0b\0c\0d").is_none());
+        assert!(parse_plain(&[0, 0xff, 0, 1]).is_none());
     }
 
     #[test]
@@ -219,11 +185,17 @@ mod tests {
         assert_eq!(parse_oauthbearer(b"\x01"), None);
     }
 
+    /// Responses are decoded by the codec (`mailgate_relay::codec::decode`).
     #[test]
     fn responses() {
-        assert_eq!(decode_response("="), Some(vec![]));
-        assert_eq!(decode_response("AQ=="), Some(vec![1]));
-        assert_eq!(decode_response("AQ"), Some(vec![1]));
-        assert_eq!(decode_response("!!"), None);
+        use mailgate_relay::codec::{SaslResponse, decode};
+        let data = |r: SaslResponse| match r {
+            SaslResponse::Data(d) => Some(d.to_vec()),
+            _ => None,
+        };
+        assert_eq!(data(decode("=")), Some(vec![]));
+        assert_eq!(data(decode("AQ==")), Some(vec![1]));
+        assert_eq!(data(decode("AQ")), Some(vec![1]));
+        assert_eq!(data(decode("!!")), None);
     }
 }

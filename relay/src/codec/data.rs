@@ -1,12 +1,16 @@
-//! Reading message data after `354` (RFC 5321 4.1.1.4, 4.5.2), strictly.
+//! DATA (RFC 5321 4.1.1.4, 4.5.2): the command, and the message data
+//! after `354`, read strictly.
 //!
 //! - Only `<CR><LF>.<CR><LF>` ends the data. A bare LF never ends a line,
 //!   so `<LF>.<LF>`, `<LF>.<CR><LF>` and `<CR><LF>.<LF>` are data (the SMTP
 //!   smuggling patterns), and the message holding them is refused.
-//! - A bare LF or bare CR anywhere refuses the message (read to its end,
-//!   never stored): a next hop may see a line ending where this relay saw
-//!   none.
-//! - A leading dot of a line is removed (dot-unstuffing).
+//! - A bare LF or bare CR anywhere is reported ([`DataEnd`]); the relay
+//!   refuses the message (read to its end, never stored): a next hop may
+//!   see a line ending where this relay saw none. Bare line endings are
+//!   kept as they came, never rewritten (a dev server that lets them
+//!   through records them).
+//! - A leading dot of a line ended by CRLF is removed (dot-unstuffing); a
+//!   line ended by a bare LF keeps it (it is no line to SMTP).
 //! - What is kept is capped at `max_message_bytes`: past it nothing more is
 //!   kept (the buffer is freed) and the message is refused at its end; the
 //!   buffer's capacity never exceeds the cap.
@@ -24,18 +28,60 @@
 //! The reader is fed arbitrary chunks; the result does not depend on where
 //! the chunks split.
 
-/// How a message's data ended up.
+use super::reply::Answer;
+use super::session::{Close, Codec, DataStart, DataState, Event, Message, Mode};
+
+/// What the data of one message turned out to be, at its end.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DataEnd {
+    /// The data, dot-unstuffed, without the final `.` line; empty when
+    /// too big or over the memory granted.
+    pub data: Vec<u8>,
+    /// An LF without a CR before it occurred.
+    pub bare_lf: bool,
+    /// A CR without an LF after it occurred.
+    pub bare_cr: bool,
+    /// More than `max_message_bytes`: the size seen, saturated.
+    pub too_big: Option<u64>,
+    /// A line longer than `max_data_line` (after dot-unstuffing).
+    pub long_line: bool,
+    /// More than the memory granted ([`Codec::data_allow`](super::Codec::data_allow)).
+    pub over_budget: bool,
+}
+
+impl DataEnd {
+    /// The relay's reading: a bare line ending first, then the size, the
+    /// line length, the memory budget.
+    pub fn outcome(self) -> DataOutcome {
+        if self.bare_lf || self.bare_cr {
+            DataOutcome::BareLineEnding
+        } else if let Some(total) = self.too_big {
+            DataOutcome::TooBig { total }
+        } else if self.long_line {
+            DataOutcome::LineTooLong
+        } else if self.over_budget {
+            DataOutcome::OverBudget
+        } else {
+            DataOutcome::Message(self.data)
+        }
+    }
+}
+
+/// How a message's data ended up, as the relay reads a [`DataEnd`].
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum DataOutcome {
+pub enum DataOutcome {
     /// Acceptable: the message, dot-unstuffed, CRLF line endings.
     Message(Vec<u8>),
     /// A bare LF or CR occurred.
     BareLineEnding,
-    /// More than `max_message_bytes` (`total`: the size seen, saturated).
-    TooBig { total: u64 },
+    /// More than `max_message_bytes`.
+    TooBig {
+        /// The size seen, saturated.
+        total: u64,
+    },
     /// A line longer than `max_data_line`.
     LineTooLong,
-    /// More than the memory granted ([`DataReader::allow`]).
+    /// More than the memory granted ([`Codec::data_allow`](super::Codec::data_allow)).
     OverBudget,
 }
 
@@ -63,8 +109,12 @@ pub(crate) struct DataReader {
     data: Vec<u8>,
     total: u64,
     oversize: bool,
-    bare: bool,
+    bare_lf: bool,
+    bare_cr: bool,
     long_line: bool,
+    /// Where in `data` the current line's stuffing dot was dropped: put
+    /// back if the line ends in a bare LF.
+    dot_at: Option<usize>,
     /// The most bytes the buffer may take (its capacity), headroom
     /// included; unlimited unless [`allow`](Self::allow)ed.
     allowed: usize,
@@ -90,8 +140,10 @@ impl DataReader {
             data: Vec::with_capacity(start),
             total: 0,
             oversize: false,
-            bare: false,
+            bare_lf: false,
+            bare_cr: false,
             long_line: false,
+            dot_at: None,
             allowed: usize::MAX,
             headroom: 0,
             over_budget: false,
@@ -162,13 +214,12 @@ impl DataReader {
                 self.count_line(1);
             }
             match (self.state, b) {
-                (State::LineStart, b'.') => self.state = State::Dot,
-                (State::LineStart | State::Text, b'\r') => self.state = State::Cr,
-                (State::LineStart | State::Text, b'\n') => {
-                    self.bare = true;
-                    self.emit(b"\n");
-                    self.state = State::Text;
+                (State::LineStart, b'.') => {
+                    self.dot_at = Some(self.data.len());
+                    self.state = State::Dot;
                 }
+                (State::LineStart | State::Text, b'\r') => self.state = State::Cr,
+                (State::LineStart | State::Text | State::Dot, b'\n') => self.bare_lf(),
                 (State::LineStart | State::Text, other) => {
                     self.emit(&[other]);
                     self.state = State::Text;
@@ -177,36 +228,32 @@ impl DataReader {
                     self.emit(b"\r\n");
                     self.state = State::LineStart;
                     self.line_len = 0;
+                    self.dot_at = None;
                 }
                 (State::Cr, b'\r') => {
-                    self.bare = true;
+                    self.bare_cr = true;
                     self.emit(b"\r");
                 }
                 (State::Cr, other) => {
-                    self.bare = true;
+                    self.bare_cr = true;
                     self.emit(&[b'\r', other]);
                     self.state = State::Text;
                 }
                 // The stuffing dot is dropped; the byte after it counts as
                 // inside the line.
                 (State::Dot, b'\r') => self.state = State::DotCr,
-                (State::Dot, b'\n') => {
-                    self.bare = true;
-                    self.emit(b"\n");
-                    self.state = State::Text;
-                }
                 (State::Dot, other) => {
                     self.emit(&[other]);
                     self.state = State::Text;
                 }
                 (State::DotCr, b'\n') => return Some(i),
                 (State::DotCr, b'\r') => {
-                    self.bare = true;
+                    self.bare_cr = true;
                     self.emit(b"\r");
                     self.state = State::Cr;
                 }
                 (State::DotCr, other) => {
-                    self.bare = true;
+                    self.bare_cr = true;
                     self.emit(&[b'\r', other]);
                     self.state = State::Text;
                 }
@@ -215,19 +262,43 @@ impl DataReader {
         None
     }
 
-    /// The outcome, once [`feed`](Self::feed) reported the end.
-    pub(crate) fn finish(self) -> DataOutcome {
-        if self.bare {
-            DataOutcome::BareLineEnding
-        } else if self.oversize {
-            DataOutcome::TooBig { total: self.total }
-        } else if self.long_line {
-            DataOutcome::LineTooLong
-        } else if self.over_budget {
-            DataOutcome::OverBudget
-        } else {
-            DataOutcome::Message(self.data)
+    /// What the data was, once [`feed`](Self::feed) reported the end.
+    pub(crate) fn finish(self) -> DataEnd {
+        DataEnd {
+            data: self.data,
+            bare_lf: self.bare_lf,
+            bare_cr: self.bare_cr,
+            too_big: self.oversize.then_some(self.total),
+            long_line: self.long_line,
+            over_budget: self.over_budget,
         }
+    }
+
+    /// A bare LF: kept, it ends no line (the next byte does not start
+    /// one), but the line's length starts afresh, and a stuffing dot the
+    /// line started with is put back, as a line ended by a bare LF is not
+    /// unstuffed.
+    fn bare_lf(&mut self) {
+        self.bare_lf = true;
+        if let Some(at) = self.dot_at.take()
+            && !self.oversize
+            && !self.over_budget
+            && at <= self.data.len()
+        {
+            self.emit(b".");
+            if at < self.data.len() {
+                self.data[at..].rotate_right(1);
+            }
+        }
+        self.emit(b"\n");
+        self.state = State::Text;
+        self.line_len = 0;
+    }
+
+    /// The memory allowed for data (without the headroom);
+    /// `usize::MAX` until [`allow`](Self::allow)ed.
+    pub(crate) fn allowed(&self) -> usize {
+        self.allowed.saturating_sub(self.headroom)
     }
 
     /// The bytes kept so far and the buffer's capacity (for tests).
@@ -274,6 +345,145 @@ impl DataReader {
     }
 }
 
+impl Codec {
+    /// DATA: a sender and a recipient first. A refused DATA with input
+    /// behind it closes the session (see [`Codec::data_refused`]).
+    pub(super) fn data(&mut self) -> Event {
+        let refusal = match &self.envelope {
+            None => Answer::NeedMail,
+            Some(envelope) if envelope.to.is_empty() => Answer::NeedRcpt,
+            Some(_) => return Event::Data,
+        };
+        let event = self.refuse(refusal);
+        if self.closing.is_some() {
+            return event;
+        }
+        self.data_refused();
+        match self.closing {
+            Some(close) => Event::Close(close),
+            None => event,
+        }
+    }
+
+    /// DATA was refused (the server wrote why). Bytes the client sent
+    /// already (DATA ends a pipelined group, RFC 2920 3.1) are message
+    /// content it sent without waiting for the `354`, and must not run as
+    /// commands: as Postfix does, `554 5.5.0` and close.
+    pub fn data_refused(&mut self) {
+        let pending = self.input.pending().len();
+        if pending > 0 && self.closing.is_none() {
+            self.input.consume(pending);
+            self.close_with(
+                Answer::ImproperPipelining,
+                Close::ImproperPipelining(pending),
+            );
+        }
+    }
+
+    /// Reads message data from here on; the server answers `354`.
+    pub fn start_data(&mut self, start: DataStart) {
+        let reader = DataReader::new(
+            self.config.max_message_bytes,
+            self.config.max_data_line,
+            start.size_hint,
+        )
+        .with_headroom(start.headroom);
+        self.mode = Mode::Data(Box::new(DataState {
+            reader,
+            cut_after: start.cut_after,
+            consumed: 0,
+            at_line_end: true,
+            asked: 0,
+        }));
+    }
+
+    /// Lets the data take `bytes` of memory (and reserves them).
+    pub fn data_allow(&mut self, bytes: usize) {
+        if let Mode::Data(state) = &mut self.mode {
+            state.reader.allow(bytes);
+        }
+    }
+
+    /// Keeps no more data: the memory budget has no room
+    /// ([`DataEnd::over_budget`]).
+    pub fn data_refuse_memory(&mut self) {
+        if let Mode::Data(state) = &mut self.mode {
+            state.reader.refuse_for_memory();
+        }
+    }
+
+    /// The data bytes kept once `more` input bytes are read, at most.
+    pub fn data_need(&self, more: usize) -> usize {
+        match &self.mode {
+            Mode::Data(state) => state.reader.need(more),
+            _ => 0,
+        }
+    }
+
+    /// Bytes of data read so far in this DATA.
+    pub fn data_received(&self) -> u64 {
+        match &self.mode {
+            Mode::Data(state) => state.consumed,
+            _ => 0,
+        }
+    }
+
+    /// Reads data from the input; the event at its end.
+    pub(super) fn data_event(&mut self) -> Option<Event> {
+        loop {
+            let Mode::Data(state) = &mut self.mode else {
+                return None;
+            };
+            if let Some(cut) = state.cut_after
+                && state.consumed >= cut
+                && state.at_line_end
+            {
+                return Some(Event::DataCut);
+            }
+            let pending = self.input.pending();
+            if pending.is_empty() {
+                return None;
+            }
+            let need = state.reader.need(pending.len());
+            if need > state.reader.allowed() && need > state.asked {
+                state.asked = need;
+                return Some(Event::DataMemory { need });
+            }
+            // With a cut: no further than the first line end past it.
+            let take = match state.cut_after {
+                Some(cut) => {
+                    let short = usize::try_from(cut.saturating_sub(state.consumed))
+                        .unwrap_or(usize::MAX)
+                        .saturating_sub(1)
+                        .min(pending.len());
+                    pending[short..]
+                        .iter()
+                        .position(|&b| b == b'\n')
+                        .map_or(pending.len(), |i| short + i + 1)
+                }
+                None => pending.len(),
+            };
+            if let Some(n) = state.reader.feed(&pending[..take]) {
+                self.input.consume(n);
+                return Some(self.end_data());
+            }
+            state.consumed = state.consumed.saturating_add(take as u64);
+            state.at_line_end = pending[take - 1] == b'\n';
+            self.input.consume(take);
+        }
+    }
+
+    /// The end of the data: the transaction is over.
+    fn end_data(&mut self) -> Event {
+        let data = match std::mem::replace(&mut self.mode, Mode::Command) {
+            Mode::Data(state) => state.reader.finish(),
+            _ => DataEnd::default(),
+        };
+        let envelope = self.envelope.take().unwrap_or_default();
+        Event::Message(Box::new(Message { envelope, data }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,7 +491,7 @@ mod tests {
     fn run(input: &[u8]) -> (DataOutcome, usize) {
         let mut r = DataReader::new(1000, 100, None);
         let n = r.feed(input).expect("end of data");
-        (r.finish(), n)
+        (r.finish().outcome(), n)
     }
 
     fn msg(v: &[u8]) -> DataOutcome {
@@ -313,22 +523,22 @@ mod tests {
         assert_eq!(r.feed(&[b'x'; 5000]), None);
         assert_eq!(r.held(), (0, 0));
         assert!(r.feed(b"\r\n.\r\n").is_some());
-        assert_eq!(r.finish(), DataOutcome::TooBig { total: 5002 });
+        assert_eq!(r.finish().outcome(), DataOutcome::TooBig { total: 5002 });
 
         let mut r = DataReader::new(100, 10, None);
         assert!(r.feed(b"12345678\r\n.\r\n").is_some());
-        assert_eq!(r.finish(), msg(b"12345678\r\n"));
+        assert_eq!(r.finish().outcome(), msg(b"12345678\r\n"));
         let mut r = DataReader::new(100, 10, None);
         assert!(r.feed(b"123456789\r\n.\r\n").is_some());
-        assert_eq!(r.finish(), DataOutcome::LineTooLong);
+        assert_eq!(r.finish().outcome(), DataOutcome::LineTooLong);
         // A stuffing dot does not count: 11 octets on the wire, 10 after
         // unstuffing.
         let mut r = DataReader::new(100, 10, None);
         assert!(r.feed(b"..2345678\r\n.\r\n").is_some());
-        assert_eq!(r.finish(), msg(b".2345678\r\n"));
+        assert_eq!(r.finish().outcome(), msg(b".2345678\r\n"));
         let mut r = DataReader::new(100, 10, None);
         assert!(r.feed(b"..23456789\r\n.\r\n").is_some());
-        assert_eq!(r.finish(), DataOutcome::LineTooLong);
+        assert_eq!(r.finish().outcome(), DataOutcome::LineTooLong);
     }
 
     #[test]
@@ -340,7 +550,7 @@ mod tests {
             assert!(r.held().1 <= 10_000);
         }
         assert!(r.feed(b".\r\n").is_some());
-        assert!(matches!(r.finish(), DataOutcome::Message(m) if m.len() == 9900));
+        assert!(matches!(r.finish().outcome(), DataOutcome::Message(m) if m.len() == 9900));
     }
 
     #[test]
@@ -364,17 +574,17 @@ mod tests {
         assert_eq!(r.held(), (0, 0));
         assert_eq!(r.need(1), 0);
         assert!(r.feed(b"\r\n.\r\n").is_some());
-        assert_eq!(r.finish(), DataOutcome::OverBudget);
+        assert_eq!(r.finish().outcome(), DataOutcome::OverBudget);
         // A permanent refusal wins over the budget.
         let mut r = DataReader::new(100, 1000, None);
         r.allow(0);
         assert!(r.feed(&[b'x'; 200]).is_none());
         assert!(r.feed(b"\r\n.\r\n").is_some());
-        assert!(matches!(r.finish(), DataOutcome::TooBig { .. }));
+        assert!(matches!(r.finish().outcome(), DataOutcome::TooBig { .. }));
         let mut r = DataReader::new(100, 1000, None);
         r.refuse_for_memory();
         assert!(r.feed(b"a\r\n.\r\n").is_some());
-        assert_eq!(r.finish(), DataOutcome::OverBudget);
+        assert_eq!(r.finish().outcome(), DataOutcome::OverBudget);
     }
 
     proptest::proptest! {
@@ -413,7 +623,7 @@ mod tests {
             if whole_end.is_some() {
                 let (a, b) = (whole.finish(), pieces.finish());
                 proptest::prop_assert_eq!(&a, &b);
-                if let DataOutcome::Message(m) = a {
+                if let DataOutcome::Message(m) = a.outcome() {
                     // What is accepted has CRLF line endings only.
                     for (k, &byte) in m.iter().enumerate() {
                         if byte == b'\n' {
